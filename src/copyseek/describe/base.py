@@ -1,0 +1,89 @@
+"""The interface every branch implements (global vectors, local features, hashes...).
+
+A branch turns decoded images into features, packs many images' features into one chunk of arrays
+(the unit the index writes atomically), and builds a searcher over all chunks. Adding a branch means
+writing one `Branch` subclass and registering it in `copyseek.describe.registry`; the index, the
+matcher and the CLI need no change.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+Features = dict[str, np.ndarray]
+"""One image's features; the keys are the branch's own (e.g. {"vector": (512,) float32})."""
+
+Chunk = dict[str, np.ndarray]
+"""Many images' features packed into arrays, saved as one file; row i of the chunk is its i-th image."""
+
+
+@dataclass
+class Candidates:
+    """One query's candidate references from one branch, best first.
+
+    rows:   (m,) int64 reference rows (the index's row numbers, in the order images were added).
+    scores: (m,) float32 branch scores, higher = more similar.
+    extra:  optional per-candidate arrays (e.g. "inliers" (m,), "region" (m, 4) in query pixels).
+    """
+
+    rows: np.ndarray
+    scores: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> "Candidates":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+class Searcher(ABC):
+    """Search structure over the packed features of all references of one branch."""
+
+    @property
+    @abstractmethod
+    def ntotal(self) -> int:
+        """Number of references searchable."""
+
+    @abstractmethod
+    def add(self, chunk: Chunk) -> None:
+        """Append one chunk's references (rows continue from ntotal)."""
+
+    @abstractmethod
+    def search(self, queries: list[Features], k: int) -> list[Candidates]:
+        """Top-k candidate references for each query."""
+
+    @abstractmethod
+    def nbytes(self) -> int:
+        """Bytes the stored features take (for bytes-per-reference reports)."""
+
+
+class Branch(ABC):
+    """One way of describing and searching images."""
+
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def decode_side(self) -> int:
+        """Smallest side, in pixels, the decoded RGB image should keep for this branch (lets the
+        decoder use JPEG draft mode and cap huge images)."""
+
+    @abstractmethod
+    def spec(self) -> dict:
+        """JSON-able description (model, sizes, parameters). An index stores it and refuses to be
+        extended or queried by a branch with a different spec."""
+
+    @abstractmethod
+    def extract(self, images: list[np.ndarray]) -> list[Features]:
+        """Features of a batch of (H, W, 3) uint8 RGB images (sizes may differ)."""
+
+    @abstractmethod
+    def pack(self, features: list[Features]) -> Chunk:
+        """Pack many images' features into one chunk."""
+
+    @abstractmethod
+    def new_searcher(self) -> Searcher:
+        """An empty searcher; the index adds its chunks in row order."""
