@@ -77,8 +77,11 @@ class Branch(ABC):
         extended or queried by a branch with a different spec."""
 
     @abstractmethod
-    def extract(self, images: list[np.ndarray]) -> list[Features]:
-        """Features of a batch of (H, W, 3) uint8 RGB images (sizes may differ)."""
+    def extract(self, images: list[np.ndarray], *, query: bool = False) -> list[Features]:
+        """Features of a batch of (H, W, 3) uint8 RGB images (sizes may differ).
+
+        query=True marks query images: a branch may add what only queries need (e.g. features of
+        the mirrored image so that flipped copies match)."""
 
     @abstractmethod
     def pack(self, features: list[Features]) -> Chunk:
