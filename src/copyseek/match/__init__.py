@@ -1,1 +1,1 @@
-"""match"""
+"""Matching queries against an index: candidates per branch, score normalisation, fusion."""

@@ -1,0 +1,269 @@
+"""The `copyseek` command line. Each sub-command is a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from copyseek import __version__
+from copyseek.errors import CopyseekError
+
+DESCRIPTION = """Find modified copies of images (crops, overlays, recompression, pastes...) in a
+reference collection, with calibrated scores, and evaluate them the DISC21 way.
+
+typical use:
+  copyseek index references/ --index my.idx
+  copyseek match queries/ --index my.idx --output predictions.csv --background photos/
+  copyseek eval predictions.csv --ground-truth gt.csv --plot pr.png
+  copyseek info my.idx
+"""
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speed")
+    group.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+    group.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    group.add_argument("--threads", type=int, default=0, help="model threads; 0 = all cores (default)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def runtime_options(args: argparse.Namespace) -> dict:
+    return {"threads": args.threads, "batch_size": args.batch_size}
+
+
+def add_index_parser(sub) -> None:
+    p = sub.add_parser(
+        "index",
+        help="create or extend an index of reference images",
+        description="Describe every image below REFERENCE_DIR and add it to the index. Incremental: "
+        "images already indexed are not read again; an interrupted run keeps its committed work and "
+        "a re-run completes it. Unusable files are skipped with the reason (INDEX/skipped.csv).",
+    )
+    p.add_argument("reference_dir", metavar="REFERENCE_DIR", help="folder of reference images (searched recursively)")
+    p.add_argument("--index", required=True, metavar="INDEX_DIR", help="index folder (created if missing)")
+    p.add_argument("--pipeline", default=None, help="branches to index: global (default for a new index)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="global model: sscd (default), sscd-fast, copyseek-small, onnx:PATH, torchscript:PATH",
+    )
+    p.add_argument("--resize", default=None, metavar="MODE:SIZE", help="model input: square:320 or short:288 (default: the model's own)")
+    p.add_argument("--factory", default=None, help="Faiss index factory string for the global branch (default Flat = exact)")
+    p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
+    add_speed_options(p)
+    p.set_defaults(run=run_index)
+
+
+def branch_options(args: argparse.Namespace) -> dict[str, dict]:
+    options = {k: v for k, v in {"model": args.model, "resize": args.resize, "factory": args.factory}.items() if v}
+    return {"global": options} if options else {}
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from copyseek.store.index import Index
+
+    with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args)) as index:
+        report = index.add(
+            args.reference_dir,
+            commit_every=args.commit_every,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        print(report.summary())
+        if report.skipped:
+            print(f"skipped images are listed in {Path(args.index) / 'skipped.csv'}")
+        print(f"references: {len(index)}")
+    return 0
+
+
+def add_match_parser(sub) -> None:
+    p = sub.add_parser(
+        "match",
+        help="match query images against an index, write DISC21 predictions",
+        description="Find, for each image below QUERY_DIR, the references it may copy. Writes "
+        "query_id,reference_id,score rows (higher = more similar), at most --k per query.",
+    )
+    p.add_argument("query_dir", metavar="QUERY_DIR", help="folder of query images (searched recursively)")
+    p.add_argument("--index", required=True, metavar="INDEX_DIR")
+    p.add_argument("--output", required=True, metavar="PREDICTIONS.csv")
+    p.add_argument(
+        "--background",
+        metavar="BACKGROUND_DIR",
+        help="photos known not to be copies, for score normalisation (descriptors cached in the index)",
+    )
+    p.add_argument("--k", type=int, default=10, help="predictions per query at most (default 10)")
+    p.add_argument("--beta", type=float, default=1.0, help="normalisation weight (default 1)")
+    p.add_argument("--n-background", type=int, default=3, help="background neighbours averaged (default 3)")
+    add_speed_options(p)
+    p.set_defaults(run=run_match)
+
+
+def run_match(args: argparse.Namespace) -> int:
+    from copyseek.io.csvfiles import write_predictions
+    from copyseek.match.matcher import MatchOptions, match
+    from copyseek.store.index import Index
+
+    options = MatchOptions(
+        k=args.k,
+        background=args.background,
+        beta=args.beta,
+        n_background=args.n_background,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    output = Path(args.output)
+    if not output.parent.exists():
+        raise CopyseekError(f"output folder does not exist: {output.parent}")
+    with Index.open(args.index, runtime_options(args)) as index:
+        result = match(index, args.query_dir, options, progress=not args.quiet)
+    write_predictions(output, result.predictions)
+    print(result.summary())
+    print(f"predictions written to {output}")
+    if result.skipped:
+        report = output.with_name(output.stem + ".skipped.csv")
+        with open(report, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "path", "reason"])
+            writer.writerows((f.id, str(f.path), reason) for f, reason in result.skipped)
+        print(f"skipped queries are listed in {report}")
+    return 0
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score predictions against a ground truth (muAP, recall@P90, accuracy@1)",
+        description="DISC21 metrics as the ISC2021 reference code computes them: predictions of all "
+        "queries pooled and sorted by score, ties counted worst case, predictions for queries that "
+        "copy nothing are false positives.",
+    )
+    p.add_argument("predictions", metavar="PREDICTIONS.csv")
+    p.add_argument("--ground-truth", required=True, metavar="GT.csv", help="query_id,reference_id (empty reference = no copy)")
+    p.add_argument("--plot", metavar="PR.png", help="write the precision-recall curve as a PNG")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from copyseek.eval.metrics import evaluate
+    from copyseek.io.csvfiles import read_ground_truth, read_predictions
+
+    metrics = evaluate(read_predictions(args.predictions), read_ground_truth(args.ground_truth))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "micro_ap": metrics.micro_ap,
+                    "recall_at_p90": metrics.recall_at_p90,
+                    "threshold_at_p90": metrics.threshold_at_p90,
+                    "accuracy_at_1": metrics.accuracy_at_1,
+                    "n_predictions": metrics.n_predictions,
+                    "n_positives": metrics.n_positives,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(metrics.summary())
+    if args.plot:
+        from copyseek.eval.plot import plot_pr_curves
+
+        plot_pr_curves({Path(args.predictions).stem: metrics}, args.plot)
+        print(f"precision-recall curve written to {args.plot}")
+    return 0
+
+
+def add_info_parser(sub) -> None:
+    p = sub.add_parser("info", help="describe an index", description="Number of references, pipeline, models and sizes of an index.")
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.add_argument("--json", action="store_true", help="print everything as JSON")
+    p.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from copyseek.store.index import Index
+
+    with Index.open(args.index) as index:
+        info = index.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"index: {info['path']}")
+    print(f"references: {info['references']}")
+    print(f"skipped: {info['skipped']}")
+    print(f"pipeline: {info['pipeline']}")
+    for name, spec in info["branches"].items():
+        print(f"branch {name}: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+    print(f"disk: {info['disk_bytes'] / 1e6:.2f} MB")
+    for name, per_ref in info["bytes_per_reference"].items():
+        print(f"bytes per reference ({name}): {per_ref:.0f}")
+    return 0
+
+
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole thing on generated images (no arguments needed)",
+        description="Makes a small collection of images, edited copies of some of them and "
+        "distractors, then indexes, matches, evaluates and shows a few top matches.",
+    )
+    p.add_argument("--out", default=None, help="folder for the demo's files (default: a temporary folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from copyseek.demo import run_demo as demo
+
+    demo(args.out, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="copyseek", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"copyseek {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_demo_parser):
+        add(sub)
+    for module in ("copyseek.bench.cli", "copyseek.learn.cli"):
+        add_optional_parser(module, sub)
+    return parser
+
+
+def add_optional_parser(module: str, sub) -> None:
+    """Sub-commands of other domains register themselves with an `add_parser(subparsers)` function."""
+    import importlib
+
+    try:
+        importlib.import_module(module).add_parser(sub)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except CopyseekError as exc:
+        print(f"copyseek {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

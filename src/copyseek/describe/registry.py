@@ -1,0 +1,51 @@
+"""Branches by name, and pipelines as named compositions of branches (like Faiss factory strings).
+
+An index stores each branch's options; `make_branch(name, options)` rebuilds the same branch later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from copyseek.describe.base import Branch
+from copyseek.errors import CopyseekError
+
+
+def _global_branch(options: dict) -> Branch:
+    from copyseek.describe.global_branch import GlobalBranch
+    from copyseek.describe.models import load_model
+    from copyseek.describe.preprocess import Preprocess
+
+    resize = Preprocess.parse(options["resize"]) if options.get("resize") else None
+    model = load_model(options.get("model", "sscd"), resize, threads=options.get("threads", 0))
+    return GlobalBranch(model, factory=options.get("factory", "Flat"), batch_size=options.get("batch_size", 16))
+
+
+BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch}
+"""Branch name -> constructor from its options (a JSON-able dict)."""
+
+PIPELINES: dict[str, tuple[str, ...]] = {"global": ("global",)}
+"""Pipeline name -> the branches it indexes and searches."""
+
+RUNTIME_OPTIONS = ("threads", "batch_size")
+"""Options that change speed, not results: not stored in the index."""
+
+
+def register_branch(name: str, constructor: Callable[[dict], Branch]) -> None:
+    BRANCHES[name] = constructor
+
+
+def register_pipeline(name: str, branches: tuple[str, ...]) -> None:
+    PIPELINES[name] = branches
+
+
+def pipeline_branches(pipeline: str) -> tuple[str, ...]:
+    if pipeline not in PIPELINES:
+        raise CopyseekError(f"unknown pipeline {pipeline!r}; choose from {', '.join(sorted(PIPELINES))}")
+    return PIPELINES[pipeline]
+
+
+def make_branch(name: str, options: dict) -> Branch:
+    if name not in BRANCHES:
+        raise CopyseekError(f"unknown branch {name!r}; known: {', '.join(sorted(BRANCHES))}")
+    return BRANCHES[name](options)

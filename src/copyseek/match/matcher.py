@@ -1,0 +1,141 @@
+"""Match a folder of queries against an index and produce DISC21 predictions."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from copyseek.describe.base import Candidates, Features
+from copyseek.errors import CopyseekError
+from copyseek.io.csvfiles import Prediction
+from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
+from copyseek.match.normalize import BackgroundNormalizer, background_vectors
+from copyseek.progress import progress_bar
+from copyseek.store.index import Index, extract_all
+
+
+@dataclass
+class MatchOptions:
+    """k: predictions per query at most. background: folder of photos known not to be copies, for
+    score normalisation, with beta and n as in normalize.py."""
+
+    k: int = 10
+    background: str | os.PathLike | None = None
+    beta: float = 1.0
+    n_background: int = 3
+    batch_size: int = 16
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise CopyseekError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass
+class MatchResult:
+    predictions: list[Prediction]
+    queries: int = 0
+    skipped: list[tuple[ImageFile, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = f" ({self.queries / self.seconds:.1f} queries/s)" if self.seconds > 0 else ""
+        return f"matched {self.queries} queries{rate}, {len(self.predictions)} predictions, skipped {len(self.skipped)}"
+
+
+Scorer = Callable[[dict[str, list[Candidates]], dict[str, list[Features]]], list[Candidates]]
+"""Turns each branch's candidates (and the queries' features) into one scored list per query."""
+
+
+def match(
+    index: Index,
+    queries: str | os.PathLike | Iterable[ImageFile],
+    options: MatchOptions | None = None,
+    *,
+    progress: bool = True,
+    on_skip: Callable[[ImageFile, str], None] | None = None,
+) -> MatchResult:
+    """Predictions (query_id, reference_id, score), at most options.k per query, best first."""
+    options = options or MatchOptions()
+    start = time.perf_counter()
+    files = find_images(queries)[0] if isinstance(queries, (str, os.PathLike)) else list(queries)
+    if len(index) == 0:
+        raise CopyseekError(f"the index {index.path} holds no references yet")
+    scorer = make_scorer(index, options, progress)
+    ids = index.ids
+    searchers = index.searchers()
+    result = MatchResult([])
+    on_skip = on_skip or (lambda f, r: print(f"skipped {f.path}: {r}", file=sys.stderr))
+    decode_side = max(b.decode_side for b in index.branches.values())
+    batch: list[DecodedImage] = []
+    with progress_bar(len(files), "matching", disable=not progress) as bar:
+
+        def flush() -> None:
+            kept, features = [], {name: [] for name in index.branches}
+            for image, per_branch in zip(batch, extract_all(index.branches, batch, query=True)):
+                if isinstance(per_branch, str):
+                    result.skipped.append((image.file, per_branch))
+                    on_skip(image.file, per_branch)
+                    continue
+                kept.append(image)
+                for name in index.branches:
+                    features[name].append(per_branch[name])
+            candidates = {name: searchers[name].search(features[name], options.k) for name in index.branches}
+            for image, scored in zip(kept, scorer(candidates, features)):
+                order = np.argsort(-scored.scores, kind="stable")[: options.k]
+                result.predictions += [
+                    Prediction(image.file.id, ids[scored.rows[j]], float(scored.scores[j])) for j in order
+                ]
+            result.queries += len(kept)
+            bar.update(len(batch))
+            batch.clear()
+
+        for item in iter_decoded(files, decode_side, options.workers):
+            if isinstance(item, DecodedImage):
+                batch.append(item)
+                if len(batch) == options.batch_size:
+                    flush()
+            else:
+                result.skipped.append((item[0], item[1].reason))
+                on_skip(item[0], item[1].reason)
+                bar.update(1)
+        if batch:
+            flush()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
+    """The scoring rule of the index's pipeline, with background normalisation when asked for."""
+    normalizer = None
+    if options.background is not None:
+        if "global" not in index.branches:
+            raise CopyseekError("score normalisation (--background) needs a pipeline with the global branch")
+        vectors = background_vectors(
+            index.branches["global"], options.background, Path(index.path) / "background", options.workers, progress
+        )
+        normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
+    return SCORERS[index.pipeline](normalizer)
+
+
+def global_scorer(normalizer: BackgroundNormalizer | None) -> Scorer:
+    """Score = global similarity, minus the query's background offset when normalising."""
+
+    def score(candidates: dict[str, list[Candidates]], features: dict[str, list[Features]]) -> list[Candidates]:
+        found = candidates["global"]
+        if normalizer is None or not found:
+            return found
+        offsets = normalizer.offsets(np.stack([f["vector"] for f in features["global"]]))
+        return [Candidates(c.rows, c.scores - o, c.extra) for c, o in zip(found, offsets)]
+
+    return score
+
+
+SCORERS: dict[str, Callable[[BackgroundNormalizer | None], Scorer]] = {"global": global_scorer}
+"""Pipeline name -> its scoring rule (given the normaliser, or None)."""

@@ -1,0 +1,75 @@
+"""Score normalisation against a background set (ISC2021 / SSCD).
+
+A query that resembles many unrelated images (a texture, a screenshot, a blank page) gets high
+similarities to everything. Subtracting its typical similarity to a background set of photos that
+are known not to be copies makes one threshold mean the same for every query:
+
+    score(q, r) = sim(q, r) - beta * mean(top-n similarities of q to the background set)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from copyseek.describe.global_branch import GlobalBranch, VectorSearcher
+from copyseek.errors import CopyseekError
+from copyseek.io.images import DecodedImage, find_images, iter_decoded
+from copyseek.progress import progress_bar
+from copyseek.store.files import atomic_write
+
+
+class BackgroundNormalizer:
+    """Subtract beta x the mean of a query's top-n background similarities from its scores."""
+
+    def __init__(self, background: np.ndarray, beta: float = 1.0, n: int = 3):
+        if background.ndim != 2 or len(background) == 0:
+            raise CopyseekError("the background set has no usable images")
+        if n < 1:
+            raise CopyseekError(f"the number of background neighbours must be >= 1, got {n}")
+        self.beta = beta
+        self.n = min(n, len(background))
+        self.searcher = VectorSearcher(background.shape[1])
+        self.searcher.add({"vectors": background})
+
+    def offsets(self, queries: np.ndarray) -> np.ndarray:
+        """(m, dim) query vectors -> (m,) amounts to subtract from each query's similarities."""
+        sims, _ = self.searcher.search_vectors(queries, self.n)
+        return (self.beta * sims.mean(axis=1)).astype(np.float32)
+
+
+def background_vectors(
+    branch: GlobalBranch, folder: str | Path, cache_dir: Path | None, workers: int = 2, progress: bool = True
+) -> np.ndarray:
+    """(n, dim) global descriptors of the images in `folder`, cached in `cache_dir` by model and by
+    the folder's listing (path, size, mtime of every file), so a changed folder is described again."""
+    files, _ = find_images(folder)
+    if not files:
+        raise CopyseekError(f"no images in the background folder {folder}")
+    listing = [(str(f.path.resolve()), f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha1(json.dumps([branch.spec(), listing]).encode()).hexdigest()[:20]
+    cached = cache_dir / f"{key}.npy" if cache_dir else None
+    if cached and cached.exists():
+        return np.load(cached)
+    images: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
+    with progress_bar(len(files), "background", disable=not progress) as bar:
+        for item in iter_decoded(files, branch.decode_side, workers):
+            if isinstance(item, DecodedImage):
+                images.append(item.pixels)
+            bar.update(1)
+            if len(images) == branch.batch_size:
+                vectors.append(branch.embed(images))
+                images = []
+        if images:
+            vectors.append(branch.embed(images))
+    if not vectors:
+        raise CopyseekError(f"none of the images in the background folder {folder} could be read")
+    result = np.concatenate(vectors)
+    if cached:
+        cached.parent.mkdir(exist_ok=True)
+        atomic_write(cached, lambda handle: np.save(handle, result))
+    return result

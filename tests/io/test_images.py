@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from copyseek.errors import CopyseekError, ImageSkip
+from copyseek.io.images import ImageFile, decode_image, find_images, iter_decoded
+
+from .bad_images import BAD, GOOD, exif_rotated_jpeg, sixteen_bit_png, write_all
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_awkward_but_valid_files_decode_to_rgb(name):
+    pixels = decode_image(GOOD[name]())
+    assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_files_are_skipped_with_a_reason(name):
+    with pytest.raises(ImageSkip) as info:
+        decode_image(BAD[name]())
+    assert info.value.reason and "\n" not in info.value.reason
+
+
+def test_reasons_say_what_is_wrong():
+    reasons = {}
+    for name, make in BAD.items():
+        with pytest.raises(ImageSkip) as info:
+            decode_image(make())
+        reasons[name] = info.value.reason
+    assert "empty" in reasons["empty.jpg"]
+    assert "too large" in reasons["bomb.png"]
+    assert "not an image" in reasons["text.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+
+
+def test_exif_orientation_is_applied():
+    assert decode_image(exif_rotated_jpeg()).shape[:2] == (200, 120)
+
+
+def test_sixteen_bit_keeps_its_contrast():
+    pixels = decode_image(sixteen_bit_png())
+    assert pixels.max() > 200 and pixels.min() < 60  # not clipped to white
+
+
+def test_transparent_pixels_become_white():
+    from .bad_images import palette_alpha_png
+
+    pixels = decode_image(palette_alpha_png())
+    assert (pixels[:, :40] == 255).all()
+
+
+def test_jpeg_draft_and_cap_keep_the_requested_side():
+    from .bad_images import encoded, photo
+
+    big = encoded(photo(0, 2000, 1500), "JPEG")
+    pixels = decode_image(big, min_side=300)
+    assert 300 <= min(pixels.shape[:2]) <= 600
+
+
+def test_find_images_is_recursive_sorted_and_ignores_other_files(tmp_path):
+    write_all(tmp_path / "a" / "b", {"x.jpg": GOOD["gray.jpg"]})
+    write_all(tmp_path, {"y.png": GOOD["rgba.png"], "notes.txt": lambda: b"hi", ".hidden.jpg": GOOD["gray.jpg"]})
+    files, ignored = find_images(tmp_path)
+    assert [f.id for f in files] == ["x", "y"]
+    assert [p.name for p in ignored] == ["notes.txt"]
+
+
+def test_duplicate_ids_are_a_clear_error(tmp_path):
+    write_all(tmp_path / "one", {"same.jpg": GOOD["gray.jpg"]})
+    write_all(tmp_path / "two", {"same.png": GOOD["rgba.png"]})
+    with pytest.raises(CopyseekError, match="same"):
+        find_images(tmp_path)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CopyseekError, match="not found"):
+        find_images(tmp_path / "nope")
+
+
+def test_iter_decoded_keeps_order_and_reports_skips(tmp_path):
+    paths = write_all(tmp_path, {**GOOD, **BAD})
+    files = [ImageFile(p.stem, p) for p in paths]
+    results = list(iter_decoded(files, workers=2, prefetch=3))
+    assert len(results) == len(files)
+    for file, result in zip(files, results):
+        got = result.file if not isinstance(result, tuple) else result[0]
+        assert got == file
+        assert isinstance(result, tuple) == (file.path.name in BAD)
