@@ -21,10 +21,16 @@ def _global_branch(options: dict) -> Branch:
     return GlobalBranch(model, factory=options.get("factory", "Flat"), batch_size=options.get("batch_size", 16))
 
 
-BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch}
+def _pdq_branch(options: dict) -> Branch:
+    from copyseek.describe.pdq_branch import PDQBranch
+
+    return PDQBranch()
+
+
+BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch, "pdq": _pdq_branch}
 """Branch name -> constructor from its options (a JSON-able dict)."""
 
-PIPELINES: dict[str, tuple[str, ...]] = {"global": ("global",)}
+PIPELINES: dict[str, tuple[str, ...]] = {"global": ("global",), "pdq": ("pdq",)}
 """Pipeline name -> the branches it indexes and searches."""
 
 RUNTIME_OPTIONS = ("threads", "batch_size")

@@ -202,7 +202,7 @@ def load_rgb(path: str | os.PathLike, min_side: int = 0) -> np.ndarray:
 
 
 def iter_decoded(
-    files: list[ImageFile], min_side: int = 0, workers: int = 2, prefetch: int = 64
+    files: list[ImageFile], min_side: int = 0, workers: int = 2, prefetch: int = 32
 ) -> Iterator[DecodedImage | tuple[ImageFile, ImageSkip]]:
     """Decode files in order on `workers` threads, `prefetch` images ahead of the consumer.
 

@@ -137,5 +137,17 @@ def global_scorer(normalizer: BackgroundNormalizer | None) -> Scorer:
     return score
 
 
-SCORERS: dict[str, Callable[[BackgroundNormalizer | None], Scorer]] = {"global": global_scorer}
+def single_branch_scorer(branch: str) -> Callable[[BackgroundNormalizer | None], Scorer]:
+    """Score = the branch's own score (for branches without a global vector to normalise)."""
+
+    def make(normalizer: BackgroundNormalizer | None) -> Scorer:
+        return lambda candidates, features: candidates[branch]
+
+    return make
+
+
+SCORERS: dict[str, Callable[[BackgroundNormalizer | None], Scorer]] = {
+    "global": global_scorer,
+    "pdq": single_branch_scorer("pdq"),
+}
 """Pipeline name -> its scoring rule (given the normaliser, or None)."""

@@ -224,16 +224,24 @@ class Index:
             todo = self._plan(files, report)
             decode_side = max(b.decode_side for b in self.branches.values())
             decoded = iter_decoded(todo, min_side=decode_side, workers=workers)
+            pending = PendingChunk()
             with progress_bar(len(todo), "indexing", disable=not progress) as bar:
-                for images, skipped in batched_decodes(decoded, commit_every):
-                    features, failed = self._extract(images, batch_size, bar)
-                    skipped += failed
+                for images, skipped in batched_decodes(decoded, batch_size):
+                    for image, per_branch in zip(images, extract_all(self.branches, images)):
+                        if isinstance(per_branch, str):
+                            skipped.append((image.file, per_branch))
+                        else:
+                            pending.rows.append(row_of(image.file, image.sha1, image.nbytes, image.width, image.height, "indexed"))
+                            pending.features.append(per_branch)
                     for file, reason in skipped:
                         on_skip(file, reason)
-                    bar.update(len(skipped))
-                    self._commit([i for i in images if i.file.id in features], features, skipped)
-                    report.added += len(images) - len(failed)
+                    pending.skipped += skipped
                     report.skipped += skipped
+                    bar.update(len(images) + len(skipped))
+                    if len(pending.rows) >= commit_every:
+                        report.added += self._commit(pending)
+                        pending = PendingChunk()
+                report.added += self._commit(pending)
             self._write_skip_report()
         report.seconds = time.perf_counter() - start
         return report
@@ -266,35 +274,23 @@ class Index:
             )
         return todo
 
-    def _extract(self, images: list[DecodedImage], batch_size: int, bar) -> tuple[dict[str, dict[str, Features]], list]:
-        """Features of every branch for each image, by id; images a branch fails on are skipped."""
-        features: dict[str, dict[str, Features]] = {i.file.id: {} for i in images}
-        failed: list[tuple[ImageFile, str]] = []
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            for image, per_branch in zip(batch, extract_all(self.branches, batch)):
-                if isinstance(per_branch, str):
-                    failed.append((image.file, per_branch))
-                    del features[image.file.id]
-                else:
-                    features[image.file.id] = per_branch
-            bar.update(len(batch))
-        return features, failed
-
-    def _commit(self, images: list[DecodedImage], features: dict, skipped: list[tuple[ImageFile, str]]) -> None:
+    def _commit(self, pending: "PendingChunk") -> int:
+        """Write one chunk file, then record it in the manifest; returns the images added."""
+        if not pending.rows and not pending.skipped:
+            return 0
         chunk, first_row = self.manifest.next_chunk_and_row()
-        if images:
+        if pending.rows:
             packed = {
-                name: branch.pack([features[i.file.id][name] for i in images]) for name, branch in self.branches.items()
+                name: branch.pack([features[name] for features in pending.features])
+                for name, branch in self.branches.items()
             }
             save_chunk(self.path / "chunks", chunk, packed)
-        self.manifest.commit_chunk(
-            chunk,
-            first_row,
-            [row_of(i.file, i.sha1, i.nbytes, i.width, i.height, "indexed") for i in images],
-            [row_of(f, sha1_of(f.path) if f.path.exists() else "", file_size(f.path), None, None, "skipped", r) for f, r in skipped],
-        )
+        skipped = [
+            row_of(f, sha1_of(f.path), file_size(f.path), None, None, "skipped", reason) for f, reason in pending.skipped
+        ]
+        self.manifest.commit_chunk(chunk, first_row, pending.rows, skipped)
         self._searchers, self._ids = None, None
+        return len(pending.rows)
 
     def _write_skip_report(self) -> None:
         with open(self.path / "skipped.csv", "w", newline="") as handle:
@@ -337,8 +333,17 @@ def extract_all(branches: dict[str, Branch], batch: list[DecodedImage], query: b
     return [result for image in batch for result in extract_all(branches, [image], query)]
 
 
+@dataclass
+class PendingChunk:
+    """Features and manifest rows gathered for the next commit (pixels are not kept)."""
+
+    rows: list[ImageRow] = field(default_factory=list)
+    features: list[dict[str, Features]] = field(default_factory=list)
+    skipped: list[tuple[ImageFile, str]] = field(default_factory=list)
+
+
 def batched_decodes(decoded: Iterator, size: int) -> Iterator[tuple[list[DecodedImage], list[tuple[ImageFile, str]]]]:
-    """Group decoded images into lists of `size` (the commit unit), with the skips met on the way."""
+    """Group decoded images into model batches of `size`, with the skips met on the way."""
     images: list[DecodedImage] = []
     skipped: list[tuple[ImageFile, str]] = []
     for item in decoded:
