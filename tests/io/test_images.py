@@ -85,3 +85,21 @@ def test_iter_decoded_keeps_order_and_reports_skips(tmp_path):
         got = result.file if not isinstance(result, tuple) else result[0]
         assert got == file
         assert isinstance(result, tuple) == (file.path.name in BAD)
+
+
+ROUTES = {"La": ["LA", "La"], "RGBa": ["RGBa"], "LA": ["LA"], "PA": ["P", "PA"], "1": ["1"], "I": ["I"], "F": ["F"]}
+ROUTES.update({mode: [mode] for mode in ("CMYK", "YCbCr", "HSV", "LAB")})
+
+
+@pytest.mark.parametrize("mode", sorted(ROUTES))
+def test_every_pillow_mode_becomes_rgb(mode):
+    from PIL import Image
+
+    from copyseek.io.images import to_rgb
+
+    image = Image.new("RGBA", (5, 4), (10, 200, 30, 128))
+    for step in ROUTES[mode]:
+        image = image.convert(step)
+    assert image.mode == mode
+    pixels = to_rgb(image)
+    assert pixels.shape == (4, 5, 3) and pixels.dtype == np.uint8
