@@ -3,7 +3,7 @@
 An edit draws its own parameters from the `np.random.Generator` it is given, so a chain is a pure
 function of (image, generator state, severity, donors): nothing reads global random state.
 
-Strength: each call turns `severity` (0..2, 1 = DISC21-like) into a strength
+Strength: each call turns `severity` (0..2; 1.6 is calibrated to DISC21, see bench/config.py) into a strength
 `severity * U(0.5, 1)` that the edit maps to its parameters; strength 0 is (close to) the identity.
 """
 
@@ -145,7 +145,7 @@ def random_edits(
 
     image:    any mode, any size >= 1x1.
     rng:      the only source of randomness (same state -> same output).
-    severity: 0..2; 1 is about DISC21's difficulty, 0 leaves the image almost unchanged.
+    severity: 0..2; 1.6 makes benchmarks as hard as DISC21, 0 leaves the image almost unchanged.
     donors:   other photos for the paste / overlay / collage / blend edits; those edits are not
               drawn when it is empty. They must never be photos the edited image could be
               matched to (e.g. benchmark references).
