@@ -49,8 +49,21 @@ class MatchResult:
         return f"matched {self.queries} queries{rate}, {len(self.predictions)} predictions, skipped {len(self.skipped)}"
 
 
-Scorer = Callable[[dict[str, list[Candidates]], dict[str, list[Features]]], list[Candidates]]
-"""Turns each branch's candidates (and the queries' features) into one scored list per query."""
+@dataclass
+class QueryBatch:
+    """What a pipeline's scorer sees of a batch of queries: their pixels, every branch's features
+    and every branch's candidates."""
+
+    images: list[np.ndarray]
+    features: dict[str, list[Features]]
+    candidates: dict[str, list[Candidates]]
+
+
+Scorer = Callable[[QueryBatch], list[Candidates]]
+"""Turns a batch's candidates from every branch into one scored list per query."""
+
+ScorerFactory = Callable[[Index, "BackgroundNormalizer | None"], Scorer]
+"""Makes a pipeline's scorer for an index, given the background normaliser (or None)."""
 
 
 def match(
@@ -87,7 +100,8 @@ def match(
                 for name in index.branches:
                     features[name].append(per_branch[name])
             candidates = {name: searchers[name].search(features[name], options.k) for name in index.branches}
-            for image, scored in zip(kept, scorer(candidates, features)):
+            queries = QueryBatch([image.pixels for image in kept], features, candidates)
+            for image, scored in zip(kept, scorer(queries)):
                 order = np.argsort(-scored.scores, kind="stable")[: options.k]
                 result.predictions += [
                     Prediction(image.file.id, ids[scored.rows[j]], float(scored.scores[j])) for j in order
@@ -121,32 +135,35 @@ def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
             index.branches["global"], options.background, Path(index.path) / "background", options.workers, progress
         )
         normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
-    return SCORERS[index.pipeline](normalizer)
+    if index.pipeline not in SCORERS:
+        raise CopyseekError(f"no scorer is registered for pipeline {index.pipeline!r}")
+    return SCORERS[index.pipeline](index, normalizer)
 
 
-def global_scorer(normalizer: BackgroundNormalizer | None) -> Scorer:
+def normalized_global(batch: QueryBatch, normalizer: BackgroundNormalizer | None) -> list[Candidates]:
+    """Global candidates, minus each query's background offset when normalising."""
+    found = batch.candidates["global"]
+    if normalizer is None or not found:
+        return found
+    offsets = normalizer.offsets(np.stack([f["vector"] for f in batch.features["global"]]))
+    return [Candidates(c.rows, c.scores - o, c.extra) for c, o in zip(found, offsets)]
+
+
+def global_scorer(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
     """Score = global similarity, minus the query's background offset when normalising."""
-
-    def score(candidates: dict[str, list[Candidates]], features: dict[str, list[Features]]) -> list[Candidates]:
-        found = candidates["global"]
-        if normalizer is None or not found:
-            return found
-        offsets = normalizer.offsets(np.stack([f["vector"] for f in features["global"]]))
-        return [Candidates(c.rows, c.scores - o, c.extra) for c, o in zip(found, offsets)]
-
-    return score
+    return lambda batch: normalized_global(batch, normalizer)
 
 
-def single_branch_scorer(branch: str) -> Callable[[BackgroundNormalizer | None], Scorer]:
+def single_branch_scorer(branch: str) -> ScorerFactory:
     """Score = the branch's own score (for branches without a global vector to normalise)."""
 
-    def make(normalizer: BackgroundNormalizer | None) -> Scorer:
-        return lambda candidates, features: candidates[branch]
+    def make(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
+        return lambda batch: batch.candidates[branch]
 
     return make
 
 
-SCORERS: dict[str, Callable[[BackgroundNormalizer | None], Scorer]] = {
+SCORERS: dict[str, ScorerFactory] = {
     "global": global_scorer,
     "pdq": single_branch_scorer("pdq"),
 }
