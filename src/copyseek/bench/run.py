@@ -45,6 +45,9 @@ PIPELINES: dict[str, BenchPipeline] = {
     "sscd+sn": BenchPipeline("sscd+sn", "global", {"global": {"model": "sscd"}}, normalize=True),
     "sscd-fast": BenchPipeline("sscd-fast", "global", {"global": {"model": "sscd-fast"}}),
     "sscd-fast+sn": BenchPipeline("sscd-fast+sn", "global", {"global": {"model": "sscd-fast"}}, normalize=True),
+    "local": BenchPipeline("local", "local"),
+    "fused": BenchPipeline("fused", "fused", {"global": {"model": "sscd"}}),
+    "fused+sn": BenchPipeline("fused+sn", "fused", {"global": {"model": "sscd"}}, normalize=True),
 }
 """Pipelines by name; other domains register theirs (local, fused...). Any global model also works
 as `global:MODEL` or `global:MODEL+sn` (e.g. `global:onnx:run/model.onnx+sn`)."""

@@ -104,6 +104,18 @@ class VectorSearcher(Searcher):
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
         return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
 
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        """(m,) rows -> (m, dim) stored vectors (decoded, for compressed indexes)."""
+        import faiss
+
+        self._flush()
+        rows = np.asarray(rows, np.int64)
+        try:
+            return self.index.reconstruct_batch(rows)
+        except RuntimeError:  # IVF indexes need a direct map from row to list entry first
+            faiss.extract_index_ivf(self.index).make_direct_map()
+            return self.index.reconstruct_batch(rows)
+
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
         if not queries:
             return []

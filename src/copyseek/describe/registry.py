@@ -27,10 +27,21 @@ def _pdq_branch(options: dict) -> Branch:
     return PDQBranch()
 
 
-BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch, "pdq": _pdq_branch}
+def _local_branch(options: dict) -> Branch:
+    from copyseek.local.branch import LocalBranch
+
+    return LocalBranch.from_options({k: v for k, v in options.items() if k not in RUNTIME_OPTIONS})
+
+
+BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch, "pdq": _pdq_branch, "local": _local_branch}
 """Branch name -> constructor from its options (a JSON-able dict)."""
 
-PIPELINES: dict[str, tuple[str, ...]] = {"global": ("global",), "pdq": ("pdq",)}
+PIPELINES: dict[str, tuple[str, ...]] = {
+    "global": ("global",),
+    "local": ("local",),
+    "fused": ("global", "local"),
+    "pdq": ("pdq",),
+}
 """Pipeline name -> the branches it indexes and searches."""
 
 RUNTIME_OPTIONS = ("threads", "batch_size")

@@ -22,10 +22,12 @@ from copyseek.store.index import Index, extract_all
 
 @dataclass
 class MatchOptions:
-    """k: predictions per query at most. background: folder of photos known not to be copies, for
-    score normalisation, with beta and n as in normalize.py."""
+    """k: predictions per query at most. candidates: per branch, scored before keeping k.
+    background: folder of photos known not to be copies, for score normalisation, with beta and n
+    as in normalize.py."""
 
     k: int = 10
+    candidates: int = 30
     background: str | os.PathLike | None = None
     beta: float = 1.0
     n_background: int = 3
@@ -51,9 +53,10 @@ class MatchResult:
 
 @dataclass
 class QueryBatch:
-    """What a pipeline's scorer sees of a batch of queries: their pixels, every branch's features
-    and every branch's candidates."""
+    """What a pipeline's scorer sees of a batch of queries: their ids and pixels, every branch's
+    features and every branch's candidates."""
 
+    ids: list[str]
     images: list[np.ndarray]
     features: dict[str, list[Features]]
     candidates: dict[str, list[Candidates]]
@@ -73,14 +76,17 @@ def match(
     *,
     progress: bool = True,
     on_skip: Callable[[ImageFile, str], None] | None = None,
+    scorer: Scorer | None = None,
 ) -> MatchResult:
-    """Predictions (query_id, reference_id, score), at most options.k per query, best first."""
+    """Predictions (query_id, reference_id, score), at most options.k per query, best first.
+
+    scorer: replaces the pipeline's own scoring rule (e.g. to study or fit it)."""
     options = options or MatchOptions()
     start = time.perf_counter()
     files = find_images(queries)[0] if isinstance(queries, (str, os.PathLike)) else list(queries)
     if len(index) == 0:
         raise CopyseekError(f"the index {index.path} holds no references yet")
-    scorer = make_scorer(index, options, progress)
+    scorer = scorer or make_scorer(index, options, progress)
     ids = index.ids
     searchers = index.searchers()
     result = MatchResult([])
@@ -99,8 +105,8 @@ def match(
                 kept.append(image)
                 for name in index.branches:
                     features[name].append(per_branch[name])
-            candidates = {name: searchers[name].search(features[name], options.k) for name in index.branches}
-            queries = QueryBatch([image.pixels for image in kept], features, candidates)
+            candidates = {name: searchers[name].search(features[name], max(options.k, options.candidates)) for name in index.branches}
+            queries = QueryBatch([i.file.id for i in kept], [i.pixels for i in kept], features, candidates)
             for image, scored in zip(kept, scorer(queries)):
                 order = np.argsort(-scored.scores, kind="stable")[: options.k]
                 result.predictions += [
@@ -163,8 +169,17 @@ def single_branch_scorer(branch: str) -> ScorerFactory:
     return make
 
 
+def fused_scorer(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
+    """Global, local and region-global evidence in one calibrated score (match/fusion.py)."""
+    from copyseek.match.fusion import FusedScorer
+
+    return FusedScorer(index, normalizer)
+
+
 SCORERS: dict[str, ScorerFactory] = {
     "global": global_scorer,
+    "local": single_branch_scorer("local"),
+    "fused": fused_scorer,
     "pdq": single_branch_scorer("pdq"),
 }
 """Pipeline name -> its scoring rule (given the normaliser, or None)."""

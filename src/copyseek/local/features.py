@@ -1,0 +1,93 @@
+"""RootSIFT keypoints of a downscaled grayscale image, with a keypoint cap and mirror awareness.
+
+Mirror awareness costs no second extraction: SIFT's detector is symmetric, and the descriptor of a
+keypoint seen in the mirrored image is a fixed permutation of its descriptor (the 4x4 spatial grid
+flips along the keypoint's vertical axis and each gradient orientation o becomes -o). So the
+mirrored query's descriptors are `desc[:, MIRROR_PERMUTATION]`, at the same keypoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from copyseek.errors import CopyseekError
+
+SIFT_DIM = 128
+
+
+def _mirror_permutation() -> np.ndarray:
+    """(128,) int64: OpenCV SIFT's layout is (row, col, orientation) = (4, 4, 8); mirroring reverses
+    the rows (the keypoint frame's y axis) and negates the orientation bins."""
+    bins = np.arange(SIFT_DIM).reshape(4, 4, 8)
+    return bins[::-1][:, :, (-np.arange(8)) % 8].reshape(-1)
+
+
+MIRROR_PERMUTATION = _mirror_permutation()
+
+
+@dataclass(frozen=True)
+class SiftParams:
+    """How local features are extracted.
+
+    max_side:           longest side, in pixels, of the grayscale image SIFT runs on (never upscaled).
+    max_keypoints:      keep the strongest keypoints by detector response.
+    contrast_threshold: OpenCV's DoG contrast threshold; lower than its 0.04 default so that flat,
+                        low-contrast photos still yield keypoints (the cap removes the weak excess).
+    """
+
+    max_side: int = 448
+    max_keypoints: int = 256
+    contrast_threshold: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.max_side <= 4096:
+            raise CopyseekError(f"local max_side must be between 64 and 4096 pixels, got {self.max_side}")
+        if not 8 <= self.max_keypoints <= 10000:
+            raise CopyseekError(f"local max_keypoints must be between 8 and 10000, got {self.max_keypoints}")
+        if not 0.0 < self.contrast_threshold < 1.0:
+            raise CopyseekError(f"local contrast_threshold must be in (0, 1), got {self.contrast_threshold}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def downscaled_gray(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """(H, W, 3) uint8 RGB -> ((h, w) uint8 gray with max(h, w) <= max_side, scale = h / H)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise CopyseekError(f"local features need (H, W, 3) uint8 RGB images, got {rgb.dtype} {rgb.shape}")
+    height, width = rgb.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), scale
+
+
+def root_sift(desc: np.ndarray) -> np.ndarray:
+    """(n, 128) SIFT -> (n, 128) float32 RootSIFT: L1-normalise then square-root (unit L2 norm)."""
+    desc = desc.astype(np.float32)
+    desc /= np.maximum(desc.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(desc)
+
+
+def sift_features(rgb: np.ndarray, params: SiftParams) -> tuple[np.ndarray, np.ndarray]:
+    """RootSIFT of the strongest keypoints of an RGB image.
+
+    Returns xy (n, 2) float32 keypoint positions in pixels of `rgb` (x right, y down) and desc
+    (n, 128) float32 RootSIFT, strongest first, n <= params.max_keypoints.
+    """
+    gray, scale = downscaled_gray(rgb, params.max_side)
+    sift = cv2.SIFT_create(nfeatures=params.max_keypoints, contrastThreshold=params.contrast_threshold)
+    keypoints, desc = sift.detectAndCompute(gray, None)
+    if not keypoints:
+        return np.zeros((0, 2), np.float32), np.zeros((0, SIFT_DIM), np.float32)
+    # OpenCV keeps ties at the cap; enforce it exactly, strongest first.
+    response = np.array([kp.response for kp in keypoints], np.float32)
+    keep = np.argsort(-response, kind="stable")[: params.max_keypoints]
+    xy = np.array([keypoints[i].pt for i in keep], np.float32)
+    # OpenCV's pt is in pixel units with pixel centres at integers; map back to the input image.
+    xy = (xy + 0.5) / scale - 0.5
+    return xy, root_sift(desc[keep])

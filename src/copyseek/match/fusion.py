@@ -1,0 +1,153 @@
+"""Fusing the global and local branches into one calibrated score (the `fused` pipeline).
+
+For each query the candidate references are the union of
+  - the global branch's top `candidates` (SSCD similarity, normalised against the background set),
+  - the local branch's verified references (RootSIFT votes + RANSAC inliers, and where the copy
+    lies in the query),
+  - the global branch searched again with crops of the query: the regions the local branch found
+    and a fixed set (2x2 grid, centre), so a copy that fills only part of the query (a paste, a
+    collage tile) is seen by the global descriptor too ("region-global").
+Each (query, reference) gets three pieces of evidence:
+    g  = global similarity of the whole query (normalised when a background set is given),
+    c  = best region-global similarity over the crops (each crop normalised by its own background
+         offset, so a crop of sky does not win by being bland),
+    n  = inliers of the geometric verification (0 when not verified),
+and the score is a logistic model of them, the probability that the pair is a copy:
+    score = sigmoid(w0 + wg * g + wc * c + wn * log(1 + n))
+Evidence adds up in log-odds, as for independent tests, so one strong branch suffices and two
+weak ones agree. The weights are fitted once (benchmarks/fit_fusion.py, on a benchmark built from
+photos disjoint from every evaluation benchmark) and shipped here; because the output is a
+probability estimate, a threshold such as 0.9 keeps its meaning across collections (as far as the
+normalised similarities do, which is what the background set is for).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from copyseek.describe.base import Candidates
+from copyseek.errors import CopyseekError
+from copyseek.match.matcher import QueryBatch, normalized_global
+from copyseek.match.normalize import BackgroundNormalizer
+from copyseek.store.index import Index
+
+FEATURES = ("global", "region", "log_inliers")
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """Logistic weights: bias, then one per evidence in FEATURES order."""
+
+    bias: float
+    weights: tuple[float, float, float]
+
+    def probability(self, evidence: np.ndarray) -> np.ndarray:
+        """(m, 3) evidence rows -> (m,) probability that each pair is a copy."""
+        logits = self.bias + evidence @ np.asarray(self.weights, np.float64)
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+# Fitted by `benchmarks/fit_fusion.py` (see BENCHMARKS.md for the command and the data).
+WEIGHTS_NORMALISED = FusionWeights(-5.406, (11.643, 12.827, 1.231))
+WEIGHTS_RAW = FusionWeights(-7.293, (15.285, 8.599, 1.248))
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """candidates: global candidates per query; region_k: candidates per crop;
+    max_regions: local regions re-searched; fixed_crops: also search the fixed crops."""
+
+    candidates: int = 30
+    region_k: int = 5
+    max_regions: int = 3
+    fixed_crops: bool = True
+
+
+class FusedScorer:
+    """Scores the union of the branches' candidates with a logistic model of their evidence."""
+
+    def __init__(
+        self,
+        index: Index,
+        normalizer: BackgroundNormalizer | None,
+        params: FusionParams = FusionParams(),
+        weights: FusionWeights | None = None,
+    ):
+        if "global" not in index.branches or "local" not in index.branches:
+            raise CopyseekError("the fused pipeline needs an index with the global and local branches")
+        self.global_branch = index.branches["global"]
+        self.global_searcher = index.searchers()["global"]
+        self.normalizer = normalizer
+        self.params = params
+        self.weights = weights or (WEIGHTS_NORMALISED if normalizer is not None else WEIGHTS_RAW)
+
+    def __call__(self, batch: QueryBatch) -> list[Candidates]:
+        scored = []
+        for rows, evidence in self.evidence(batch):
+            scored.append(Candidates(rows, self.weights.probability(evidence).astype(np.float32), {"evidence": evidence}))
+        return scored
+
+    def evidence(self, batch: QueryBatch) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: candidate rows (m,) and their evidence (m, 3) in FEATURES order."""
+        from copyseek.local.regions import query_crops
+
+        whole = normalized_global(batch, self.normalizer)
+        out = []
+        for q, image in enumerate(batch.images):
+            local = batch.candidates["local"][q]
+            regions = local.extra.get("region", np.zeros((0, 4)))[: self.params.max_regions]
+            crops = query_crops(image, regions, fixed=self.params.fixed_crops)
+            region_best = self.search_crops(crops)
+            query_vector = batch.features["global"][q]["vector"]
+            offset = self.offsets(query_vector[None])[0]
+            rows = np.unique(np.concatenate([whole[q].rows[: self.params.candidates], local.rows, np.array(list(region_best), np.int64)]))
+            evidence = np.zeros((len(rows), 3))
+            evidence[:, 0] = self.global_similarity(query_vector, rows) - offset
+            evidence[:, 1] = [region_best.get(int(r), evidence[i, 0]) for i, r in enumerate(rows)]
+            inliers = dict(zip(local.rows.tolist(), local.extra.get("inliers", local.scores).tolist()))
+            evidence[:, 2] = np.log1p([inliers.get(int(r), 0) for r in rows])
+            evidence[:, 1] = np.maximum(evidence[:, 1], evidence[:, 0])
+            out.append((rows.astype(np.int64), evidence))
+        return out
+
+    def offsets(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, dim) -> (n,) background offsets (zeros without normalisation)."""
+        return np.zeros(len(vectors), np.float32) if self.normalizer is None else self.normalizer.offsets(vectors)
+
+    def global_similarity(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact similarity of the whole query to each reference row."""
+        return self.global_searcher.reconstruct(rows) @ query_vector
+
+    def search_crops(self, crops: list[np.ndarray]) -> dict[int, float]:
+        """Best normalised similarity of any crop to each reference found."""
+        if not crops:
+            return {}
+        vectors = self.global_branch.embed(crops)
+        sims, rows = self.global_searcher.search_vectors(vectors, self.params.region_k)
+        sims = sims - self.offsets(vectors)[:, None]
+        best: dict[int, float] = {}
+        for s, r in zip(sims.ravel(), rows.ravel()):
+            if r >= 0 and s > best.get(int(r), -np.inf):
+                best[int(r)] = float(s)
+        return best
+
+
+def fit_weights(evidence: np.ndarray, is_copy: np.ndarray, l2: float = 1e-6) -> FusionWeights:
+    """Logistic regression of is_copy (m,) on evidence (m, 3), by L-BFGS on the mean log-loss."""
+    from scipy.optimize import minimize
+
+    x = np.hstack([np.ones((len(evidence), 1)), evidence])
+    y = is_copy.astype(np.float64)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = x @ w
+        log_p = -np.logaddexp(0, -logits)
+        log_not_p = -np.logaddexp(0, logits)
+        value = -np.mean(y * log_p + (1 - y) * log_not_p) + l2 * np.sum(w[1:] ** 2)
+        gradient = x.T @ (1 / (1 + np.exp(-logits)) - y) / len(y) + 2 * l2 * np.r_[0, w[1:]]
+        return value, gradient
+
+    result = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B")
+    return FusionWeights(float(result.x[0]), tuple(float(v) for v in result.x[1:]))  # type: ignore[arg-type]

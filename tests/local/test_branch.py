@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+
+from copyseek.errors import CopyseekError
+from copyseek.local import LocalBranch, SiftParams
+from copyseek.local.codec import Codec
+from tests.local.conftest import photo
+
+
+def test_spec_is_json_and_names_what_shapes_the_index():
+    branch = LocalBranch()
+    spec = json.loads(json.dumps(branch.spec()))
+    assert spec["codec_fingerprint"] == Codec.load().fingerprint() and spec["max_keypoints"] == 256
+    assert LocalBranch(query_keypoints=300, threads=1).spec() == spec
+    assert LocalBranch(SiftParams(max_keypoints=300)).spec() != spec
+
+
+def test_options_build_every_parameter_group():
+    branch = LocalBranch.from_options(
+        {"max_side": 384, "knn": 8, "nprobe": 4, "model": "homography", "query_keypoints": 500, "threads": 1}
+    )
+    assert branch.sift.max_side == 384 and branch.query_sift.max_keypoints == 500
+    assert (branch.search_params.knn, branch.search_params.nprobe) == (8, 4)
+    assert branch.verify_params.model == "homography" and branch.threads == 1
+    assert branch.decode_side == 640
+    with pytest.raises(CopyseekError, match="unknown local branch option"):
+        LocalBranch.from_options({"max_sides": 10})
+    with pytest.raises(CopyseekError, match="model"):
+        LocalBranch.from_options({"model": "affine3d"})
+
+
+def test_query_features_add_mirrored_descriptors():
+    branch = LocalBranch(threads=1)
+    (reference,) = branch.extract([photo(1)])
+    (query,) = branch.extract([photo(1)], query=True)
+    assert set(reference) == {"xy", "desc", "size"} and reference["size"].tolist() == [512, 384]
+    assert query["desc_mirrored"].shape == query["desc"].shape and len(query["xy"]) > len(reference["xy"])
+
+
+def test_parallel_extraction_equals_serial():
+    images = [photo(i, 300, 200) for i in range(4)]
+    serial = LocalBranch(threads=1).extract(images)
+    parallel = LocalBranch(threads=2).extract(images)
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a["xy"], b["xy"]) and np.array_equal(a["desc"], b["desc"])
+
+
+def test_homography_model_verifies_a_copy():
+    branch = LocalBranch.from_options({"model": "homography", "threads": 1})
+    image = photo(2)
+    verification = branch.verify_pair(branch.extract([image[40:300, 60:460]], query=True)[0], branch.extract([image])[0])
+    assert verification.inliers >= 20
+    assert np.allclose(verification.region, [0, 0, 400, 260], atol=8)

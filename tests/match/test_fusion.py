@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from copyseek.match.fusion import FusionWeights, fit_weights
+from copyseek.match.matcher import MatchOptions, match
+from copyseek.store.index import Index
+from tests.making import write_photos
+
+
+def test_fit_weights_separates_copies_from_non_copies():
+    rng = np.random.default_rng(0)
+    copies = np.column_stack([rng.normal(0.4, 0.1, 200), rng.normal(0.5, 0.1, 200), np.log1p(rng.integers(10, 60, 200))])
+    others = np.column_stack([rng.normal(0.0, 0.1, 800), rng.normal(0.1, 0.1, 800), np.log1p(rng.integers(0, 6, 800))])
+    weights = fit_weights(np.vstack([copies, others]), np.r_[np.ones(200), np.zeros(800)])
+    assert all(w > 0 for w in weights.weights)
+    assert weights.probability(copies).mean() > 0.9 > 0.1 > weights.probability(others).mean()
+
+
+def test_probability_is_monotone_in_each_evidence():
+    weights = FusionWeights(-3.0, (5.0, 4.0, 1.0))
+    base = np.array([[0.1, 0.1, 1.0]])
+    for j in range(3):
+        more = base.copy()
+        more[0, j] += 0.5
+        assert weights.probability(more)[0] > weights.probability(base)[0]
+
+
+@pytest.fixture(scope="module")
+def fused_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fused")
+    refs = write_photos(root / "refs", 12, seed=21, size=(400, 300))
+    hosts = write_photos(root / "hosts", 2, seed=22, size=(640, 480))
+    (root / "queries").mkdir()
+    # a copy pasted small into another photo: the global descriptor of the whole query misses it
+    host = Image.open(hosts[0]).convert("RGB")
+    host.paste(Image.open(refs[5]).convert("RGB").resize((200, 150)), (400, 300))
+    host.save(root / "queries" / "paste.jpg", quality=90)
+    Image.open(hosts[1]).save(root / "queries" / "nothing.jpg")
+    index = Index.create(root / "idx", "fused")
+    index.add(root / "refs", progress=False)
+    return index, root
+
+
+def test_fused_pipeline_finds_a_small_pasted_copy(fused_setup):
+    index, root = fused_setup
+    result = match(index, root / "queries", MatchOptions(k=3), progress=False)
+    best = {}
+    for p in result.predictions:
+        best.setdefault(p.query_id, p)
+    assert best["paste"].reference_id == "img0005"
+    assert best["paste"].score > 0.5
+    assert best.get("nothing") is None or best["nothing"].score < best["paste"].score
