@@ -45,7 +45,11 @@ def add_index_parser(sub) -> None:
     )
     p.add_argument("reference_dir", metavar="REFERENCE_DIR", help="folder of reference images (searched recursively)")
     p.add_argument("--index", required=True, metavar="INDEX_DIR", help="index folder (created if missing)")
-    p.add_argument("--pipeline", default=None, help="branches to index: global (default for a new index)")
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        help="branches to index: global (default for a new index), local, fused (global + local), pdq",
+    )
     p.add_argument(
         "--model",
         default=None,
@@ -205,6 +209,31 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_explain_parser(sub) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="draw why a query matches a reference",
+        description="Both images side by side with the local branch's inlier correspondences, the "
+        "copied region outlined in the query, and each branch's score (global, region-global, "
+        "local inliers, fused probability; not background-normalised).",
+    )
+    p.add_argument("query", metavar="QUERY", help="query image")
+    p.add_argument("reference", metavar="REFERENCE", help="reference image, or a reference id with --index")
+    p.add_argument("--output", required=True, metavar="PAIR.png")
+    p.add_argument("--index", metavar="INDEX_DIR", help="use this index's model and look REFERENCE up by id")
+    p.set_defaults(run=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from copyseek.match.explain import explain_pair
+
+    explanation = explain_pair(args.query, args.reference, args.output, args.index)
+    for name, value in explanation.scores.items():
+        print(f"{name}: {value:.3f}")
+    print(f"picture written to {explanation.path}")
+    return 0
+
+
 def add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -231,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"copyseek {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_demo_parser):
+    for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
     for module in ("copyseek.bench.cli", "copyseek.learn.cli"):
         add_optional_parser(module, sub)

@@ -51,3 +51,22 @@ def test_fused_pipeline_finds_a_small_pasted_copy(fused_setup):
     assert best["paste"].reference_id == "img0005"
     assert best["paste"].score > 0.5
     assert best.get("nothing") is None or best["nothing"].score < best["paste"].score
+
+
+def test_explain_draws_the_pair_and_locates_the_paste(fused_setup, tmp_path, capsys):
+    from copyseek.cli import main
+
+    index, root = fused_setup
+    out = tmp_path / "pair.png"
+    code = main(["explain", str(root / "queries" / "paste.jpg"), "img0005", "--index", str(index.path), "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.stat().st_size > 10_000
+    inliers = float(printed.split("local inliers:")[1].split()[0])
+    assert inliers >= 10
+    from copyseek.match.explain import explain_pair
+
+    explanation = explain_pair(root / "queries" / "paste.jpg", root / "refs" / "img0005.jpg", tmp_path / "b.png")
+    x0, y0, x1, y1 = explanation.region  # pasted at (400, 300)-(600, 450) in a 640x480 query
+    overlap = max(0, min(x1, 600) - max(x0, 400)) * max(0, min(y1, 450) - max(y0, 300))
+    union = (x1 - x0) * (y1 - y0) + 200 * 150 - overlap
+    assert overlap / union > 0.6
