@@ -50,6 +50,7 @@ def test_parallel_extraction_equals_serial():
 def test_homography_model_verifies_a_copy():
     branch = LocalBranch.from_options({"model": "homography", "threads": 1})
     image = photo(2)
-    verification = branch.verify_pair(branch.extract([image[40:300, 60:460]], query=True)[0], branch.extract([image])[0])
+    (query,) = branch.extract([image[40:300, 60:460]], query=True)
+    verification = branch.verify_pair(query, branch.extract([image])[0])
     assert verification.inliers >= 20
     assert np.allclose(verification.region, [0, 0, 400, 260], atol=8)

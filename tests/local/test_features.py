@@ -55,7 +55,9 @@ def test_flat_image_has_no_keypoints():
     assert xy.shape == (0, 2) and desc.shape == (0, 128)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((50, 50), np.uint8), np.zeros((50, 50, 3), np.float32), np.zeros((5, 5, 4), np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((50, 50), np.uint8), np.zeros((50, 50, 3), np.float32), np.zeros((5, 5, 4), np.uint8)]
+)
 def test_rejects_images_that_are_not_rgb_uint8(bad):
     with pytest.raises(CopyseekError, match="RGB"):
         sift_features(bad, SiftParams())

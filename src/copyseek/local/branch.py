@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import numpy as np
@@ -59,7 +59,8 @@ class LocalBranch(Branch):
             kind: kind(**{name: options.pop(name) for name in kind.__dataclass_fields__ if name in options})
             for kind in (SiftParams, SearchParams, VerifyParams)
         }
-        scalars = {name: int(options.pop(name)) for name in ("query_max_side", "query_keypoints", "threads") if name in options}
+        scalar_names = ("query_max_side", "query_keypoints", "threads")
+        scalars = {name: int(options.pop(name)) for name in scalar_names if name in options}
         if options:
             raise CopyseekError(f"unknown local branch option(s): {', '.join(sorted(options))}")
         return cls(params[SiftParams], search=params[SearchParams], verify=params[VerifyParams], **scalars)
@@ -72,8 +73,8 @@ class LocalBranch(Branch):
         codec = self.codec
         return {
             "features": "rootsift",
-            **self.sift.to_dict(),
-            "codec": f"pca{codec.dim},pq{codec.m}x{codec.nbits}",
+            **asdict(self.sift),
+            "codec": f"pca{codec.dim},ivf{codec.nlist},pq{codec.m}x{codec.nbits}",
             "codec_fingerprint": codec.fingerprint(),
         }
 

@@ -103,13 +103,6 @@ class Codec:
             return np.zeros(0, np.int64)
         return self.coarse_index.search(np.ascontiguousarray(x, np.float32), 1)[1][:, 0]
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """(n, code_size) uint8 codes -> (n, dim) float32 reconstructions (a table lookup)."""
-        codes = np.asarray(codes, np.uint8)
-        if self.nbits == 4:  # Faiss packs two 4-bit codes per byte, the first in the low bits
-            codes = np.stack([codes & 15, codes >> 4], axis=2).reshape(len(codes), self.m)
-        return self.centroids[np.arange(self.m), codes].reshape(len(codes), self.dim)
-
     def save(self, path: Path) -> None:
         np.savez(path, **{name: getattr(self, name) for name in ARRAYS})
 

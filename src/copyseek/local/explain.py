@@ -67,7 +67,8 @@ def draw_pair(
     if region is not None and np.any(region):
         x0, y0, x1, y1 = np.round(np.asarray(region, np.float64) * q_scale + [0, BANNER, 0, BANNER]).astype(int)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), (255, 40, 40), 3)
-    cv2.putText(canvas, _score_text(scores), (10, BANNER - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
+    text = _score_text(scores)
+    cv2.putText(canvas, text, (10, BANNER - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
     path = Path(path)
     try:
         Image.fromarray(canvas).save(path)

@@ -8,7 +8,7 @@ mirrored query's descriptors are `desc[:, MIRROR_PERMUTATION]`, at the same keyp
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -49,9 +49,6 @@ class SiftParams:
             raise CopyseekError(f"local max_keypoints must be between 8 and 10000, got {self.max_keypoints}")
         if not 0.0 < self.contrast_threshold < 1.0:
             raise CopyseekError(f"local contrast_threshold must be in (0, 1), got {self.contrast_threshold}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def downscaled_gray(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

@@ -14,7 +14,7 @@ Stages, for a batch of queries:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,14 +47,11 @@ class SearchParams:
 
     def __post_init__(self) -> None:
         if self.knn < 2:
-            raise CopyseekError(f"local knn must be at least 2 (the k-th neighbour is the vote's reference), got {self.knn}")
+            raise CopyseekError(f"local knn must be at least 2 (votes compare with the k-th neighbour), got {self.knn}")
         if not 0.0 < self.vote_ratio <= 1.0:
             raise CopyseekError(f"local vote_ratio must be in (0, 1], got {self.vote_ratio}")
         if self.verify_top < 1 or self.nprobe < 1 or self.batch < 1 or self.flat_max < 1:
             raise CopyseekError("local verify_top, nprobe, batch and flat_max must be positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def pack_features(codec: Codec, features: list[Features]) -> Chunk:
@@ -85,7 +82,9 @@ class LocalSearcher(Searcher):
     xy, counts, sizes) with offsets (ntotal + 1,): the first descriptor of each reference.
     """
 
-    def __init__(self, codec: Codec, params: SearchParams = SearchParams(), verify_params: VerifyParams = VerifyParams()):
+    def __init__(
+        self, codec: Codec, params: SearchParams = SearchParams(), verify_params: VerifyParams = VerifyParams()
+    ):
         self.codec = codec
         self.params = params
         self.verify_params = verify_params

@@ -8,7 +8,7 @@ that transform is where the copy lies in the query.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -35,12 +35,11 @@ class VerifyParams:
         if self.model not in MODELS:
             raise CopyseekError(f"verification model must be one of {MODELS}, got {self.model!r}")
         if not 0.0 < self.ransac_threshold < 0.5:
-            raise CopyseekError(f"ransac_threshold is a fraction of the image side in (0, 0.5), got {self.ransac_threshold}")
+            raise CopyseekError(
+                f"ransac_threshold is a fraction of the image side in (0, 0.5), got {self.ransac_threshold}"
+            )
         if self.max_scale <= 1.0:
             raise CopyseekError(f"max_scale must be above 1, got {self.max_scale}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

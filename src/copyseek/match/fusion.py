@@ -57,11 +57,13 @@ WEIGHTS_RAW = FusionWeights(-7.293, (15.285, 8.599, 1.248))
 @dataclass(frozen=True)
 class FusionParams:
     """candidates: global candidates per query; region_k: candidates per crop;
-    max_regions: local regions re-searched; fixed_crops: also search the fixed crops."""
+    max_regions: local regions re-searched, from candidates with at least min_region_inliers
+    (non-copies reach about 4 inliers); fixed_crops: also search the fixed crops."""
 
     candidates: int = 30
     region_k: int = 5
     max_regions: int = 3
+    min_region_inliers: int = 6
     fixed_crops: bool = True
 
 
@@ -97,7 +99,9 @@ class FusedScorer:
         out = []
         for q, image in enumerate(batch.images):
             local = batch.candidates["local"][q]
-            regions = local.extra.get("region", np.zeros((0, 4)))[: self.params.max_regions]
+            # regions of chance fits (a few inliers) are arbitrary boxes: crop only trusted ones
+            trusted = local.extra.get("inliers", local.scores) >= self.params.min_region_inliers
+            regions = local.extra.get("region", np.zeros((0, 4)))[trusted][: self.params.max_regions]
             crops = query_crops(image, regions, fixed=self.params.fixed_crops)
             region_best = self.search_crops(crops)
             query_vector = batch.features["global"][q]["vector"]
