@@ -1,0 +1,67 @@
+"""`copyseek train`: train a descriptor model and export it for `copyseek index --model onnx:PATH`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from copyseek.errors import CopyseekError
+
+EXAMPLES = """examples:
+  copyseek train --images photos/ --out runs/r1 --minutes 30
+  copyseek train --config configs/copyseek-small.toml --images BENCH/holdout.txt --out runs/small
+  copyseek train --out runs/small --resume --minutes 60        # continue, with a larger budget
+  copyseek index refs/ --index refs.idx --model onnx:runs/r1/model.onnx
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a descriptor model (Recall@k surrogate, contrastive, distillation)",
+        description="Train a global descriptor on unlabelled photos (each its own class, positives made "
+        "by random edits) or on a labelled folder (one class per sub-folder), with huge batches computed "
+        "in chunks. Writes checkpoints, metrics.csv, curves.png and model.onnx (+ model.json) to --out. "
+        "Settings come from the defaults, then --config, then --set, then the options below.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--images", metavar="DIR|LIST.txt", help="training images: a folder or a .txt list of paths")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (checkpoints, metrics, model)")
+    p.add_argument("--config", metavar="FILE.toml", help="settings file (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR (its saved settings apply)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--loss", help="recall@k+simix (default), recall@k, contrastive, distill, distill+recall@k, ...")
+    p.add_argument("--teacher", help="model to distil: sscd (default), onnx:PATH, torchscript:PATH")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when there is one")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any setting, e.g. --set arch=vit-tiny --set ks=[1,4] (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_train)
+
+
+def settings(args: argparse.Namespace):
+    """The run's TrainConfig: defaults < saved run (with --resume) < --config < --set < options."""
+    from copyseek.learn.config import TrainConfig, parse_assignment, read_saved, read_toml, updated
+
+    config = TrainConfig()
+    if args.resume:
+        saved = Path(args.out) / "config.json"
+        if not saved.exists():
+            raise CopyseekError(f"--resume: {args.out} holds no run (no config.json)")
+        config = updated(config, read_saved(saved), str(saved))
+    if args.config:
+        config = updated(config, read_toml(Path(args.config)), args.config)
+    config = updated(config, dict(parse_assignment(a) for a in args.set), "--set")
+    options = {"images": args.images, "seed": args.seed, "loss": args.loss, "teacher": args.teacher,
+               "device": args.device, "minutes": args.minutes}
+    return updated(config, {k: v for k, v in options.items() if v is not None}, "options")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from copyseek.learn.train import train
+
+    model = train(settings(args), Path(args.out), resume=args.resume, progress=not args.quiet)
+    print(f"model: {model} (use it with: copyseek index DIR --index INDEX --model onnx:{model})")
+    return 0

@@ -1,0 +1,144 @@
+"""Training configuration: defaults, overridden by a TOML file, overridden by the command line."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from copyseek.errors import CopyseekError
+from copyseek.learn.models import ARCHS
+
+LOSS_TERMS = ("recall@k", "contrastive", "distill", "simix")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as RUN_DIR/config.json so that --resume continues it."""
+
+    # data
+    images: str = ""  # folder (each photo its own class, or one class per sub-folder) or .txt list
+    severity: float = 1.0  # strength of the random edits that make positives
+    bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
+    bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
+    workers: int = 0  # processes making bank views (0: in the training process)
+    # model
+    arch: str = "resnet-small"
+    dim: int = 512
+    image_size: int = 160  # training views and the exported model's square resize
+    name: str = "copyseek-student"  # recorded in the exported model's sidecar
+    # loss: terms joined by "+", e.g. "recall@k+simix", "contrastive", "distill+recall@k"
+    loss: str = "recall@k+simix"
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    tau1: float = 0.01  # rank sigmoid temperature
+    tau2: float = 1.0  # recall@k sigmoid temperature
+    simix_max: int = 0  # at most this many virtual items per batch (0: every positive pair)
+    pos_margin: float = 1.0
+    neg_margin: float = 0.3
+    miner: str = "all"  # contrastive pairs: "all" or "hard"
+    distill_direct: float = 1.0  # weight of 1 - cos(student, teacher)
+    distill_relational: float = 1.0  # weight of the batch similarity-matrix match
+    recall_weight: float = 1.0  # weight of the ranking term when distilling too
+    teacher: str = "sscd"  # sscd, onnx:PATH, torchscript:PATH
+    # batches
+    classes_per_batch: int = 128
+    views_per_class: int = 4
+    chunk_size: int = 64  # images per forward/backward pass: bounds memory, not the batch
+    # optimisation and budget
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.05  # fraction of the budget with a linearly rising learning rate
+    minutes: float = 0.0  # training time budget (0: none); the schedule follows elapsed time
+    steps: int = 0  # step budget (0: none); at least one budget must be set
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_minutes: float = 2.0
+    snapshot_minutes: float = 0.0  # keep the model every so often in RUN_DIR/snapshots (0: never)
+
+    @property
+    def loss_terms(self) -> set[str]:
+        return set(self.loss.split("+"))
+
+    @property
+    def needs_teacher(self) -> bool:
+        return "distill" in self.loss_terms
+
+    def validate(self) -> "TrainConfig":
+        terms = self.loss.split("+")
+        unknown = [t for t in terms if t not in LOSS_TERMS]
+        if unknown or len(set(terms)) != len(terms):
+            raise CopyseekError(f"loss {self.loss!r}: join distinct terms of {LOSS_TERMS} with '+'")
+        if not {"recall@k", "contrastive", "distill"} & set(terms):
+            raise CopyseekError(f"loss {self.loss!r} needs one of recall@k, contrastive or distill")
+        if {"recall@k", "contrastive"} <= set(terms):
+            raise CopyseekError("use recall@k or contrastive, not both")
+        if "simix" in terms and not {"recall@k", "contrastive"} & set(terms):
+            raise CopyseekError("simix mixes similarities for recall@k or contrastive; add one of them")
+        if self.arch not in ARCHS:
+            raise CopyseekError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCHS)}")
+        if self.device not in DEVICES:
+            raise CopyseekError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.miner not in ("all", "hard"):
+            raise CopyseekError(f"miner must be 'all' or 'hard', got {self.miner!r}")
+        if self.minutes <= 0 and self.steps <= 0:
+            raise CopyseekError("set a training budget: --minutes or steps")
+        if not self.images:
+            raise CopyseekError("no training images: use --images DIR or a .txt list")
+        for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise CopyseekError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def updated(config: TrainConfig, values: dict, origin: str) -> TrainConfig:
+    """A copy of `config` with `values` applied; unknown keys and wrong types are errors naming `origin`."""
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise CopyseekError(f"{origin}: unknown setting(s) {unknown}; known: {sorted(FIELD_TYPES)}")
+    data = config.to_dict()
+    for key, value in values.items():
+        expected = {"int": int, "float": (int, float), "str": str, "list[int]": list}[FIELD_TYPES[key]]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise CopyseekError(f"{origin}: {key} must be {FIELD_TYPES[key]}, got {value!r}")
+        data[key] = float(value) if FIELD_TYPES[key] == "float" else value
+    return TrainConfig(**data)
+
+
+def read_toml(path: Path) -> dict:
+    """Settings of a TOML config file (top-level keys, or a [train] table)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CopyseekError(f"cannot read config {path}: {exc}") from exc
+    return data.get("train", data)
+
+
+def read_saved(path: Path) -> dict:
+    """Settings saved by a run (RUN_DIR/config.json)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CopyseekError(f"cannot read saved config {path}: {exc}") from exc
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """'key=value' with a TOML value (bare words are strings): 'ks=[1,4]', 'arch=vit-tiny'."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise CopyseekError(f"--set expects key=value, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
