@@ -58,12 +58,14 @@ WEIGHTS_RAW = FusionWeights(-7.293, (15.285, 8.599, 1.248))
 class FusionParams:
     """candidates: global candidates per query; region_k: candidates per crop;
     max_regions: local regions re-searched, from candidates with at least min_region_inliers
-    (non-copies reach about 4 inliers); fixed_crops: also search the fixed crops."""
+    (non-copies reach about 4 inliers); fixed_crops: also search the fixed crops;
+    skip_crops_above: no crops for a query whose best candidate is already this probable."""
 
     candidates: int = 30
     region_k: int = 5
     max_regions: int = 3
     min_region_inliers: int = 6
+    skip_crops_above: float = 0.95
     fixed_crops: bool = True
 
 
@@ -92,29 +94,42 @@ class FusedScorer:
         return scored
 
     def evidence(self, batch: QueryBatch) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query: candidate rows (m,) and their evidence (m, 3) in FEATURES order."""
+        """Per query: candidate rows (m,) and their evidence (m, 3) in FEATURES order.
+
+        The crops cost most of a query's time, so they are searched only when the whole query
+        leaves the best candidate below `skip_crops_above`."""
         from copyseek.local.regions import query_crops
 
         whole = normalized_global(batch, self.normalizer)
         out = []
         for q, image in enumerate(batch.images):
             local = batch.candidates["local"][q]
+            rows, evidence = self.pair_evidence(batch, q, whole[q].rows, {})
+            if len(rows) and self.weights.probability(evidence).max() >= self.params.skip_crops_above:
+                out.append((rows, evidence))
+                continue
             # regions of chance fits (a few inliers) are arbitrary boxes: crop only trusted ones
             trusted = local.extra.get("inliers", local.scores) >= self.params.min_region_inliers
             regions = local.extra.get("region", np.zeros((0, 4)))[trusted][: self.params.max_regions]
-            crops = query_crops(image, regions, fixed=self.params.fixed_crops)
-            region_best = self.search_crops(crops)
-            query_vector = batch.features["global"][q]["vector"]
-            offset = self.offsets(query_vector[None])[0]
-            rows = np.unique(np.concatenate([whole[q].rows[: self.params.candidates], local.rows, np.array(list(region_best), np.int64)]))
-            evidence = np.zeros((len(rows), 3))
-            evidence[:, 0] = self.global_similarity(query_vector, rows) - offset
-            evidence[:, 1] = [region_best.get(int(r), evidence[i, 0]) for i, r in enumerate(rows)]
-            inliers = dict(zip(local.rows.tolist(), local.extra.get("inliers", local.scores).tolist()))
-            evidence[:, 2] = np.log1p([inliers.get(int(r), 0) for r in rows])
-            evidence[:, 1] = np.maximum(evidence[:, 1], evidence[:, 0])
-            out.append((rows.astype(np.int64), evidence))
+            region_best = self.search_crops(query_crops(image, regions, fixed=self.params.fixed_crops))
+            out.append(self.pair_evidence(batch, q, whole[q].rows, region_best))
         return out
+
+    def pair_evidence(
+        self, batch: QueryBatch, q: int, global_rows: np.ndarray, region_best: dict[int, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate rows of query q and their (m, 3) evidence, given the crops' best similarities."""
+        local = batch.candidates["local"][q]
+        query_vector = batch.features["global"][q]["vector"]
+        offset = self.offsets(query_vector[None])[0]
+        found = [global_rows[: self.params.candidates], local.rows, np.array(list(region_best), np.int64)]
+        rows = np.unique(np.concatenate(found)).astype(np.int64)
+        evidence = np.zeros((len(rows), 3))
+        evidence[:, 0] = self.global_similarity(query_vector, rows) - offset
+        evidence[:, 1] = [max(region_best.get(int(r), -np.inf), g) for r, g in zip(rows, evidence[:, 0])]
+        inliers = dict(zip(local.rows.tolist(), local.extra.get("inliers", local.scores).tolist()))
+        evidence[:, 2] = np.log1p([inliers.get(int(r), 0) for r in rows])
+        return rows, evidence
 
     def offsets(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) -> (n,) background offsets (zeros without normalisation)."""
