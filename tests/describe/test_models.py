@@ -1,5 +1,7 @@
 import json
 
+from PIL import Image
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,10 @@ def test_factory_index_trains_when_first_searched():
     assert list(rows[:, 0]) == [5, 300]
     with pytest.raises(CopyseekError, match="invalid Faiss factory"):
         VectorSearcher(16, "NotAnIndex")
+
+
+def test_shipped_copyseek_small_loads_with_its_sidecar():
+    model = load_model("copyseek-small")
+    assert model.dim == 512 and model.preprocess == Preprocess("square", 160)
+    vectors = model.embed(np.stack([np.asarray(Image.fromarray(i).resize((160, 160))) for i in images(2)]))
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

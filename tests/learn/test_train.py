@@ -1,5 +1,6 @@
 import argparse
 import csv
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -94,6 +95,7 @@ def test_settings_come_from_defaults_config_set_and_options_in_that_order(tmp_pa
 @pytest.mark.parametrize("argv, message", [
     (["--set", "colour=red"], "unknown setting"),
     (["--set", "lr=fast"], "lr must be float"),
+    (["--set", "ks=[1, 'a']"], "ks must be list"),
     (["--set", "nonsense"], "key=value"),
 ])
 def test_bad_settings_are_reported(tmp_path, argv, message):
@@ -125,3 +127,9 @@ def test_copyseek_train_command_end_to_end(tmp_path, capsys):
     assert main(argv + [a for s in settings for a in ("--set", s)]) == 0
     assert (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.json").exists()
     assert "onnx:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_config_files_are_valid(path):
+    args = parse(["--out", "unused", "--images", "photos/", "--config", str(path)])
+    cli.settings(args).validate()

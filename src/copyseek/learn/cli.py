@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR (its saved settings apply)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--loss", help="recall@k+simix (default), recall@k, contrastive, distill, distill+recall@k, ...")
-    p.add_argument("--teacher", help="model to distil: sscd (default), onnx:PATH, torchscript:PATH")
+    p.add_argument("--teacher", help="model to distil: sscd (default), onnx:PATH, torchscript:PATH or any --model of copyseek index")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when there is one")
     p.add_argument("--minutes", type=float, help="training time budget in minutes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

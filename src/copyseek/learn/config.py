@@ -109,7 +109,8 @@ def updated(config: TrainConfig, values: dict, origin: str) -> TrainConfig:
     data = config.to_dict()
     for key, value in values.items():
         expected = {"int": int, "float": (int, float), "str": str, "list[int]": list}[FIELD_TYPES[key]]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        items = value if isinstance(value, list) else []
+        if not isinstance(value, expected) or isinstance(value, bool) or not all(type(v) is int for v in items):
             raise CopyseekError(f"{origin}: {key} must be {FIELD_TYPES[key]}, got {value!r}")
         data[key] = float(value) if FIELD_TYPES[key] == "float" else value
     return TrainConfig(**data)

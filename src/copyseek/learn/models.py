@@ -174,22 +174,19 @@ class Descriptor(nn.Module):
 
 @dataclass(frozen=True)
 class Arch:
-    """A named architecture: how to build its backbone and which pooling suits it."""
+    """A named architecture: how to build its backbone for a training size, and which pooling suits it."""
 
-    backbone: Callable[[int], nn.Module]  # image_size -> backbone
+    backbone: Callable[[int], nn.Module]
     pool: Callable[[], nn.Module]
-    summary: str
 
 
 ARCHS: dict[str, Arch] = {
-    "resnet-small": Arch(lambda size: ResNet((32, 64, 128, 256), (1, 1, 1, 1), stem=24), GeM,
-                         "slim 4-stage ResNet, one basic block per stage (the fast student)"),
-    "resnet-medium": Arch(lambda size: ResNet((48, 96, 192, 384), (1, 2, 2, 1), stem=32), GeM,
-                          "wider, deeper 4-stage ResNet"),
-    "resnet18": Arch(lambda size: ResNet((64, 128, 256, 512), (2, 2, 2, 2), stem=64), GeM,
-                     "ResNet-18 widths and depths"),
-    "vit-tiny": Arch(lambda size: ViT(size, patch=16, dim=192, depth=6, heads=3), AvgPool,
-                     "6-block ViT, 16 px patches, width 192"),
+    # The fast student: ~620 img/s at 160 px through onnxruntime on 2 cores (SSCD: ~80 at 320 px).
+    "resnet-small": Arch(lambda size: ResNet((32, 64, 128, 256), (1, 1, 1, 1), stem=24), GeM),
+    "resnet-medium": Arch(lambda size: ResNet((48, 96, 192, 384), (1, 2, 2, 1), stem=32), GeM),
+    "resnet18": Arch(lambda size: ResNet((64, 128, 256, 512), (2, 2, 2, 2), stem=64), GeM),
+    # Transformer tokens can be negative: average, not GeM.
+    "vit-tiny": Arch(lambda size: ViT(size, patch=16, dim=192, depth=6, heads=3), AvgPool),
 }
 
 

@@ -1,21 +1,12 @@
-"""The teacher a student is distilled from: any global model copyseek can load (SSCD by default)."""
+"""Embeddings of the teacher a student is distilled from: any model `copyseek.describe.models.load_model`
+loads (sscd, onnx:PATH, torchscript:PATH...), run by onnxruntime or torch."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from copyseek.describe.models import GlobalModel, load_model
-from copyseek.errors import CopyseekError
-
-TEACHER_SPECS = "sscd, onnx:PATH or torchscript:PATH"
-
-
-def load_teacher(spec: str, threads: int = 0) -> GlobalModel:
-    """The teacher model for `spec` (sscd, onnx:PATH, torchscript:PATH), run by onnxruntime/torch."""
-    if spec != "sscd" and not spec.startswith(("onnx:", "torchscript:")):
-        raise CopyseekError(f"unknown teacher {spec!r}: use {TEACHER_SPECS}")
-    return load_model(spec, threads=threads)
+from copyseek.describe.models import GlobalModel
 
 
 def teacher_embeddings(teacher: GlobalModel, views: list[Image.Image], batch_size: int = 32) -> np.ndarray:

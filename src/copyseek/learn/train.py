@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from copyseek.describe.models import load_model
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.learn.chunked import chunked_backward
@@ -31,7 +32,6 @@ from copyseek.learn.losses import (
     AllPairs, Contrastive, Distill, HardNegatives, RecallAtK, SiMix, WeightedSum,
 )
 from copyseek.learn.models import Descriptor, build_model
-from copyseek.learn.teacher import load_teacher
 
 METRICS = ("step", "minutes", "images", "batch_size", "lr", "loss", "batch_recall_at_1", "teacher_cosine")
 
@@ -96,7 +96,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 def make_source(config: TrainConfig, out: Path, augment: Augment | None, progress: bool) -> BatchSource:
     """Batches of the configured data: a view bank (made first if missing) or fresh views."""
     photos = discover_photos(config.images)
-    teacher = load_teacher(config.teacher) if config.needs_teacher else None
+    teacher = load_model(config.teacher) if config.needs_teacher else None
     decode_side = max(config.image_size, teacher.preprocess.size if teacher else 0)
     maker = ViewMaker(photos, augment or EditAugment(config.severity), decode_side)
     if config.bank_views <= 0:
