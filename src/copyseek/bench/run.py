@@ -45,6 +45,7 @@ PIPELINES: dict[str, BenchPipeline] = {
     "sscd+sn": BenchPipeline("sscd+sn", "global", {"global": {"model": "sscd"}}, normalize=True),
     "sscd-fast": BenchPipeline("sscd-fast", "global", {"global": {"model": "sscd-fast"}}),
     "sscd-fast+sn": BenchPipeline("sscd-fast+sn", "global", {"global": {"model": "sscd-fast"}}, normalize=True),
+    "copyseek-small": BenchPipeline("copyseek-small", "global", {"global": {"model": "copyseek-small"}}),
     "local": BenchPipeline("local", "local"),
     "fused": BenchPipeline("fused", "fused", {"global": {"model": "sscd"}}),
     "fused+sn": BenchPipeline("fused+sn", "fused", {"global": {"model": "sscd"}}, normalize=True),
