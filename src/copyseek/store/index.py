@@ -21,11 +21,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from copyseek.describe.base import Branch, Features, Searcher
 from copyseek.describe.registry import RUNTIME_OPTIONS, make_branch, pipeline_branches
-from copyseek.errors import CopyseekError, ImageSkip
+from copyseek.errors import CopyseekError
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded, one_line
 from copyseek.progress import progress_bar
 from copyseek.store.files import chunk_path, load_chunk, remove_orphans, save_chunk
