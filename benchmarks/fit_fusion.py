@@ -1,14 +1,18 @@
 """Fit the fused pipeline's logistic weights (copyseek/match/fusion.py) on a training benchmark.
 
-The training benchmark must be built from photos disjoint from every evaluation benchmark, e.g.
-the photos an evaluation benchmark held out:
+The training benchmarks must be built from photos disjoint from every evaluation benchmark, e.g.
+the photos an evaluation benchmark held out, with several seeds for more pairs:
 
     copyseek bench build --images ../shared/images --out bench/eval --holdout 0.3
     copyseek bench build --images bench/eval/holdout.txt --out bench/fusion-train --references 60 \
         --copied 40 --copies 70 --distractor-queries 35 --background 30 --seed 7
-    .venv/bin/python benchmarks/fit_fusion.py bench/fusion-train
+    for seed in 8 9; do copyseek bench build --images bench/eval/holdout.txt --out bench/fusion-train$seed \
+        --references 70 --copied 50 --copies 100 --distractor-queries 40 --background 30 --seed $seed; done
+    .venv/bin/python benchmarks/fit_fusion.py bench/fusion-train bench/fusion-train8 bench/fusion-train9
 
-Prints the weights (normalised and raw) to paste into fusion.py, and the training muAP of each.
+Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
+raw) to paste into fusion.py, with the training muAP of each benchmark, and the muAP of each
+benchmark under weights fitted on the others (leave-one-benchmark-out), a check of overfitting.
 """
 
 from __future__ import annotations
@@ -45,42 +49,63 @@ def collect(index: Index, bench: Path, background: Path | None) -> tuple[list[st
     return queries, [rows for rows, _ in collected], [ev for _, ev in collected]
 
 
+Pairs = tuple[np.ndarray, np.ndarray, list[Prediction]]  # evidence (m, 3), is_copy (m,), unscored pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", type=Path)
+    parser.add_argument("benches", type=Path, nargs="+", help="training benchmarks (copyseek bench build)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--cache", type=Path, help="evidence file: written after collecting, read if it exists")
     args = parser.parse_args()
-    gt = read_ground_truth(args.bench / "gt.csv")
-    evidence_sets = load_or_collect(args)
-    for label, (ids, queries, rows, evidence) in evidence_sets.items():
-        x = np.concatenate(evidence)
-        y = np.concatenate([[(q, ids[r]) in gt.pairs for r in rs] for q, rs in zip(queries, rows)])
+    collected = load_or_collect(args)
+    for label in ("normalised", "raw"):
+        per_bench = {bench: labelled_pairs(collected[bench][label], read_ground_truth(bench / "gt.csv")) for bench in args.benches}
+        x = np.concatenate([ev for ev, _, _ in per_bench.values()])
+        y = np.concatenate([is_copy for _, is_copy, _ in per_bench.values()])
         weights = fit_weights(x, y)
-        predictions = [
-            Prediction(q, ids[r], float(p))
-            for q, rs, ev in zip(queries, rows, evidence)
-            for r, p in zip(rs, weights.probability(ev))
-        ]
-        metrics = evaluate(predictions, gt)
         print(f"\n{label}: {len(y)} pairs, {int(y.sum())} copies; features {FEATURES}")
         print(f"  FusionWeights({weights.bias:.3f}, ({', '.join(f'{w:.3f}' for w in weights.weights)}))")
-        print(f"  training muAP {metrics.micro_ap:.4f}, recall@P90 {metrics.recall_at_p90:.4f}")
+        for bench, pairs in per_bench.items():
+            others = [per_bench[b] for b in per_bench if b != bench]
+            line = f"  {bench}: training muAP / R@P90 {scores(pairs, weights, bench)}"
+            if others:
+                held_out = fit_weights(np.concatenate([o[0] for o in others]), np.concatenate([o[1] for o in others]))
+                line += f"; fitted on the others {scores(pairs, held_out, bench)}"
+            print(line)
 
 
-def load_or_collect(args: argparse.Namespace) -> dict[str, tuple[list[str], list[str], list[np.ndarray], list[np.ndarray]]]:
-    """label -> (reference ids by row, query ids, candidate rows per query, evidence per query)."""
-    if args.cache and args.cache.exists():
-        return pickle.loads(args.cache.read_bytes())
-    sets = {}
-    with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
-        with Index.create(Path(scratch) / "idx", "fused") as index:
-            index.add(args.bench / "references", progress=True)
-            for label, background in (("normalised", args.bench / "background"), ("raw", None)):
-                sets[label] = (index.ids, *collect(index, args.bench, background))
-    if args.cache:
-        args.cache.write_bytes(pickle.dumps(sets))
-    return sets
+def labelled_pairs(collected: tuple, gt) -> Pairs:
+    """Evidence, copy labels and (query, reference) pairs of one benchmark's candidates."""
+    ids, queries, rows, evidence = collected
+    pairs = [Prediction(q, ids[r], 0.0) for q, rs in zip(queries, rows) for r in rs]
+    is_copy = np.array([(p.query_id, p.reference_id) in gt.pairs for p in pairs], bool)
+    return np.concatenate(evidence), is_copy, pairs
+
+
+def scores(pairs: Pairs, weights, bench: Path) -> str:
+    evidence, _, unscored = pairs
+    predictions = [Prediction(p.query_id, p.reference_id, float(s)) for p, s in zip(unscored, weights.probability(evidence))]
+    metrics = evaluate(predictions, read_ground_truth(bench / "gt.csv"))
+    return f"{metrics.micro_ap:.4f} / {metrics.recall_at_p90:.4f}"
+
+
+def load_or_collect(args: argparse.Namespace) -> dict[Path, dict[str, tuple]]:
+    """bench -> label -> (reference ids by row, query ids, candidate rows per query, evidence per query)."""
+    cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.exists() else {}
+    for bench in args.benches:
+        if bench in cached:
+            continue
+        with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
+            with Index.create(Path(scratch) / "idx", "fused") as index:
+                index.add(bench / "references", progress=True)
+                cached[bench] = {
+                    label: (index.ids, *collect(index, bench, background))
+                    for label, background in (("normalised", bench / "background"), ("raw", None))
+                }
+        if args.cache:
+            args.cache.write_bytes(pickle.dumps(cached))
+    return cached
 
 
 if __name__ == "__main__":

@@ -60,6 +60,30 @@ def test_distillation_from_an_onnx_teacher_through_a_view_bank(tmp_path, tiny_on
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step-000001.pt", "step-000002.pt"]
 
 
+def test_init_starts_a_fresh_run_from_the_weights_of_a_checkpoint(tmp_path):
+    import torch
+
+    from copyseek.learn.train import Trainer
+
+    write_photos(tmp_path / "imgs", 4, size=(80, 64))
+    config = TrainConfig(images=str(tmp_path / "imgs"), steps=2, **TINY)
+    train(config, tmp_path / "a", augment=shift, progress=False)
+    trained = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
+    tuned = TrainConfig(images=str(tmp_path / "imgs"), steps=1, seed=3, init=str(tmp_path / "a" / "last.pt"), **TINY)
+    trainer = Trainer(tuned, tmp_path / "b", augment=shift, progress=False)
+    assert trainer.state.step == 0  # fresh schedule and optimiser, trained weights
+    assert all(torch.equal(value, trained[key]) for key, value in trainer.model.state_dict().items())
+    assert not all(torch.equal(value, trained[key]) for key, value in
+                   Trainer(TrainConfig(images=str(tmp_path / "imgs"), steps=1, seed=3, **TINY), tmp_path / "c",
+                           augment=shift, progress=False).model.state_dict().items())
+    trainer.run()
+    assert [r["step"] for r in rows(tmp_path / "b")] == ["1"]
+    wider = TrainConfig(images=str(tmp_path / "imgs"), steps=1, init=str(tmp_path / "a" / "last.pt"),
+                        **{**TINY, "dim": 24})
+    with pytest.raises(CopyseekError, match="init: the weights"):
+        Trainer(wider, tmp_path / "d", augment=shift, progress=False)
+
+
 def test_same_seed_same_run(tmp_path):
     write_photos(tmp_path / "imgs", 4, size=(80, 64))
     config = TrainConfig(images=str(tmp_path / "imgs"), steps=2, seed=5, **TINY)

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from copyseek.match.fusion import FusionWeights, fit_weights
+from copyseek.errors import CopyseekError
+from copyseek.match.fusion import CHANCE_INLIERS, FEATURES, FusedScorer, FusionWeights, excess_inliers, fit_weights
+from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.match.matcher import MatchOptions, match
 from copyseek.store.index import Index
 from tests.making import write_photos
@@ -10,20 +12,34 @@ from tests.making import write_photos
 
 def test_fit_weights_separates_copies_from_non_copies():
     rng = np.random.default_rng(0)
-    copies = np.column_stack([rng.normal(0.4, 0.1, 200), rng.normal(0.5, 0.1, 200), np.log1p(rng.integers(10, 60, 200))])
-    others = np.column_stack([rng.normal(0.0, 0.1, 800), rng.normal(0.1, 0.1, 800), np.log1p(rng.integers(0, 6, 800))])
+    copies = np.column_stack([
+        rng.normal(0.4, 0.1, 200), rng.normal(0.5, 0.1, 200), excess_inliers(rng.integers(10, 60, 200)), rng.normal(0.1, 0.05, 200)
+    ])
+    others = np.column_stack([
+        rng.normal(0.0, 0.1, 800), rng.normal(0.1, 0.1, 800), excess_inliers(rng.integers(0, 6, 800)), rng.normal(0.2, 0.05, 800)
+    ])
     weights = fit_weights(np.vstack([copies, others]), np.r_[np.ones(200), np.zeros(800)])
-    assert all(w > 0 for w in weights.weights)
+    assert all(w > 0 for w in weights.weights[:3]) and weights.weights[3] < 0  # hubs are penalised
     assert weights.probability(copies).mean() > 0.9 > 0.1 > weights.probability(others).mean()
 
 
 def test_probability_is_monotone_in_each_evidence():
-    weights = FusionWeights(-3.0, (5.0, 4.0, 1.0))
-    base = np.array([[0.1, 0.1, 1.0]])
-    for j in range(3):
+    weights = FusionWeights(-3.0, (5.0, 4.0, 1.0, -2.0))
+    base = np.array([[0.1, 0.1, 1.0, 0.2]])
+    for j, sign in enumerate((1, 1, 1, -1)):
         more = base.copy()
         more[0, j] += 0.5
-        assert weights.probability(more)[0] > weights.probability(base)[0]
+        assert sign * (weights.probability(more)[0] - weights.probability(base)[0]) > 0
+
+
+def test_weights_must_match_the_features():
+    with pytest.raises(CopyseekError, match=f"{len(FEATURES)} weights"):
+        FusionWeights(-3.0, (5.0, 4.0, 1.0))
+
+
+def test_excess_inliers_ignores_what_chance_fits_reach():
+    counts = np.array([0, 1, CHANCE_INLIERS, CHANCE_INLIERS + 1, CHANCE_INLIERS + 10])
+    np.testing.assert_allclose(excess_inliers(counts), [0, 0, 0, np.log(2), np.log(11)])
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +86,16 @@ def test_explain_draws_the_pair_and_locates_the_paste(fused_setup, tmp_path, cap
     overlap = max(0, min(x1, 600) - max(x0, 400)) * max(0, min(y1, 450) - max(y0, 300))
     union = (x1 - x0) * (y1 - y0) + 200 * 150 - overlap
     assert overlap / union > 0.6
+
+
+def test_reference_offsets_are_each_references_background_offset(fused_setup):
+    index, root = fused_setup
+    background = np.random.default_rng(3).normal(size=(20, 512)).astype(np.float32)
+    background /= np.linalg.norm(background, axis=1, keepdims=True)
+    normalizer = BackgroundNormalizer(background, n=3)
+    scorer = FusedScorer(index, normalizer)
+    rows = np.array([5, 0, 5, 11])
+    expected = normalizer.offsets(scorer.global_searcher.reconstruct(rows))
+    np.testing.assert_allclose(scorer.reference_offsets(rows), expected, rtol=1e-5)
+    np.testing.assert_allclose(scorer.reference_offsets(rows[::-1]), expected[::-1], rtol=1e-5)  # from the cache
+    assert not FusedScorer(index, None).reference_offsets(rows).any()

@@ -28,6 +28,7 @@ class TrainConfig:
     arch: str = "resnet-small"
     dim: int = 512
     image_size: int = 160  # training views and the exported model's square resize
+    init: str = ""  # start from the weights of this checkpoint or snapshot (.pt): fine-tuning, fresh schedule
     name: str = "copyseek-student"  # recorded in the exported model's sidecar
     # loss: terms joined by "+", e.g. "recall@k+simix", "contrastive", "distill+recall@k"
     loss: str = "recall@k+simix"

@@ -139,6 +139,21 @@ def load_checkpoint_model(path: Path) -> tuple[Descriptor, TrainConfig]:
     return model.eval(), config
 
 
+def load_init_weights(model: nn.Module, path: Path) -> None:
+    """Start `model` from the weights of a checkpoint or snapshot (`init`): same arch, dim and size."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError) as exc:
+        raise CopyseekError(f"init: cannot read checkpoint {path}: {exc}") from exc
+    weights = saved.get("model", saved) if isinstance(saved, dict) else None
+    if not isinstance(weights, dict):
+        raise CopyseekError(f"init: {path} holds no model weights")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CopyseekError(f"init: the weights of {path} do not fit this model (arch, dim?): {exc}") from exc
+
+
 class Trainer:
     """One run: model, optimiser, loss and batches, stepping until the budget is spent."""
 
@@ -163,6 +178,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.loss = build_loss(config).to(self.device)
         self.state = State()
+        if config.init and not resume:  # a resumed run has its own weights already
+            load_init_weights(self.model, Path(config.init))
         if resume:
             self.restore(torch.load(last, map_location=self.device, weights_only=False))
         self.source = make_source(config, self.out, augment, progress)

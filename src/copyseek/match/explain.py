@@ -16,7 +16,7 @@ import numpy as np
 from copyseek.describe.registry import make_branch
 from copyseek.errors import CopyseekError
 from copyseek.io.images import load_rgb
-from copyseek.match.fusion import WEIGHTS_RAW
+from copyseek.match.fusion import WEIGHTS_RAW, excess_inliers
 
 
 @dataclass
@@ -63,7 +63,7 @@ def explain_pair(
     crops = query_crops(query_rgb, verification.region[None] if verification.inliers else None)
     crop_sims = global_branch.embed(crops) @ reference_vector if crops else np.zeros(0)
     region = max(whole, float(crop_sims.max()) if len(crop_sims) else whole)
-    fused = float(WEIGHTS_RAW.probability(np.array([[whole, region, np.log1p(verification.inliers)]]))[0])
+    fused = float(WEIGHTS_RAW.probability(np.array([[whole, region, excess_inliers(verification.inliers), 0.0]]))[0])
     scores = {"global": whole, "region-global": region, "local inliers": float(verification.inliers), "fused": fused}
     path = draw_pair(query_rgb, reference_rgb, verification.pairs, verification.region, scores, output)
     return Explanation(scores, verification.region, verification.inliers, Path(path))

@@ -7,15 +7,18 @@ For each query the candidate references are the union of
   - the global branch searched again with crops of the query: the regions the local branch found
     and a fixed set (2x2 grid, centre), so a copy that fills only part of the query (a paste, a
     collage tile) is seen by the global descriptor too ("region-global").
-Each (query, reference) gets three pieces of evidence:
-    g  = global similarity of the whole query (normalised when a background set is given),
+Each (query, reference) gets four pieces of evidence:
+    g  = global similarity of the whole query, minus its background offset when normalising,
     c  = best region-global similarity over the crops (each crop normalised by its own background
-         offset, so a crop of sky does not win by being bland),
-    n  = inliers of the geometric verification (0 when not verified),
+         offset, so a crop of sky does not win by being bland), at least g,
+    e  = log(1 + max(0, n - CHANCE_INLIERS)), n the inliers of the geometric verification (0 when not
+         verified): inliers beyond what a chance fit on wrong matches reaches,
+    o  = the reference's own background offset (0 without normalisation): a bland or generic
+         reference is near many queries, as a bland query is near many references,
 and the score is a logistic model of them, the probability that the pair is a copy:
-    score = sigmoid(w0 + wg * g + wc * c + wn * log(1 + n))
+    score = sigmoid(w0 + wg * g + wc * c + we * e + wo * o)
 Evidence adds up in log-odds, as for independent tests, so one strong branch suffices and two
-weak ones agree. The weights are fitted once (benchmarks/fit_fusion.py, on a benchmark built from
+weak ones agree. The weights are fitted once (benchmarks/fit_fusion.py, on benchmarks built from
 photos disjoint from every evaluation benchmark) and shipped here; because the output is a
 probability estimate, a threshold such as 0.9 keeps its meaning across collections (as far as the
 normalised similarities do, which is what the background set is for).
@@ -33,7 +36,16 @@ from copyseek.match.matcher import QueryBatch, normalized_global
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.store.index import Index
 
-FEATURES = ("global", "region", "log_inliers")
+FEATURES = ("global", "region", "excess_inliers", "reference_offset")
+
+CHANCE_INLIERS = 3
+"""Inliers a RANSAC similarity fit reaches on wrong matches alone (non-copies reach 3-4, rarely 6);
+counting only those beyond it made the fit sharper than log(1 + n) on the training benchmarks."""
+
+
+def excess_inliers(inliers: np.ndarray) -> np.ndarray:
+    """(m,) inlier counts -> (m,) log(1 + inliers beyond CHANCE_INLIERS), the local evidence."""
+    return np.log1p(np.maximum(np.asarray(inliers, np.float64) - CHANCE_INLIERS, 0))
 
 
 @dataclass(frozen=True)
@@ -41,17 +53,21 @@ class FusionWeights:
     """Logistic weights: bias, then one per evidence in FEATURES order."""
 
     bias: float
-    weights: tuple[float, float, float]
+    weights: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.weights) != len(FEATURES):
+            raise CopyseekError(f"fusion needs {len(FEATURES)} weights ({', '.join(FEATURES)}), got {len(self.weights)}")
 
     def probability(self, evidence: np.ndarray) -> np.ndarray:
-        """(m, 3) evidence rows -> (m,) probability that each pair is a copy."""
+        """(m, 4) evidence rows -> (m,) probability that each pair is a copy."""
         logits = self.bias + evidence @ np.asarray(self.weights, np.float64)
         return 1.0 / (1.0 + np.exp(-logits))
 
 
 # Fitted by `benchmarks/fit_fusion.py` (see BENCHMARKS.md for the command and the data).
-WEIGHTS_NORMALISED = FusionWeights(-5.406, (11.643, 12.827, 1.231))
-WEIGHTS_RAW = FusionWeights(-7.293, (15.285, 8.599, 1.248))
+WEIGHTS_NORMALISED = FusionWeights(-4.984, (11.159, 15.683, 4.017, -2.521))
+WEIGHTS_RAW = FusionWeights(-7.044, (5.260, 14.845, 4.021, 0.0))
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class FusedScorer:
         self.normalizer = normalizer
         self.params = params
         self.weights = weights or (WEIGHTS_NORMALISED if normalizer is not None else WEIGHTS_RAW)
+        self._reference_offsets: dict[int, float] = {}
 
     def __call__(self, batch: QueryBatch) -> list[Candidates]:
         scored = []
@@ -94,7 +111,7 @@ class FusedScorer:
         return scored
 
     def evidence(self, batch: QueryBatch) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query: candidate rows (m,) and their evidence (m, 3) in FEATURES order.
+        """Per query: candidate rows (m,) and their evidence (m, 4) in FEATURES order.
 
         The crops cost most of a query's time, so they are searched only when the whole query
         leaves the best candidate below `skip_crops_above`."""
@@ -118,22 +135,35 @@ class FusedScorer:
     def pair_evidence(
         self, batch: QueryBatch, q: int, global_rows: np.ndarray, region_best: dict[int, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate rows of query q and their (m, 3) evidence, given the crops' best similarities."""
+        """Candidate rows of query q and their (m, 4) evidence, given the crops' best similarities."""
         local = batch.candidates["local"][q]
         query_vector = batch.features["global"][q]["vector"]
         offset = self.offsets(query_vector[None])[0]
         found = [global_rows[: self.params.candidates], local.rows, np.array(list(region_best), np.int64)]
         rows = np.unique(np.concatenate(found)).astype(np.int64)
-        evidence = np.zeros((len(rows), 3))
+        evidence = np.zeros((len(rows), len(FEATURES)))
         evidence[:, 0] = self.global_similarity(query_vector, rows) - offset
         evidence[:, 1] = [max(region_best.get(int(r), -np.inf), g) for r, g in zip(rows, evidence[:, 0])]
         inliers = dict(zip(local.rows.tolist(), local.extra.get("inliers", local.scores).tolist()))
-        evidence[:, 2] = np.log1p([inliers.get(int(r), 0) for r in rows])
+        evidence[:, 2] = excess_inliers([inliers.get(int(r), 0) for r in rows])
+        evidence[:, 3] = self.reference_offsets(rows)
         return rows, evidence
 
     def offsets(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) -> (n,) background offsets (zeros without normalisation)."""
         return np.zeros(len(vectors), np.float32) if self.normalizer is None else self.normalizer.offsets(vectors)
+
+    def reference_offsets(self, rows: np.ndarray) -> np.ndarray:
+        """(m,) reference rows -> (m,) their background offsets (zeros without normalisation).
+        Computed on first use and kept: a reference's offset never changes."""
+        rows = np.asarray(rows, np.int64)
+        if self.normalizer is None:
+            return np.zeros(len(rows), np.float32)
+        missing = np.array(sorted({int(r) for r in rows} - self._reference_offsets.keys()), np.int64)
+        if len(missing):
+            offsets = self.normalizer.offsets(self.global_searcher.reconstruct(missing))
+            self._reference_offsets.update(zip(missing.tolist(), offsets.tolist()))
+        return np.array([self._reference_offsets[int(r)] for r in rows], np.float32)
 
     def global_similarity(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact similarity of the whole query to each reference row."""
@@ -154,7 +184,7 @@ class FusedScorer:
 
 
 def fit_weights(evidence: np.ndarray, is_copy: np.ndarray, l2: float = 1e-6) -> FusionWeights:
-    """Logistic regression of is_copy (m,) on evidence (m, 3), by L-BFGS on the mean log-loss."""
+    """Logistic regression of is_copy (m,) on evidence (m, 4), by L-BFGS on the mean log-loss."""
     from scipy.optimize import minimize
 
     x = np.hstack([np.ones((len(evidence), 1)), evidence])
