@@ -12,7 +12,7 @@ from tests.local.conftest import photo
 def test_spec_is_json_and_names_what_shapes_the_index():
     branch = LocalBranch()
     spec = json.loads(json.dumps(branch.spec()))
-    assert spec["codec_fingerprint"] == Codec.load().fingerprint() and spec["max_keypoints"] == 256
+    assert spec["codec_fingerprint"] == Codec.load().fingerprint() and spec["max_keypoints"] == SiftParams().max_keypoints
     assert LocalBranch(query_keypoints=300, threads=1).spec() == spec
     assert LocalBranch(SiftParams(max_keypoints=300)).spec() != spec
 

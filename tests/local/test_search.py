@@ -3,6 +3,7 @@ import pytest
 
 from copyseek.errors import CopyseekError
 from copyseek.local import LocalBranch, SearchParams
+from copyseek.local.features import SiftParams
 from tests.local.conftest import N_REFERENCES, crop, iou, jpeg, paste, photo
 
 PASTE_BOX = (300, 180, 540, 360)  # where reference 7 lands in a 640x480 distractor photo
@@ -76,7 +77,7 @@ def test_adding_in_chunks_of_any_size_matches_one_chunk(branch, reference_featur
 
 def test_bytes_per_reference_under_8_kb(searcher):
     keypoints = len(searcher.codes) / searcher.ntotal
-    assert 100 < keypoints <= 256
+    assert 100 < keypoints <= SiftParams().max_keypoints
     per_reference = searcher.nbytes() / searcher.ntotal
     assert per_reference == pytest.approx(22 * keypoints + 12)  # code 16 B, list 2 B, x y 4 B; size, count
     assert per_reference <= 8192

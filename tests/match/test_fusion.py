@@ -3,7 +3,9 @@ import pytest
 from PIL import Image
 
 from copyseek.errors import CopyseekError
-from copyseek.match.fusion import CHANCE_INLIERS, FEATURES, FusedScorer, FusionWeights, excess_inliers, fit_weights
+from copyseek.match.fusion import (
+    CHANCE_INLIERS, FEATURES, FusedScorer, FusionWeights, excess_inliers, fit_weights, margins,
+)
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.match.matcher import MatchOptions, match
 from copyseek.store.index import Index
@@ -13,20 +15,23 @@ from tests.making import write_photos
 def test_fit_weights_separates_copies_from_non_copies():
     rng = np.random.default_rng(0)
     copies = np.column_stack([
-        rng.normal(0.4, 0.1, 200), rng.normal(0.5, 0.1, 200), excess_inliers(rng.integers(10, 60, 200)), rng.normal(0.1, 0.05, 200)
+        rng.normal(0.4, 0.1, 200), rng.normal(0.5, 0.1, 200), excess_inliers(rng.integers(10, 60, 200)),
+        rng.normal(0.1, 0.05, 200), rng.normal(0.3, 0.1, 200),
     ])
     others = np.column_stack([
-        rng.normal(0.0, 0.1, 800), rng.normal(0.1, 0.1, 800), excess_inliers(rng.integers(0, 6, 800)), rng.normal(0.2, 0.05, 800)
+        rng.normal(0.0, 0.1, 800), rng.normal(0.1, 0.1, 800), excess_inliers(rng.integers(0, 6, 800)),
+        rng.normal(0.2, 0.05, 800), rng.normal(-0.2, 0.1, 800),
     ])
     weights = fit_weights(np.vstack([copies, others]), np.r_[np.ones(200), np.zeros(800)])
-    assert all(w > 0 for w in weights.weights[:3]) and weights.weights[3] < 0  # hubs are penalised
+    wg, wc, we, wo, wm = weights.weights
+    assert min(wg, wc, we, wm) > 0 > wo  # hubs are penalised
     assert weights.probability(copies).mean() > 0.9 > 0.1 > weights.probability(others).mean()
 
 
 def test_probability_is_monotone_in_each_evidence():
-    weights = FusionWeights(-3.0, (5.0, 4.0, 1.0, -2.0))
-    base = np.array([[0.1, 0.1, 1.0, 0.2]])
-    for j, sign in enumerate((1, 1, 1, -1)):
+    weights = FusionWeights(-3.0, (5.0, 4.0, 1.0, -2.0, 3.0))
+    base = np.array([[0.1, 0.1, 1.0, 0.2, 0.0]])
+    for j, sign in enumerate((1, 1, 1, -1, 1)):
         more = base.copy()
         more[0, j] += 0.5
         assert sign * (weights.probability(more)[0] - weights.probability(base)[0]) > 0
@@ -34,7 +39,7 @@ def test_probability_is_monotone_in_each_evidence():
 
 def test_weights_must_match_the_features():
     with pytest.raises(CopyseekError, match=f"{len(FEATURES)} weights"):
-        FusionWeights(-3.0, (5.0, 4.0, 1.0))
+        FusionWeights(-3.0, (5.0, 4.0, 1.0, -2.0))
 
 
 def test_excess_inliers_ignores_what_chance_fits_reach():
@@ -86,6 +91,16 @@ def test_explain_draws_the_pair_and_locates_the_paste(fused_setup, tmp_path, cap
     overlap = max(0, min(x1, 600) - max(x0, 400)) * max(0, min(y1, 450) - max(y0, 300))
     union = (x1 - x0) * (y1 - y0) + 200 * 150 - overlap
     assert overlap / union > 0.6
+
+
+def test_margin_is_over_the_best_competitor_that_is_not_a_near_duplicate():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4, 64)).astype(np.float32)
+    vectors[1] = vectors[0] + 0.1 * rng.normal(size=64)  # reference 1 is a near-duplicate of 0
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    region = np.array([0.6, 0.55, 0.2, 0.1])
+    np.testing.assert_allclose(margins(region, vectors), [0.4, 0.35, 0.2 - 0.6, 0.1 - 0.6], atol=1e-6)
+    np.testing.assert_allclose(margins(region[:1], vectors[:1]), [0.6])  # no competitor: over 0
 
 
 def test_reference_offsets_are_each_references_background_offset(fused_setup):

@@ -39,7 +39,7 @@ class SiftParams:
     """
 
     max_side: int = 448
-    max_keypoints: int = 256
+    max_keypoints: int = 320
     contrast_threshold: float = 0.02
 
     def __post_init__(self) -> None:

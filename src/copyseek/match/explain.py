@@ -36,7 +36,9 @@ def explain_pair(
     """Score one (query, reference) pair with every branch and draw it to `output` (PNG).
 
     reference: an image path, or with `index_path`, the id of an indexed reference. The index's
-    global model is used when given (else SSCD); scores are not background-normalised.
+    global model is used when given (else SSCD); scores are not background-normalised, and the fused
+    score takes the pair alone (no other reference competes for the query, so the margin is the
+    region-global similarity itself).
     """
     from copyseek.local.explain import draw_pair
     from copyseek.local.regions import query_crops
@@ -63,7 +65,8 @@ def explain_pair(
     crops = query_crops(query_rgb, verification.region[None] if verification.inliers else None)
     crop_sims = global_branch.embed(crops) @ reference_vector if crops else np.zeros(0)
     region = max(whole, float(crop_sims.max()) if len(crop_sims) else whole)
-    fused = float(WEIGHTS_RAW.probability(np.array([[whole, region, excess_inliers(verification.inliers), 0.0]]))[0])
+    evidence = [whole, region, excess_inliers(verification.inliers), 0.0, region]  # in FEATURES order
+    fused = float(WEIGHTS_RAW.probability(np.array([evidence]))[0])
     scores = {"global": whole, "region-global": region, "local inliers": float(verification.inliers), "fused": fused}
     path = draw_pair(query_rgb, reference_rgb, verification.pairs, verification.region, scores, output)
     return Explanation(scores, verification.region, verification.inliers, Path(path))

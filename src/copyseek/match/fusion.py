@@ -7,7 +7,7 @@ For each query the candidate references are the union of
   - the global branch searched again with crops of the query: the regions the local branch found
     and a fixed set (2x2 grid, centre), so a copy that fills only part of the query (a paste, a
     collage tile) is seen by the global descriptor too ("region-global").
-Each (query, reference) gets four pieces of evidence:
+Each (query, reference) gets five pieces of evidence:
     g  = global similarity of the whole query, minus its background offset when normalising,
     c  = best region-global similarity over the crops (each crop normalised by its own background
          offset, so a crop of sky does not win by being bland), at least g,
@@ -15,8 +15,11 @@ Each (query, reference) gets four pieces of evidence:
          verified): inliers beyond what a chance fit on wrong matches reaches,
     o  = the reference's own background offset (0 without normalisation): a bland or generic
          reference is near many queries, as a bland query is near many references,
+    m  = margin: c minus the best c of the query's other candidates, leaving out the reference's own
+         near-duplicates (a copy stands out from the rest of the collection; a pair that is only
+         "the least unlike" does not),
 and the score is a logistic model of them, the probability that the pair is a copy:
-    score = sigmoid(w0 + wg * g + wc * c + we * e + wo * o)
+    score = sigmoid(w0 + wg * g + wc * c + we * e + wo * o + wm * m)
 Evidence adds up in log-odds, as for independent tests, so one strong branch suffices and two
 weak ones agree. The weights are fitted once (benchmarks/fit_fusion.py, on benchmarks built from
 photos disjoint from every evaluation benchmark) and shipped here; because the output is a
@@ -36,11 +39,26 @@ from copyseek.match.matcher import QueryBatch, normalized_global
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.store.index import Index
 
-FEATURES = ("global", "region", "excess_inliers", "reference_offset")
+FEATURES = ("global", "region", "excess_inliers", "reference_offset", "margin")
 
 CHANCE_INLIERS = 3
 """Inliers a RANSAC similarity fit reaches on wrong matches alone (non-copies reach 3-4, rarely 6);
 counting only those beyond it made the fit sharper than log(1 + n) on the training benchmarks."""
+
+
+DUPLICATE_SIMILARITY = 0.5
+"""Cosine similarity (raw) above which two references are near-duplicates of each other: they do not
+compete for a query in the margin (unrelated photos score about 0-0.3 with SSCD)."""
+
+
+def margins(region: np.ndarray, reference_vectors: np.ndarray) -> np.ndarray:
+    """(m,) region-global evidence of one query's candidates and their (m, dim) global vectors ->
+    (m,) margin of each over the best other candidate that is not its near-duplicate (over 0 when
+    none is left)."""
+    competing = reference_vectors @ reference_vectors.T <= DUPLICATE_SIMILARITY
+    np.fill_diagonal(competing, False)
+    best_other = np.where(competing, region[None, :], -np.inf).max(axis=1, initial=-np.inf)
+    return region - np.where(np.isfinite(best_other), best_other, 0.0)
 
 
 def excess_inliers(inliers: np.ndarray) -> np.ndarray:
@@ -60,14 +78,14 @@ class FusionWeights:
             raise CopyseekError(f"fusion needs {len(FEATURES)} weights ({', '.join(FEATURES)}), got {len(self.weights)}")
 
     def probability(self, evidence: np.ndarray) -> np.ndarray:
-        """(m, 4) evidence rows -> (m,) probability that each pair is a copy."""
+        """(m, 5) evidence rows -> (m,) probability that each pair is a copy."""
         logits = self.bias + evidence @ np.asarray(self.weights, np.float64)
         return 1.0 / (1.0 + np.exp(-logits))
 
 
 # Fitted by `benchmarks/fit_fusion.py` (see BENCHMARKS.md for the command and the data).
-WEIGHTS_NORMALISED = FusionWeights(-4.984, (11.159, 15.683, 4.017, -2.521))
-WEIGHTS_RAW = FusionWeights(-7.044, (5.260, 14.845, 4.021, 0.0))
+WEIGHTS_NORMALISED = FusionWeights(-3.933, (9.516, 6.390, 4.457, -2.353, 10.620))
+WEIGHTS_RAW = FusionWeights(-4.724, (7.977, 1.586, 4.428, 0.0, 13.938))
 
 
 @dataclass(frozen=True)
@@ -111,7 +129,7 @@ class FusedScorer:
         return scored
 
     def evidence(self, batch: QueryBatch) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query: candidate rows (m,) and their evidence (m, 4) in FEATURES order.
+        """Per query: candidate rows (m,) and their evidence (m, 5) in FEATURES order.
 
         The crops cost most of a query's time, so they are searched only when the whole query
         leaves the best candidate below `skip_crops_above`."""
@@ -135,18 +153,20 @@ class FusedScorer:
     def pair_evidence(
         self, batch: QueryBatch, q: int, global_rows: np.ndarray, region_best: dict[int, float]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate rows of query q and their (m, 4) evidence, given the crops' best similarities."""
+        """Candidate rows of query q and their (m, 5) evidence, given the crops' best similarities."""
         local = batch.candidates["local"][q]
         query_vector = batch.features["global"][q]["vector"]
         offset = self.offsets(query_vector[None])[0]
         found = [global_rows[: self.params.candidates], local.rows, np.array(list(region_best), np.int64)]
         rows = np.unique(np.concatenate(found)).astype(np.int64)
         evidence = np.zeros((len(rows), len(FEATURES)))
-        evidence[:, 0] = self.global_similarity(query_vector, rows) - offset
+        reference_vectors = self.global_searcher.reconstruct(rows)
+        evidence[:, 0] = reference_vectors @ query_vector - offset
         evidence[:, 1] = [max(region_best.get(int(r), -np.inf), g) for r, g in zip(rows, evidence[:, 0])]
         inliers = dict(zip(local.rows.tolist(), local.extra.get("inliers", local.scores).tolist()))
         evidence[:, 2] = excess_inliers([inliers.get(int(r), 0) for r in rows])
         evidence[:, 3] = self.reference_offsets(rows)
+        evidence[:, 4] = margins(evidence[:, 1], reference_vectors)
         return rows, evidence
 
     def offsets(self, vectors: np.ndarray) -> np.ndarray:
@@ -165,10 +185,6 @@ class FusedScorer:
             self._reference_offsets.update(zip(missing.tolist(), offsets.tolist()))
         return np.array([self._reference_offsets[int(r)] for r in rows], np.float32)
 
-    def global_similarity(self, query_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Exact similarity of the whole query to each reference row."""
-        return self.global_searcher.reconstruct(rows) @ query_vector
-
     def search_crops(self, crops: list[np.ndarray]) -> dict[int, float]:
         """Best normalised similarity of any crop to each reference found."""
         if not crops:
@@ -184,7 +200,7 @@ class FusedScorer:
 
 
 def fit_weights(evidence: np.ndarray, is_copy: np.ndarray, l2: float = 1e-6) -> FusionWeights:
-    """Logistic regression of is_copy (m,) on evidence (m, 4), by L-BFGS on the mean log-loss."""
+    """Logistic regression of is_copy (m,) on evidence (m, 5), by L-BFGS on the mean log-loss."""
     from scipy.optimize import minimize
 
     x = np.hstack([np.ones((len(evidence), 1)), evidence])
