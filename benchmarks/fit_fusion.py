@@ -8,7 +8,10 @@ the photos an evaluation benchmark held out, with several seeds for more pairs:
         --copied 40 --copies 70 --distractor-queries 35 --background 30 --seed 7
     for seed in 8 9; do copyseek bench build --images bench/eval/holdout.txt --out bench/fusion-train$seed \
         --references 70 --copied 50 --copies 100 --distractor-queries 40 --background 30 --seed $seed; done
-    .venv/bin/python benchmarks/fit_fusion.py bench/fusion-train bench/fusion-train8 bench/fusion-train9
+    copyseek bench build --images bench/eval/holdout.txt --out bench/fusion-train10 --references 100 \
+        --copied 70 --copies 140 --distractor-queries 20 --background 30 --seed 10
+    .venv/bin/python benchmarks/fit_fusion.py bench/fusion-train bench/fusion-train8 bench/fusion-train9 \
+        bench/fusion-train10
 
 Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
 raw) to paste into fusion.py, with the training muAP of each benchmark, and the muAP of each

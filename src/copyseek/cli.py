@@ -57,6 +57,12 @@ def add_index_parser(sub) -> None:
     )
     p.add_argument("--resize", default=None, metavar="MODE:SIZE", help="model input: square:320 or short:288 (default: the model's own)")
     p.add_argument("--factory", default=None, help="Faiss index factory string for the global branch (default Flat = exact)")
+    p.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="global vectors of each image and its mirror, averaged (2x model cost; default: on for fused, off otherwise)",
+    )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
     add_speed_options(p)
     p.set_defaults(run=run_index)
@@ -64,6 +70,8 @@ def add_index_parser(sub) -> None:
 
 def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     options = {k: v for k, v in {"model": args.model, "resize": args.resize, "factory": args.factory}.items() if v}
+    if args.flip_average is not None:
+        options["flip_average"] = args.flip_average
     return {"global": options} if options else {}
 
 

@@ -114,3 +114,10 @@ def test_reference_offsets_are_each_references_background_offset(fused_setup):
     np.testing.assert_allclose(scorer.reference_offsets(rows), expected, rtol=1e-5)
     np.testing.assert_allclose(scorer.reference_offsets(rows[::-1]), expected[::-1], rtol=1e-5)  # from the cache
     assert not FusedScorer(index, None).reference_offsets(rows).any()
+
+
+def test_fused_index_averages_mirrors_for_whole_images_only(fused_setup):
+    index, _ = fused_setup
+    assert index.manifest.get_meta("options")["global"]["flip_average"] is True
+    assert index.branches["global"].spec()["flip_average"] is True
+    assert FusedScorer(index, None).params.flip_average_crops is False

@@ -18,7 +18,12 @@ def _global_branch(options: dict) -> Branch:
 
     resize = Preprocess.parse(options["resize"]) if options.get("resize") else None
     model = load_model(options.get("model", "sscd"), resize, threads=options.get("threads", 0))
-    return GlobalBranch(model, factory=options.get("factory", "Flat"), batch_size=options.get("batch_size", 16))
+    return GlobalBranch(
+        model,
+        factory=options.get("factory", "Flat"),
+        batch_size=options.get("batch_size", 16),
+        flip_average=bool(options.get("flip_average", False)),
+    )
 
 
 def _pdq_branch(options: dict) -> Branch:
@@ -44,6 +49,10 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 }
 """Pipeline name -> the branches it indexes and searches."""
 
+PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {"fused": {"global": {"flip_average": True}}}
+"""Pipeline name -> branch name -> option defaults that differ from the branch's own (options given
+when an index is made override them)."""
+
 RUNTIME_OPTIONS = ("threads", "batch_size")
 """Options that change speed, not results: not stored in the index."""
 
@@ -60,6 +69,13 @@ def pipeline_branches(pipeline: str) -> tuple[str, ...]:
     if pipeline not in PIPELINES:
         raise CopyseekError(f"unknown pipeline {pipeline!r}; choose from {', '.join(sorted(PIPELINES))}")
     return PIPELINES[pipeline]
+
+
+def pipeline_options(pipeline: str, options: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Branch name -> options for each branch of `pipeline`: its defaults, updated with `options`."""
+    given = options or {}
+    defaults = PIPELINE_DEFAULTS.get(pipeline, {})
+    return {name: {**defaults.get(name, {}), **given.get(name, {})} for name in pipeline_branches(pipeline)}
 
 
 def make_branch(name: str, options: dict) -> Branch:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 from copyseek.describe.base import Branch, Features, Searcher
-from copyseek.describe.registry import RUNTIME_OPTIONS, make_branch, pipeline_branches
+from copyseek.describe.registry import RUNTIME_OPTIONS, make_branch, pipeline_branches, pipeline_options
 from copyseek.errors import CopyseekError
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded, one_line
 from copyseek.progress import progress_bar
@@ -76,9 +76,9 @@ class Index:
             raise CopyseekError(f"an index already exists at {path}; use Index.open to extend it")
         if path.exists() and not path.is_dir():
             raise CopyseekError(f"{path} exists and is not a folder")
-        options = options or {}
-        stored = {name: strip_runtime(options.get(name, {})) for name in pipeline_branches(pipeline)}
-        branches = {name: make_branch(name, options.get(name, {})) for name in pipeline_branches(pipeline)}
+        options = pipeline_options(pipeline, options)
+        stored = {name: strip_runtime(branch_options) for name, branch_options in options.items()}
+        branches = {name: make_branch(name, branch_options) for name, branch_options in options.items()}
         path.mkdir(parents=True, exist_ok=True)
         (path / "chunks").mkdir(exist_ok=True)
         manifest = Manifest(path / "manifest.sqlite")

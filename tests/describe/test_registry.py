@@ -1,0 +1,16 @@
+import pytest
+
+from copyseek.describe.registry import pipeline_options
+from copyseek.errors import CopyseekError
+
+
+def test_pipeline_defaults_apply_unless_overridden():
+    assert pipeline_options("fused") == {"global": {"flip_average": True}, "local": {}}
+    chosen = pipeline_options("fused", {"global": {"flip_average": False, "model": "sscd-fast"}})
+    assert chosen["global"] == {"flip_average": False, "model": "sscd-fast"}
+    assert pipeline_options("global") == {"global": {}}
+
+
+def test_unknown_pipeline_is_a_clear_error():
+    with pytest.raises(CopyseekError, match="unknown pipeline 'fuzed'"):
+        pipeline_options("fuzed")
