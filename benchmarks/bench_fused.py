@@ -29,6 +29,7 @@ from PIL import Image
 from copyseek.edits import random_edits
 from copyseek.io.images import find_images
 from copyseek.match.matcher import MatchOptions, match
+from copyseek.match.normalize import background_vectors
 from copyseek.store.index import Index
 
 PIPELINES = ("global", "fused")
@@ -74,8 +75,8 @@ def child(pipeline: str, pool: list[Path], sizes: list[int], queries: Path, back
     rows = []
     done = 0
     with Index.create(work / f"index-{pipeline}", pipeline) as index:
-        if background is not None:  # describe the background set once, outside the timings
-            match(index, queries, MatchOptions(k=1, background=background), progress=False)
+        if background is not None:  # describe (and cache) the background set once, outside the timings
+            background_vectors(index.branches["global"], background, Path(index.path) / "background", progress=False)
         for size in sizes:
             for path in pool[done:size]:
                 (refs / path.name).symlink_to(path)
@@ -126,8 +127,10 @@ def main() -> None:
             command = [sys.executable, __file__, "--sizes", args.sizes, "--queries", str(queries), "--child", pipeline, str(work)]
             if args.background:
                 command += ["--background", str(args.background)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            results[pipeline] = json.loads(output.strip().splitlines()[-1])
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"the {pipeline} run failed:\n{done.stderr}")
+            results[pipeline] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\n{n_queries} queries; index img/s = references added in that step / seconds\n")
     print("| references | global index img/s | fused index img/s | global queries/s | fused queries/s | fused bytes/reference |")
     print("|---:|---:|---:|---:|---:|---:|")
