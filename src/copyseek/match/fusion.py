@@ -5,8 +5,10 @@ For each query the candidate references are the union of
   - the local branch's verified references (RootSIFT votes + RANSAC inliers, and where the copy
     lies in the query),
   - the global branch searched again with crops of the query: the regions the local branch found
-    and a fixed set (2x2 grid, centre), so a copy that fills only part of the query (a paste, a
-    collage tile) is seen by the global descriptor too ("region-global").
+    and a fixed set (2x2 grid, centre, halves), so a copy that fills only part of the query (a
+    paste, a collage tile) is seen by the global descriptor too ("region-global").
+The pipeline's global branch averages each whole image's vector with its mirror's
+(`flip_average`); crops are described plainly, as they are most of a query's cost.
 Each (query, reference) gets five pieces of evidence:
     g  = global similarity of the whole query, minus its background offset when normalising,
     c  = best region-global similarity over the crops (each crop normalised by its own background
@@ -44,7 +46,6 @@ FEATURES = ("global", "region", "excess_inliers", "reference_offset", "margin")
 CHANCE_INLIERS = 3
 """Inliers a RANSAC similarity fit reaches on wrong matches alone (non-copies reach 3-4, rarely 6);
 counting only those beyond it made the fit sharper than log(1 + n) on the training benchmarks."""
-
 
 DUPLICATE_SIMILARITY = 0.5
 """Cosine similarity (raw) above which two references are near-duplicates of each other: they do not
