@@ -55,6 +55,17 @@ def test_index_refuses_another_model(tmp_path, photos, tiny_options):
         Index.open_or_create(tmp_path / "idx", options={"global": {"model": "sscd"}})
 
 
+def test_an_index_keeps_its_local_parameters_when_a_default_changes(tmp_path, photos):
+    with Index.create(tmp_path / "idx", "local", {"local": {"max_keypoints": 64}}) as index:
+        index.add(photos[0].parent, progress=False)
+    # an index made before a default changed stored no option: only its spec says 64 keypoints
+    with sqlite3.connect(tmp_path / "idx" / "manifest.sqlite") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'options'", ('{"local": {}}',))
+    with Index.open(tmp_path / "idx") as index:
+        assert index.branches["local"].sift.max_keypoints == 64
+        assert index.searchers()["local"].ntotal == 12
+
+
 def test_bad_files_are_skipped_reported_and_nothing_is_lost(tmp_path, photos, tiny_options):
     folder = photos[0].parent
     write_all(folder, {**GOOD, **BAD})

@@ -41,6 +41,17 @@ def _local_branch(options: dict) -> Branch:
 BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch, "pdq": _pdq_branch, "local": _local_branch}
 """Branch name -> constructor from its options (a JSON-able dict)."""
 
+
+def _local_spec_options(spec: dict) -> dict:
+    from copyseek.local.features import SiftParams
+
+    return {name: spec[name] for name in SiftParams.__dataclass_fields__ if name in spec}
+
+
+SPEC_OPTIONS: dict[str, Callable[[dict], dict]] = {"local": _local_spec_options}
+"""Branch name -> the options that rebuild what a stored spec records, so that an index keeps
+opening with the parameters it was built with after a default changes (e.g. local keypoints)."""
+
 PIPELINES: dict[str, tuple[str, ...]] = {
     "global": ("global",),
     "local": ("local",),
@@ -76,6 +87,12 @@ def pipeline_options(pipeline: str, options: dict[str, dict] | None = None) -> d
     given = options or {}
     defaults = PIPELINE_DEFAULTS.get(pipeline, {})
     return {name: {**defaults.get(name, {}), **given.get(name, {})} for name in pipeline_branches(pipeline)}
+
+
+def options_from_spec(name: str, spec: dict) -> dict:
+    """Options of branch `name` pinned by its stored spec (empty for branches whose spec names no
+    option, such as a model's fingerprint)."""
+    return SPEC_OPTIONS[name](spec) if name in SPEC_OPTIONS else {}
 
 
 def make_branch(name: str, options: dict) -> Branch:

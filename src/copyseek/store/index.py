@@ -23,7 +23,13 @@ from pathlib import Path
 
 
 from copyseek.describe.base import Branch, Features, Searcher
-from copyseek.describe.registry import RUNTIME_OPTIONS, make_branch, pipeline_branches, pipeline_options
+from copyseek.describe.registry import (
+    RUNTIME_OPTIONS,
+    make_branch,
+    options_from_spec,
+    pipeline_branches,
+    pipeline_options,
+)
 from copyseek.errors import CopyseekError
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded, one_line
 from copyseek.progress import progress_bar
@@ -103,7 +109,8 @@ class Index:
         specs: dict[str, dict] = manifest.get_meta("specs")  # type: ignore[assignment]
         branches = {}
         for name, branch_options in options.items():
-            branch = make_branch(name, {**branch_options, **(runtime or {})})
+            pinned = options_from_spec(name, specs[name])
+            branch = make_branch(name, {**pinned, **branch_options, **(runtime or {})})
             if branch.spec() != specs[name]:
                 raise CopyseekError(
                     f"the {name} branch of {path} was built with {describe_spec(specs[name])}, "
