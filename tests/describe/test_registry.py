@@ -5,9 +5,9 @@ from copyseek.errors import CopyseekError
 
 
 def test_pipeline_defaults_apply_unless_overridden():
-    assert pipeline_options("fused") == {"global": {"flip_average": True}, "local": {}}
-    chosen = pipeline_options("fused", {"global": {"flip_average": False, "model": "sscd-fast"}})
-    assert chosen["global"] == {"flip_average": False, "model": "sscd-fast"}
+    assert pipeline_options("fused") == {"global": {"resize": "square:256+short:320"}, "local": {}}
+    chosen = pipeline_options("fused", {"global": {"resize": "square:320", "model": "sscd-fast"}})
+    assert chosen["global"] == {"resize": "square:320", "model": "sscd-fast"}
     assert pipeline_options("global") == {"global": {}}
 
 

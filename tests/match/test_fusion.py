@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
     CHANCE_INLIERS, FEATURES, FusedScorer, FusionWeights, excess_inliers, fit_weights, margins,
@@ -116,8 +117,14 @@ def test_reference_offsets_are_each_references_background_offset(fused_setup):
     assert not FusedScorer(index, None).reference_offsets(rows).any()
 
 
-def test_fused_index_averages_mirrors_for_whole_images_only(fused_setup):
-    index, _ = fused_setup
-    assert index.manifest.get_meta("options")["global"]["flip_average"] is True
-    assert index.branches["global"].spec()["flip_average"] is True
-    assert FusedScorer(index, None).params.flip_average_crops is False
+def test_fused_index_describes_whole_images_at_two_views_and_crops_at_the_first(fused_setup):
+    index, root = fused_setup
+    branch = index.branches["global"]
+    assert index.manifest.get_meta("options")["global"]["resize"] == "square:256+short:320"
+    assert branch.views == (Preprocess("square", 256), Preprocess("short", 320))
+    scorer = FusedScorer(index, None)
+    crop = np.asarray(Image.open(root / "queries" / "paste.jpg").convert("RGB"))[300:450, 400:600]
+    first_view = branch.embed([crop], views=branch.views[:1])
+    assert not np.allclose(first_view, branch.embed([crop]), atol=1e-3)
+    sims, rows = scorer.global_searcher.search_vectors(first_view, scorer.params.region_k)
+    assert scorer.search_crops([crop]) == pytest.approx({int(r): float(s) for s, r in zip(sims[0], rows[0])})

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from copyseek.describe.registry import PIPELINE_DEFAULTS
 from copyseek.errors import CopyseekError
 from copyseek.eval.metrics import Metrics, evaluate
 from copyseek.io.csvfiles import GroundTruth, Prediction, read_ground_truth, read_predictions, write_predictions
@@ -39,10 +40,15 @@ class BenchPipeline:
         return json.dumps([self.pipeline, self.options], sort_keys=True)
 
 
+MULTI_VIEW = PIPELINE_DEFAULTS["fused"]["global"]["resize"]
+"""The fused pipeline's resizings of the global model; sscd-mv+sn is SSCD with them alone, to show
+their share of the fused pipeline's gain."""
+
 PIPELINES: dict[str, BenchPipeline] = {
     "pdq": BenchPipeline("pdq", "pdq"),
     "sscd": BenchPipeline("sscd", "global", {"global": {"model": "sscd"}}),
     "sscd+sn": BenchPipeline("sscd+sn", "global", {"global": {"model": "sscd"}}, normalize=True),
+    "sscd-mv+sn": BenchPipeline("sscd-mv+sn", "global", {"global": {"model": "sscd", "resize": MULTI_VIEW}}, normalize=True),
     "sscd-fast": BenchPipeline("sscd-fast", "global", {"global": {"model": "sscd-fast"}}),
     "sscd-fast+sn": BenchPipeline("sscd-fast+sn", "global", {"global": {"model": "sscd-fast"}}, normalize=True),
     "copyseek-small": BenchPipeline("copyseek-small", "global", {"global": {"model": "copyseek-small"}}),

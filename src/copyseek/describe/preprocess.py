@@ -38,11 +38,22 @@ class Preprocess:
         """Parse "square:320" or "short:288"."""
         mode, _, size = text.partition(":")
         if not size.isdigit():
-            raise CopyseekError(f"--resize must look like 'square:320' or 'short:288', got {text!r}")
+            raise CopyseekError(
+                f"--resize must look like 'square:320', 'short:288' or 'square:256+short:320', got {text!r}"
+            )
         return cls(mode, int(size))
 
     def __str__(self) -> str:
         return f"{self.mode}:{self.size}"
+
+    @staticmethod
+    def parse_views(text: str) -> tuple["Preprocess", ...]:
+        """Parse one resizing or several joined by '+': "square:256+short:320" describes an image at
+        both sizes (see GlobalBranch)."""
+        views = tuple(Preprocess.parse(part.strip()) for part in text.split("+"))
+        if len(set(views)) != len(views):
+            raise CopyseekError(f"--resize lists the same resizing twice: {text!r}")
+        return views
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) in pixels after resizing an image of width x height."""

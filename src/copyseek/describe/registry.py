@@ -16,13 +16,14 @@ def _global_branch(options: dict) -> Branch:
     from copyseek.describe.models import load_model
     from copyseek.describe.preprocess import Preprocess
 
-    resize = Preprocess.parse(options["resize"]) if options.get("resize") else None
-    model = load_model(options.get("model", "sscd"), resize, threads=options.get("threads", 0))
+    views = Preprocess.parse_views(options["resize"]) if options.get("resize") else None
+    model = load_model(options.get("model", "sscd"), threads=options.get("threads", 0))
     return GlobalBranch(
         model,
         factory=options.get("factory", "Flat"),
         batch_size=options.get("batch_size", 16),
         flip_average=bool(options.get("flip_average", False)),
+        views=views,
     )
 
 
@@ -60,7 +61,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 }
 """Pipeline name -> the branches it indexes and searches."""
 
-PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {"fused": {"global": {"flip_average": True}}}
+PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {"fused": {"global": {"resize": "square:256+short:320"}}}
 """Pipeline name -> branch name -> option defaults that differ from the branch's own (options given
 when an index is made override them)."""
 

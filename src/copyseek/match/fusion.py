@@ -7,8 +7,9 @@ For each query the candidate references are the union of
   - the global branch searched again with crops of the query: the regions the local branch found
     and a fixed set (2x2 grid, centre, halves), so a copy that fills only part of the query (a
     paste, a collage tile) is seen by the global descriptor too ("region-global").
-The pipeline's global branch averages each whole image's vector with its mirror's
-(`flip_average`); crops are described plainly, as they are most of a query's cost.
+The pipeline's global branch describes each whole image at two resizings, squashed to a square
+and with its aspect kept (`--resize square:256+short:320`), and averages the two vectors; crops
+are described at the first resizing only, as they are most of a query's cost.
 Each (query, reference) gets five pieces of evidence:
     g  = global similarity of the whole query, minus its background offset when normalising,
     c  = best region-global similarity over the crops (each crop normalised by its own background
@@ -85,8 +86,8 @@ class FusionWeights:
 
 
 # Fitted by `benchmarks/fit_fusion.py` (see BENCHMARKS.md for the command and the data).
-WEIGHTS_NORMALISED = FusionWeights(-3.723, (9.329, 7.018, 4.593, -2.335, 12.182))
-WEIGHTS_RAW = FusionWeights(-4.580, (8.453, 2.054, 4.555, 0.0, 15.352))
+WEIGHTS_NORMALISED = FusionWeights(-3.812, (7.516, 8.509, 4.482, -1.383, 13.098))
+WEIGHTS_RAW = FusionWeights(-4.641, (4.679, 5.644, 4.519, 0.0, 16.369))
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,10 @@ class FusionParams:
     skip_crops_above: no crops for a query whose best candidate is already this probable;
     flip_average_crops: describe crops with their mirrors too when the global branch does so for
     whole images (off: the crops are most of a query's cost, and doubling it gained nothing on the
-    calibrated benchmark: 0.883 vs 0.885 muAP, 4.9 vs 6.5 queries/s)."""
+    calibrated benchmark: 0.883 vs 0.885 muAP, 4.9 vs 6.5 queries/s);
+    all_views_for_crops: describe crops at every view of the global branch, not only its first
+    (off: at square:256+short:320 that cost 4.1 vs 7.2 queries/s for lower muAP, 0.879 vs 0.884
+    on the fresh benchmark)."""
 
     candidates: int = 30
     region_k: int = 5
@@ -106,6 +110,7 @@ class FusionParams:
     skip_crops_above: float = 0.95
     fixed_crops: bool = True
     flip_average_crops: bool = False
+    all_views_for_crops: bool = False
 
 
 class FusedScorer:
@@ -194,7 +199,8 @@ class FusedScorer:
         """Best normalised similarity of any crop to each reference found."""
         if not crops:
             return {}
-        vectors = self.global_branch.embed(crops, flip_average=self.params.flip_average_crops)
+        views = None if self.params.all_views_for_crops else self.global_branch.views[:1]
+        vectors = self.global_branch.embed(crops, flip_average=self.params.flip_average_crops, views=views)
         sims, rows = self.global_searcher.search_vectors(vectors, self.params.region_k)
         sims = sims - self.offsets(vectors)[:, None]
         best: dict[int, float] = {}
