@@ -56,7 +56,7 @@ def add_index_parser(sub) -> None:
         help="global model: sscd (default), sscd-fast, copyseek-small, onnx:PATH, torchscript:PATH",
     )
     p.add_argument("--resize", default=None, metavar="MODE:SIZE", help="model input: square:320, short:288, or several joined by + whose vectors are averaged, "
-        "e.g. square:256+short:320 (default: the model's own; square:256+short:320 for fused)")
+        "e.g. square:224+short:256 (default: the model's own; square:224+short:256 for fused)")
     p.add_argument("--factory", default=None, help="Faiss index factory string for the global branch (default Flat = exact)")
     p.add_argument(
         "--flip-average",

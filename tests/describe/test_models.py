@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from copyseek.describe.global_branch import GlobalBranch, VectorSearcher
-from copyseek.describe.models import load_model
+from copyseek.describe.models import ConcatModel, load_model, parse_ensemble
 from copyseek.describe.preprocess import Preprocess, write_sidecar
 from copyseek.errors import CopyseekError
 from copyseek.synthetic import synthetic_photo
@@ -100,3 +100,23 @@ def test_shipped_copyseek_small_loads_with_its_sidecar():
     assert model.dim == 512 and model.preprocess == Preprocess("square", 160)
     vectors = model.embed(np.stack([np.asarray(Image.fromarray(i).resize((160, 160))) for i in images(2)]))
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_an_ensemble_weights_its_members_similarities(tiny_onnx):
+    batch = np.stack([np.asarray(Image.fromarray(i).resize((64, 64))) for i in images(2)])
+    tiny, small = load_model(f"onnx:{tiny_onnx}"), load_model("copyseek-small")
+    ensemble = load_model(f"onnx:{tiny_onnx},copyseek-small@0.5")
+    assert isinstance(ensemble, ConcatModel) and ensemble.dim == tiny.dim + small.dim
+    assert ensemble.name == "onnx:tiny.onnx,copyseek-small@0.5"
+    a, b = ensemble.embed(batch)
+    (ta, tb), (sa, sb) = tiny.embed(batch), small.embed(batch)
+    assert abs(ta @ tb - sa @ sb) > 0.05  # the members disagree, so the weighting shows
+    assert a @ b == pytest.approx((ta @ tb + 0.25 * (sa @ sb)) / 1.25, abs=1e-5)
+    assert ensemble.fingerprint != load_model(f"onnx:{tiny_onnx},copyseek-small@0.5,copyseek-small").fingerprint
+
+
+@pytest.mark.parametrize("spec", ["sscd,copyseek-small@x", "sscd,copyseek-small@0", "sscd,,copyseek-small"])
+def test_bad_ensembles_are_clear_errors(spec):
+    with pytest.raises(CopyseekError, match="MODEL@WEIGHT"):
+        parse_ensemble(spec)
+    assert parse_ensemble("sscd, copyseek-small@0.4") == [("sscd", 1.0), ("copyseek-small", 0.4)]

@@ -106,7 +106,7 @@ def test_margin_is_over_the_best_competitor_that_is_not_a_near_duplicate():
 
 def test_reference_offsets_are_each_references_background_offset(fused_setup):
     index, root = fused_setup
-    background = np.random.default_rng(3).normal(size=(20, 512)).astype(np.float32)
+    background = np.random.default_rng(3).normal(size=(20, index.branches["global"].model.dim)).astype(np.float32)
     background /= np.linalg.norm(background, axis=1, keepdims=True)
     normalizer = BackgroundNormalizer(background, n=3)
     scorer = FusedScorer(index, normalizer)
@@ -120,8 +120,8 @@ def test_reference_offsets_are_each_references_background_offset(fused_setup):
 def test_fused_index_describes_whole_images_at_two_views_and_crops_at_the_first(fused_setup):
     index, root = fused_setup
     branch = index.branches["global"]
-    assert index.manifest.get_meta("options")["global"]["resize"] == "square:256+short:320"
-    assert branch.views == (Preprocess("square", 256), Preprocess("short", 320))
+    assert index.manifest.get_meta("options")["global"]["resize"] == "square:224+short:256"
+    assert branch.views == (Preprocess("square", 224), Preprocess("short", 256))
     scorer = FusedScorer(index, None)
     crop = np.asarray(Image.open(root / "queries" / "paste.jpg").convert("RGB"))[300:450, 400:600]
     first_view = branch.embed([crop], views=branch.views[:1])

@@ -53,8 +53,8 @@ PIPELINES: dict[str, BenchPipeline] = {
     "sscd-fast+sn": BenchPipeline("sscd-fast+sn", "global", {"global": {"model": "sscd-fast"}}, normalize=True),
     "copyseek-small": BenchPipeline("copyseek-small", "global", {"global": {"model": "copyseek-small"}}),
     "local": BenchPipeline("local", "local"),
-    "fused": BenchPipeline("fused", "fused", {"global": {"model": "sscd"}}),
-    "fused+sn": BenchPipeline("fused+sn", "fused", {"global": {"model": "sscd"}}, normalize=True),
+    "fused": BenchPipeline("fused", "fused"),
+    "fused+sn": BenchPipeline("fused+sn", "fused", normalize=True),
 }
 """Pipelines by name; other domains register theirs (local, fused...). Any global model also works
 as `global:MODEL` or `global:MODEL+sn` (e.g. `global:onnx:run/model.onnx+sn`)."""

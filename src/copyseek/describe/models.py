@@ -8,6 +8,9 @@ Model specs:
     onnx:PATH            an ONNX file taking uint8 NHWC RGB (`image`) -> (N, dim) (normalisation inside)
     torchscript:PATH     a TorchScript file taking float NCHW, ImageNet-normalised (as Meta's
                          official SSCD TorchScript files), or uint8 NHWC if its sidecar says so
+    A,B@w                an ensemble: the members' unit vectors concatenated, each scaled by its
+                         weight w (default 1), so that similarities add up as sum(w^2 s) / sum(w^2);
+                         e.g. sscd,copyseek-small@0.4. Members see the same resized images.
 A sidecar `PATH.json` beside a model file records its preprocessing (see preprocess.py); the
 --resize option overrides it.
 """
@@ -109,6 +112,34 @@ class TorchScriptModel(GlobalModel):
             return self.module(batch).float().numpy()
 
 
+class ConcatModel(GlobalModel):
+    """Several models as one: weighted unit vectors side by side (see the module doc)."""
+
+    def __init__(self, members: list[tuple[GlobalModel, float]]):
+        self.members = members
+        name = ",".join(model.name if weight == 1 else f"{model.name}@{weight:g}" for model, weight in members)
+        fingerprint = hashlib.sha1("".join(model.fingerprint for model, _ in members).encode()).hexdigest()[:16]
+        super().__init__(name, members[0][0].preprocess, fingerprint)
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
+        return np.hstack([weight * model.embed(images) for model, weight in self.members])
+
+
+def parse_ensemble(spec: str) -> list[tuple[str, float]]:
+    """"sscd,copyseek-small@0.4" -> [("sscd", 1.0), ("copyseek-small", 0.4)]."""
+    members = []
+    for part in spec.split(","):
+        name, _, weight = part.strip().partition("@")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = -1.0
+        if not name or not value > 0:
+            raise CopyseekError(f"ensemble members look like MODEL or MODEL@WEIGHT with WEIGHT > 0, got {part!r} in {spec!r}")
+        members.append((name, value))
+    return members
+
+
 def file_fingerprint(path: Path) -> str:
     """Short content hash of a model file, so an index notices a changed model behind the same name."""
     digest = hashlib.sha1()
@@ -150,6 +181,8 @@ DEFAULT_PREPROCESS = {"sscd": Preprocess("square", 320), "sscd-fast": Preprocess
 
 def load_model(spec: str = "sscd", resize: Preprocess | None = None, threads: int = 0) -> GlobalModel:
     """Load a global model by spec (see module doc). `resize` overrides the model's own preprocessing."""
+    if "," in spec:
+        return ConcatModel([(load_model(name, resize, threads), weight) for name, weight in parse_ensemble(spec)])
     kind, path = model_path(spec)
     sidecar = read_sidecar(path) if spec not in DEFAULT_PREPROCESS else {}
     preprocess = resize or (

@@ -39,7 +39,7 @@ class Preprocess:
         mode, _, size = text.partition(":")
         if not size.isdigit():
             raise CopyseekError(
-                f"--resize must look like 'square:320', 'short:288' or 'square:256+short:320', got {text!r}"
+                f"--resize must look like 'square:320', 'short:288' or 'square:224+short:256', got {text!r}"
             )
         return cls(mode, int(size))
 
@@ -48,7 +48,7 @@ class Preprocess:
 
     @staticmethod
     def parse_views(text: str) -> tuple["Preprocess", ...]:
-        """Parse one resizing or several joined by '+': "square:256+short:320" describes an image at
+        """Parse one resizing or several joined by '+': "square:224+short:256" describes an image at
         both sizes (see GlobalBranch)."""
         views = tuple(Preprocess.parse(part.strip()) for part in text.split("+"))
         if len(set(views)) != len(views):

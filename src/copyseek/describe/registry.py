@@ -61,7 +61,9 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 }
 """Pipeline name -> the branches it indexes and searches."""
 
-PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {"fused": {"global": {"resize": "square:256+short:320"}}}
+PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {
+    "fused": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"}}
+}
 """Pipeline name -> branch name -> option defaults that differ from the branch's own (options given
 when an index is made override them)."""
 

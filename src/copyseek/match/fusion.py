@@ -7,9 +7,10 @@ For each query the candidate references are the union of
   - the global branch searched again with crops of the query: the regions the local branch found
     and a fixed set (2x2 grid, centre, halves), so a copy that fills only part of the query (a
     paste, a collage tile) is seen by the global descriptor too ("region-global").
-The pipeline's global branch describes each whole image at two resizings, squashed to a square
-and with its aspect kept (`--resize square:256+short:320`), and averages the two vectors; crops
-are described at the first resizing only, as they are most of a query's cost.
+The pipeline's global branch is SSCD and 0.4 x copyseek-small side by side
+(`--model sscd,copyseek-small@0.4`), and describes each whole image at two resizings, squashed to
+a square and with its aspect kept (`--resize square:224+short:256`), summing the two vectors;
+crops are described at the first resizing only, as they are most of a query's cost.
 Each (query, reference) gets five pieces of evidence:
     g  = global similarity of the whole query, minus its background offset when normalising,
     c  = best region-global similarity over the crops (each crop normalised by its own background
@@ -86,8 +87,8 @@ class FusionWeights:
 
 
 # Fitted by `benchmarks/fit_fusion.py` (see BENCHMARKS.md for the command and the data).
-WEIGHTS_NORMALISED = FusionWeights(-3.812, (7.516, 8.509, 4.482, -1.383, 13.098))
-WEIGHTS_RAW = FusionWeights(-4.641, (4.679, 5.644, 4.519, 0.0, 16.369))
+WEIGHTS_NORMALISED = FusionWeights(-3.812, (5.894, 10.153, 4.643, -1.471, 14.022))
+WEIGHTS_RAW = FusionWeights(-4.649, (3.475, 6.455, 4.623, 0.0, 17.185))
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class FusionParams:
     whole images (off: the crops are most of a query's cost, and doubling it gained nothing on the
     calibrated benchmark: 0.883 vs 0.885 muAP, 4.9 vs 6.5 queries/s);
     all_views_for_crops: describe crops at every view of the global branch, not only its first
-    (off: at square:256+short:320 that cost 4.1 vs 7.2 queries/s for lower muAP, 0.879 vs 0.884
-    on the fresh benchmark)."""
+    (off: at square:256+short:320 with SSCD alone, that cost 4.1 vs 7.2 queries/s for lower muAP,
+    0.879 vs 0.884 on the fresh benchmark)."""
 
     candidates: int = 30
     region_k: int = 5
