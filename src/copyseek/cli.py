@@ -53,7 +53,8 @@ def add_index_parser(sub) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="global model: sscd (default), sscd-fast, copyseek-small, onnx:PATH, torchscript:PATH",
+        help="global model: sscd (default), sscd-fast, copyseek-small, onnx:PATH, torchscript:PATH, "
+        "or an ensemble A,B@WEIGHT (fused default: sscd,copyseek-small@0.4)",
     )
     p.add_argument("--resize", default=None, metavar="MODE:SIZE", help="model input: square:320, short:288, or several joined by + whose vectors are averaged, "
         "e.g. square:224+short:256 (default: the model's own; square:224+short:256 for fused)")
@@ -62,7 +63,7 @@ def add_index_parser(sub) -> None:
         "--flip-average",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="global vectors of each image and its mirror, averaged (2x model cost; default: on for fused, off otherwise)",
+        help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
     add_speed_options(p)
