@@ -78,8 +78,10 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from copyseek.io.images import require_folder
     from copyseek.store.index import Index
 
+    require_folder(args.reference_dir)  # before the index exists, so a typo leaves nothing behind
     with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args)) as index:
         report = index.add(
             args.reference_dir,

@@ -91,6 +91,7 @@ def test_user_errors_are_one_clear_line_and_exit_2(tmp_path, capsys, args, messa
     (tmp_path / "bad.csv").write_text("this,is,not\nright\n")
     code, _, err = run(capsys, *[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "idx").exists()
 
 
 def test_malformed_prediction_rows_name_their_line(tmp_path, capsys):

@@ -53,17 +53,23 @@ class DecodedImage:
     height: int
 
 
+def require_folder(root: str | os.PathLike) -> Path:
+    """`root` as a Path; raises CopyseekError if it does not exist or is not a folder."""
+    root = Path(root)
+    if not root.exists():
+        raise CopyseekError(f"folder not found: {root}")
+    if not root.is_dir():
+        raise CopyseekError(f"not a folder: {root}")
+    return root
+
+
 def find_images(root: str | os.PathLike) -> tuple[list[ImageFile], list[Path]]:
     """Image files below `root` (recursive, sorted by path) and the other files that were ignored.
 
     Hidden files and folders are ignored. Raises CopyseekError if `root` is not a folder or two
     images share an id.
     """
-    root = Path(root)
-    if not root.exists():
-        raise CopyseekError(f"folder not found: {root}")
-    if not root.is_dir():
-        raise CopyseekError(f"not a folder: {root}")
+    root = require_folder(root)
     images: list[ImageFile] = []
     ignored: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
