@@ -241,7 +241,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     explanation = explain_pair(args.query, args.reference, args.output, args.index)
     for name, value in explanation.scores.items():
-        print(f"{name}: {value:.3f}")
+        print(f"{name}: {value:.4g}")  # same format as the picture; inliers print as integers
     print(f"picture written to {explanation.path}")
     return 0
 
