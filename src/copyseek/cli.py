@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from copyseek import __version__
@@ -294,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            # copyseek's own warnings are for the user: one line like the errors, no source line
+            warnings.showwarning = lambda message, category, *_: print(
+                f"copyseek {args.command}: warning: {message}", file=sys.stderr
+            )
+            return int(args.run(args) or 0)
     except CopyseekError as exc:
         print(f"copyseek {args.command}: error: {exc}", file=sys.stderr)
         return 2

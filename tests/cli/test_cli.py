@@ -108,3 +108,13 @@ def test_installed_command_and_help():
         assert command in result.stdout
     result = subprocess.run([sys.executable, "-m", "copyseek.cli", "match", "--help"], capture_output=True, text=True)
     assert "--background" in result.stdout and "--k" in result.stdout
+
+
+def test_warnings_are_one_line_named_after_the_command(tmp_path, capsys):
+    write_photos(tmp_path / "refs", 3, seed=5, prefix="R")
+    index = tmp_path / "idx"
+    run(capsys, "index", tmp_path / "refs", "--index", index, "--pipeline", "fused", "--model", "sscd", "-q")
+    code, _, err = run(capsys, "match", tmp_path / "refs", "--index", index, "--output", tmp_path / "p.csv", "-q")
+    assert code == 0
+    assert "copyseek match: warning: the fusion weights were fitted" in err
+    assert "UserWarning" not in err and "return FusedScorer" not in err

@@ -6,6 +6,7 @@ from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
     CHANCE_INLIERS, FEATURES, FusedScorer, FusionWeights, excess_inliers, fit_weights, margins,
+    warn_if_not_fitted_for,
 )
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.match.matcher import MatchOptions, match
@@ -128,3 +129,22 @@ def test_fused_index_describes_whole_images_at_two_views_and_crops_at_the_first(
     assert not np.allclose(first_view, branch.embed([crop]), atol=1e-3)
     sims, rows = scorer.global_searcher.search_vectors(first_view, scorer.params.region_k)
     assert scorer.search_crops([crop]) == pytest.approx({int(r): float(s) for s, r in zip(sims[0], rows[0])})
+
+
+def test_shipped_weights_warn_only_for_a_global_descriptor_they_were_not_fitted_for(fused_setup, tmp_path):
+    import warnings
+
+    index, _ = fused_setup
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FusedScorer(index, None)  # the defaults: silent
+    fitted = {"model": "sscd,copyseek-small@0.4", "preprocess": "square:224+short:256"}
+    for other in ({**fitted, "model": "sscd"}, {**fitted, "preprocess": "square:320"}, {**fitted, "flip_average": True}):
+        with pytest.warns(UserWarning, match="not calibrated"):
+            warn_if_not_fitted_for(other)
+    old = Index.create(tmp_path / "old", "fused", {"global": {"model": "sscd", "resize": "square:320"}})
+    with pytest.warns(UserWarning, match="model=sscd, resize=square:320"):
+        FusedScorer(old, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FusedScorer(old, None, weights=FusionWeights(0.0, (1.0,) * len(FEATURES)))  # own weights: silent

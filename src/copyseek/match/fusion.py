@@ -33,11 +33,13 @@ normalised similarities do, which is what the background set is for).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from copyseek.describe.base import Candidates
+from copyseek.describe.registry import PIPELINE_DEFAULTS
 from copyseek.errors import CopyseekError
 from copyseek.match.matcher import QueryBatch, normalized_global
 from copyseek.match.normalize import BackgroundNormalizer
@@ -91,6 +93,25 @@ WEIGHTS_NORMALISED = FusionWeights(-3.812, (5.894, 10.153, 4.643, -1.471, 14.022
 WEIGHTS_RAW = FusionWeights(-4.649, (3.475, 6.455, 4.623, 0.0, 17.185))
 
 
+def warn_if_not_fitted_for(global_spec: dict) -> None:
+    """Warns when the shipped weights meet a global descriptor they were not fitted for.
+
+    `global_spec` is the global branch's spec (model, preprocess, flip_average). Another descriptor
+    shifts the similarities g and c, so the scores still rank pairs but 0.9 no longer means 90%.
+    """
+    fitted = PIPELINE_DEFAULTS["fused"]["global"]
+    used = {"model": global_spec.get("model"), "resize": global_spec.get("preprocess")}
+    if used != fitted or global_spec.get("flip_average"):
+        described = ", ".join(f"{k}={v}" for k, v in used.items()) + (", flip_average" if global_spec.get("flip_average") else "")
+        warnings.warn(
+            f"the fusion weights were fitted for the fused pipeline's default global descriptor "
+            f"(model={fitted['model']}, resize={fitted['resize']}), this index has {described}: "
+            "scores still rank pairs but are not calibrated probabilities; re-index with the defaults, "
+            "or fit weights with benchmarks/fit_fusion.py and pass them as FusedScorer(weights=...)",
+            stacklevel=3,
+        )
+
+
 @dataclass(frozen=True)
 class FusionParams:
     """candidates: global candidates per query; region_k: candidates per crop;
@@ -130,6 +151,8 @@ class FusedScorer:
         self.global_searcher = index.searchers()["global"]
         self.normalizer = normalizer
         self.params = params
+        if weights is None:
+            warn_if_not_fitted_for(self.global_branch.spec())
         self.weights = weights or (WEIGHTS_NORMALISED if normalizer is not None else WEIGHTS_RAW)
         self._reference_offsets: dict[int, float] = {}
 
