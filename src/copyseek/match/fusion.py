@@ -101,8 +101,9 @@ def warn_if_not_fitted_for(global_spec: dict) -> None:
     """
     fitted = PIPELINE_DEFAULTS["fused"]["global"]
     used = {"model": global_spec.get("model"), "resize": global_spec.get("preprocess")}
-    if used != fitted or global_spec.get("flip_average"):
-        described = ", ".join(f"{k}={v}" for k, v in used.items()) + (", flip_average" if global_spec.get("flip_average") else "")
+    flip = bool(global_spec.get("flip_average"))
+    if used != fitted or flip:
+        described = ", ".join(f"{k}={v}" for k, v in used.items()) + (", flip_average" if flip else "")
         warnings.warn(
             f"the fusion weights were fitted for the fused pipeline's default global descriptor "
             f"(model={fitted['model']}, resize={fitted['resize']}), this index has {described}: "
