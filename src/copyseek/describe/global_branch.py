@@ -19,7 +19,7 @@ class GlobalBranch(Branch):
     views: the resizings each image is described at (default: the model's own); with several, the
     image's vector is the normalised sum of the model's vectors at each. A squashed square view and
     an aspect-keeping one see an edited copy differently: SSCD at square:224+short:256 scores muAP
-    +0.028 over square:320 alone on five calibrated benchmarks, at about 1.3x the model cost.
+    +0.029 over square:320 alone on five calibrated benchmarks, at about 1.3x the model cost.
     flip_average: also describe each view's mirror (twice the cost again; +0.004 on the same five
     benchmarks).
     """
