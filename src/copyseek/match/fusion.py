@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from copyseek.describe.base import Candidates
-from copyseek.describe.registry import PIPELINE_DEFAULTS
 from copyseek.errors import CopyseekError
-from copyseek.match.matcher import QueryBatch, normalized_global
 from copyseek.match.normalize import BackgroundNormalizer
+from copyseek.match.scoring import QueryBatch, normalized_global
+from copyseek.registry import PIPELINE_DEFAULTS
 from copyseek.store.index import Index
 
 FEATURES = ("global", "region", "excess_inliers", "reference_offset", "margin")

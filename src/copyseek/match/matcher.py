@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from copyseek.describe.base import Candidates, Features
 from copyseek.errors import CopyseekError
 from copyseek.io.csvfiles import Prediction
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
 from copyseek.match.normalize import BackgroundNormalizer, background_vectors
+from copyseek.match.scoring import QueryBatch, Scorer
 from copyseek.progress import progress_bar
+from copyseek.registry import scorer_factory
 from copyseek.store.index import Index, extract_all
 
 
@@ -49,24 +50,6 @@ class MatchResult:
     def summary(self) -> str:
         rate = f" ({self.queries / self.seconds:.1f} queries/s)" if self.seconds > 0 else ""
         return f"matched {self.queries} queries{rate}, {len(self.predictions)} predictions, skipped {len(self.skipped)}"
-
-
-@dataclass
-class QueryBatch:
-    """What a pipeline's scorer sees of a batch of queries: their ids and pixels, every branch's
-    features and every branch's candidates."""
-
-    ids: list[str]
-    images: list[np.ndarray]
-    features: dict[str, list[Features]]
-    candidates: dict[str, list[Candidates]]
-
-
-Scorer = Callable[[QueryBatch], list[Candidates]]
-"""Turns a batch's candidates from every branch into one scored list per query."""
-
-ScorerFactory = Callable[[Index, "BackgroundNormalizer | None"], Scorer]
-"""Makes a pipeline's scorer for an index, given the background normaliser (or None)."""
 
 
 def match(
@@ -141,45 +124,4 @@ def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
             index.branches["global"], options.background, Path(index.path) / "background", options.workers, progress
         )
         normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
-    if index.pipeline not in SCORERS:
-        raise CopyseekError(f"no scorer is registered for pipeline {index.pipeline!r}")
-    return SCORERS[index.pipeline](index, normalizer)
-
-
-def normalized_global(batch: QueryBatch, normalizer: BackgroundNormalizer | None) -> list[Candidates]:
-    """Global candidates, minus each query's background offset when normalising."""
-    found = batch.candidates["global"]
-    if normalizer is None or not found:
-        return found
-    offsets = normalizer.offsets(np.stack([f["vector"] for f in batch.features["global"]]))
-    return [Candidates(c.rows, c.scores - o, c.extra) for c, o in zip(found, offsets)]
-
-
-def global_scorer(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
-    """Score = global similarity, minus the query's background offset when normalising."""
-    return lambda batch: normalized_global(batch, normalizer)
-
-
-def single_branch_scorer(branch: str) -> ScorerFactory:
-    """Score = the branch's own score (for branches without a global vector to normalise)."""
-
-    def make(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
-        return lambda batch: batch.candidates[branch]
-
-    return make
-
-
-def fused_scorer(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
-    """Global, local and region-global evidence in one calibrated score (match/fusion.py)."""
-    from copyseek.match.fusion import FusedScorer
-
-    return FusedScorer(index, normalizer)
-
-
-SCORERS: dict[str, ScorerFactory] = {
-    "global": global_scorer,
-    "local": single_branch_scorer("local"),
-    "fused": fused_scorer,
-    "pdq": single_branch_scorer("pdq"),
-}
-"""Pipeline name -> its scoring rule (given the normaliser, or None)."""
+    return scorer_factory(index.pipeline)(index, normalizer)
