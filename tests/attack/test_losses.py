@@ -107,21 +107,28 @@ class TestSpecs:
         with pytest.raises(CopyseekError, match=message):
             L.parse_loss(spec)
 
-    def test_register_loss(self):
+    def test_register_loss_by_object_or_lazy_name(self):
         class Half(L.DescriptorLoss):
             def __call__(self, x, reference):
                 return 0.5 * super().__call__(x, reference)
 
         L.register_loss("half-global", Half)
+        L.register_loss("half-global", Half)  # the same piece again: fine
+        L.register_loss("lazy-tensor", "copyseek.attack.losses:TensorLoss")
         try:
             assert isinstance(L.parse_loss("half-global")[0][1], Half)
+            assert isinstance(L.parse_loss("lazy-tensor")[0][1], L.TensorLoss)
+            with pytest.raises(CopyseekError, match="already registered"):
+                L.register_loss("half-global", L.DescriptorLoss)
         finally:
-            del L.LOSSES["half-global"]
+            del L.LOSSES["half-global"], L.LOSSES["lazy-tensor"]
 
     def test_register_refuses_bad_pieces(self):
-        with pytest.raises(CopyseekError, match="letters"):
+        with pytest.raises(CopyseekError, match="without spaces"):
             L.register_loss("a+b", L.DescriptorLoss)
-        L.LOSSES["spaceless"] = object
+        with pytest.raises(CopyseekError, match="factory"):
+            L.register_loss("odd", 3)
+        L.register_loss("spaceless", object)
         try:
             with pytest.raises(CopyseekError, match="space"):
                 L.make_loss("spaceless")

@@ -79,12 +79,12 @@ class TestViews:
 
 class TestParams:
     def test_from_dict_refuses_unknown_keys(self):
-        with pytest.raises(CopyseekError, match="unknown attack parameter.*stpes"):
+        with pytest.raises(CopyseekError, match="unknown attack option.*stpes"):
             AttackParams.from_dict({"stpes": 10})
         assert AttackParams.from_dict({"steps": 10, "sizes": [96, 128]}).sizes == (96, 128)
 
     @pytest.mark.parametrize("values, message", [
-        ({"steps": 0}, "steps"), ({"lr": 0}, "learning rate"), ({"sizes": ()}, "sizes"), ({"sizes": (8,)}, "sizes"),
+        ({"steps": 0}, "steps"), ({"lr": 0}, "learning rate"), ({"sizes": ()}, "sizes"), ({"sizes": (8,)}, "attack size"),
         ({"jitter": 100}, "jitter"), ({"noise": 2.0}, "noise"), ({"blur": -1.0}, "blur"), ({"loss": "foo"}, "unknown attack loss"),
     ])
     def test_bad_values_are_named(self, values, message):

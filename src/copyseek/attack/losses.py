@@ -227,7 +227,7 @@ class SSIMLoss:
 
 # ---------------------------------------------------------------- registry
 
-LOSSES: dict[str, Callable[[], AttackLoss]] = {
+LOSSES: dict[str, Callable[[], AttackLoss] | str] = {
     "global": DescriptorLoss,
     "avg": lambda: PoolingLoss((1.0,)),
     "gem": lambda: PoolingLoss((3.0,)),
@@ -241,17 +241,24 @@ LOSSES: dict[str, Callable[[], AttackLoss]] = {
 """Loss name -> factory of the piece with its defaults."""
 
 
-def register_loss(name: str, factory: Callable[[], AttackLoss]) -> None:
-    """Make `name` usable in loss specs; the piece's `space` must be one of SPACES."""
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise CopyseekError(f"a loss name is letters, digits, '-' or '_', got {name!r}")
+def register_loss(name: str, factory: Callable[[], AttackLoss] | str) -> None:
+    """Make `name` usable in loss specs: `factory()` returns the piece (its `space` one of SPACES);
+    a "module:attribute" string naming the factory is loaded on first use (as copyseek.registry)."""
+    if not isinstance(name, str) or not name or any(c in name for c in " ,+:@/"):
+        raise CopyseekError(f"an attack loss name must be a non-empty string without spaces or ,+:@/, got {name!r}")
+    if not (isinstance(factory, str) or callable(factory)):
+        raise CopyseekError(f"attack loss {name!r}: expected a factory or 'module:attribute', got {factory!r}")
+    if name in LOSSES and LOSSES[name] != factory:
+        raise CopyseekError(f"a different attack loss is already registered as {name!r}")
     LOSSES[name] = factory
 
 
 def make_loss(name: str) -> AttackLoss:
+    from copyseek.registry import resolve
+
     if name not in LOSSES:
         raise CopyseekError(f"unknown attack loss {name!r}; choose from {', '.join(sorted(LOSSES))}")
-    loss = LOSSES[name]()
+    loss = resolve(LOSSES[name])()
     if getattr(loss, "space", None) not in SPACES:
         raise CopyseekError(f"attack loss {name!r} has space {getattr(loss, 'space', None)!r}; expected one of {SPACES}")
     return loss

@@ -14,7 +14,6 @@ params).fit(target).transform(carrier)` the object around it, for one target and
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +25,7 @@ from copyseek.attack.losses import parse_loss
 from copyseek.attack.models import AttackModel
 from copyseek.errors import CopyseekError
 from copyseek.progress import progress_bar
+from copyseek.validation import check_int, check_number, check_image, from_options
 
 
 @dataclass(frozen=True)
@@ -54,29 +54,21 @@ class AttackParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        if isinstance(self.sizes, (str, bytes)) or not hasattr(self.sizes, "__iter__") or not self.sizes:
+            raise CopyseekError(f"attack sizes must be a non-empty list of pixel sizes, got {self.sizes!r}")
+        object.__setattr__(self, "sizes", tuple(check_int("attack size", s, 16, 2048) for s in self.sizes))
         parse_loss(self.loss)  # refuses unknown names and bad weights now, not mid-attack
-        if not self.sizes or any(not 16 <= s <= 2048 for s in self.sizes):
-            raise CopyseekError(f"attack sizes must be 16..2048 pixels, got {self.sizes}")
-        if self.steps < 1:
-            raise CopyseekError(f"attack steps must be >= 1, got {self.steps}")
-        if not self.lr > 0:
-            raise CopyseekError(f"attack learning rate must be > 0, got {self.lr}")
-        if not 0 <= self.jitter < min(self.sizes) // 2:
-            raise CopyseekError(f"attack jitter must be 0..{min(self.sizes) // 2 - 1} px for sizes {self.sizes}, got {self.jitter}")
-        if not 0 <= self.blur <= 10:
-            raise CopyseekError(f"attack blur sigma must be in 0..10 pixels, got {self.blur}")
-        if not 0 <= self.noise <= 1:
-            raise CopyseekError(f"attack start noise must be in 0..1, got {self.noise}")
+        check_int("attack steps", self.steps, minimum=1)
+        check_number("attack learning rate", self.lr, 0, open_minimum=True)
+        check_int("attack jitter", self.jitter, 0, min(self.sizes) // 2 - 1)
+        check_number("attack start noise", self.noise, 0, 1)
+        check_number("attack blur sigma", self.blur, 0, 10)
+        check_int("attack seed", self.seed, minimum=0)
 
     @classmethod
     def from_dict(cls, values: dict) -> "AttackParams":
         """Parameters from a dict (e.g. JSON); unknown keys are refused by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CopyseekError(f"unknown attack parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+        return from_options(cls, values, "attack")
 
     def spec(self) -> str:
         """Short text naming everything that changes the result, e.g. for file names and tables."""
@@ -100,9 +92,7 @@ class AttackResult:
 
 def to_tensor(rgb: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in 0..1."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise CopyseekError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(check_image(rgb).copy()).permute(2, 0, 1).float() / 255
 
 
 def gaussian_blur(image: Tensor, sigma: float) -> Tensor:

@@ -33,6 +33,7 @@ from copyseek.attack.models import AttackModel
 from copyseek.errors import CopyseekError
 from copyseek.io.images import ImageFile, load_rgb
 from copyseek.progress import progress_bar
+from copyseek.validation import check_int, check_number
 
 DEFAULT_PIPELINES = ("sscd", "sscd+sn", "local", "fused+sn")
 """global, global with background normalisation, the local branch alone (the fused pipeline's
@@ -65,12 +66,12 @@ class ReportParams:
     pipelines: tuple[str, ...] = DEFAULT_PIPELINES
 
     def __post_init__(self) -> None:
-        if self.pairs < 1:
-            raise CopyseekError(f"--pairs must be >= 1, got {self.pairs}")
-        if not 32 <= self.max_side <= 4096:
-            raise CopyseekError(f"--max-side must be 32..4096 pixels, got {self.max_side}")
-        if not 1 <= self.jpeg <= 95 or not 0 < self.shrink < 1:
-            raise CopyseekError(f"JPEG quality must be 1..95 and shrink in (0, 1), got {self.jpeg} and {self.shrink}")
+        check_int("pairs", self.pairs, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_int("max side", self.max_side, 32, 4096)
+        check_int("JPEG quality", self.jpeg, 1, 95)
+        check_number("shrink", self.shrink, 0, 1, open_minimum=True)
+        check_int("unseen size", self.unseen, 16, 2048)
 
 
 def draw_pairs(bench: Path, count: int, seed: int) -> list[Pair]:
@@ -125,40 +126,44 @@ class AttackRun:
 
 
 def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParams, params: ReportParams, folder: Path,
-                      progress: bool = True) -> AttackRun:
+                      progress: bool = True, shard: tuple[int, int] = (0, 1)) -> AttackRun:
     """Attack every pair; write carriers, targets, adversarial images and their JPEG and resized
-    variants (PNG) under `folder`; reuses a finished folder made with the same settings."""
-    folder.mkdir(parents=True, exist_ok=True)
-    settings = json.dumps({"attack": asdict(attack), "report": asdict(params), "model": model.name,
-                           "pairs": [[p.pid, str(p.target), str(p.carrier)] for p in pairs]}, sort_keys=True)
+    variants (PNG) under `folder`, and a record per pair (pairs/PID.json). A pair whose record
+    was made with the same settings is not attacked again, so a run resumes, and `shard` (i, n)
+    attacks only the pairs i, i + n, ... (several processes share the work; a run without shard
+    then finds them all done)."""
+    images = {k: v for k, v in asdict(params).items() if k in ("max_side", "jpeg", "shrink")}  # what the images depend on
+    settings = {"attack": asdict(attack), "images": images, "model": model.name}
     names = ("carrier", "target", "adversarial", f"adversarial+jpeg{params.jpeg}", f"adversarial+x{params.shrink:g}")
-    run = AttackRun(folder, {name: {} for name in names})
-    done = folder / "done.json"
-    cached = json.loads(done.read_text()) if done.exists() else None
-    if cached and cached["settings"] == settings:
-        for name in names:
-            run.sets[name] = {p.pid: folder / name / f"{p.pid}.png" for p in pairs}
-        run.ssim_carrier, run.ssim_target, run.seconds_per_pair = cached["ssim_carrier"], cached["ssim_target"], cached["seconds"]
-        return run
-    for name in names:
-        (folder / name).mkdir(exist_ok=True)
-    start = time.perf_counter()
-    with progress_bar(len(pairs), "attacking", disable=not progress, unit="pair") as bar:
-        for pair in pairs:
-            target = load_rgb(pair.target)
-            carrier = fit_side(load_rgb(pair.carrier), params.max_side)
-            adversarial = TargetedMismatch(model, attack).fit(fit_side(target, params.max_side)).transform(carrier)
-            images = dict(zip(names, (carrier, target, adversarial, jpeg(adversarial, params.jpeg), shrink(adversarial, params.shrink))))
-            for name, rgb in images.items():
-                path = folder / name / f"{pair.pid}.png"
-                Image.fromarray(rgb).save(path)
-                run.sets[name][pair.pid] = path
-            run.ssim_carrier.append(ssim(carrier, adversarial))
-            run.ssim_target.append(ssim(adversarial, target))
-            bar.update(1)
-    run.seconds_per_pair = (time.perf_counter() - start) / len(pairs)
-    done.write_text(json.dumps({"settings": settings, "ssim_carrier": run.ssim_carrier, "ssim_target": run.ssim_target,
-                                "seconds": run.seconds_per_pair}))
+    for name in (*names, "pairs"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    run = AttackRun(folder, {name: {p.pid: folder / name / f"{p.pid}.png" for p in pairs} for name in names})
+    index, count = shard
+    seconds = []
+    with progress_bar(len(pairs[index::count]), "attacking", disable=not progress, unit="pair") as bar:
+        for i, pair in enumerate(pairs):
+            record_path = folder / "pairs" / f"{pair.pid}.json"
+            # through JSON, so that it compares equal to a stored record (tuples come back as lists)
+            expected = json.loads(json.dumps({**settings, "target": str(pair.target), "carrier": str(pair.carrier)}))
+            record = json.loads(record_path.read_text()) if record_path.exists() else {}
+            if record.get("settings") != expected:
+                if i % count != index:
+                    continue
+                start = time.perf_counter()
+                target = load_rgb(pair.target)
+                carrier = fit_side(load_rgb(pair.carrier), params.max_side)
+                adversarial = TargetedMismatch(model, attack).fit(fit_side(target, params.max_side)).transform(carrier)
+                made = (carrier, target, adversarial, jpeg(adversarial, params.jpeg), shrink(adversarial, params.shrink))
+                for name, rgb in zip(names, made):
+                    Image.fromarray(rgb).save(run.sets[name][pair.pid])
+                record = {"settings": expected, "ssim_carrier": ssim(carrier, adversarial), "ssim_target": ssim(adversarial, target),
+                          "seconds": time.perf_counter() - start}
+                record_path.write_text(json.dumps(record))
+                bar.update(1)
+            run.ssim_carrier.append(record["ssim_carrier"])
+            run.ssim_target.append(record["ssim_target"])
+            seconds.append(record["seconds"])
+    run.seconds_per_pair = float(np.mean(seconds)) if seconds else 0.0
     return run
 
 
@@ -169,22 +174,29 @@ def _embed_files(model, files: list[Path], batch: int = 32) -> np.ndarray:
     return np.concatenate(vectors)
 
 
-def retrieval_rows(run: AttackRun, pairs: list[Pair], bench: Path, views: dict[str, tuple[str, str]]) -> dict[str, dict[str, float]]:
-    """Agreement of retrieval with the adversarial images vs the targets, per view name ->
-    (global model spec, resize) over the benchmark's references."""
+def retrieval_rows(runs: dict[str, AttackRun], pairs: list[Pair], bench: Path,
+                   views: dict[str, tuple[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Agreement of retrieval with the adversarial images (and their re-encoded and resized
+    variants) vs the targets over the benchmark's references, for each attack run and each view
+    name -> (global model spec, resize): {run: {view: {"rank1", "top10", "cosine", "rank1 <variant>"...}}}."""
     from copyseek.describe.models import load_model
     from copyseek.describe.preprocess import Preprocess
     from copyseek.io.images import find_images
 
     references = [f.path for f in find_images(bench / "references")[0]]
-    rows = {}
-    for name, (spec, resize) in views.items():
+    rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in runs}
+    for view, (spec, resize) in views.items():
         model = load_model(spec, Preprocess.parse(resize), threads=1)
         database = _embed_files(model, references)
-        adversarial = _embed_files(model, [run.sets["adversarial"][p.pid] for p in pairs])
-        targets = _embed_files(model, [run.sets["target"][p.pid] for p in pairs])
-        rows[name] = retrieval_agreement(adversarial, targets, database, k=10)
-        rows[name]["cosine"] = float(np.mean(np.sum(adversarial * targets, axis=1)))
+        for name, run in runs.items():
+            targets = _embed_files(model, [run.sets["target"][p.pid] for p in pairs])
+            adversarial = _embed_files(model, [run.sets["adversarial"][p.pid] for p in pairs])
+            row = retrieval_agreement(adversarial, targets, database, k=10)
+            row["cosine"] = float(np.mean(np.sum(adversarial * targets, axis=1)))
+            for variant in (s for s in run.sets if s.startswith("adversarial+")):
+                changed = _embed_files(model, [run.sets[variant][p.pid] for p in pairs])
+                row[f"rank1 {variant}"] = retrieval_agreement(changed, targets, database, k=10)["rank1"]
+            rows[name][view] = row
     return rows
 
 
@@ -240,11 +252,12 @@ def _reference_of(pairs: list[Pair], pid: str) -> str:
 def attack_table(rows: dict[str, dict], runs: dict[str, AttackRun], views: dict[str, tuple[str, str]]) -> str:
     """Markdown: one row per attack configuration, per retrieval view rank-1 / top-10 / cosine."""
     header = "| attack | s/pair | SSIM to carrier | SSIM to target | " + " | ".join(
-        f"{name}: rank-1 / top-10 / cos" for name in views) + " |"
+        f"{name}: rank-1 / top-10 / cos / rank-1 after JPEG, resize" for name in views) + " |"
     lines = [header, "|" + "---|" * (4 + len(views))]
     for config, per_view in rows.items():
         run = runs[config]
-        cells = [f"{per_view[v]['rank1']:.2f} / {per_view[v]['top10']:.2f} / {per_view[v]['cosine']:.2f}" for v in views]
+        cells = [f"{per_view[v]['rank1']:.2f} / {per_view[v]['top10']:.2f} / {per_view[v]['cosine']:.2f} / "
+                 + ", ".join(f"{value:.2f}" for key, value in per_view[v].items() if key.startswith("rank1 ")) for v in views]
         lines.append(f"| {config} | {run.seconds_per_pair:.1f} | {np.mean(run.ssim_carrier):.3f} (min {np.min(run.ssim_carrier):.2f}) "
                      f"| {np.mean(run.ssim_target):.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -281,17 +294,17 @@ def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackPara
     views = {f"{model_spec} square:{s} (attacked)": (model_spec, f"square:{s}") for s in attacked}
     views[f"{model_spec} square:{params.unseen} (unseen size)"] = (model_spec, f"square:{params.unseen}")
     views["sscd square:320 (transfer)"] = ("sscd", "square:320")
-    runs, rows = {}, {}
+    runs = {}
     for name, attack in configs.items():
         folder = workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         runs[name] = make_adversarials(model, pairs, attack, params, folder, progress)
-        rows[name] = retrieval_rows(runs[name], pairs, bench, views)
-    judged = robustness or list(configs)[-1]
-    verdicts = pipeline_verdicts(bench, params.pipelines, runs[judged], pairs, workdir, progress)
-    return "\n".join([
-        f"{len(pairs)} (target, carrier) pairs of {bench}, attacked model {model_spec}, carriers at <= {params.max_side} px",
-        "", attack_table(rows, runs, views), "",
-        f"Pipelines judging the images of `{judged}`: share reported as a copy of the target's reference "
-        "(in brackets: of any reference) at each pipeline's precision-0.9 threshold on the benchmark's queries",
-        "", robustness_table(verdicts),
-    ])
+    rows = retrieval_rows(runs, pairs, bench, views)
+    lines = [f"{len(pairs)} (target, carrier) pairs of {bench}, attacked model {model_spec}, carriers at <= {params.max_side} px",
+             "", attack_table(rows, runs, views)]
+    if params.pipelines:
+        judged = robustness or list(configs)[-1]
+        verdicts = pipeline_verdicts(bench, params.pipelines, runs[judged], pairs, workdir, progress)
+        lines += ["", f"Pipelines judging the images of `{judged}`: share reported as a copy of the target's reference "
+                  "(in brackets: of any reference) at each pipeline's precision-0.9 threshold on the benchmark's queries",
+                  "", robustness_table(verdicts)]
+    return "\n".join(lines)
