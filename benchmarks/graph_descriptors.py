@@ -37,9 +37,18 @@ def describe(images: Path, out: Path, variants: int, severity: float, seed: int,
     files = sorted(files, key=lambda f: f.path.name)[:limit]
     branch = make_branch("global", {"threads": 1})
     vectors, family, original, names = [], [], [], []
+    partial = out.with_suffix(".partial.npz")
+    if partial.is_file():  # resume an interrupted run (describing takes long on shared cores)
+        done = load(partial)
+        vectors, family = [done["vectors"]], list(done["family"])
+        original, names = list(done["original"]), list(done["names"])
+    first = int(max(family)) + 1 if family else 0
     start = time.perf_counter()
     with progress_bar(len(files) * (1 + variants), "describing") as bar:
+        bar.update(min(first, len(files)) * (1 + variants))
         for f, file in enumerate(files):
+            if f < first:
+                continue
             try:
                 photo = read_image(ImageFile(file.id, file.path), min_side=320).pixels
             except Exception as exc:  # a bad photo is left out of the set, with a line
@@ -58,14 +67,21 @@ def describe(images: Path, out: Path, variants: int, severity: float, seed: int,
             original += [True] + [False] * variants
             names += [f"{file.path.name}:{e}" for e in edit_names]
             bar.update(len(batch))
+            if f % 20 == 19:
+                save(partial, vectors, family, original, names)
+    save(out, vectors, family, original, names)
+    partial.unlink(missing_ok=True)
+    print(f"{len(family)} descriptors of {len(set(family))} families in {time.perf_counter() - start:.0f} s -> {out}")
+
+
+def save(path: Path, vectors: list, family: list, original: list, names: list) -> None:
     np.savez(
-        out,
+        path,
         vectors=np.concatenate(vectors).astype(np.float32),
         family=np.asarray(family, np.int64),
         original=np.asarray(original),
         names=np.asarray(names),
     )
-    print(f"{len(family)} descriptors of {len(set(family))} families in {time.perf_counter() - start:.0f} s -> {out}")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -251,33 +251,41 @@ class KnnGraph:
         return KnnGraph(lists, sims, self.params, self.dim)
 
     # ------------------------------------------------------------ storage
-    def save(self, path: str | Path) -> None:
-        """One .npz file (lists, similarities, params); written to a temporary file and renamed."""
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """What `from_arrays` needs, as arrays for np.savez."""
         import json
+
+        return {
+            "neighbors": self.neighbors,
+            "similarities": self.similarities,
+            "params": np.asarray(json.dumps(self.params.spec())),
+            "dim": np.asarray(-1 if self.dim is None else self.dim),
+        }
+
+    @classmethod
+    def from_arrays(cls, data) -> "KnnGraph":
+        import json
+
+        params = params_from(GraphParams, json.loads(str(data["params"])), "graph")
+        dim = int(data["dim"])
+        return cls(np.asarray(data["neighbors"]), np.asarray(data["similarities"]), params, None if dim < 0 else dim)
+
+    def save(self, path: str | Path) -> None:
+        """One .npz file; written to a temporary file and renamed, so a crash leaves the old one."""
         import os
 
         path = Path(path)
         tmp = path.with_name("." + path.name + ".tmp")
         with open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                neighbors=self.neighbors,
-                similarities=self.similarities,
-                params=json.dumps(self.params.spec()),
-                dim=-1 if self.dim is None else self.dim,
-            )
+            np.savez(handle, **self.to_arrays())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "KnnGraph":
-        import json
-
         with np.load(path) as data:
-            params = params_from(GraphParams, json.loads(str(data["params"])), "graph")
-            dim = int(data["dim"])
-            return cls(data["neighbors"], data["similarities"], params, None if dim < 0 else dim)
+            return cls.from_arrays(data)
 
 
 def knn_graph(vectors: np.ndarray, k: int = 10, **options: Any) -> KnnGraph:
