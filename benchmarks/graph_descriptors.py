@@ -28,7 +28,7 @@ import numpy as np
 def describe(images: Path, out: Path, variants: int, severity: float, seed: int, limit: int | None) -> None:
     from PIL import Image
 
-    from copyseek.describe.registry import make_branch
+    from copyseek.registry import make_branch
     from copyseek.edits import random_edits
     from copyseek.io.images import ImageFile, find_images, read_image
     from copyseek.progress import progress_bar

@@ -122,6 +122,9 @@ def add_match_parser(sub) -> None:
         help="also write PREDICTIONS.variants.csv: for each query's best reference, the other references "
         "that are versions of the same photo, ranked by diffusion on the references' kNN graph",
     )
+    p.add_argument("--nprobe", type=int, help="IVF lists visited per query, for an index made with an IVF --factory "
+                   "(default: 1/16 of the lists, 8 to 256)")
+    p.add_argument("--ef-search", type=int, help="HNSW candidate-list length, for an HNSW --factory (default 64)")
     add_speed_options(p)
     p.set_defaults(run=run_match)
 
@@ -138,6 +141,8 @@ def run_match(args: argparse.Namespace) -> int:
         n_background=args.n_background,
         batch_size=args.batch_size,
         workers=args.workers,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
     )
     output = Path(args.output)
     if not output.parent.exists():

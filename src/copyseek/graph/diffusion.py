@@ -29,7 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from copyseek.errors import CopyseekError
-from copyseek.graph.knn import KnnGraph, params_from
+from copyseek.graph.knn import KnnGraph
+from copyseek.validation import from_options
 
 LinearOperator = Callable[[np.ndarray], np.ndarray]
 
@@ -125,7 +126,7 @@ class TemporalSolver(Solver):
     name = "temporal"
 
     def __init__(self, **options: Any):
-        self.params = params_from(CGParams, options, "temporal solver")
+        self.params = from_options(CGParams, options, "temporal solver")
 
     def fit(self, s: sp.csr_matrix, alpha: float) -> "TemporalSolver":
         self.s_, self.alpha_ = sp.csr_matrix(s), alpha
@@ -186,7 +187,7 @@ class SpectralSolver(Solver):
     name = "spectral"
 
     def __init__(self, **options: Any):
-        self.params = params_from(SpectralParams, options, "spectral solver")
+        self.params = from_options(SpectralParams, options, "spectral solver")
 
     def fit(self, s: sp.csr_matrix, alpha: float) -> "SpectralSolver":
         self.values_, self.vectors_ = top_eigenpairs(s, self.params.rank, self.params.tol)
@@ -220,7 +221,7 @@ class HybridSolver(Solver):
     name = "hybrid"
 
     def __init__(self, **options: Any):
-        self.params = params_from(HybridParams, options, "hybrid solver")
+        self.params = from_options(HybridParams, options, "hybrid solver")
 
     def fit(self, s: sp.csr_matrix, alpha: float) -> "HybridSolver":
         self.s_, self.alpha_ = sp.csr_matrix(s), alpha

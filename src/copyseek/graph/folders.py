@@ -55,11 +55,11 @@ def describe_folder(
 ) -> tuple[list[ImageFile], np.ndarray, list[tuple[str, str]]]:
     """(files kept, (n, dim) global vectors, skipped (relative name, reason)); file ids are paths
     relative to `folder` (two files may share a stem in different sub-folders)."""
-    from copyseek.describe.registry import make_branch
+    from copyseek.describe.global_branch import GlobalBranch
 
     found, _ = find_images(folder, unique_ids=False)
     files = [ImageFile(f.path.relative_to(folder).as_posix(), f.path) for f in found]
-    branch = make_branch("global", {"model": model, "batch_size": batch_size})
+    branch = GlobalBranch.from_options({"model": model, "batch_size": batch_size})
     kept: list[ImageFile] = []
     vectors: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
@@ -90,10 +90,10 @@ class LocalVerifier:
     branch), local features extracted once per image and kept for the doubtful edges only."""
 
     def __init__(self, paths: list[Path], min_inliers: int = 12):
-        from copyseek.describe.registry import make_branch
+        from copyseek.local.branch import LocalBranch
 
         self.paths, self.min_inliers = paths, min_inliers
-        self.branch = make_branch("local", {})
+        self.branch = LocalBranch.from_options({})
         self._features: dict[tuple[int, bool], dict] = {}
 
     def _extract(self, row: int, query: bool) -> dict:

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from copyseek.errors import CopyseekError
+from copyseek.validation import from_options
 
 SYMMETRIZATIONS = ("mutual", "union", "sum")
 """How the directed kNN relation becomes an undirected affinity A (W: directed weights):
@@ -33,16 +34,6 @@ NORMALIZATIONS = ("sym", "rw-self")
 """sym: D^-1/2 A D^-1/2 (diffusion, label propagation); rw-self: D^-1 (A + I), a random walk that may
 stay put (the graph convolution's propagation matrix). Isolated nodes keep a zero row in `sym` and
 only their self-loop in `rw-self`, never a division by zero."""
-
-
-def params_from(cls: type, options: dict[str, Any], what: str):
-    """`cls(**options)` for a parameter dataclass, refusing unknown keys with a CopyseekError that names
-    them and the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise CopyseekError(f"unknown {what} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return cls(**options)
 
 
 @dataclass(frozen=True)
@@ -266,7 +257,7 @@ class KnnGraph:
     def from_arrays(cls, data) -> "KnnGraph":
         import json
 
-        params = params_from(GraphParams, json.loads(str(data["params"])), "graph")
+        params = from_options(GraphParams, json.loads(str(data["params"])), "graph")
         dim = int(data["dim"])
         return cls(np.asarray(data["neighbors"]), np.asarray(data["similarities"]), params, None if dim < 0 else dim)
 
@@ -300,7 +291,7 @@ def knn_graph(vectors: np.ndarray, k: int = 10, **options: Any) -> KnnGraph:
     >>> g.isolated().tolist()
     [4]
     """
-    params = params_from(GraphParams, {"k": k, **options}, "graph")
+    params = from_options(GraphParams, {"k": k, **options}, "graph")
     vectors = check_vectors(vectors)
     empty = KnnGraph(np.zeros((0, params.k), np.int64), np.zeros((0, params.k), np.float32), params)
     return empty.extend(vectors)

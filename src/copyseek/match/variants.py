@@ -21,7 +21,8 @@ from copyseek.errors import CopyseekError
 from copyseek.graph.diffusion import Diffusion
 from copyseek.graph.knn import GraphParams
 from copyseek.io.images import ImageFile
-from copyseek.match.matcher import MatchOptions, MatchResult, QueryBatch, make_scorer, match
+from copyseek.match.matcher import MatchOptions, MatchResult, make_scorer, match
+from copyseek.match.scoring import QueryBatch
 from copyseek.store.graphs import index_graph
 from copyseek.store.index import Index
 
