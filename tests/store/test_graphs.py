@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
-from copyseek.cli import main
 from copyseek.graph.knn import GraphParams, knn_graph
 from copyseek.store.graphs import graph_path, index_graph, index_vectors, updated
 from copyseek.store.index import Index
@@ -45,22 +42,3 @@ def test_removed_references_leave_the_graph():
     vectors = np.vstack([x[keep], x[:2] * -1])
     after = updated(knn_graph(x, **params.spec()), ids, kept_ids, vectors, params)
     assert same_lists(after, knn_graph(vectors, **params.spec()))
-
-
-def test_label_command(tmp_path, photos, tiny_options, capsys):
-    with Index.create(tmp_path / "idx", options=tiny_options) as index:
-        index.add(photos[0].parent, progress=False)
-        ids = list(index.ids)
-    seeds = tmp_path / "seeds.csv"
-    seeds.write_text(f"reference_id,label\n{ids[0]},case-a\n{ids[5]},case-b\n")
-    out = tmp_path / "labels.out.csv"
-    assert main(["label", str(tmp_path / "idx"), "--seeds", str(seeds), "--output", str(out), "--k", "3", "--abstain", "0"]) == 0
-    with open(out) as handle:
-        rows = {r["reference_id"]: r for r in csv.DictReader(handle)}
-    assert set(rows) == set(ids)
-    assert rows[ids[0]]["label"] == "case-a" and rows[ids[0]]["seed"] == "1"
-    assert {r["label"] for r in rows.values()} <= {"case-a", "case-b", ""}
-    bad = tmp_path / "bad.csv"
-    bad.write_text("reference_id,label\nNOPE,x\n")
-    assert main(["label", str(tmp_path / "idx"), "--seeds", str(bad), "--output", str(out)]) == 2
-    assert "not in the index" in capsys.readouterr().err
