@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from copyseek.describe.registry import make_branch
+from copyseek.registry import make_branch
 from copyseek.errors import CopyseekError
 from copyseek.io.images import load_rgb
 from copyseek.match.fusion import WEIGHTS_RAW, excess_inliers
