@@ -18,7 +18,7 @@ import torch
 
 from copyseek.attack.mismatch import AttackParams
 from copyseek.attack.models import load_attack_model
-from copyseek.attack.report import DEFAULT_PIPELINES, ReportParams, draw_pairs, make_adversarials, run_report
+from copyseek.attack.report import DEFAULT_PIPELINES, ReportParams, calibrate, draw_pairs, make_adversarials, run_report
 
 CONFIGS = {
     # Tolias et al.'s settings (global descriptor, Adam lr 0.01, 100 steps, no closeness term).
@@ -39,12 +39,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="only make the images of pairs I, I+N, ... and stop (several processes share the work)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="only index the references with each pipeline and find its threshold (kept for the report)")
     parser.add_argument("--pipelines", nargs="*", default=list(DEFAULT_PIPELINES),
                         help="bench pipelines judging the last configuration's images (none: skip)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     params = ReportParams(pairs=args.pairs, pipelines=tuple(args.pipelines))
     configs = {name: CONFIGS[name] for name in args.configs}
+    if args.calibrate:
+        for name in args.pipelines:
+            print(name, calibrate(args.bench, name, args.workdir))
+        return
     if args.shard:
         index, count = (int(x) for x in args.shard.split("/"))
         model = load_attack_model(args.model)

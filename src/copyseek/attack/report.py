@@ -212,10 +212,10 @@ class PipelineVerdicts:
     any: dict[str, float]
 
 
-def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, pairs: list[Pair], workdir: Path,
-                      progress: bool = True) -> list[PipelineVerdicts]:
-    """Index the benchmark's references with each pipeline (kept in `workdir`), find its threshold at
-    precision 0.9 on the benchmark's queries, then match every image set of `run`."""
+def calibrate(bench: Path, name: str, workdir: Path, progress: bool = True) -> tuple[Path, float | None, float]:
+    """Index the benchmark's references with bench pipeline `name` (kept in `workdir`) and find its
+    operating threshold, precision 0.9 on the benchmark's queries: (index folder, threshold or
+    None, recall there). Both are kept, so a second call only reads them."""
     from copyseek.bench.run import benchmark_paths, parse_pipeline
     from copyseek.eval.metrics import evaluate
     from copyseek.io.csvfiles import read_ground_truth
@@ -223,25 +223,46 @@ def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, p
     from copyseek.store.index import Index
 
     paths = benchmark_paths(bench)
-    ground_truth = read_ground_truth(paths["gt"])
-    quiet = lambda f, r: None  # noqa: E731 - a benchmark counts skips, it does not print them
+    pipe = parse_pipeline(name)
+    index_dir = workdir / f"index-{pipe.pipeline}-{hashlib.sha1(pipe.index_key.encode()).hexdigest()[:10]}"
+    saved = index_dir / f"p90-{name.replace('/', '_').replace(':', '_')}.json"
+    if saved.exists():
+        found = json.loads(saved.read_text())
+        return index_dir, found["threshold"], found["recall"]
+    with Index.open_or_create(index_dir, pipe.pipeline, pipe.options) as index:
+        index.add(paths["references"], progress=progress, on_skip=_quiet)
+        options = MatchOptions(k=10, background=paths["background"] if pipe.normalize else None)
+        result = match(index, paths["queries"], options, progress=progress, on_skip=_quiet)
+    metrics = evaluate(result.predictions, read_ground_truth(paths["gt"]))
+    saved.write_text(json.dumps({"threshold": metrics.threshold_at_p90, "recall": metrics.recall_at_p90}))
+    return index_dir, metrics.threshold_at_p90, metrics.recall_at_p90
+
+
+def _quiet(file, reason) -> None:
+    """A benchmark counts skipped images; it does not print them."""
+
+
+def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, pairs: list[Pair], workdir: Path,
+                      progress: bool = True) -> list[PipelineVerdicts]:
+    """For each pipeline (`calibrate`d), match every image set of `run` and count the verdicts."""
+    from copyseek.bench.run import benchmark_paths, parse_pipeline
+    from copyseek.match.matcher import MatchOptions, match
+    from copyseek.store.index import Index
+
+    paths = benchmark_paths(bench)
     verdicts = []
     for name in pipelines:
-        pipe = parse_pipeline(name)
-        options = MatchOptions(k=10, background=paths["background"] if pipe.normalize else None)
-        index_dir = workdir / f"index-{pipe.pipeline}-{hashlib.sha1(pipe.index_key.encode()).hexdigest()[:10]}"
-        with Index.open_or_create(index_dir, pipe.pipeline, pipe.options) as index:
-            index.add(paths["references"], progress=progress, on_skip=quiet)
-            metrics = evaluate(match(index, paths["queries"], options, progress=progress, on_skip=quiet).predictions, ground_truth)
-            threshold = metrics.threshold_at_p90
-            share, flagged = {}, {}
+        index_dir, threshold, recall = calibrate(bench, name, workdir, progress)
+        options = MatchOptions(k=10, background=paths["background"] if parse_pipeline(name).normalize else None)
+        share, flagged = {}, {}
+        with Index.open(index_dir) as index:
             for set_name, files in run.sets.items():
-                found = match(index, [ImageFile(pid, path) for pid, path in files.items()], options, progress=False, on_skip=quiet)
+                found = match(index, [ImageFile(pid, path) for pid, path in files.items()], options, progress=False, on_skip=_quiet)
                 above = [p for p in found.predictions if threshold is not None and p.score >= threshold]
                 hits = {p.query_id for p in above if p.reference_id == _reference_of(pairs, p.query_id)}
                 share[set_name] = len(hits) / len(pairs)
                 flagged[set_name] = len({p.query_id for p in above}) / len(pairs)
-        verdicts.append(PipelineVerdicts(name, threshold, metrics.recall_at_p90, share, flagged))
+        verdicts.append(PipelineVerdicts(name, threshold, recall, share, flagged))
     return verdicts
 
 
