@@ -276,7 +276,7 @@ def create_app(service: IndexService, keys: KeyStore, *, public_read: bool = Fal
         prefix: Annotated[str, Query(max_length=128)] = "",
     ) -> dict:
         view = await call(service.view)
-        chosen = [i for i in view.ids if i.startswith(prefix)] if prefix else view.ids
+        chosen = [i for i in view.live_ids if i.startswith(prefix)] if prefix else view.live_ids
         rows = [view.references[i] for i in chosen[offset : offset + limit]]
         return {"total": len(chosen), "offset": offset, "references": [reference_json(r) for r in rows]}
 

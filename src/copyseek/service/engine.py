@@ -86,20 +86,23 @@ class IndexView:
         self.path = index.path
         self.pipeline = index.pipeline
         self.branches = index.branches
-        self.ids: list[str] = list(index.ids)
+        self.ids: list[str | None] = list(index.ids)
         self.scorer: Scorer | None = None  # the pipeline's scorer over this view, set by the service
-        self._searchers: dict[str, Searcher] = index.searchers() if self.ids else {}
+        self._searchers: dict[str, Searcher] = index.searchers() if len(index) else {}
         known = index.manifest.known()
+        # a removed reference's row stays in the searchers (masked) with no id until compaction
         self.references = {
             ref_id: ReferenceInfo(ref_id, known[ref_id][2], known[ref_id][0], int(known[ref_id][3]), row)
             for row, ref_id in enumerate(self.ids)
+            if ref_id is not None
         }
+        self.live_ids = list(self.references)
 
     def searchers(self) -> dict[str, Searcher]:
         return self._searchers
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.references)
 
 
 @dataclass
