@@ -41,7 +41,7 @@ def triage(
     query ids name image files below `queries`."""
     if "global" not in index.branches:
         raise CopyseekError("triage needs an index with the global branch")
-    row_of = {image_id: row for row, image_id in enumerate(index.ids)}
+    row_of = {image_id: row for row, image_id in enumerate(index.ids) if image_id is not None}
     unknown = sorted({r for _, r in verified | reports} - set(row_of))
     if unknown:
         raise CopyseekError(f"{len(unknown)} reference(s) are not in the index, e.g. {', '.join(unknown[:5])}")
