@@ -9,7 +9,7 @@
 >>> images, labels = torch.rand(6, 3, 32, 32), torch.tensor([0, 0, 1, 1, 2, 2])
 >>> value = loss(model(images), labels)
 >>> value.backward()
->>> value.ndim, 0 <= float(value) <= 1
+>>> value.ndim, 0 <= value.item() <= 1
 (0, True)
 
 `copyseek.learn.train.train(TrainConfig(images="photos/", minutes=30), "runs/r1")` runs all of it
