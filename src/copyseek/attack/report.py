@@ -12,7 +12,7 @@ Two tables (markdown):
   input size it was not attacked at, and on a model it never saw (SSCD, by transfer);
 - robustness: for each pipeline, at its operating threshold (precision 0.9 on the benchmark's own
   queries), the share of images reported as a copy of the target's reference, for the carriers, the
-  targets, the adversarial images, and the adversarial images re-encoded as JPEG or resized.
+  adversarial images, and the adversarial images re-encoded as JPEG or resized.
 """
 
 from __future__ import annotations
@@ -243,8 +243,11 @@ def _quiet(file, reason) -> None:
 
 
 def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, pairs: list[Pair], workdir: Path,
-                      progress: bool = True) -> list[PipelineVerdicts]:
-    """For each pipeline (`calibrate`d), match every image set of `run` and count the verdicts."""
+                      progress: bool = True, sets: tuple[str, ...] | None = None) -> list[PipelineVerdicts]:
+    """For each pipeline (`calibrate`d), match the image `sets` of `run` and count the verdicts;
+    each (pipeline, set) result is kept in the run's folder, so processes can share the work.
+    By default every set but the targets: they are benchmark queries, so each pipeline's recall at
+    its threshold (the table's recall@P90 column) already says how it finds them."""
     from copyseek.bench.run import benchmark_paths, parse_pipeline
     from copyseek.match.matcher import MatchOptions, match
     from copyseek.store.index import Index
@@ -255,13 +258,20 @@ def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, p
         index_dir, threshold, recall = calibrate(bench, name, workdir, progress)
         options = MatchOptions(k=10, background=paths["background"] if parse_pipeline(name).normalize else None)
         share, flagged = {}, {}
-        with Index.open(index_dir) as index:
-            for set_name, files in run.sets.items():
-                found = match(index, [ImageFile(pid, path) for pid, path in files.items()], options, progress=False, on_skip=_quiet)
+        for set_name in sets or [name for name in run.sets if name != "target"]:
+            saved = run.folder / "verdicts" / f"{name.replace('/', '_').replace(':', '_')}-{set_name}.json"
+            files = {pid: run.sets[set_name][pid] for pid in sorted(run.sets[set_name])}
+            if not saved.exists() or json.loads(saved.read_text()).get("pairs") != list(files):
+                with Index.open(index_dir) as index:
+                    found = match(index, [ImageFile(pid, path) for pid, path in files.items()], options, progress=progress,
+                                  on_skip=_quiet)
                 above = [p for p in found.predictions if threshold is not None and p.score >= threshold]
                 hits = {p.query_id for p in above if p.reference_id == _reference_of(pairs, p.query_id)}
-                share[set_name] = len(hits) / len(pairs)
-                flagged[set_name] = len({p.query_id for p in above}) / len(pairs)
+                saved.parent.mkdir(exist_ok=True)
+                saved.write_text(json.dumps({"pairs": list(files), "share": len(hits) / len(pairs),
+                                             "any": len({p.query_id for p in above}) / len(pairs)}))
+            result = json.loads(saved.read_text())
+            share[set_name], flagged[set_name] = result["share"], result["any"]
         verdicts.append(PipelineVerdicts(name, threshold, recall, share, flagged))
     return verdicts
 
