@@ -57,7 +57,8 @@ def main() -> None:
         model = load_attack_model(args.model)
         pairs = draw_pairs(args.bench, args.pairs, params.seed)
         name, attack = list(configs.items())[-1]
-        run = make_adversarials(model, pairs, attack, params, args.workdir / name, shard=(0, 1))
+        # shard -1 of 1 attacks nothing: the pairs finished so far are judged, the others later
+        run = make_adversarials(model, pairs, attack, params, args.workdir / name, shard=(-1, 1))
         pipeline_verdicts(args.bench, params.pipelines, run, pairs, args.workdir)
         return
     if args.shard:
