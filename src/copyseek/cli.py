@@ -12,6 +12,7 @@ from pathlib import Path
 
 from copyseek import __version__
 from copyseek.errors import CopyseekError
+from copyseek.store.cli import add_wait_option
 
 DESCRIPTION = """Find modified copies of images (crops, overlays, recompression, pastes...) in a
 reference collection, with calibrated scores, and evaluate them the DISC21 way.
@@ -67,6 +68,7 @@ def add_index_parser(sub) -> None:
         help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
+    add_wait_option(p)
     add_speed_options(p)
     p.set_defaults(run=run_index)
 
@@ -83,7 +85,7 @@ def run_index(args: argparse.Namespace) -> int:
     from copyseek.store.index import Index
 
     require_folder(args.reference_dir)  # before the index exists, so a typo leaves nothing behind
-    with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args)) as index:
+    with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args), wait=args.wait) as index:
         report = index.add(
             args.reference_dir,
             commit_every=args.commit_every,
@@ -275,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.bench.cli", "copyseek.learn.cli"):
+    for module in ("copyseek.store.cli", "copyseek.bench.cli", "copyseek.learn.cli"):
         add_optional_parser(module, sub)
     return parser
 

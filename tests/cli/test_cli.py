@@ -69,7 +69,7 @@ def test_background_normalisation_is_cached_and_shifts_scores(collection, tmp_pa
     run(capsys, "match", collection / "queries", "--index", index, "--output", plain, "-q")
     code, _, _ = run(capsys, "match", collection / "queries", "--index", index, "--output", normalised, "--background", collection / "background", "-q")
     assert code == 0
-    assert len(list((index / "background").glob("*.npy"))) == 1
+    assert len(list((index / "background").glob("*.npz"))) == 1
     read = lambda p: {(q, r): float(s) for q, r, s in list(csv.reader(open(p)))[1:]}
     a, b = read(plain), read(normalised)
     common = set(a) & set(b)

@@ -18,7 +18,7 @@ from copyseek.describe.base import Branch, Chunk, Features
 from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec
 from copyseek.local.features import MIRROR_PERMUTATION, SiftParams, sift_features
-from copyseek.local.search import LocalSearcher, SearchParams, pack_features
+from copyseek.local.search import LocalSearcher, SearchParams, pack_features, take_images
 from copyseek.local.verify import Verification, VerifyParams
 
 
@@ -100,6 +100,9 @@ class LocalBranch(Branch):
 
     def pack(self, features: list[Features]) -> Chunk:
         return pack_features(self.codec, features)
+
+    def take(self, chunk: Chunk, keep: np.ndarray) -> Chunk:
+        return take_images(chunk, keep)
 
     def new_searcher(self) -> LocalSearcher:
         return LocalSearcher(self.codec, self.search_params, self.verify_params)
