@@ -85,10 +85,15 @@ def test_background_normalisation_is_cached_and_shifts_scores(collection, tmp_pa
         (["eval", "{tmp}/bad.csv", "--ground-truth", "{tmp}/bad.csv"], "header"),
         (["eval", "{tmp}/missing.csv", "--ground-truth", "{tmp}/bad.csv"], "not found"),
         (["index", "{tmp}", "--index", "{tmp}/idx", "--model", "onnx:{tmp}/none.onnx"], "model file not found"),
+        (["index", "{tmp}/empty", "--index", "{tmp}/idx"], "no images in"),
+        (["index", "{tmp}", "--index", "{tmp}/photos", "--pipeline", "pdq"], "not an empty folder nor a copyseek index"),
+        (["eval", "{tmp}/bad.csv", "--ground-truth", "{tmp}/bad.csv", "--plot", "{tmp}/no/pr.png"], "output folder does not exist"),
     ],
 )
 def test_user_errors_are_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "bad.csv").write_text("this,is,not\nright\n")
+    (tmp_path / "empty").mkdir()
+    write_photos(tmp_path / "photos", 1, size=(64, 48))
     code, _, err = run(capsys, *[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "idx").exists()

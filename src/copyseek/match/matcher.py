@@ -43,6 +43,7 @@ class MatchOptions:
 class MatchResult:
     predictions: list[Prediction]
     queries: int = 0
+    queried: list[ImageFile] = field(default_factory=list)  # the queries matched, in order
     skipped: list[tuple[ImageFile, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -84,6 +85,8 @@ def match(
     options = options or MatchOptions()
     start = time.perf_counter()
     files = find_images(queries)[0] if isinstance(queries, (str, os.PathLike)) else list(queries)
+    if not files:
+        raise CopyseekError(f"no images to match in {queries}" if isinstance(queries, (str, os.PathLike)) else "no images to match")
     if len(index) == 0:
         raise CopyseekError(f"the index {index.path} holds no references yet")
     scorer = scorer or make_scorer(index, options, progress)
@@ -109,9 +112,17 @@ def match(
             queries = QueryBatch([i.file.id for i in kept], [i.pixels for i in kept], features, candidates)
             for image, scored in zip(kept, scorer(queries)):
                 order = np.argsort(-scored.scores, kind="stable")[: options.k]
+                per_candidate = {key: v for key, v in scored.extra.items() if np.ndim(v) == 1}
                 result.predictions += [
-                    Prediction(image.file.id, ids[scored.rows[j]], float(scored.scores[j])) for j in order
+                    Prediction(
+                        image.file.id,
+                        ids[scored.rows[j]],
+                        float(scored.scores[j]),
+                        {key: float(v[j]) for key, v in per_candidate.items()} or None,
+                    )
+                    for j in order
                 ]
+            result.queried += [i.file for i in kept]
             result.queries += len(kept)
             bar.update(len(batch))
             batch.clear()

@@ -19,7 +19,7 @@ import numpy as np
 
 from copyseek.describe.global_branch import GlobalBranch, VectorSearcher
 from copyseek.errors import CopyseekError
-from copyseek.io.images import DecodedImage, find_images, iter_decoded
+from copyseek.io.images import DecodedImage, find_images, iter_decoded, resolved
 from copyseek.progress import progress_bar
 from copyseek.store.files import atomic_write
 
@@ -51,7 +51,7 @@ def background_vectors(
     files, _ = find_images(folder)
     if not files:
         raise CopyseekError(f"no images in the background folder {folder}")
-    listing = [(str(f.path.resolve()), f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in files]
+    listing = [(resolved(f.path), *file_stamp(f.path)) for f in files]
     key = hashlib.sha1(json.dumps([branch.spec(), listing]).encode()).hexdigest()[:20]
     cached = cache_dir / f"{key}.npz" if cache_dir else None
     if cached and cached.exists():
@@ -76,6 +76,15 @@ def background_vectors(
     if cached:
         write_cache(cached, result)
     return result
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime in ns) of a file; (0, 0) for one that cannot be read (its decoding is skipped)."""
+    try:
+        info = path.stat()
+        return info.st_size, info.st_mtime_ns
+    except (OSError, RuntimeError):
+        return 0, 0
 
 
 def read_cache(path: Path, dim: int) -> np.ndarray | None:

@@ -57,6 +57,32 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=run_list)
 
+    p = sub.add_parser(
+        "verify",
+        help="check every file of an index; exit 1 if something is damaged",
+        description="Read every file the index holds: the manifest (SQLite's integrity check), each "
+        "chunk (its recorded checksum, that it decodes, that it holds the references the manifest "
+        "says) and the background caches. Prints each damaged file with the references it held, and "
+        "the fix. Writes nothing: works on read-only folders. Exit 0 = clean, 1 = damaged.",
+    )
+    p.add_argument("index", metavar="INDEX_DIR")
+    p.set_defaults(run=run_verify)
+
+    p = sub.add_parser(
+        "repair",
+        help="drop damaged chunks and describe their references again",
+        description="Forget damaged chunk files and background caches, describe the references they "
+        "held again from their recorded paths, and list those whose file is gone (status lost; a "
+        "later `copyseek index` adds them back once the file is there). Afterwards `verify` is clean "
+        "and `match` gives the predictions it gave before the damage.",
+    )
+    p.add_argument("index", metavar="INDEX_DIR")
+    add_wait_option(p)
+    p.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_repair)
+
 
 def read_ids(args: argparse.Namespace) -> list[str]:
     ids = list(args.ids)
@@ -104,4 +130,26 @@ def run_list(args: argparse.Namespace) -> int:
             print(json.dumps({"id": e.id, "path": e.path, "status": e.status, "reason": e.reason}))
         else:
             print("\t".join([e.id, e.status, e.path] + ([e.reason] if e.reason else [])))
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from copyseek.store.index import Index
+    from copyseek.store.integrity import verify
+
+    with Index.open(args.index) as index:
+        report = verify(index)
+    for line in report.lines(index.path):
+        print(line)
+    return 0 if report.ok else 1
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    from copyseek.store.index import Index
+    from copyseek.store.integrity import repair
+
+    with Index.open(args.index, {"batch_size": args.batch_size}, wait=args.wait) as index:
+        report = repair(index, progress=not args.quiet, workers=args.workers, batch_size=args.batch_size)
+    for line in report.lines():
+        print(line)
     return 0

@@ -17,7 +17,12 @@ from copyseek.errors import CopyseekError
 
 
 class ChunkError(Exception):
-    """A chunk file is missing or damaged (the caller knows which index and turns it into IndexDamaged)."""
+    """A chunk file is missing or damaged (the caller knows which index and turns it into IndexDamaged).
+    problem: what is wrong, e.g. "missing", "checksum mismatch (370 bytes)"."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"chunk file {path} is {problem}" if problem == "missing" else f"chunk file {path} is damaged: {problem}")
 
 
 def atomic_write(path: Path, write) -> None:
@@ -61,11 +66,11 @@ def read_chunk_bytes(folder: Path, chunk: int, sha256: str | None) -> bytes:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ChunkError(f"chunk file {path} is missing") from None
+        raise ChunkError(path, "missing") from None
     except OSError as exc:
-        raise ChunkError(f"chunk file {path} cannot be read ({exc.strerror})") from None
+        raise ChunkError(path, f"unreadable ({exc.strerror})") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ChunkError(f"chunk file {path} is damaged (checksum mismatch, {len(data)} bytes)")
+        raise ChunkError(path, f"checksum mismatch ({len(data)} bytes)")
     return data
 
 
@@ -81,7 +86,7 @@ def load_chunk(folder: Path, chunk: int, sha256: str | None = None) -> dict[str,
                 branch, _, key = name.partition("/")
                 arrays.setdefault(branch, {})[key] = loaded[name]
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zipfile.LargeZipFile) as exc:
-        raise ChunkError(f"chunk file {chunk_path(folder, chunk)} is damaged ({' '.join(str(exc).split())[:120]})") from None
+        raise ChunkError(chunk_path(folder, chunk), f"cannot be decoded ({' '.join(str(exc).split())[:120]})") from None
     return arrays
 
 

@@ -35,7 +35,7 @@ from copyseek.describe.registry import (
     pipeline_options,
 )
 from copyseek.errors import CopyseekError, IndexDamaged
-from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded, one_line
+from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded, one_line, resolved
 from copyseek.progress import progress_bar
 from copyseek.store.files import (
     ChunkError,
@@ -43,6 +43,7 @@ from copyseek.store.files import (
     WriteLock,
     chunk_path,
     load_chunk,
+    read_chunk_bytes,
     remove_orphans,
     save_chunk,
     writable,
@@ -122,6 +123,7 @@ class Index:
         self.manifest = manifest
         self.branches = branches
         self.wait = wait
+        self._writing = False
         self._snapshot: Snapshot | None = None
         self._raw: dict[str, Searcher] = {}
         self._searchers: dict[str, Searcher] | None = None
@@ -253,15 +255,43 @@ class Index:
 
     # ----------------------------------------------------------------- writing: the lock
     @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, check: str | None = "sizes") -> Iterator[None]:
         """Hold the write lock (waiting up to self.wait seconds for another writer), bring an index
-        from an older copyseek up to date, and clear what a crashed writer left behind."""
+        from an older copyseek up to date, and clear what a crashed writer left behind. check: refuse
+        (IndexDamaged) if a chunk file is missing or has another size than recorded ("sizes"), or
+        also does not match its checksum ("checksums"), so that writing never hides damage; None for
+        repair. Re-entrant (repair adds references while it holds the lock)."""
+        if self._writing:
+            yield
+            return
         with WriteLock(self.path / "lock", self.wait):
             if self.manifest.readonly:
                 raise CopyseekError(f"cannot write to the index {self.path}: its manifest is read-only")
             self.manifest.upgrade()
             self.remove_unused_chunk_files()
-            yield
+            if check:
+                self.check_chunk_files(checksums=check == "checksums")
+            self._writing = True
+            try:
+                yield
+            finally:
+                self._writing = False
+
+    def check_chunk_files(self, checksums: bool) -> None:
+        """Raise IndexDamaged if a chunk file is missing or is not the size the manifest recorded,
+        or with `checksums`, does not match its recorded sha256."""
+        for record in self.manifest.chunks():
+            path = chunk_path(self.path / "chunks", record.chunk)
+            size = chunk_file_size(self.path, record.chunk)
+            if not path.is_file():
+                raise IndexDamaged(f"chunk file {path} is missing", self.path)
+            if record.bytes is not None and size != record.bytes:
+                raise IndexDamaged(f"chunk file {path} is damaged: {size} bytes, {record.bytes} recorded", self.path)
+            if checksums:
+                try:
+                    read_chunk_bytes(self.path / "chunks", record.chunk, record.sha256)
+                except ChunkError as exc:
+                    raise IndexDamaged(str(exc), self.path) from None
 
     def remove_unused_chunk_files(self) -> int:
         """Delete chunk files the manifest does not name (a crashed writer's, or retired by compaction
@@ -319,8 +349,11 @@ class Index:
         workers: int = 2,
         progress: bool = True,
         on_skip=None,
+        ids: str = "stem",
     ) -> AddReport:
         """Index the images of a folder (recursive) or a list of ImageFile, skipping known ones.
+
+        ids: for a folder, how ids are made (io.images.ID_SCHEMES: file stems, or relative paths).
 
         on_skip(file, reason) is called for each image that cannot be used (default: a line on stderr).
         Work is committed every `commit_every` images: an interrupted run keeps what was committed,
@@ -332,12 +365,12 @@ class Index:
         start = time.perf_counter()
         report = AddReport()
         if isinstance(source, (str, os.PathLike)):
-            files, ignored = find_images(source)
+            files, ignored = find_images(source, ids)
             report.ignored_files = len(ignored)
         else:
             files = list(source)
         on_skip = on_skip or print_skip
-        with self.writing():
+        with self.writing(check="checksums"):  # a re-run must not report a damaged index as complete
             todo = self._plan(files, report)
             decode_side = max(b.decode_side for b in self.branches.values())
             decoded = iter_decoded(todo, min_side=decode_side, workers=workers)
@@ -377,7 +410,7 @@ class Index:
                 todo.append(file)
                 continue
             # Same path and size is taken as the same file, so that re-runs read nothing.
-            same = (path == str(file.path.resolve()) and size == file_size(file.path)) or sha1_of(file.path) == sha1
+            same = (path == resolved(file.path) and size == file_size(file.path)) or sha1_of(file.path) == sha1
             if same and status == "indexed":
                 report.already_indexed += 1
             elif same and status == "removed":
@@ -676,7 +709,7 @@ def batched_decodes(decoded: Iterator, size: int) -> Iterator[tuple[list[Decoded
 
 
 def row_of(file: ImageFile, sha1: str, nbytes: int, width, height, status: str, reason: str | None = None) -> ImageRow:
-    return ImageRow(file.id, str(file.path.resolve()), sha1, nbytes, width, height, status, reason)
+    return ImageRow(file.id, resolved(file.path), sha1, nbytes, width, height, status, reason)
 
 
 def sha1_of(path: Path) -> str:

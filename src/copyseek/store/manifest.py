@@ -323,9 +323,13 @@ class Manifest:
                 self._q("DELETE FROM chunks WHERE chunk = ?", (chunk,))
         return lost
 
-    def mark_lost(self, ids: list[str], reason: str) -> None:
+    def mark_lost(self, ids: list[str], reason: str, detach: bool = False) -> None:
+        """Give lost images their reason; detach: first make these indexed images lost (the manifest
+        named a chunk it does not record)."""
         with self.transaction():
             for image_id in ids:
+                if detach:
+                    self._q("UPDATE images SET status = 'lost', row = NULL, chunk = NULL WHERE id = ? AND status = 'indexed'", (image_id,))
                 self._q("UPDATE images SET reason = ? WHERE id = ? AND status = 'lost'", (reason, image_id))
 
 
