@@ -111,8 +111,14 @@ def find_inputs(paths: Iterable[str | os.PathLike], ids: str = "stem") -> tuple[
             images.append(ImageFile(path.name if ids == "relative" else path.stem, path))
         else:
             raise CopyseekError(f"not found: {path}")
-    check_unique_ids(images)
-    return images, ignored
+    seen: set[str] = set()
+    unique = []
+    for f in images:  # a file named twice (itself and its folder) counts once
+        if resolved(f.path) not in seen:
+            seen.add(resolved(f.path))
+            unique.append(f)
+    check_unique_ids(unique)
+    return unique, ignored
 
 
 def resolved(path: Path) -> str:
