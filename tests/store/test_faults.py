@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from copyseek.store.faults import DAMAGES, run_case, run_cli
+from copyseek.cli import main
+from copyseek.store.faults import DAMAGES, run_case
+from copyseek.store.faults import run_cli as run_in_process
 from tests.making import crop_copy, write_photos
 
 
@@ -42,6 +44,10 @@ def match_argv(world: dict, index: str, output: Path) -> list[str]:
     root = world["root"]
     return ["match", str(root / "queries"), "--index", index, "--output", str(output), "--background",
             str(root / "background"), "--workers", "0", "-q"]  # fmt: skip
+
+
+def run_cli(argv: list[str]) -> tuple[int | None, str, str]:
+    return run_in_process(main, argv)
 
 
 def read_rows(path: Path) -> set[tuple[str, str, str]]:
@@ -84,7 +90,7 @@ EXPECTED = {  # (file, damage) -> outcome of each command, in the order of `comm
 @pytest.mark.parametrize("file_kind", ["chunk", "background cache", "manifest", "lock"])
 def test_every_damage_gives_a_clear_message_or_a_recovery(world, file_kind, tmp_path):
     for damage in DAMAGES:
-        outcomes = run_case(world["index"], tmp_path / "idx", file_kind, damage, commands(world))
+        outcomes = run_case(main, world["index"], tmp_path / "idx", file_kind, damage, commands(world))
         seen = " ".join(o.kind for o in outcomes)
         details = "\n".join(f"{o.command}: {o.code} {o.stderr}" for o in outcomes)
         assert "TRACEBACK" not in seen, details

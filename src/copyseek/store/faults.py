@@ -1,7 +1,8 @@
 """Fault injection: damage each file of an index in each way, run each command, record what happens.
 
-Used by the fault-injection tests (tests/store/test_faults.py) and by benchmarks/fault_table.py,
-which writes the table in docs/integrity.md. An outcome is one of:
+Used by the fault-injection tests (tests/store/test_faults.py) and by benchmarks/fault_table.py
+(which pass the command line's `main` in); the script writes the table in docs/integrity.md.
+An outcome is one of:
 
     ok          the command did its work (exit 0; a warning line is allowed)
     reported    exit 1 with the damage listed (verify), or 1 for an unknown id (remove)
@@ -70,10 +71,9 @@ class Outcome:
     kind: str
 
 
-def run_cli(argv: list[str]) -> tuple[int | None, str, str]:
-    """Run the command line in this process: (exit code or None if an exception escaped, stdout, stderr)."""
-    from copyseek.cli import main
-
+def run_cli(main: Callable[[list[str]], int], argv: list[str]) -> tuple[int | None, str, str]:
+    """Run the command line's `main` in this process: (exit code or None if an exception escaped,
+    stdout, stderr). `main` is passed in: the command line is a layer above the store."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -107,7 +107,12 @@ def restore_permissions(root: Path) -> None:
 
 
 def run_case(
-    pristine: Path, work: Path, file_kind: str, damage: str, commands: list[tuple[str, list[str]]]
+    main: Callable[[list[str]], int],
+    pristine: Path,
+    work: Path,
+    file_kind: str,
+    damage: str,
+    commands: list[tuple[str, list[str]]],
 ) -> list[Outcome]:
     """Copy `pristine` to `work`, damage its `file_kind` file with `damage`, then run each command
     (name, argv with "{index}" for the index folder). Returns one Outcome per command."""
@@ -118,6 +123,6 @@ def run_case(
     DAMAGES[damage](index_files(work)[file_kind])
     outcomes = []
     for name, argv in commands:
-        code, _, err = run_cli([a.replace("{index}", str(work)) for a in argv])
+        code, _, err = run_cli(main, [a.replace("{index}", str(work)) for a in argv])
         outcomes.append(Outcome(name, code, err.strip(), classify(name, code, err, work)))
     return outcomes

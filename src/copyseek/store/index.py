@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from copyseek.describe.base import Branch, Candidates, Features, Searcher
-from copyseek.describe.registry import (
+from copyseek.registry import (
     RUNTIME_OPTIONS,
     make_branch,
     options_from_spec,
@@ -606,6 +606,12 @@ class MaskedSearcher(Searcher):
 
     def nbytes(self) -> int:
         return self.searcher.nbytes()
+
+    def search_parameters(self) -> dict[str, int]:
+        return self.searcher.search_parameters()
+
+    def set_search_parameters(self, **values: int | None) -> None:
+        self.searcher.set_search_parameters(**values)
 
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
         found = self.searcher.search(queries, k + self.n_dead)
