@@ -48,9 +48,10 @@ def explain_pair(
     """Score one (query, reference) pair with every branch and draw it to `output` (PNG).
 
     reference: an image path, or with `index_path`, the id of an indexed reference. The index's
-    global model is used when given (else SSCD); scores are not background-normalised, and the fused
-    score takes the pair alone (no other reference competes for the query, so the margin is the
-    region-global similarity itself).
+    global model is used when given (else SSCD); scores are not background-normalised. The fused
+    log-odds take the pair alone (no other reference competes for the query, so the margin is the
+    region-global similarity itself); with a fused index and a reference id, the score `match`
+    gives the pair is added as "fused (as match)" (see the module's docstring).
     """
     from copyseek.store.index import Index
 
@@ -69,7 +70,7 @@ def explain_pair(
     local_branch = make_branch("local", {})
     side = max(global_branch.decode_side, local_branch.decode_side)
     query_rgb, reference_rgb = load_rgb(query, side), load_rgb(reference, side)
-    return explain_images(query_rgb, reference_rgb, global_branch, local_branch, output)
+    return explain_images(query_rgb, reference_rgb, global_branch, local_branch, output, as_match)
 
 
 def explain_images(
@@ -78,9 +79,11 @@ def explain_images(
     global_branch: "GlobalBranch",
     local_branch: "LocalBranch",
     output: str | os.PathLike,
+    as_match: float | None = None,
 ) -> Explanation:
     """`explain_pair` on decoded (H, W, 3) uint8 RGB images with branches already loaded (a
-    service keeps them warm): scores the pair and draws it to `output`."""
+    service keeps them warm): scores the pair and draws it to `output`. as_match: the score
+    `match` gives the pair, shown beside the pair-alone fused score when known."""
     from copyseek.local.explain import draw_pair
     from copyseek.local.regions import query_crops
 
