@@ -89,8 +89,6 @@ def match(
     options = options or MatchOptions()
     start = time.perf_counter()
     files = find_images(queries)[0] if isinstance(queries, (str, os.PathLike)) else list(queries)
-    if not files:
-        raise CopyseekError(f"no images to match in {queries}" if isinstance(queries, (str, os.PathLike)) else "no images to match")
     if len(index) == 0:
         raise CopyseekError(f"the index {index.path} holds no references yet")
     searchers = index.searchers()
