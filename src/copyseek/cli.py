@@ -144,6 +144,12 @@ def add_match_parser(sub) -> None:
     p.add_argument("--beta", type=float, default=1.0, help="normalisation weight (default 1)")
     p.add_argument("--n-background", type=int, default=3, help="background neighbours averaged (default 3)")
     add_ids_option(p)
+    p.add_argument(
+        "--variants",
+        action="store_true",
+        help="also write PREDICTIONS.variants.csv: for each query's best reference, the other references "
+        "that are versions of the same photo, ranked by diffusion on the references' kNN graph",
+    )
     p.add_argument("--nprobe", type=int, help="IVF lists visited per query, for an index made with an IVF --factory "
                    "(default: 1/16 of the lists, 8 to 256)")
     p.add_argument("--ef-search", type=int, help="HNSW candidate-list length, for an HNSW --factory (default 64)")
@@ -173,12 +179,22 @@ def run_match(args: argparse.Namespace) -> int:
         files, _ = find_inputs(args.queries, args.ids)
         if not files:
             raise CopyseekError(f"no query images in {' '.join(args.queries)}")
-        result = match(index, files, options, progress=not args.quiet)
+        if args.variants:
+            from copyseek.match.variants import match_with_variants, write_variants
+
+            result, variants = match_with_variants(index, files, options, progress=not args.quiet)
+        else:
+            result = match(index, files, options, progress=not args.quiet)
     info = sys.stderr if to_stdout else sys.stdout  # stdout carries the predictions themselves
     write_match_output(result, args.format, output)
     print(result.summary(), file=info)
     if output is not None:
         print(f"predictions written to {output}")
+    if args.variants:
+        if output is None:
+            raise CopyseekError("--variants writes PREDICTIONS.variants.csv beside the predictions: give --output a file")
+        path = write_variants(output.with_name(output.stem + ".variants.csv"), variants)
+        print(f"{len(variants)} variants of the matched references written to {path}")
     if result.skipped and output is not None:
         report = output.with_name(output.stem + ".skipped.csv")
         with open(report, "w", newline="") as handle:
@@ -344,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.store.cli", "copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli"):
+    for module in ("copyseek.store.cli", "copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli"):
         add_optional_parser(module, sub)
     return parser
 

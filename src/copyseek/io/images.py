@@ -69,11 +69,13 @@ ID_SCHEMES = ("stem", "relative")
 relative to the folder given (`a/Q00012.jpg`), for collections whose file names repeat."""
 
 
-def find_images(root: str | os.PathLike, ids: str = "stem") -> tuple[list[ImageFile], list[Path]]:
+def find_images(
+    root: str | os.PathLike, ids: str = "stem", *, unique_ids: bool = True
+) -> tuple[list[ImageFile], list[Path]]:
     """Image files below `root` (recursive, sorted by path) and the other files that were ignored.
 
     Hidden files and folders are ignored. ids: see ID_SCHEMES. Raises CopyseekError if `root` is
-    not a folder or two images share an id.
+    not a folder or, with unique_ids (for indexes), if two images share an id.
     """
     if ids not in ID_SCHEMES:
         raise CopyseekError(f"unknown id scheme {ids!r}; choose from {', '.join(ID_SCHEMES)}")
@@ -91,7 +93,8 @@ def find_images(root: str | os.PathLike, ids: str = "stem") -> tuple[list[ImageF
             else:
                 ignored.append(path)
     images.sort(key=lambda f: str(f.path))
-    check_unique_ids(images)
+    if unique_ids:
+        check_unique_ids(images)
     return images, ignored
 
 
