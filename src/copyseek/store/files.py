@@ -90,10 +90,6 @@ def load_chunk(folder: Path, chunk: int, sha256: str | None = None) -> dict[str,
     return arrays
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def remove_orphans(folder: Path, committed: set[int]) -> int:
     """Delete chunk files and temporary files not recorded in the manifest (left by a crash)."""
     removed = 0

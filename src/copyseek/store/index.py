@@ -191,7 +191,7 @@ class Index:
         options = manifest.get_meta("options")
         specs = manifest.get_meta("specs")
         if not isinstance(options, dict) or not isinstance(specs, dict) or set(options) - set(specs):
-            raise manifest._error(__import__("sqlite3").DatabaseError("the configuration is incomplete"))
+            raise manifest.damaged("its configuration is incomplete")
         branches = {}
         for name, branch_options in options.items():
             pinned = options_from_spec(name, specs[name])

@@ -102,8 +102,8 @@ def verify(index: Index) -> VerifyReport:
     """Check every file of `index` (read-only)."""
     report = VerifyReport()
     manifest = index.manifest
-    problems = [r[0] for r in manifest._q("PRAGMA integrity_check")]
-    if problems != ["ok"]:
+    problems = manifest.integrity_problems()
+    if problems:
         raise IndexDamaged(f"the manifest {manifest.path} is damaged ({'; '.join(problems[:3])})", index.path, MANIFEST_FIX.format(index=index.path))
     records = manifest.chunks()
     report.chunks = len(records)
@@ -115,9 +115,7 @@ def verify(index: Index) -> VerifyReport:
             held = tuple(i for i, _, _ in manifest.images_of_chunk(record.chunk))
             report.damaged.append(Damage(chunk_path(index.path / "chunks", record.chunk), problem, held, record.chunk))
     known = {r.chunk for r in records}
-    report.dangling = [
-        r[0] for r in manifest._q("SELECT id, chunk FROM images WHERE status = 'indexed' ORDER BY id") if r[1] not in known
-    ]
+    report.dangling = [image_id for image_id, chunk in manifest.indexed_chunks() if chunk not in known]
     chunk_folder = index.path / "chunks"
     if chunk_folder.is_dir():
         report.leftovers = sum(
@@ -171,11 +169,8 @@ def repair(index: Index, *, progress: bool = True, workers: int = 2, batch_size:
         found = verify(index)
         damaged_chunks = [d for d in found.damaged if d.chunk is not None]
         report.dropped = damaged_chunks
-        lost = index.manifest.drop_chunks([d.chunk for d in damaged_chunks], "its chunk {chunk} was damaged")  # type: ignore[misc]
+        index.manifest.drop_chunks([d.chunk for d in damaged_chunks], "its chunk {chunk} was damaged")  # type: ignore[misc]
         if found.dangling:
-            lost += index.manifest._q(
-                f"SELECT id, path FROM images WHERE id IN ({','.join('?' * len(found.dangling))})", found.dangling
-            )
             index.manifest.mark_lost(found.dangling, "the manifest named a chunk it does not record", detach=True)
         index.remove_unused_chunk_files()
         for damage in found.damaged:

@@ -136,6 +136,10 @@ class Manifest:
             return CopyseekError(f"cannot open {self.path} ({text}): check that it exists and is readable")
         return IndexDamaged(f"the manifest {self.path} is damaged ({text})", self.path.parent, MANIFEST_FIX.format(index=self.path.parent))
 
+    def damaged(self, problem: str) -> IndexDamaged:
+        """The error for a manifest whose content is wrong though SQLite reads it."""
+        return self._error(sqlite3.DatabaseError(problem))  # type: ignore[return-value]
+
     def _q(self, sql: str, params: Iterable = ()) -> list[tuple]:
         try:
             return self.db.execute(sql, tuple(params)).fetchall()
@@ -172,7 +176,7 @@ class Manifest:
         try:
             return None if not rows else json.loads(rows[0][0])
         except ValueError:
-            raise self._error(sqlite3.DatabaseError(f"meta {key!r} is not JSON")) from None
+            raise self.damaged(f"meta {key!r} is not JSON") from None
 
     def set_meta(self, **values: object) -> None:
         with self.transaction():
@@ -205,10 +209,6 @@ class Manifest:
         """id -> (sha1, status, path, bytes) of every image seen."""
         return {r[0]: r[1:] for r in self._q("SELECT id, sha1, status, path, bytes FROM images")}
 
-    def ids_by_row(self) -> list[str]:
-        """Indexed ids in row order."""
-        return [r[0] for r in self._q("SELECT id FROM images WHERE status = 'indexed' ORDER BY row")]
-
     def path_of(self, image_id: str) -> str | None:
         rows = self._q("SELECT path FROM images WHERE id = ? AND status = 'indexed'", (image_id,))
         return rows[0][0] if rows else None
@@ -231,13 +231,18 @@ class Manifest:
         )
         return [Entry(*r) for r in rows]
 
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own check of the file (empty when sound)."""
+        problems = [r[0] for r in self._q("PRAGMA integrity_check")]
+        return [] if problems == ["ok"] else problems
+
+    def indexed_chunks(self) -> list[tuple[str, int | None]]:
+        """(id, chunk) of every searchable image, by id."""
+        return self._q("SELECT id, chunk FROM images WHERE status = 'indexed' ORDER BY id")
+
     def images_of_chunk(self, chunk: int) -> list[tuple[str, str, int]]:
         """(id, path, row) of the images whose features a chunk holds, removed ones included."""
         return self._q("SELECT id, path, row FROM images WHERE chunk = ? ORDER BY row", (chunk,))
-
-    def removed_rows(self) -> int:
-        """Rows that chunks still hold but that are not searchable (removed images)."""
-        return self._q("SELECT COALESCE(SUM(count), 0) FROM chunks")[0][0] - self.counts()["indexed"]
 
     # ----------------------------------------------------------------- writing
     def commit_chunk(
@@ -306,14 +311,12 @@ class Manifest:
                 self._q("UPDATE images SET row = ?, chunk = ? WHERE id = ?", (row, chunk, image_id))
             self._q("UPDATE images SET row = NULL, chunk = NULL WHERE status != 'indexed'")
 
-    def drop_chunks(self, chunks: list[int], reason: str) -> list[tuple[str, str]]:
+    def drop_chunks(self, chunks: list[int], reason: str) -> None:
         """Repair's first step: forget damaged chunks; their indexed images become `lost` (to be
-        described again). Returns their (id, path). One transaction."""
-        lost: list[tuple[str, str]] = []
+        described again). One transaction."""
         with self.transaction():
             self._retire(chunks)
             for chunk in chunks:
-                lost += self._q("SELECT id, path FROM images WHERE chunk = ? AND status = 'indexed'", (chunk,))
                 self._q(
                     "UPDATE images SET status = CASE status WHEN 'indexed' THEN 'lost' ELSE status END, "
                     "reason = CASE status WHEN 'indexed' THEN ? ELSE reason END, row = NULL, chunk = NULL "
@@ -321,7 +324,6 @@ class Manifest:
                     (reason.format(chunk=chunk), chunk),
                 )
                 self._q("DELETE FROM chunks WHERE chunk = ?", (chunk,))
-        return lost
 
     def mark_lost(self, ids: list[str], reason: str, detach: bool = False) -> None:
         """Give lost images their reason; detach: first make these indexed images lost (the manifest
