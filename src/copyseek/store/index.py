@@ -218,6 +218,7 @@ class Index:
         what it was built with), else create it."""
         path = Path(path)
         if not (path / "manifest.sqlite").exists() and not (path / "chunks").is_dir():
+            pipeline_options(pipeline or "global", options)  # options for branches the pipeline lacks raise
             merged = {name: {**(options or {}).get(name, {}), **(runtime or {})} for name in pipeline_branches(pipeline or "global")}
             return cls.create(path, pipeline or "global", merged, wait=wait)
         index = cls.open(path, runtime, wait=wait)
