@@ -44,9 +44,9 @@ BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch, "pdq"
 
 
 def _local_spec_options(spec: dict) -> dict:
-    from copyseek.local.features import SiftParams
+    from copyseek.local.branch import LocalBranch
 
-    return {name: spec[name] for name in SiftParams.__dataclass_fields__ if name in spec}
+    return LocalBranch.options_from_spec(spec)
 
 
 SPEC_OPTIONS: dict[str, Callable[[dict], dict]] = {"local": _local_spec_options}
