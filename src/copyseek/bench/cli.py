@@ -225,8 +225,6 @@ hash rule as `bench build --holdout`) are left out."""
 
 def add_patches_parser(bench_sub) -> None:
     """Add `bench patches` to the `bench` command's sub-parsers."""
-    from copyseek.bench.patches import DESCRIBERS
-
     p = bench_sub.add_parser(
         "patches",
         help="compare local patch describers (RootSIFT, MKD, KDP) on true correspondences",
@@ -239,17 +237,22 @@ def add_patches_parser(bench_sub) -> None:
     p.add_argument(
         "--holdout", type=float, default=0.3, help="leave out the photos `bench build --holdout` would hold out (default 0.3)"
     )
-    p.add_argument("--describers", nargs="+", default=list(DESCRIBERS), help="describer names (default: all)")
+    p.add_argument(
+        "--describers",
+        nargs="+",
+        default=None,
+        help="describer names (default: rootsift mkd:raw mkd:pcawt mkd:lw kdp:cart kdp:polar kdp:fc)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the edits and noise (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_patches)
 
 
 def run_patches(args: argparse.Namespace) -> int:
-    from copyseek.bench.patches import kind_table, load_pairs, results_table, run_patch_benchmark
+    from copyseek.bench.patches import DESCRIBERS, kind_table, load_pairs, results_table, run_patch_benchmark
     from copyseek.local.describers import make_describer
 
-    describers = {name: make_describer(name) for name in args.describers}
+    describers = {name: make_describer(name) for name in args.describers or DESCRIBERS}
     pairs = load_pairs(args.images, args.photos, args.holdout, args.seed, progress=not args.quiet)
     results = run_patch_benchmark(pairs, describers, seed=args.seed, progress=not args.quiet)
     photos = len({id(p.gray) for p in pairs})

@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--max-frames", type=int, default=MAX_FRAMES, help="frames mined per image pair")
     k.add_argument("--support", type=float, default=None, help="patch side in keypoint sizes (default: MKD's)")
     k.add_argument("--out", type=Path, default=None, help="folder for kdp_<head>.npz (default: the package's)")
+    k.add_argument("--cache", type=Path, default=None, help=".npz of mined patches: read if it exists, else written")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     photos = photo_list(args.images)
@@ -244,7 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     if support is None:
         with np.load(MKD_WHITENING_PATH) as data:
             support = float(data["support"])
-    mined = mine(photos, [support], max_frames=args.max_frames)[support]
+    if args.cache is not None and args.cache.exists():
+        with np.load(args.cache) as data:
+            mined = MinedPatches(data["anchors"], data["positives"], data["pair"], data["validation"])
+    else:
+        mined = mine(photos, [support], max_frames=args.max_frames)[support]
+        if args.cache is not None:
+            np.savez(args.cache, **vars(mined))
     print(f"{len(mined.anchors)} corresponding patch pairs ({int(mined.validation.sum())} for validation), support {support:g}")
     from copyseek.local.kdp import save_weights
 

@@ -6,7 +6,7 @@ The codec is trained once per describer, offline, on its descriptors of procedur
 finds true correspondences as well as a codec trained on photos does (docs/local.md). A fixed codec
 lets references be added in chunks of any size (even one image) from the first chunk on, with no
 training step and no codec state in an index; an index records the codec's fingerprint in its spec.
-Regenerate it with `python -m copyseek.local.codec [DESCRIBER]` (a new fingerprint: indexes built with the old
+Regenerate it with `python -m copyseek.local.codec [DESCRIBER [IMAGES [NLIST]]]` (a new fingerprint: indexes built with the old
 codec then refuse the new one).
 
 Each descriptor is stored as its coarse (IVF) list and a plain Faiss `ProductQuantizer` code (no
@@ -117,8 +117,9 @@ class Codec:
             return np.zeros(0, np.int64)
         return self.coarse_index.search(np.ascontiguousarray(x, np.float32), 1)[1][:, 0]
 
-    def save(self, path: Path) -> None:
-        np.savez(path, **{name: getattr(self, name) for name in ARRAYS})
+    def save(self, path: Path, dtype=np.float32) -> None:
+        """dtype float16 halves the file; the codec is then the float32 values loaded back."""
+        np.savez(path, **{name: getattr(self, name).astype(dtype) for name in ARRAYS})
 
     @classmethod
     def load(cls, path: Path = CODEC_PATH) -> "Codec":
@@ -186,7 +187,10 @@ if __name__ == "__main__":
     from copyseek.local.describers import resolve_name
 
     name = resolve_name(sys.argv[1] if len(sys.argv) > 1 else "rootsift")
-    codec = train_codec(synthetic_sample(describer=name))
+    images = int(sys.argv[2]) if len(sys.argv) > 2 else SYNTHETIC_IMAGES
+    nlist = int(sys.argv[3]) if len(sys.argv) > 3 else 4096
     path = codec_path(name)
-    codec.save(path)
+    sample = synthetic_sample(images, describer=name)
+    train_codec(sample, nlist=nlist).save(path, np.float16 if name != "rootsift" else np.float32)
+    codec = Codec.load(path)
     print(f"wrote {path} (pca{codec.dim},ivf{codec.nlist},pq{codec.m}x{codec.nbits}, fingerprint {codec.fingerprint()})")
