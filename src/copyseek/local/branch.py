@@ -22,6 +22,7 @@ from copyseek.local.describers import make_describer
 from copyseek.local.features import SiftParams, downscaled_gray
 from copyseek.local.search import LocalSearcher, SearchParams, pack_features
 from copyseek.local.verify import Verification, VerifyParams
+from copyseek.validation import check_images, check_int
 
 
 class LocalBranch(Branch):
@@ -35,6 +36,7 @@ class LocalBranch(Branch):
     """
 
     name = "local"
+    runtime_options = ("threads",)
 
     def __init__(
         self,
@@ -47,6 +49,9 @@ class LocalBranch(Branch):
         threads: int = 0,
         descriptor: str = "rootsift",
     ):
+        check_int("local query_max_side", query_max_side, minimum=16)
+        check_int("local query_keypoints", query_keypoints, minimum=1)
+        check_int("local threads", threads, minimum=0)
         self.describer = make_describer(descriptor)
         self.sift = sift
         self.query_sift = replace(sift, max_side=query_max_side, max_keypoints=query_keypoints)
@@ -70,18 +75,22 @@ class LocalBranch(Branch):
             for kind in (SiftParams, SearchParams, VerifyParams)
         }
         scalar_names = ("query_max_side", "query_keypoints", "threads")
-        scalars = {name: int(options.pop(name)) for name in scalar_names if name in options}
-        descriptor = str(options.pop("descriptor", "rootsift"))
+        scalars = {name: options.pop(name) for name in scalar_names if name in options}
+        descriptor = options.pop("descriptor", "rootsift")
+        if not isinstance(descriptor, str):
+            raise CopyseekError(f"local descriptor must be a name such as 'mkd', got {descriptor!r}")
         if options:
-            raise CopyseekError(f"unknown local branch option(s): {', '.join(sorted(options))}")
+            known = sorted(n for kind in params for n in kind.__dataclass_fields__) + sorted(scalar_names) + ["descriptor"]
+            raise CopyseekError(f"unknown local branch option(s) {', '.join(map(repr, sorted(options)))} (known: {', '.join(known)})")
         return cls(
             params[SiftParams], search=params[SearchParams], verify=params[VerifyParams], descriptor=descriptor, **scalars
         )
 
-    @staticmethod
-    def options_from_spec(spec: dict) -> dict:
-        """The options that rebuild what a stored spec records: its SiftParams and its describer
-        (indexes made before describers existed record 'rootsift')."""
+    @classmethod
+    def options_from_spec(cls, spec: dict) -> dict:
+        """The options that rebuild what a stored spec records: the SIFT parameters (the keypoint
+        budget and sizes an index was built with) and the describer (indexes made before
+        describers existed record 'rootsift')."""
         options = {name: spec[name] for name in SiftParams.__dataclass_fields__ if name in spec}
         options["descriptor"] = spec.get("features", "rootsift")
         return options
@@ -105,6 +114,7 @@ class LocalBranch(Branch):
     def extract(self, images: list[np.ndarray], *, query: bool = False) -> list[Features]:
         """Per image: xy (n, 2) float32 keypoints in pixels of the image, desc (n, dim) float32
         projected descriptors, size (2,) int32 (width, height); queries add desc_mirrored (n, dim)."""
+        images = check_images(images)
         extract = partial(self._extract_one, query=query)
         if self.threads == 1 or len(images) < 2:
             return [extract(image) for image in images]
