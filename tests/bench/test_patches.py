@@ -42,3 +42,14 @@ def test_rootsift_matches_true_correspondences_and_noise_hurts():
     assert "| rootsift |" in kind_table(results, [p.kind for p in pairs])
     with pytest.raises(CopyseekError, match="pairs"):
         run_patch_benchmark([], {"rootsift": RootSift()})
+
+
+def test_shared_raw_mkd_equals_each_describers_own():
+    from copyseek.bench.patches import describe_all
+    from copyseek.local.describers import make_describer
+
+    pair = next(make_pairs([photo(8)], ("blur",), sift=SiftParams(max_keypoints=32)))
+    describers = {name: make_describer(name) for name in ("mkd:raw", "mkd:lw", "rootsift")}
+    shared = describe_all(describers, pair.edited, pair.edited_frames)
+    for name, describer in describers.items():
+        assert np.allclose(shared[name], describer.describe(pair.edited, pair.edited_frames)[0], atol=1e-5)

@@ -27,7 +27,7 @@ def test_hardest_triplet_loss_equals_a_plain_loop():
         positive = (a[i] - p[i]).norm()
         negative = min(min((a[i] - p[j]).norm(), (a[j] - p[i]).norm()) for j in range(6) if j != i)
         expected += max(0.0, 1.0 + positive - negative)
-    assert torch.isclose(hardest_triplet_loss(a, p), torch.tensor(expected / 6), atol=1e-5)
+    assert torch.isclose(hardest_triplet_loss(a, p), torch.tensor(float(expected) / 6), atol=1e-5)
 
 
 @pytest.fixture(scope="module")
