@@ -89,10 +89,11 @@ class LocalBranch(Branch):
     @classmethod
     def options_from_spec(cls, spec: dict) -> dict:
         """The options that rebuild what a stored spec records: the SIFT parameters (the keypoint
-        budget and sizes an index was built with) and the describer (indexes made before
-        describers existed record 'rootsift')."""
+        budget and sizes an index was built with) and the describer (its 'features'; indexes made
+        before describers existed record 'rootsift' there)."""
         options = {name: spec[name] for name in SiftParams.__dataclass_fields__ if name in spec}
-        options["descriptor"] = spec.get("features", "rootsift")
+        if "features" in spec:
+            options["descriptor"] = spec["features"]
         return options
 
     @property
