@@ -77,6 +77,12 @@ def add_index_parser(sub) -> None:
         default=None,
         help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
+    p.add_argument(
+        "--local-descriptor",
+        default=None,
+        metavar="NAME",
+        help="local branch's keypoint descriptor: rootsift (default), mkd or kdp (or a variant, e.g. mkd:pcawt)",
+    )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
     add_ids_option(p)
     add_wait_option(p)
@@ -88,7 +94,13 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     options = {k: v for k, v in {"model": args.model, "resize": args.resize, "factory": args.factory}.items() if v}
     if args.flip_average is not None:
         options["flip_average"] = args.flip_average
-    return {"global": options} if options else {}
+    branches = {"global": options} if options else {}
+    if args.local_descriptor:
+        from copyseek.local.describers import resolve_name
+
+        # Stored resolved ('mkd' -> 'mkd:lw'), so the index keeps its describer if the default changes.
+        branches["local"] = {"descriptor": resolve_name(args.local_descriptor)}
+    return branches
 
 
 def run_index(args: argparse.Namespace) -> int:
