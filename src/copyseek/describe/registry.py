@@ -39,7 +39,15 @@ def _local_branch(options: dict) -> Branch:
     return LocalBranch.from_options({k: v for k, v in options.items() if k not in RUNTIME_OPTIONS})
 
 
-BRANCHES: dict[str, Callable[[dict], Branch]] = {"global": _global_branch, "pdq": _pdq_branch, "local": _local_branch}
+def _how_branch(options: dict) -> Branch:
+    from copyseek.how.branch import HowBranch
+
+    return HowBranch.from_options({k: v for k, v in options.items() if k != "batch_size"})
+
+
+BRANCHES: dict[str, Callable[[dict], Branch]] = {
+    "global": _global_branch, "pdq": _pdq_branch, "local": _local_branch, "how": _how_branch,
+}
 """Branch name -> constructor from its options (a JSON-able dict)."""
 
 
@@ -49,7 +57,13 @@ def _local_spec_options(spec: dict) -> dict:
     return {name: spec[name] for name in SiftParams.__dataclass_fields__ if name in spec}
 
 
-SPEC_OPTIONS: dict[str, Callable[[dict], dict]] = {"local": _local_spec_options}
+def _how_spec_options(spec: dict) -> dict:
+    from copyseek.how.features import HowParams
+
+    return {name: spec[name] for name in HowParams.__dataclass_fields__ if name in spec}
+
+
+SPEC_OPTIONS: dict[str, Callable[[dict], dict]] = {"local": _local_spec_options, "how": _how_spec_options}
 """Branch name -> the options that rebuild what a stored spec records, so that an index keeps
 opening with the parameters it was built with after a default changes (e.g. local keypoints)."""
 
@@ -58,6 +72,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "local": ("local",),
     "fused": ("global", "local"),
     "pdq": ("pdq",),
+    "asmk": ("how",),
 }
 """Pipeline name -> the branches it indexes and searches."""
 

@@ -181,5 +181,6 @@ SCORERS: dict[str, ScorerFactory] = {
     "local": single_branch_scorer("local"),
     "fused": fused_scorer,
     "pdq": single_branch_scorer("pdq"),
+    "asmk": single_branch_scorer("how"),
 }
 """Pipeline name -> its scoring rule (given the normaliser, or None)."""
