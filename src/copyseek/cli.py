@@ -49,7 +49,8 @@ def add_index_parser(sub) -> None:
     p.add_argument(
         "--pipeline",
         default=None,
-        help="branches to index: global (default for a new index), local, fused (global + local), pdq",
+        help="branches to index: global (default for a new index), local, fused (global + local), pdq, "
+        "asmk (HOW local descriptors aggregated by ASMK)",
     )
     p.add_argument(
         "--model",
