@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from copyseek.bench.run import BenchPipeline, benchmark_paths, edit_breakdown, register_bench_pipeline, run_benchmark
-from copyseek.describe.registry import make_branch
+from copyseek.registry import make_branch
 from copyseek.io.csvfiles import read_ground_truth
 from copyseek.io.images import find_images, load_rgb
 

@@ -117,6 +117,9 @@ def add_match_parser(sub) -> None:
     p.add_argument("--k", type=int, default=10, help="predictions per query at most (default 10)")
     p.add_argument("--beta", type=float, default=1.0, help="normalisation weight (default 1)")
     p.add_argument("--n-background", type=int, default=3, help="background neighbours averaged (default 3)")
+    p.add_argument("--nprobe", type=int, help="IVF lists visited per query, for an index made with an IVF --factory "
+                   "(default: 1/16 of the lists, 8 to 256)")
+    p.add_argument("--ef-search", type=int, help="HNSW candidate-list length, for an HNSW --factory (default 64)")
     add_speed_options(p)
     p.set_defaults(run=run_match)
 
@@ -133,6 +136,8 @@ def run_match(args: argparse.Namespace) -> int:
         n_background=args.n_background,
         batch_size=args.batch_size,
         workers=args.workers,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
     )
     output = Path(args.output)
     if not output.parent.exists():
@@ -276,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.bench.cli", "copyseek.learn.cli"):
+    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli"):
         add_optional_parser(module, sub)
     return parser
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from copyseek.describe.registry import make_branch, pipeline_branches
+from copyseek.registry import make_branch, pipeline_branches
 from copyseek.errors import CopyseekError
 from copyseek.how import HowBranch
 from copyseek.store.index import Index

@@ -25,6 +25,7 @@ import numpy as np
 
 from copyseek.describe.base import Candidates, Chunk, Features, Searcher
 from copyseek.errors import CopyseekError
+from copyseek.validation import check_codes, check_int
 
 CHUNK_ARRAYS = ("words", "bits", "counts")
 
@@ -203,12 +204,25 @@ class AsmkSearcher(Searcher):
         scores += np.bincount(self._rows[postings[keep]], kernel, minlength=self._built).astype(np.float32)
         return scores / self._norms / np.sqrt(len(words))
 
+    def _query_words(self, query: Features, suffix: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """A query's (words, bits), checked: word ids in the codebook, codes of this width."""
+        if f"words{suffix}" not in query or f"bits{suffix}" not in query:
+            raise CopyseekError("HOW query features lack words and bits; were they made by the HOW branch?")
+        words = np.asarray(query[f"words{suffix}"])
+        bits = check_codes(query[f"bits{suffix}"], self.dim // 8, "HOW query codes") if len(words) else \
+            np.zeros((0, self.dim // 8), np.uint8)
+        if words.ndim != 1 or words.dtype.kind not in "iu" or len(words) != len(bits) or \
+                (len(words) and (words.min() < 0 or words.max() >= self.codebook_size)):
+            raise CopyseekError(f"HOW query words must be ids below {self.codebook_size}, one per code")
+        return words.astype(np.int64), bits
+
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
+        k = check_int("k", k, minimum=1)
         out = []
         for query in queries:
-            scores = self.scores(query["words"], query["bits"])
+            scores = self.scores(*self._query_words(query))
             if "words_mirrored" in query:
-                scores = np.maximum(scores, self.scores(query["words_mirrored"], query["bits_mirrored"]))
+                scores = np.maximum(scores, self.scores(*self._query_words(query, "_mirrored")))
             top = np.argsort(-scores, kind="stable")[:k]
             top = top[scores[top] > 0]
             out.append(Candidates(top.astype(np.int64), scores[top].astype(np.float32)))

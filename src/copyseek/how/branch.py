@@ -19,6 +19,7 @@ from copyseek.describe.base import Branch, Chunk, Features
 from copyseek.errors import CopyseekError
 from copyseek.how.asmk import AsmkParams, AsmkSearcher, Codebook, pack_words
 from copyseek.how.features import HowExtractor, HowParams
+from copyseek.validation import check_images
 
 PACKAGED = Path(__file__).resolve().parent.parent / "models"
 SHIPPED_MODEL = "copyseek-how"
@@ -59,6 +60,7 @@ class HowBranch(Branch):
     """
 
     name = "how"
+    runtime_options = ("threads",)
 
     def __init__(self, model: str = SHIPPED_MODEL, codebook: str | None = None, params: HowParams = HowParams(),
                  query: QueryParams = QueryParams(), asmk: AsmkParams = AsmkParams(), threads: int = 0):
@@ -88,9 +90,14 @@ class HowBranch(Branch):
         query = {name: options.pop(f"query_{name}") for name in ("features", "flip") if f"query_{name}" in options}
         scalars = {name: options.pop(name) for name in ("model", "codebook", "threads") if name in options}
         if options:
-            raise CopyseekError(f"unknown how branch option(s): {', '.join(sorted(options))}")
+            raise CopyseekError(f"unknown how branch option(s) {', '.join(map(repr, sorted(options)))}")
         return cls(params=HowParams(**groups[HowParams]), asmk=AsmkParams(**groups[AsmkParams]),
                    query=QueryParams(**query), **scalars)
+
+    @classmethod
+    def options_from_spec(cls, spec: dict) -> dict:
+        """The HowParams a spec records (image size, scales, descriptors per image)."""
+        return {name: spec[name] for name in HowParams.__dataclass_fields__ if name in spec}
 
     @property
     def decode_side(self) -> int:
@@ -120,6 +127,7 @@ class HowBranch(Branch):
         """Per image: words (w,) int64, bits (w, dim / 8) uint8, xy (n, 2) float32 positions of the
         descriptors in pixels, size (2,) int32 (width, height); queries with flip add words_mirrored
         and bits_mirrored."""
+        images = check_images(images)
         if self.threads == 1 or len(images) < 2:
             return [self._extract_one(image, query) for image in images]
         with ThreadPoolExecutor(min(self.threads, len(images))) as pool:
