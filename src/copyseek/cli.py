@@ -67,6 +67,9 @@ def add_index_parser(sub) -> None:
         default=None,
         help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
+    p.add_argument("--how-model", default=None, metavar="MODEL.onnx",
+                   help="HOW model of the asmk pipeline, with its MODEL.codebook.npz beside it "
+                   "(default: the shipped copyseek-how; train one with configs/how.toml)")
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
     add_speed_options(p)
     p.set_defaults(run=run_index)
@@ -76,14 +79,20 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     options = {k: v for k, v in {"model": args.model, "resize": args.resize, "factory": args.factory}.items() if v}
     if args.flip_average is not None:
         options["flip_average"] = args.flip_average
-    return {"global": options} if options else {}
+    branches = {"global": options} if options else {}
+    if args.how_model:
+        branches["how"] = {"model": args.how_model}
+    return branches
 
 
 def run_index(args: argparse.Namespace) -> int:
     from copyseek.io.images import require_folder
+    from copyseek.registry import pipeline_branches
     from copyseek.store.index import Index
 
     require_folder(args.reference_dir)  # before the index exists, so a typo leaves nothing behind
+    if args.how_model and args.pipeline and "how" not in pipeline_branches(args.pipeline):
+        raise CopyseekError(f"--how-model is for a pipeline with the how branch (asmk), not {args.pipeline!r}")
     with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args)) as index:
         report = index.add(
             args.reference_dir,
