@@ -9,6 +9,8 @@ Written under `out`:
                        normalization
     gt.csv             query_id,reference_id (empty reference for distractor queries)
     edits.csv          query_id,is_copy,edits,source: the edits applied, in order, '|'-separated
+    families.csv       reference_id,family,edits: with variants_per_reference, each reference's
+                       original (references that are edited versions of one photo share it)
     benchmark.json     the configuration and which photo went where
     holdout.txt        absolute paths of the photos held out of the benchmark (for training)
 
@@ -48,7 +50,7 @@ from copyseek.errors import CopyseekError, ImageSkip
 from copyseek.io.images import ImageFile, read_image
 from copyseek.progress import progress_bar
 
-OUTPUTS = ("references", "queries", "background", "gt.csv", "edits.csv", "benchmark.json", "holdout.txt")
+OUTPUTS = ("references", "queries", "background", "gt.csv", "edits.csv", "families.csv", "benchmark.json", "holdout.txt")
 EXIF_ORIENTATION = 0x0112
 
 
@@ -202,13 +204,28 @@ def _write_records(out: Path, plan: Plan, edits: dict[str, list[str]], root: Pat
             )
 
 
+def _write_families(out: Path, plan: Plan, edits: dict[str, list[str]]) -> None:
+    """families.csv: every reference, its family (the original's id) and the edits of a version."""
+    with open(out / "families.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["reference_id", "family", "edits"])
+        for ref_id in sorted(plan.references):
+            writer.writerow([ref_id, plan.variant_of.get(ref_id, ref_id), "|".join(edits[ref_id])])
+
+
 def _tasks(plan: Plan, out: Path, config: BenchConfig) -> list[CopyTask | QueryTask]:
     """Every image to write: references, background, then queries in id order."""
 
     def copy(source: Path, folder: str, image_id: str) -> CopyTask:
         return CopyTask(source, out / folder / f"{image_id}.jpg", config.max_side, config.quality)
 
-    tasks: list[CopyTask | QueryTask] = [copy(p, "references", i) for i, p in plan.references.items()]
+    def reference(image_id: str, source: Path) -> CopyTask | QueryTask:
+        if image_id not in plan.variant_of:
+            return copy(source, "references", image_id)
+        dest = out / "references" / f"{image_id}.jpg"
+        return QueryTask(source, dest, (), plan.variant_seeds[image_id], config.variant_severity, config.max_side, config.quality)
+
+    tasks: list[CopyTask | QueryTask] = [reference(i, p) for i, p in plan.references.items()]
     tasks += [copy(p, "background", i) for i, p in plan.background.items()]
     for query_id, source in plan.query_sources.items():
         dest = out / "queries" / f"{query_id}.jpg"
@@ -240,6 +257,7 @@ def _record(
         "references": {i: name(p) for i, p in plan.references.items()},
         "background": {i: name(p) for i, p in plan.background.items()},
         "donors": [name(p) for p in plan.donors],
+        **({"variant_of": plan.variant_of} if plan.variant_of else {}),
     }
 
 
@@ -262,6 +280,8 @@ def build_benchmark(
     holdout: float = BenchConfig.holdout,
     max_side: int = BenchConfig.max_side,
     quality: int = BenchConfig.quality,
+    variants_per_reference: int = BenchConfig.variants_per_reference,
+    variant_severity: float = BenchConfig.variant_severity,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -288,6 +308,8 @@ def build_benchmark(
         holdout=float(holdout),
         max_side=int(max_side),
         quality=int(quality),
+        variants_per_reference=variants_per_reference,
+        variant_severity=float(variant_severity),
     )
     config.validate()
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
@@ -312,6 +334,8 @@ def build_benchmark(
     edits = dict(zip(query_ids, results[len(tasks) - len(query_ids) :]))
 
     _write_records(out, plan, edits, root)
+    if plan.variant_of:
+        _write_families(out, plan, dict(zip(plan.references, results)))
     (out / "holdout.txt").write_text("".join(f"{p}\n" for p in held_out), encoding="utf-8")
     _write_json(out / "benchmark.json", {**record, "complete": True})
     n_copies = sum(1 for ref in plan.ground_truth.values() if ref)

@@ -29,7 +29,8 @@ import numpy as np
 from copyseek.describe.base import Candidates, Searcher
 from copyseek.errors import CopyseekError, ImageSkip
 from copyseek.io.images import IMAGE_EXTENSIONS, ImageFile
-from copyseek.match.matcher import SCORERS, MatchOptions, QueryBatch, Scorer, match
+from copyseek.match.matcher import MatchOptions, QueryBatch, Scorer, match
+from copyseek.registry import scorer_factory
 from copyseek.store.files import atomic_write
 from copyseek.store.index import Index
 
@@ -205,10 +206,8 @@ class IndexService:
                     raise CopyseekError("--background needs a pipeline with the global branch")
                 vectors = background_vectors(self._index.branches["global"], self.options.background, self.path / "background", progress=False)
                 normalizer = BackgroundNormalizer(vectors)
-            pipeline = self._index.pipeline
-            if pipeline not in SCORERS:
-                raise CopyseekError(f"no scorer is registered for pipeline {pipeline!r}")
-            self._scorer_factory = lambda view: SCORERS[pipeline](view, normalizer)
+            factory = scorer_factory(self._index.pipeline)
+            self._scorer_factory = lambda view: factory(view, normalizer)
             self._publish()
         except Exception as exc:  # reported by /readyz and the CLI; the process stays up to say so
             self.load_error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, CopyseekError) else str(exc)
@@ -346,7 +345,7 @@ class IndexService:
 
     def explain(self, upload: Upload, reference_id: str) -> bytes:
         """The explain picture (PNG bytes) of an uploaded query against one reference."""
-        from copyseek.describe.registry import make_branch
+        from copyseek.registry import make_branch
         from copyseek.io.images import decode_image, load_rgb
         from copyseek.match.explain import explain_images
 
