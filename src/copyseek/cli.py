@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli", "copyseek.store.cli"):
+    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli", "copyseek.store.cli",
+                   "copyseek.attack.cli"):
         add_optional_parser(module, sub)
     return parser
 

@@ -67,3 +67,11 @@ def test_asmk_pipeline_indexes_incrementally_and_reopens(tmp_path, branch_option
 
         (found,) = searcher.search(index.branches["how"].extract([load_rgb(second[1])], query=True), k=1)
         assert index.ids[found.rows[0]] == second[1].stem
+
+
+def test_the_shipped_model_and_codebook_are_the_default():
+    branch = HowBranch(threads=1)
+    spec = branch.spec()
+    assert spec["model"] == "copyseek-how" and spec["codebook"] == "asmk1024x128bit"
+    (features,) = branch.extract([photo(7)], query=True)
+    assert features["bits"].shape[1] == 16 and len(features["words_mirrored"]) > 0

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from copyseek.errors import CopyseekError
+from copyseek.validation import check_int, check_number
 
 SIFT_DIM = 128
 
@@ -43,6 +44,9 @@ class SiftParams:
     contrast_threshold: float = 0.02
 
     def __post_init__(self) -> None:
+        check_int("local max_side", self.max_side)
+        check_int("local max_keypoints", self.max_keypoints)
+        check_number("local contrast_threshold", self.contrast_threshold)
         if not 64 <= self.max_side <= 4096:
             raise CopyseekError(f"local max_side must be between 64 and 4096 pixels, got {self.max_side}")
         if not 8 <= self.max_keypoints <= 10000:
