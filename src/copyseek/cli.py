@@ -70,6 +70,12 @@ def add_index_parser(sub) -> None:
     p.add_argument("--how-model", default=None, metavar="MODEL.onnx",
                    help="HOW model of the asmk pipeline, with its MODEL.codebook.npz beside it "
                    "(default: the shipped copyseek-how; train one with configs/how.toml)")
+    p.add_argument(
+        "--local-descriptor",
+        default=None,
+        metavar="NAME",
+        help="local branch's keypoint descriptor: rootsift (default), mkd or kdp (or a variant, e.g. mkd:pcawt)",
+    )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
     add_speed_options(p)
     p.set_defaults(run=run_index)
@@ -82,6 +88,11 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     branches = {"global": options} if options else {}
     if args.how_model:
         branches["how"] = {"model": args.how_model}
+    if args.local_descriptor:
+        from copyseek.local.describers import resolve_name
+
+        # Stored resolved ('mkd' -> 'mkd:lw'), so the index keeps its describer if the default changes.
+        branches["local"] = {"descriptor": resolve_name(args.local_descriptor)}
     return branches
 
 
