@@ -4,18 +4,34 @@ image, each branch in turn, twice) so that both see the same machine load:
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_how_extract.py bench/std
 """
 
-import sys
+from __future__ import annotations
+
+import argparse
 import time
 from pathlib import Path
-from copyseek.registry import make_branch
+
 from copyseek.io.images import find_images, load_rgb
-bench = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/std")
-files = find_images(bench / "references")[0][:20]
-local = make_branch("local", {"threads": 1}); how = make_branch("how", {"threads": 1})
-imgs = {n: [load_rgb(f.path, b.decode_side) for f in files] for n, b in (("local", local), ("how", how))}
-t = {"local": 0.0, "how": 0.0}
-for rep in range(2):
-    for i in range(len(files)):
-        for n, b in (("local", local), ("how", how)):
-            s = time.perf_counter(); b.extract([imgs[n][i]]); t[n] += time.perf_counter() - s
-for n in t: print(n, f"{1000 * t[n] / (2 * len(files)):.1f} ms/image")
+from copyseek.registry import make_branch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", type=Path, help="a benchmark made by copyseek bench build")
+    parser.add_argument("--images", type=int, default=20, help="references timed (default 20)")
+    args = parser.parse_args()
+    files = find_images(args.bench / "references")[0][: args.images]
+    branches = {"local": make_branch("local", {"threads": 1}), "how": make_branch("how", {"threads": 1})}
+    images = {name: [load_rgb(f.path, b.decode_side) for f in files] for name, b in branches.items()}
+    seconds = dict.fromkeys(branches, 0.0)
+    for _ in range(2):
+        for i in range(len(files)):
+            for name, branch in branches.items():
+                start = time.perf_counter()
+                branch.extract([images[name][i]])
+                seconds[name] += time.perf_counter() - start
+    for name, total in seconds.items():
+        print(f"{name}: {1000 * total / (2 * len(files)):.1f} ms/image")
+
+
+if __name__ == "__main__":
+    main()
