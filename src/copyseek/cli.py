@@ -60,7 +60,8 @@ def add_index_parser(sub) -> None:
     p.add_argument(
         "--pipeline",
         default=None,
-        help="branches to index: global (default for a new index), local, fused (global + local), pdq",
+        help="branches to index: global (default for a new index), local, fused (global + local), pdq, "
+        "asmk (HOW local descriptors aggregated by ASMK)",
     )
     p.add_argument(
         "--model",
@@ -77,6 +78,9 @@ def add_index_parser(sub) -> None:
         default=None,
         help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
+    p.add_argument("--how-model", default=None, metavar="MODEL.onnx",
+                   help="HOW model of the asmk pipeline, with its MODEL.codebook.npz beside it "
+                   "(default: the shipped copyseek-how; train one with configs/how.toml)")
     p.add_argument(
         "--local-descriptor",
         default=None,
@@ -95,6 +99,8 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     if args.flip_average is not None:
         options["flip_average"] = args.flip_average
     branches = {"global": options} if options else {}
+    if args.how_model:
+        branches["how"] = {"model": args.how_model}
     if args.local_descriptor:
         from copyseek.local.describers import resolve_name
 
@@ -105,12 +111,15 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
 
 def run_index(args: argparse.Namespace) -> int:
     from copyseek.io.images import find_images
+    from copyseek.registry import pipeline_branches
     from copyseek.store.index import Index
 
     # before the index exists, so that a typo or an empty folder leaves nothing behind
     files, ignored = find_images(args.reference_dir, args.ids)
     if not files:
         raise CopyseekError(f"no images in {args.reference_dir}" + (f" ({len(ignored)} other files)" if ignored else ""))
+    if args.how_model and args.pipeline and "how" not in pipeline_branches(args.pipeline):
+        raise CopyseekError(f"--how-model is for a pipeline with the how branch (asmk), not {args.pipeline!r}")
     with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args), wait=args.wait) as index:
         report = index.add(
             files,

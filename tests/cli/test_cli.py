@@ -123,3 +123,15 @@ def test_warnings_are_one_line_named_after_the_command(tmp_path, capsys):
     assert code == 0
     assert "copyseek match: warning: the fusion weights were fitted" in err
     assert "UserWarning" not in err and "return FusedScorer" not in err
+
+
+def test_asmk_pipeline_with_a_trained_how_model(collection, tmp_path, capsys, tiny_how):
+    index = tmp_path / "how.idx"
+    code, out, _ = run(capsys, "index", collection / "refs", "--index", index, "--pipeline", "asmk",
+                       "--how-model", tiny_how, "-q")
+    assert code == 0 and "references: 20" in out
+    code, _, err = run(capsys, "match", collection / "queries", "--index", index, "--output", tmp_path / "p.csv", "-q")
+    assert code == 0 and not err and (tmp_path / "p.csv").read_text().startswith("query_id,reference_id,score")
+    code, _, err = run(capsys, "index", collection / "refs", "--index", tmp_path / "g.idx", "--pipeline", "global",
+                       "--how-model", tiny_how)
+    assert code == 2 and "how" in err
