@@ -17,7 +17,12 @@ from copyseek.errors import CopyseekError
 from copyseek.registry import BRANCHES, make_branch, options_from_spec
 from tests.local.conftest import photo
 
-CHEAP_OPTIONS = {"global": lambda models: {"model": f"onnx:{models['tiny']}"}}
+CHEAP_OPTIONS = {
+    "global": lambda models: {"model": f"onnx:{models['tiny']}"},
+    # One word per query descriptor: the tiny random HOW net is too weak for multiple assignment.
+    "how": lambda models: {"model": str(models["how"]), "max_side": 128, "scales": "1,0.5", "features": 60,
+                           "query_assignments": 1},
+}
 """Branch name -> options that make it cheap (given the test's models), else its defaults."""
 
 VARIANTS = {"global": [{"factory": "Flat"}, {"factory": "IVF4,Flat"}, {"factory": "HNSW8"}, {"factory": "IVF2,SQ8"}]}
@@ -33,8 +38,8 @@ def case_id(case) -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tiny_onnx):
-    return {"tiny": tiny_onnx}
+def models(tiny_onnx, tiny_how):
+    return {"tiny": tiny_onnx, "how": tiny_how}
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,13 @@ class Branch(ABC):
     def pack(self, features: list[Features]) -> Chunk:
         """Pack many images' features into one chunk."""
 
+    def take(self, chunk: Chunk, keep: np.ndarray) -> Chunk:
+        """The chunk reduced to the images at positions `keep` ((m,) int64, increasing), as if only
+        they had been packed; the index compacts removed references away with it. This default
+        suits chunks whose arrays all have one row per image; a branch with per-image ragged
+        arrays overrides it."""
+        return {key: value[keep] for key, value in chunk.items()}
+
     @abstractmethod
     def new_searcher(self) -> Searcher:
         """An empty searcher; the index adds its chunks in row order."""

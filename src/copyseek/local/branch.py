@@ -20,7 +20,7 @@ from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec, codec_path
 from copyseek.local.describers import make_describer
 from copyseek.local.features import SiftParams, downscaled_gray
-from copyseek.local.search import LocalSearcher, SearchParams, pack_features
+from copyseek.local.search import LocalSearcher, SearchParams, pack_features, take_images
 from copyseek.local.verify import Verification, VerifyParams
 from copyseek.validation import check_images, check_int
 
@@ -138,6 +138,9 @@ class LocalBranch(Branch):
 
     def pack(self, features: list[Features]) -> Chunk:
         return pack_features(self.codec, features)
+
+    def take(self, chunk: Chunk, keep: np.ndarray) -> Chunk:
+        return take_images(chunk, keep)
 
     def new_searcher(self) -> LocalSearcher:
         return LocalSearcher(self.codec, self.search_params, self.verify_params)
