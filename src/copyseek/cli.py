@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.bench.cli", "copyseek.learn.cli"):
+    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.detect.cli"):
         add_optional_parser(module, sub)
     return parser
 
