@@ -38,6 +38,8 @@ def export_detector(net: DetectorNet, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = net.config.input_size
+    if net.selective is not None:  # ONNX gets the dense heads: tile gathering is a torch-side saving
+        net.selective.dense = True
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
@@ -47,6 +49,8 @@ def export_detector(net: DetectorNet, path: str | Path) -> Path:
             dynamic_axes={"image": {0: "batch"}, "heat": {0: "batch"}, "size": {0: "batch"}, "offset": {0: "batch"}},
             opset_version=ONNX_OPSET, dynamo=False,
         )
+    if net.selective is not None:
+        net.selective.dense = False
     sidecar = {"input_size": size, "classes": list(CLASSES), "net": net.config.to_dict()}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
     return path
