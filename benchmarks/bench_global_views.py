@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from copyseek.bench.run import BenchPipeline, register_bench_pipeline, run_benchmark
-from copyseek.describe.registry import PIPELINE_DEFAULTS
+from copyseek.registry import PIPELINE_DEFAULTS
 
 FUSED_GLOBAL = PIPELINE_DEFAULTS["fused"]["global"]
 

@@ -30,7 +30,8 @@ import numpy as np
 from copyseek.eval.metrics import evaluate
 from copyseek.io.csvfiles import Prediction, read_ground_truth
 from copyseek.match.fusion import FEATURES, FusedScorer, fit_weights
-from copyseek.match.matcher import MatchOptions, QueryBatch, make_scorer, match
+from copyseek.match.matcher import MatchOptions, make_scorer, match
+from copyseek.match.scoring import QueryBatch
 from copyseek.store.index import Index
 
 

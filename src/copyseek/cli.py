@@ -116,6 +116,15 @@ def add_match_parser(sub) -> None:
     p.add_argument("--k", type=int, default=10, help="predictions per query at most (default 10)")
     p.add_argument("--beta", type=float, default=1.0, help="normalisation weight (default 1)")
     p.add_argument("--n-background", type=int, default=3, help="background neighbours averaged (default 3)")
+    p.add_argument(
+        "--variants",
+        action="store_true",
+        help="also write PREDICTIONS.variants.csv: for each query's best reference, the other references "
+        "that are versions of the same photo, ranked by diffusion on the references' kNN graph",
+    )
+    p.add_argument("--nprobe", type=int, help="IVF lists visited per query, for an index made with an IVF --factory "
+                   "(default: 1/16 of the lists, 8 to 256)")
+    p.add_argument("--ef-search", type=int, help="HNSW candidate-list length, for an HNSW --factory (default 64)")
     add_speed_options(p)
     p.set_defaults(run=run_match)
 
@@ -132,15 +141,25 @@ def run_match(args: argparse.Namespace) -> int:
         n_background=args.n_background,
         batch_size=args.batch_size,
         workers=args.workers,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
     )
     output = Path(args.output)
     if not output.parent.exists():
         raise CopyseekError(f"output folder does not exist: {output.parent}")
     with Index.open(args.index, runtime_options(args)) as index:
-        result = match(index, args.query_dir, options, progress=not args.quiet)
+        if args.variants:
+            from copyseek.match.variants import match_with_variants, write_variants
+
+            result, variants = match_with_variants(index, args.query_dir, options, progress=not args.quiet)
+        else:
+            result = match(index, args.query_dir, options, progress=not args.quiet)
     write_predictions(output, result.predictions)
     print(result.summary())
     print(f"predictions written to {output}")
+    if args.variants:
+        path = write_variants(output.with_name(output.stem + ".variants.csv"), variants)
+        print(f"{len(variants)} variants of the matched references written to {path}")
     if result.skipped:
         report = output.with_name(output.stem + ".skipped.csv")
         with open(report, "w", newline="") as handle:
@@ -275,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.detect.cli"):
+    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli", "copyseek.store.cli",
+                   "copyseek.detect.cli"):
         add_optional_parser(module, sub)
     return parser
 

@@ -272,3 +272,21 @@ def test_photos_rotated_by_exif_are_written_upright(tmp_path):
     render(CopyTask(source, tmp_path / "R.jpg", max_side=1024, quality=90))
     with Image.open(tmp_path / "R.jpg") as written:
         assert written.size == (40, 60) and written.getexif().get(0x0112, 1) == 1
+
+
+def test_reference_families(photo_dir, bench, tmp_path):
+    out = tmp_path / "fam"
+    summary = build_benchmark(photo_dir, out, seed=0, workers=1, variants_per_reference=2, **SMALL)
+    assert summary["references"] == 3 * SMALL["n_references"]
+    with open(out / "families.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    families: dict[str, list[str]] = {}
+    for row in rows:
+        families.setdefault(row["family"], []).append(row["reference_id"])
+    assert len(rows) == len(list((out / "references").glob("*.jpg")))
+    assert len(families) == SMALL["n_references"] and all(len(m) == 3 for m in families.values())
+    assert all(row["edits"] for row in rows if row["reference_id"] != row["family"])
+    # the rest of the benchmark is the one built without variants
+    assert (out / "gt.csv").read_text() == (bench / "gt.csv").read_text()
+    for original in families:
+        assert (out / "references" / f"{original}.jpg").read_bytes() == (bench / "references" / f"{original}.jpg").read_bytes()

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from copyseek.describe.preprocess import Preprocess
-from copyseek.describe.registry import make_branch
+from copyseek.registry import make_branch
 from copyseek.errors import CopyseekError
 
 

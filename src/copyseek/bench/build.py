@@ -11,6 +11,8 @@ Written under `out`:
     edits.csv          query_id,is_copy,edits,source: the edits applied, in order, '|'-separated
     layouts.json       query_id -> where the edited photo and the overlays lie in the query
                        (pixel boxes, `copyseek.edits.Layout.to_dict`): detector training/test labels
+    families.csv       reference_id,family,edits: with variants_per_reference, each reference's
+                       original (references that are edited versions of one photo share it)
     benchmark.json     the configuration and which photo went where
     holdout.txt        absolute paths of the photos held out of the benchmark (for training)
 
@@ -51,7 +53,8 @@ from copyseek.io.images import ImageFile, read_image
 from copyseek.progress import progress_bar
 
 OUTPUTS = (
-    "references", "queries", "background", "gt.csv", "edits.csv", "layouts.json", "benchmark.json", "holdout.txt",
+    "references", "queries", "background", "gt.csv", "edits.csv", "layouts.json", "families.csv", "benchmark.json",
+    "holdout.txt",
 )  # fmt: skip
 EXIF_ORIENTATION = 0x0112
 
@@ -210,13 +213,28 @@ def _write_records(out: Path, plan: Plan, edits: dict[str, list[str]], root: Pat
             )
 
 
+def _write_families(out: Path, plan: Plan, edits: dict[str, list[str]]) -> None:
+    """families.csv: every reference, its family (the original's id) and the edits of a version."""
+    with open(out / "families.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["reference_id", "family", "edits"])
+        for ref_id in sorted(plan.references):
+            writer.writerow([ref_id, plan.variant_of.get(ref_id, ref_id), "|".join(edits[ref_id])])
+
+
 def _tasks(plan: Plan, out: Path, config: BenchConfig) -> list[CopyTask | QueryTask]:
     """Every image to write: references, background, then queries in id order."""
 
     def copy(source: Path, folder: str, image_id: str) -> CopyTask:
         return CopyTask(source, out / folder / f"{image_id}.jpg", config.max_side, config.quality)
 
-    tasks: list[CopyTask | QueryTask] = [copy(p, "references", i) for i, p in plan.references.items()]
+    def reference(image_id: str, source: Path) -> CopyTask | QueryTask:
+        if image_id not in plan.variant_of:
+            return copy(source, "references", image_id)
+        dest = out / "references" / f"{image_id}.jpg"
+        return QueryTask(source, dest, (), plan.variant_seeds[image_id], config.variant_severity, config.max_side, config.quality)
+
+    tasks: list[CopyTask | QueryTask] = [reference(i, p) for i, p in plan.references.items()]
     tasks += [copy(p, "background", i) for i, p in plan.background.items()]
     for query_id, source in plan.query_sources.items():
         dest = out / "queries" / f"{query_id}.jpg"
@@ -248,6 +266,7 @@ def _record(
         "references": {i: name(p) for i, p in plan.references.items()},
         "background": {i: name(p) for i, p in plan.background.items()},
         "donors": [name(p) for p in plan.donors],
+        **({"variant_of": plan.variant_of} if plan.variant_of else {}),
     }
 
 
@@ -270,6 +289,8 @@ def build_benchmark(
     holdout: float = BenchConfig.holdout,
     max_side: int = BenchConfig.max_side,
     quality: int = BenchConfig.quality,
+    variants_per_reference: int = BenchConfig.variants_per_reference,
+    variant_severity: float = BenchConfig.variant_severity,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -296,6 +317,8 @@ def build_benchmark(
         holdout=float(holdout),
         max_side=int(max_side),
         quality=int(quality),
+        variants_per_reference=variants_per_reference,
+        variant_severity=float(variant_severity),
     )
     config.validate()
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
@@ -322,6 +345,8 @@ def build_benchmark(
 
     _write_records(out, plan, edits, root)
     _write_json(out / "layouts.json", {query_id: rendered[query_id][1] for query_id in sorted(rendered)})
+    if plan.variant_of:
+        _write_families(out, plan, {ref_id: names for ref_id, (names, _) in zip(plan.references, results)})
     (out / "holdout.txt").write_text("".join(f"{p}\n" for p in held_out), encoding="utf-8")
     _write_json(out / "benchmark.json", {**record, "complete": True})
     n_copies = sum(1 for ref in plan.ground_truth.values() if ref)

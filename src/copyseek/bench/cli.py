@@ -16,6 +16,7 @@ disjoint pools, and BENCH_DIR gets:
   background/      untouched photos for score normalisation (B*.jpg)
   gt.csv           query_id,reference_id (empty reference for distractors)
   edits.csv        the edits of each query, in order
+  families.csv     with --variants-per-reference: each reference's original (its family)
   benchmark.json   the settings and which photo went where
   holdout.txt      photos kept out of the benchmark (--holdout), e.g. to train on
 The result depends only on the photos and the settings, not on --workers.
@@ -91,6 +92,13 @@ def add_build_parser(bench_sub) -> None:
         help="edit strength 0..2; the default %(default)s is calibrated so that SSCD scores muAP ~0.62 (0.75 normalised), as on DISC21",
     )
     p.add_argument(
+        "--variants-per-reference",
+        type=int,
+        default=BenchConfig.variants_per_reference,
+        metavar="N",
+        help="N edited versions of each reference as more references (families.csv; default 0)",
+    )
+    p.add_argument(
         "--holdout",
         type=float,
         default=BenchConfig.holdout,
@@ -143,6 +151,7 @@ def run_build(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         max_side=args.max_side,
         quality=args.quality,
+        variants_per_reference=args.variants_per_reference,
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.quiet,

@@ -24,6 +24,10 @@ class BenchConfig:
                           their file names, so the same photos whatever the seed).
     max_side:             longest side, in pixels, of every written image.
     quality:              JPEG quality of re-encoded images.
+    variants_per_reference: extra references that are edited versions of each reference (reference
+                          families, as banks and archives hold several versions of one photo);
+                          listed in families.csv. Queries still copy the original reference.
+    variant_severity:     edit strength of those versions (no composite edits).
     """
 
     seed: int = 0
@@ -37,6 +41,8 @@ class BenchConfig:
     holdout: float = 0.0
     max_side: int = 1024
     quality: int = 90
+    variants_per_reference: int = 0
+    variant_severity: float = 1.0
 
     def validate(self) -> None:
         """Raise CopyseekError on inconsistent or out-of-range settings."""
@@ -47,6 +53,7 @@ class BenchConfig:
             "n_distractor_queries": self.n_distractor_queries,
             "n_background": self.n_background,
             "n_donors": 0 if self.n_donors is None else self.n_donors,
+            "variants_per_reference": self.variants_per_reference,
         }
         for name, value in counts.items():
             if int(value) != value or value < 0:
@@ -68,6 +75,8 @@ class BenchConfig:
 
         if not 0.0 <= self.severity <= MAX_SEVERITY:
             raise CopyseekError(f"severity must be between 0 and {MAX_SEVERITY:g}, got {self.severity:g}")
+        if not 0.0 <= self.variant_severity <= MAX_SEVERITY:
+            raise CopyseekError(f"variant_severity must be between 0 and {MAX_SEVERITY:g}, got {self.variant_severity:g}")
         if not 0.0 <= self.holdout < 1.0:
             raise CopyseekError(f"holdout must be a fraction in [0, 1), got {self.holdout:g}")
         if self.max_side < 32:

@@ -36,6 +36,9 @@ class Plan:
     """query id -> reference id, "" for distractor queries."""
     query_donors: dict[str, tuple[Path, ...]] = field(default_factory=dict)
     query_seeds: dict[str, np.random.SeedSequence] = field(default_factory=dict)
+    variant_of: dict[str, str] = field(default_factory=dict)
+    """reference id of an edited version -> the reference id of its original (its family)."""
+    variant_seeds: dict[str, np.random.SeedSequence] = field(default_factory=dict)
 
 
 def collect_photos(
@@ -157,4 +160,21 @@ def plan_benchmark(photos: Sequence[Path], config: BenchConfig) -> Plan:
         picked = rng.choice(len(donors), size=min(DONORS_PER_QUERY, len(donors)), replace=False)
         plan.query_donors[query_id] = tuple(donors[i] for i in picked)
         plan.query_seeds[query_id] = seed
+    add_variants(plan, config)
     return plan
+
+
+def add_variants(plan: Plan, config: BenchConfig) -> None:
+    """config.variants_per_reference edited versions of every reference, as more references with
+    ids after the originals'; their own seeds, so the rest of the plan is as without them."""
+    originals = list(plan.references)
+    count = config.variants_per_reference * len(originals)
+    if not count:
+        return
+    ids = make_ids("R", len(originals) + count)[len(originals) :]
+    seeds = np.random.SeedSequence([config.seed, 7919]).spawn(count)
+    for n, (variant_id, seed) in enumerate(zip(ids, seeds)):
+        original = originals[n % len(originals)]
+        plan.references[variant_id] = plan.references[original]
+        plan.variant_of[variant_id] = original
+        plan.variant_seeds[variant_id] = seed

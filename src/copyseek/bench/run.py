@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from copyseek.describe.registry import PIPELINE_DEFAULTS
+from copyseek.registry import PIPELINE_DEFAULTS
 from copyseek.errors import CopyseekError
 from copyseek.eval.metrics import Metrics, evaluate
 from copyseek.io.csvfiles import GroundTruth, Prediction, read_ground_truth, read_predictions, write_predictions

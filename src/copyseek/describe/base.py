@@ -2,8 +2,8 @@
 
 A branch turns decoded images into features, packs many images' features into one chunk of arrays
 (the unit the index writes atomically), and builds a searcher over all chunks. Adding a branch means
-writing one `Branch` subclass and registering it in `copyseek.describe.registry`; the index, the
-matcher and the CLI need no change.
+writing one `Branch` subclass and registering it in `copyseek.registry`; the index, the matcher
+and the CLI need no change, and the contract tests (tests/describe/test_base.py) run on it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+
+from copyseek.errors import CopyseekError
 
 Features = dict[str, np.ndarray]
 """One image's features; the keys are the branch's own (e.g. {"vector": (512,) float32})."""
@@ -59,11 +61,40 @@ class Searcher(ABC):
     def nbytes(self) -> int:
         """Bytes the stored features take (for bytes-per-reference reports)."""
 
+    def search_parameters(self) -> dict[str, int]:
+        """Search-time parameter name -> the value searches use now (Faiss's ParameterSpace idea:
+        e.g. nprobe, efSearch). They trade speed for recall, are set per run and are not part of any
+        spec. This default has none."""
+        return {}
+
+    def set_search_parameters(self, **values: int | None) -> None:
+        """Set search-time parameters; None restores a parameter's default. Names this searcher
+        does not have raise."""
+        if values:
+            raise CopyseekError(f"{type(self).__name__} has no search-time parameters, got {', '.join(sorted(values))}")
+
 
 class Branch(ABC):
     """One way of describing and searching images."""
 
     name: ClassVar[str]
+
+    runtime_options: ClassVar[tuple[str, ...]] = ()
+    """Speed options (of `copyseek.registry.RUNTIME_OPTIONS`) this branch takes; not stored in an index."""
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Branch":
+        """The branch built from a JSON-able options dict (what an index stores). Unknown keys and
+        bad values raise a CopyseekError naming them. This default takes no options."""
+        if options:
+            raise CopyseekError(f"the {cls.name} branch takes no options, got {', '.join(map(repr, sorted(options)))}")
+        return cls()
+
+    @classmethod
+    def options_from_spec(cls, spec: dict) -> dict:
+        """The options a stored spec pins (so that an index keeps opening with the parameters it was
+        built with after a default changes); empty when the spec names no option."""
+        return {}
 
     @property
     @abstractmethod

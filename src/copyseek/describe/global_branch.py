@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from copyseek.describe.base import Branch, Candidates, Chunk, Features, Searcher
 from copyseek.describe.models import GlobalModel
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
+from copyseek.validation import check_bool, check_images, check_int, check_vectors, from_options
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The global branch's options, as an index stores them (the one place their defaults live).
+
+    model: a model spec (`copyseek.describe.models`); factory: a Faiss index_factory string;
+    resize: views such as "square:224+short:256" (None: the model's own); flip_average: also
+    describe mirrors. batch_size (images per model call) and threads (0: all cores) change speed
+    only and are not stored.
+    """
+
+    model: str = "sscd"
+    factory: str = "Flat"
+    resize: str | None = None
+    flip_average: bool = False
+    batch_size: int = field(default=16, metadata={"runtime": True})
+    threads: int = field(default=0, metadata={"runtime": True})
+
+    def __post_init__(self) -> None:
+        for name in ("model", "factory"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise CopyseekError(f"global {name} must be a non-empty string, got {getattr(self, name)!r}")
+        if self.resize is not None and (not isinstance(self.resize, str) or not self.resize):
+            raise CopyseekError(f"global resize must be a string such as 'square:224+short:256', got {self.resize!r}")
+        check_bool("global flip_average", self.flip_average)
+        check_int("global batch_size", self.batch_size, minimum=1)
+        check_int("global threads", self.threads, minimum=0)
 
 
 class GlobalBranch(Branch):
@@ -25,6 +56,7 @@ class GlobalBranch(Branch):
     """
 
     name = "global"
+    runtime_options = ("threads", "batch_size")
 
     def __init__(
         self,
@@ -36,11 +68,28 @@ class GlobalBranch(Branch):
     ):
         if views is not None and not views:
             raise CopyseekError("the global branch needs at least one view")
+        if not isinstance(factory, str) or not factory:
+            raise CopyseekError(f"global factory must be a Faiss index_factory string, got {factory!r}")
+        check_int("global batch_size", batch_size, minimum=1)
         self.model = model
         self.factory = factory
         self.batch_size = batch_size
         self.flip_average = flip_average
         self.views = tuple(views) if views else (model.preprocess,)
+
+    @classmethod
+    def from_options(cls, options: dict) -> "GlobalBranch":
+        """The branch from GlobalOptions' fields (a JSON-able dict); unknown keys raise."""
+        from copyseek.describe.models import load_model
+
+        chosen = from_options(GlobalOptions, options, "global branch")
+        return cls(
+            load_model(chosen.model, threads=chosen.threads),
+            factory=chosen.factory,
+            batch_size=chosen.batch_size,
+            flip_average=chosen.flip_average,
+            views=Preprocess.parse_views(chosen.resize) if chosen.resize else None,
+        )
 
     @property
     def decode_side(self) -> int:
@@ -64,6 +113,7 @@ class GlobalBranch(Branch):
         """(N, dim) unit vectors of (H, W, 3) uint8 RGB images of any sizes: the normalised sum of the
         model's vectors at each of `views` and, with flip_average, of their mirrors (defaults: the
         branch's)."""
+        images = check_images(images)
         flip = self.flip_average if flip_average is None else flip_average
         summed = np.zeros((len(images), self.model.dim), np.float32)
         for view in views or self.views:
@@ -94,26 +144,97 @@ class GlobalBranch(Branch):
         return VectorSearcher(self.model.dim, self.factory)
 
 
+def default_nprobe(nlist: int) -> int:
+    """IVF lists visited per query by default: 1/16 of the lists, at least 8 and at most 256.
+    Faiss's own default of 1 misses most neighbours of a copy (benchmarks/bench_search_time.py)."""
+    return int(min(nlist, max(8, min(256, nlist // 16))))
+
+
+DEFAULT_EF_SEARCH = 64
+"""HNSW candidate-list length by default (Faiss's is 16); raised to k when k is larger."""
+
+
 class VectorSearcher(Searcher):
-    """Inner-product search over unit vectors with a Faiss index built from a factory string."""
+    """Inner-product search over unit vectors with a Faiss index built from a factory string.
+
+    Search-time parameters (Faiss's ParameterSpace) are apart from the structure: `nprobe` for IVF
+    indexes, `efSearch` for HNSW ones, with the defaults above, set per run with
+    `set_search_parameters` and never part of the branch's spec.
+
+    >>> import numpy as np
+    >>> searcher = VectorSearcher(4, "IVF2,Flat")
+    >>> searcher.add({"vectors": np.eye(4, dtype=np.float32)})
+    >>> searcher.search_parameters()
+    {'nprobe': 2}
+    >>> sims, rows = searcher.search_vectors(np.eye(4, dtype=np.float32)[:1], 1)
+    >>> rows.tolist()
+    [[0]]
+    >>> searcher.search_vectors(np.zeros((1, 3)), 1)
+    Traceback (most recent call last):
+    ...
+    copyseek.errors.CopyseekError: global query vectors must have shape (n, 4), got (1, 3)
+    """
 
     def __init__(self, dim: int, factory: str = "Flat"):
         import faiss
 
-        self.dim = dim
+        self.dim = check_int("vector dimension", dim, minimum=1)
         self.factory = factory
         try:
             self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise CopyseekError(f"invalid Faiss factory string {factory!r}: {str(exc).splitlines()[-1]}") from None
         self._pending: list[np.ndarray] = []  # vectors waiting for a trainable index to be trained
+        self._defaults = self._default_parameters()
+        self._chosen: dict[str, int] = {}
+
+    def _default_parameters(self) -> dict[str, int]:
+        import faiss
+
+        defaults = {}
+        try:
+            defaults["nprobe"] = default_nprobe(faiss.extract_index_ivf(self.index).nlist)
+        except RuntimeError:  # not an IVF index
+            pass
+        inner = faiss.downcast_index(self.index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            defaults["efSearch"] = DEFAULT_EF_SEARCH
+        return defaults
+
+    def search_parameters(self) -> dict[str, int]:
+        """Search-time parameter name -> the value searches use now (empty for exact indexes)."""
+        return {**self._defaults, **self._chosen}
+
+    def set_search_parameters(self, **values: int | None) -> None:
+        """Set search-time parameters (nprobe, efSearch); None restores a parameter's default.
+        A parameter this index does not have raises."""
+        for name, value in values.items():
+            if name not in self._defaults:
+                takes = ", ".join(self._defaults) or "none (exact or flat search)"
+                raise CopyseekError(f"the Faiss index {self.factory!r} has no search-time parameter {name!r}; it takes: {takes}")
+            if value is None:
+                self._chosen.pop(name, None)
+            else:
+                self._chosen[name] = check_int(name, value, minimum=1)
+
+    def _apply_search_parameters(self, k: int) -> None:
+        import faiss
+
+        space = faiss.ParameterSpace()
+        for name, value in self.search_parameters().items():
+            # HNSW returns at most efSearch results, so it is never below k
+            space.set_index_parameter(self.index, name, max(value, k) if name == "efSearch" else value)
 
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal) + sum(len(p) for p in self._pending)
 
     def add(self, chunk: Chunk) -> None:
-        vectors = np.ascontiguousarray(chunk["vectors"], dtype=np.float32)
+        if "vectors" not in chunk:
+            raise CopyseekError(f"global chunk lacks 'vectors' (has {sorted(chunk)}); was it packed by the global branch?")
+        vectors = check_vectors(chunk["vectors"], self.dim, "global chunk vectors")
         if self.index.is_trained and not self._pending:
             self.index.add(vectors)
         else:
@@ -136,11 +257,14 @@ class VectorSearcher(Searcher):
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) queries -> (n, k) similarities and rows (-1 where fewer than k references)."""
+        vectors = check_vectors(vectors, self.dim, "global query vectors")
+        check_int("k", k, minimum=1)
         self._flush()
         k = max(1, min(k, max(self.ntotal, 1)))
         if self.ntotal == 0:
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
-        return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        self._apply_search_parameters(k)
+        return self.index.search(vectors, k)
 
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
         """(m,) rows -> (m, dim) stored vectors (decoded, for compressed indexes)."""
@@ -148,6 +272,8 @@ class VectorSearcher(Searcher):
 
         self._flush()
         rows = np.asarray(rows, np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.ntotal):
+            raise CopyseekError(f"rows must be in [0, {self.ntotal}), got {rows.min()}..{rows.max()}")
         try:
             return self.index.reconstruct_batch(rows)
         except RuntimeError:  # IVF indexes need a direct map from row to list entry first
@@ -157,7 +283,10 @@ class VectorSearcher(Searcher):
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
         if not queries:
             return []
-        sims, rows = self.search_vectors(np.stack([q["vector"] for q in queries]), k)
+        if any("vector" not in q for q in queries):
+            raise CopyseekError("global queries need a 'vector' feature each (from GlobalBranch.extract)")
+        vectors = [check_vectors(q["vector"], self.dim, f"global query {i} vector") for i, q in enumerate(queries)]
+        sims, rows = self.search_vectors(np.concatenate(vectors), k)
         return [Candidates(r[r >= 0].astype(np.int64), s[r >= 0].astype(np.float32)) for s, r in zip(sims, rows)]
 
     def nbytes(self) -> int:

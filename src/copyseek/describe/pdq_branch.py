@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from copyseek.describe.base import Branch, Candidates, Chunk, Features, Searcher
+from copyseek.errors import CopyseekError
+from copyseek.validation import check_codes, check_images, check_int
 
 BITS = 256
 PDQ_SIDE = 512
@@ -41,7 +43,7 @@ class PDQBranch(Branch):
 
     def extract(self, images: list[np.ndarray], *, query: bool = False) -> list[Features]:
         features = []
-        for image in images:
+        for image in check_images(images):
             hashes, quality = pdq_hashes(image, dihedral=query)
             features.append({"hashes": hashes, "quality": np.array(quality, np.uint8)})
         return features
@@ -67,13 +69,18 @@ class HashSearcher(Searcher):
         return int(self.index.ntotal)
 
     def add(self, chunk: Chunk) -> None:
-        self.index.add(np.ascontiguousarray(chunk["hashes"], dtype=np.uint8))
+        if "hashes" not in chunk:
+            raise CopyseekError(f"pdq chunk lacks 'hashes' (has {sorted(chunk)}); was it packed by the pdq branch?")
+        self.index.add(check_codes(chunk["hashes"], BITS // 8, "pdq chunk hashes"))
 
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
+        check_int("k", k, minimum=1)
+        if any("hashes" not in q for q in queries):
+            raise CopyseekError("pdq queries need a 'hashes' feature each (from PDQBranch.extract)")
         results = []
         k = max(1, min(k, self.ntotal))
-        for query in queries:
-            distances, rows = self.index.search(np.ascontiguousarray(query["hashes"]), k)
+        for i, query in enumerate(queries):
+            distances, rows = self.index.search(check_codes(query["hashes"], BITS // 8, f"pdq query {i} hashes"), k)
             best: dict[int, int] = {}
             for d, r in zip(distances.ravel(), rows.ravel()):
                 if r >= 0 and d < best.get(int(r), BITS + 1):

@@ -63,11 +63,11 @@ def require_folder(root: str | os.PathLike) -> Path:
     return root
 
 
-def find_images(root: str | os.PathLike) -> tuple[list[ImageFile], list[Path]]:
+def find_images(root: str | os.PathLike, unique_ids: bool = True) -> tuple[list[ImageFile], list[Path]]:
     """Image files below `root` (recursive, sorted by path) and the other files that were ignored.
 
-    Hidden files and folders are ignored. Raises CopyseekError if `root` is not a folder or two
-    images share an id.
+    Hidden files and folders are ignored. Raises CopyseekError if `root` is not a folder or, with
+    unique_ids (for indexes, whose ids are file stems), if two images share an id.
     """
     root = require_folder(root)
     images: list[ImageFile] = []
@@ -83,7 +83,8 @@ def find_images(root: str | os.PathLike) -> tuple[list[ImageFile], list[Path]]:
             else:
                 ignored.append(path)
     images.sort(key=lambda f: str(f.path))
-    check_unique_ids(images)
+    if unique_ids:
+        check_unique_ids(images)
     return images, ignored
 
 

@@ -20,6 +20,7 @@ from copyseek.local.codec import Codec
 from copyseek.local.features import MIRROR_PERMUTATION, SiftParams, sift_features
 from copyseek.local.search import LocalSearcher, SearchParams, pack_features
 from copyseek.local.verify import Verification, VerifyParams
+from copyseek.validation import check_images, check_int
 
 
 class LocalBranch(Branch):
@@ -32,6 +33,7 @@ class LocalBranch(Branch):
     """
 
     name = "local"
+    runtime_options = ("threads",)
 
     def __init__(
         self,
@@ -43,6 +45,9 @@ class LocalBranch(Branch):
         codec: Codec | None = None,
         threads: int = 0,
     ):
+        check_int("local query_max_side", query_max_side, minimum=16)
+        check_int("local query_keypoints", query_keypoints, minimum=1)
+        check_int("local threads", threads, minimum=0)
         self.sift = sift
         self.query_sift = replace(sift, max_side=query_max_side, max_keypoints=query_keypoints)
         self.search_params = search
@@ -60,10 +65,16 @@ class LocalBranch(Branch):
             for kind in (SiftParams, SearchParams, VerifyParams)
         }
         scalar_names = ("query_max_side", "query_keypoints", "threads")
-        scalars = {name: int(options.pop(name)) for name in scalar_names if name in options}
+        scalars = {name: options.pop(name) for name in scalar_names if name in options}
         if options:
-            raise CopyseekError(f"unknown local branch option(s): {', '.join(sorted(options))}")
+            known = sorted(n for kind in params for n in kind.__dataclass_fields__) + sorted(scalar_names)
+            raise CopyseekError(f"unknown local branch option(s) {', '.join(map(repr, sorted(options)))} (known: {', '.join(known)})")
         return cls(params[SiftParams], search=params[SearchParams], verify=params[VerifyParams], **scalars)
+
+    @classmethod
+    def options_from_spec(cls, spec: dict) -> dict:
+        """The SIFT parameters the spec records (the keypoint budget and sizes an index was built with)."""
+        return {name: spec[name] for name in SiftParams.__dataclass_fields__ if name in spec}
 
     @property
     def decode_side(self) -> int:
@@ -81,6 +92,7 @@ class LocalBranch(Branch):
     def extract(self, images: list[np.ndarray], *, query: bool = False) -> list[Features]:
         """Per image: xy (n, 2) float32 keypoints in pixels of the image, desc (n, dim) float32
         projected RootSIFT, size (2,) int32 (width, height); queries add desc_mirrored (n, dim)."""
+        images = check_images(images)
         extract = partial(self._extract_one, query=query)
         if self.threads == 1 or len(images) < 2:
             return [extract(image) for image in images]

@@ -22,6 +22,7 @@ from copyseek.describe.base import Candidates, Chunk, Features, Searcher
 from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec
 from copyseek.local.verify import Verification, VerifyParams, one_to_one, verify
+from copyseek.validation import check_int, check_vectors
 
 XY_SCALE = 65535
 """Stored keypoint positions are uint16 fractions of the image's width / height."""
@@ -153,6 +154,9 @@ class LocalSearcher(Searcher):
         return index
 
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
+        check_int("k", k, minimum=1)
+        for i, query in enumerate(queries):
+            self._check_query(query, f"local query {i}")
         self._concatenate()
         if len(self.codes) == 0:
             return [Candidates.empty() for _ in queries]
@@ -163,8 +167,20 @@ class LocalSearcher(Searcher):
                 out.append(self._verify_top(query, neighbours, k))
         return out
 
+    def _check_query(self, query: Features, what: str) -> None:
+        """Query features as LocalBranch.extract(query=True) makes them, at this codec's dimension."""
+        missing = {"xy", "desc", "size"} - set(query)
+        if missing:
+            raise CopyseekError(f"{what} lacks {sorted(missing)} (features from LocalBranch.extract)")
+        for name in ("desc", "desc_mirrored"):
+            if name in query:
+                check_vectors(query[name], self.codec.dim, f"{what} {name}")
+        if np.shape(query["xy"]) != (len(query["desc"]), 2):
+            raise CopyseekError(f"{what} xy must be (n, 2) for its n descriptors, got {np.shape(query['xy'])}")
+
     def verification(self, query: Features, row: int) -> Verification:
         """Verify one query against reference `row` exactly as `search` does (to explain a match)."""
+        self._check_query(query, "local query")
         self._concatenate()
         if not 0 <= row < len(self.counts):
             raise CopyseekError(f"reference row {row} is not in this index of {len(self.counts)} references")

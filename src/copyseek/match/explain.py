@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from copyseek.describe.registry import make_branch
+from copyseek.registry import make_branch
 from copyseek.errors import CopyseekError
 from copyseek.io.images import load_rgb
 from copyseek.match.fusion import WEIGHTS_RAW, excess_inliers
+
+if TYPE_CHECKING:
+    from copyseek.describe.global_branch import GlobalBranch
+    from copyseek.local.branch import LocalBranch
 
 
 @dataclass
@@ -40,8 +45,6 @@ def explain_pair(
     score takes the pair alone (no other reference competes for the query, so the margin is the
     region-global similarity itself).
     """
-    from copyseek.local.explain import draw_pair
-    from copyseek.local.regions import query_crops
     from copyseek.store.index import Index
 
     options: dict = {}
@@ -56,6 +59,20 @@ def explain_pair(
     local_branch = make_branch("local", {})
     side = max(global_branch.decode_side, local_branch.decode_side)
     query_rgb, reference_rgb = load_rgb(query, side), load_rgb(reference, side)
+    return explain_images(query_rgb, reference_rgb, global_branch, local_branch, output)
+
+
+def explain_images(
+    query_rgb: np.ndarray,
+    reference_rgb: np.ndarray,
+    global_branch: "GlobalBranch",
+    local_branch: "LocalBranch",
+    output: str | os.PathLike,
+) -> Explanation:
+    """`explain_pair` on decoded (H, W, 3) uint8 RGB images with branches already loaded (a
+    service keeps them warm): scores the pair and draws it to `output`."""
+    from copyseek.local.explain import draw_pair
+    from copyseek.local.regions import query_crops
 
     query_vector, reference_vector = global_branch.embed([query_rgb, reference_rgb])
     whole = float(query_vector @ reference_vector)

@@ -39,11 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from copyseek.describe.base import Candidates
-from copyseek.describe.registry import PIPELINE_DEFAULTS
 from copyseek.errors import CopyseekError
-from copyseek.match.matcher import QueryBatch, normalized_global
 from copyseek.match.normalize import BackgroundNormalizer
+from copyseek.match.scoring import QueryBatch, normalized_global
+from copyseek.registry import PIPELINE_DEFAULTS
 from copyseek.store.index import Index
+from copyseek.validation import check_bool, check_int, check_number
 
 FEATURES = ("global", "region", "excess_inliers", "reference_offset", "margin")
 
@@ -79,8 +80,11 @@ class FusionWeights:
     weights: tuple[float, ...]
 
     def __post_init__(self):
-        if len(self.weights) != len(FEATURES):
-            raise CopyseekError(f"fusion needs {len(FEATURES)} weights ({', '.join(FEATURES)}), got {len(self.weights)}")
+        check_number("fusion bias", self.bias)
+        if not isinstance(self.weights, tuple) or len(self.weights) != len(FEATURES):
+            raise CopyseekError(f"fusion needs a tuple of {len(FEATURES)} weights ({', '.join(FEATURES)}), got {self.weights!r}")
+        for name, weight in zip(FEATURES, self.weights):
+            check_number(f"fusion weight of {name}", weight)
 
     def probability(self, evidence: np.ndarray) -> np.ndarray:
         """(m, 5) evidence rows -> (m,) probability that each pair is a copy."""
@@ -140,12 +144,18 @@ class FusionParams:
     box_threshold: float = 0.3
     detector: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from copyseek.match.crops import check_policy
 
         check_policy(self.crop_policy)
-        if not 0.0 <= self.box_threshold <= 1.0:
-            raise CopyseekError(f"box_threshold must be between 0 and 1, got {self.box_threshold}")
+        check_number("fusion box_threshold", self.box_threshold, minimum=0.0, maximum=1.0)
+        check_int("fusion candidates", self.candidates, minimum=1)
+        check_int("fusion region_k", self.region_k, minimum=1)
+        check_int("fusion max_regions", self.max_regions, minimum=0)
+        check_int("fusion min_region_inliers", self.min_region_inliers, minimum=0)
+        check_number("fusion skip_crops_above", self.skip_crops_above, minimum=0.0, maximum=1.0, open_minimum=True)
+        for name in ("flip_average_crops", "all_views_for_crops"):
+            check_bool(f"fusion {name}", getattr(self, name))
 
 
 class FusedScorer:

@@ -11,20 +11,29 @@ from pathlib import Path
 
 import numpy as np
 
-from copyseek.describe.base import Candidates, Features
+from copyseek.describe.base import Searcher
 from copyseek.errors import CopyseekError
 from copyseek.io.csvfiles import Prediction
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
 from copyseek.match.normalize import BackgroundNormalizer, background_vectors
+from copyseek.match.scoring import QueryBatch, Scorer
 from copyseek.progress import progress_bar
+from copyseek.registry import scorer_factory
 from copyseek.store.index import Index, extract_all
+from copyseek.validation import check_int, check_number
 
 
-@dataclass
+@dataclass(frozen=True)
 class MatchOptions:
     """k: predictions per query at most. candidates: per branch, scored before keeping k.
-    background: folder of photos known not to be copies, for score normalisation, with beta and n
-    as in normalize.py."""
+    background: folder of photos known not to be copies, for score normalisation, with beta and
+    n_background as in normalize.py. batch_size: queries per model call; workers: decoding threads
+(0: decode in the calling thread, as benchmarks/bench_index.py does to time single queries).
+    nprobe, ef_search: search-time parameters of the global branch's Faiss index (IVF lists visited,
+    HNSW candidate-list length); None keeps the searcher's default (see
+    `copyseek.describe.global_branch.default_nprobe`). They trade speed for recall and are not
+    stored in the index.
+    """
 
     k: int = 10
     candidates: int = 30
@@ -33,10 +42,23 @@ class MatchOptions:
     n_background: int = 3
     batch_size: int = 16
     workers: int = 2
+    nprobe: int | None = None
+    ef_search: int | None = None
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise CopyseekError(f"k must be >= 1, got {self.k}")
+        for name in ("k", "candidates", "n_background", "batch_size"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("workers", self.workers, minimum=0)
+        for name in ("nprobe", "ef_search"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1)
+        check_number("beta", self.beta, minimum=0.0)
+        if self.background is not None and not isinstance(self.background, (str, os.PathLike)):
+            raise CopyseekError(f"background must be a folder path, got {self.background!r}")
+
+    def search_parameters(self) -> dict[str, int | None]:
+        """Faiss's names for the search-time parameters (None: the searcher's default)."""
+        return {"nprobe": self.nprobe, "efSearch": self.ef_search}
 
 
 @dataclass
@@ -49,24 +71,6 @@ class MatchResult:
     def summary(self) -> str:
         rate = f" ({self.queries / self.seconds:.1f} queries/s)" if self.seconds > 0 else ""
         return f"matched {self.queries} queries{rate}, {len(self.predictions)} predictions, skipped {len(self.skipped)}"
-
-
-@dataclass
-class QueryBatch:
-    """What a pipeline's scorer sees of a batch of queries: their ids and pixels, every branch's
-    features and every branch's candidates."""
-
-    ids: list[str]
-    images: list[np.ndarray]
-    features: dict[str, list[Features]]
-    candidates: dict[str, list[Candidates]]
-
-
-Scorer = Callable[[QueryBatch], list[Candidates]]
-"""Turns a batch's candidates from every branch into one scored list per query."""
-
-ScorerFactory = Callable[[Index, "BackgroundNormalizer | None"], Scorer]
-"""Makes a pipeline's scorer for an index, given the background normaliser (or None)."""
 
 
 def match(
@@ -86,9 +90,10 @@ def match(
     files = find_images(queries)[0] if isinstance(queries, (str, os.PathLike)) else list(queries)
     if len(index) == 0:
         raise CopyseekError(f"the index {index.path} holds no references yet")
+    searchers = index.searchers()
+    set_search_parameters(searchers, options.search_parameters())
     scorer = scorer or make_scorer(index, options, progress)
     ids = index.ids
-    searchers = index.searchers()
     result = MatchResult([])
     on_skip = on_skip or (lambda f, r: print(f"skipped {f.path}: {r}", file=sys.stderr))
     decode_side = max(b.decode_side for b in index.branches.values())
@@ -131,6 +136,20 @@ def match(
     return result
 
 
+def set_search_parameters(searchers: dict[str, Searcher], values: dict[str, int | None]) -> None:
+    """Hand each search-time parameter to the searchers that have it (None restores their default,
+    so one run's choice does not outlive it). A value no searcher takes raises."""
+    for name, value in values.items():
+        takers = [s for s in searchers.values() if name in s.search_parameters()]
+        if value is not None and not takers:
+            raise CopyseekError(
+                f"search-time parameter {name}={value} applies to none of this index's searchers "
+                "(nprobe: IVF factories, efSearch: HNSW factories; see --factory)"
+            )
+        for searcher in takers:
+            searcher.set_search_parameters(**{name: value})
+
+
 def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
     """The scoring rule of the index's pipeline, with background normalisation when asked for."""
     normalizer = None
@@ -141,45 +160,4 @@ def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
             index.branches["global"], options.background, Path(index.path) / "background", options.workers, progress
         )
         normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
-    if index.pipeline not in SCORERS:
-        raise CopyseekError(f"no scorer is registered for pipeline {index.pipeline!r}")
-    return SCORERS[index.pipeline](index, normalizer)
-
-
-def normalized_global(batch: QueryBatch, normalizer: BackgroundNormalizer | None) -> list[Candidates]:
-    """Global candidates, minus each query's background offset when normalising."""
-    found = batch.candidates["global"]
-    if normalizer is None or not found:
-        return found
-    offsets = normalizer.offsets(np.stack([f["vector"] for f in batch.features["global"]]))
-    return [Candidates(c.rows, c.scores - o, c.extra) for c, o in zip(found, offsets)]
-
-
-def global_scorer(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
-    """Score = global similarity, minus the query's background offset when normalising."""
-    return lambda batch: normalized_global(batch, normalizer)
-
-
-def single_branch_scorer(branch: str) -> ScorerFactory:
-    """Score = the branch's own score (for branches without a global vector to normalise)."""
-
-    def make(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
-        return lambda batch: batch.candidates[branch]
-
-    return make
-
-
-def fused_scorer(index: Index, normalizer: BackgroundNormalizer | None) -> Scorer:
-    """Global, local and region-global evidence in one calibrated score (match/fusion.py)."""
-    from copyseek.match.fusion import FusedScorer
-
-    return FusedScorer(index, normalizer)
-
-
-SCORERS: dict[str, ScorerFactory] = {
-    "global": global_scorer,
-    "local": single_branch_scorer("local"),
-    "fused": fused_scorer,
-    "pdq": single_branch_scorer("pdq"),
-}
-"""Pipeline name -> its scoring rule (given the normaliser, or None)."""
+    return scorer_factory(index.pipeline)(index, normalizer)

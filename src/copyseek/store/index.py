@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 from copyseek.describe.base import Branch, Features, Searcher
-from copyseek.describe.registry import (
+from copyseek.registry import (
     RUNTIME_OPTIONS,
     make_branch,
     options_from_spec,

@@ -1,0 +1,159 @@
+"""Dedup of a folder of images, end to end: describe every image with a global model, group with
+`dedup.find_groups`, verify doubtful edges with the local branch (SIFT + RANSAC), write the outputs,
+and optionally move the duplicates a keep policy does not keep (nothing is moved unless asked).
+
+    report = dedup_folder("photos/", "groups.json", plot="groups.png", keep="largest")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from copyseek.errors import CopyseekError
+from copyseek.graph.dedup import (
+    DedupParams,
+    Groups,
+    contact_sheet,
+    duplicates_json,
+    find_groups,
+    keep_plan,
+    write_groups_csv,
+)
+from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded, load_rgb
+from copyseek.progress import progress_bar
+
+
+@dataclass
+class DedupReport:
+    names: list[str]
+    groups: Groups
+    keep: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    moved: int = 0
+    outputs: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        duplicates = int((~self.keep).sum())
+        doubtful, confirmed = self.groups.verified
+        return (
+            f"{len(self.names)} images, {self.groups.n_groups} groups, {duplicates} duplicates beyond the kept ones"
+            f"; {confirmed} of {doubtful} doubtful pairs confirmed by local verification; skipped {len(self.skipped)}"
+            + (f"; moved {self.moved}" if self.moved else "; dry run: nothing moved")
+        )
+
+
+def describe_folder(
+    folder: Path, model: str = "sscd", batch_size: int = 16, workers: int = 2, progress: bool = True
+) -> tuple[list[ImageFile], np.ndarray, list[tuple[str, str]]]:
+    """(files kept, (n, dim) global vectors, skipped (relative name, reason)); file ids are paths
+    relative to `folder` (two files may share a stem in different sub-folders)."""
+    from copyseek.describe.global_branch import GlobalBranch
+
+    found, _ = find_images(folder, unique_ids=False)
+    files = [ImageFile(f.path.relative_to(folder).as_posix(), f.path) for f in found]
+    branch = GlobalBranch.from_options({"model": model, "batch_size": batch_size})
+    kept: list[ImageFile] = []
+    vectors: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    batch: list[DecodedImage] = []
+
+    def flush() -> None:
+        vectors.append(branch.embed([image.pixels for image in batch]))
+        kept.extend(image.file for image in batch)
+        batch.clear()
+
+    with progress_bar(len(files), "describing", disable=not progress) as bar:
+        for item in iter_decoded(files, branch.decode_side, workers):
+            if isinstance(item, DecodedImage):
+                batch.append(item)
+                if len(batch) == batch_size:
+                    flush()
+            else:
+                skipped.append((item[0].id, item[1].reason))
+            bar.update(1)
+        if batch:
+            flush()
+    dim = branch.model.dim
+    return kept, (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), skipped
+
+
+class LocalVerifier:
+    """verify(i, j) -> whether images i and j share >= min_inliers RANSAC inliers (copyseek's local
+    branch), local features extracted once per image and kept for the doubtful edges only."""
+
+    def __init__(self, paths: list[Path], min_inliers: int = 12):
+        from copyseek.local.branch import LocalBranch
+
+        self.paths, self.min_inliers = paths, min_inliers
+        self.branch = LocalBranch.from_options({})
+        self._features: dict[tuple[int, bool], dict] = {}
+
+    def _extract(self, row: int, query: bool) -> dict:
+        if (row, query) not in self._features:
+            rgb = load_rgb(self.paths[row], self.branch.decode_side)
+            self._features[(row, query)] = self.branch.extract([rgb], query=query)[0]
+        return self._features[(row, query)]
+
+    def __call__(self, i: int, j: int) -> bool:
+        try:
+            verification = self.branch.verify_pair(self._extract(i, True), self._extract(j, False))
+        except CopyseekError:  # an image unreadable now: the edge stays unconfirmed
+            return False
+        return verification.inliers >= self.min_inliers
+
+
+def dedup_folder(
+    folder: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    params: DedupParams | None = None,
+    plot: str | os.PathLike | None = None,
+    keep: str = "largest",
+    move_to: str | os.PathLike | None = None,
+    verify: bool = True,
+    min_inliers: int = 12,
+    model: str = "sscd",
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: bool = True,
+) -> DedupReport:
+    """Find the groups of duplicates in `folder`; write `output` (imagededup-shaped JSON), its
+    `.groups.csv` sibling (group,path,confidence,keep) and the contact sheet `plot` (PNG). With
+    `move_to`, the images the keep policy drops are moved there (their relative paths kept);
+    otherwise nothing is touched."""
+    start = time.perf_counter()
+    folder = Path(folder)
+    output = Path(output)
+    if not output.parent.exists():
+        raise CopyseekError(f"output folder does not exist: {output.parent}")
+    if move_to is not None and Path(move_to).resolve().is_relative_to(folder.resolve()):
+        raise CopyseekError(f"--move-to {move_to} is inside {folder}: moved images would be found again next run")
+    files, vectors, skipped = describe_folder(folder, model, batch_size, workers, progress)
+    paths = [f.path for f in files]
+    names = [f.id for f in files]
+    verifier = LocalVerifier(paths, min_inliers) if verify else None
+    groups = find_groups(vectors, params, verifier)
+    kept = keep_plan(groups, paths, keep)
+    report = DedupReport(names, groups, kept, skipped)
+    output.write_text(json.dumps(duplicates_json(groups, names, vectors), indent=1) + "\n", encoding="utf-8")
+    csv_path = output.with_suffix(".groups.csv")
+    write_groups_csv(csv_path, groups, names, kept)
+    report.outputs += [output, csv_path]
+    if plot is not None and groups.n_groups:
+        report.outputs.append(contact_sheet(groups, lambda row: load_rgb(paths[row], 128), plot, kept))
+    if move_to is not None:
+        for row in np.flatnonzero(~kept):
+            target = Path(move_to) / names[row]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(paths[row], target)
+            report.moved += 1
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from copyseek.errors import CopyseekError
+from copyseek.graph.diffusion import (
+    SOLVERS,
+    ConvergenceWarning,
+    Diffusion,
+    Solver,
+    conjugate_gradient,
+    hop_neighbourhood,
+    make_solver,
+    register_solver,
+)
+from copyseek.graph.knn import knn_graph
+from tests.graph.families import families
+
+
+@pytest.fixture(scope="module")
+def graph():
+    x, _ = families(n_families=12, size=8, noise=0.8)
+    return knn_graph(x, k=6, symmetrize="union")
+
+
+def exact(graph, y, alpha=0.99):
+    s = graph.normalized().toarray()
+    return np.linalg.solve(np.eye(len(s)) - alpha * s, y)
+
+
+def seeds(graph, columns=3):
+    y = np.zeros((graph.n_nodes, columns))
+    y[np.arange(columns) * 7, np.arange(columns)] = 1.0
+    return y
+
+
+class TestConjugateGradient:
+    def test_solves_an_spd_system_column_by_column(self):
+        rng = np.random.default_rng(0)
+        m = rng.standard_normal((20, 20))
+        a = m @ m.T + 20 * np.eye(20)
+        b = rng.standard_normal((20, 3))
+        x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, max_iter=100)
+        np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
+        assert 0 < iterations <= 20 + 1
+
+    def test_warns_when_it_stops_at_max_iter(self):
+        a = np.diag(np.linspace(1, 1000, 50))
+        with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+            conjugate_gradient(lambda v: a @ v, np.ones((50, 1)), tol=1e-12, max_iter=2)
+
+
+class TestSolvers:
+    @pytest.mark.parametrize("name, options", [("temporal", {"tol": 1e-8}), ("hybrid", {"rank": 10, "tol": 1e-8})])
+    def test_cg_solvers_match_the_exact_solution(self, graph, name, options):
+        y = seeds(graph)
+        f = Diffusion(0.99, name, **options).fit(graph).rank(y)
+        np.testing.assert_allclose(f, exact(graph, y), rtol=1e-5, atol=1e-6 * np.abs(exact(graph, y)).max())
+
+    def test_spectral_is_exact_at_full_rank_and_approximate_below(self, graph):
+        y = seeds(graph)
+        full = Diffusion(0.99, "spectral", rank=graph.n_nodes).fit(graph).rank(y)
+        np.testing.assert_allclose(full, exact(graph, y), atol=1e-3 * np.abs(full).max())
+        low = Diffusion(0.99, "spectral", rank=5).fit(graph).rank(y)
+        assert np.abs(low - exact(graph, y)).max() > 1e-3 * np.abs(full).max()
+
+    def test_hybrid_needs_fewer_iterations_than_temporal(self, graph):
+        y = seeds(graph, 1)
+        temporal = Diffusion(0.99, "temporal", tol=1e-6).fit(graph)
+        temporal.rank(y)
+        hybrid = Diffusion(0.99, "hybrid", rank=30, tol=1e-6).fit(graph)
+        hybrid.rank(y)
+        assert hybrid.iterations_ < temporal.iterations_
+
+    def test_memory_is_the_eigenvectors(self, graph):
+        d = Diffusion(0.99, "spectral", rank=8).fit(graph)
+        assert d.solver_.nbytes() >= graph.n_nodes * 8 * 4
+        assert Diffusion(0.99, "temporal").fit(graph).solver_.nbytes() == 0
+
+    def test_truncated_temporal_stays_in_the_neighbourhood(self, graph):
+        y = seeds(graph, 1)
+        f = Diffusion(0.99, "temporal", truncate=20).fit(graph).rank(y)
+        assert np.count_nonzero(f) <= 20
+        whole = Diffusion(0.99, "temporal").fit(graph).rank(y)
+        top = np.argsort(-whole[:, 0])[:5]
+        assert (f[top, 0] > 0).all()  # the best-ranked nodes are near the seed
+
+    def test_hop_neighbourhood_grows_by_rings(self, graph):
+        s = graph.normalized()
+        nodes = hop_neighbourhood(s, np.array([0]), 1 + s[0].nnz)
+        assert set(nodes) == {0} | set(s[0].indices)
+
+
+class TestDiffusion:
+    def test_seeds_weigh_neighbours_like_edges(self, graph):
+        d = Diffusion().fit(graph)
+        y = d.seeds(np.array([3, 5, -1]), np.array([0.9, -0.2, 0.5]))
+        assert y.shape == (graph.n_nodes,)
+        assert y[3] == pytest.approx(0.9**3) and y[5] == 0 and np.count_nonzero(y) == 1
+        assert d.seeds(np.array([[3], [4]]), np.array([[0.5], [0.5]])).shape == (graph.n_nodes, 2)
+
+    def test_diffusion_ranks_the_seed_family_first(self):
+        x, family = families(n_families=10, size=8, noise=0.9, seed=3)
+        graph = knn_graph(x, k=6)
+        d = Diffusion(0.99, "temporal").fit(graph)
+        f = d.rank(d.seeds(graph.neighbors[0], graph.similarities[0]))
+        f[0] = -np.inf
+        assert (family[np.argsort(-f)[:5]] == family[0]).mean() >= 0.8
+
+    def test_one_and_many_queries_agree(self, graph):
+        d = Diffusion(0.99, "hybrid", rank=8).fit(graph)
+        y = seeds(graph, 2)
+        both = d.rank(y)[:, 0]
+        np.testing.assert_allclose(d.rank(y[:, 0]), both, atol=1e-5 * np.abs(both).max())
+
+    @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.5])
+    def test_bad_alpha_is_refused(self, alpha):
+        with pytest.raises(CopyseekError, match="alpha"):
+            Diffusion(alpha)
+
+    @pytest.mark.parametrize(
+        "name, options, word",
+        [("spectral", {"rank": 0}, "rank"), ("temporal", {"tol": 2.0}, "tol"), ("hybrid", {"rnk": 3}, "rnk"), ("magic", {}, "magic")],
+    )
+    def test_bad_solver_options_are_refused_by_name(self, graph, name, options, word):
+        with pytest.raises(CopyseekError, match=word):
+            Diffusion(0.99, name, **options).fit(graph)
+
+    def test_wrong_seed_shape_is_refused(self, graph):
+        with pytest.raises(CopyseekError, match="shape"):
+            Diffusion().fit(graph).rank(np.zeros(graph.n_nodes + 1))
+
+    def test_registry_takes_a_new_solver(self, graph):
+        class Identity(Solver):
+            name = "identity"
+
+            def fit(self, s, alpha):
+                return self
+
+            def rank(self, y):
+                return y
+
+        register_solver("identity", Identity)
+        try:
+            y = seeds(graph)
+            np.testing.assert_array_equal(Diffusion(0.9, "identity").fit(graph).rank(y), y)
+            assert isinstance(make_solver("identity"), Identity)
+        finally:
+            del SOLVERS["identity"]

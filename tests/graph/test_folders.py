@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from copyseek.cli import main
+from copyseek.errors import CopyseekError
+from copyseek.graph.dedup import DedupParams
+from copyseek.graph.folders import LocalVerifier, dedup_folder
+from tests.making import crop_copy, write_photos
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """6 photos, copies of the first two in a sub-folder under the same file names."""
+    root = tmp_path / "photos"
+    photos = write_photos(root, 6)
+    (root / "copies").mkdir()
+    for source in photos[:2]:
+        crop_copy(source, root / "copies" / source.name, fraction=0.9, quality=85)
+    return root
+
+
+def model(tiny_onnx):
+    return f"onnx:{tiny_onnx}"
+
+
+class TestDedupFolder:
+    def test_finds_the_copies_and_writes_every_output(self, tmp_path, folder, tiny_onnx):
+        report = dedup_folder(
+            folder, tmp_path / "groups.json", plot=tmp_path / "groups.png", model=model(tiny_onnx),
+            params=DedupParams(k=3, accept=0.97, candidate=0.5), progress=False,
+        )
+        result = json.loads((tmp_path / "groups.json").read_text())
+        assert len(result) == 8 and "copies/img0000.jpg" in result and "img0000.jpg" in result
+        assert [n for n, _ in result["img0000.jpg"]] == ["copies/img0000.jpg"]
+        assert [n for n, _ in result["copies/img0001.jpg"]] == ["img0001.jpg"]
+        assert report.groups.n_groups == 2 and (~report.keep).sum() == 2
+        assert (tmp_path / "groups.groups.csv").is_file() and Image.open(tmp_path / "groups.png").size[0] > 0
+        assert len(list(folder.rglob("*.jpg"))) == 8  # a dry run moves nothing
+
+    def test_moves_what_it_does_not_keep(self, tmp_path, folder, tiny_onnx):
+        report = dedup_folder(
+            folder, tmp_path / "g.json", model=model(tiny_onnx), keep="largest", move_to=tmp_path / "dups",
+            params=DedupParams(k=3, accept=0.97, candidate=0.97), progress=False,
+        )
+        assert report.moved == 2
+        assert sorted(p.relative_to(tmp_path / "dups").as_posix() for p in (tmp_path / "dups").rglob("*.jpg")) == [
+            "copies/img0000.jpg", "copies/img0001.jpg"]  # the crops are the smaller files
+
+    def test_refuses_to_move_into_the_folder(self, tmp_path, folder, tiny_onnx):
+        with pytest.raises(CopyseekError, match="inside"):
+            dedup_folder(folder, tmp_path / "g.json", model=model(tiny_onnx), move_to=folder / "dups", progress=False)
+
+    def test_local_verifier_tells_a_copy_from_another_photo(self, folder):
+        paths = [folder / "img0000.jpg", folder / "copies" / "img0000.jpg", folder / "img0003.jpg"]
+        verify = LocalVerifier(paths, min_inliers=12)
+        assert verify(1, 0) and not verify(2, 0)
+
+
+def test_dedup_command(tmp_path, folder, tiny_onnx, capsys):
+    code = main(["dedup", str(folder), "--output", str(tmp_path / "g.json"), "--model", model(tiny_onnx),
+                 "--k", "3", "--accept", "0.97", "--no-verify", "-q"])
+    assert code == 0
+    assert "2 groups" in capsys.readouterr().out
+    assert main(["dedup", str(folder), "--output", str(tmp_path / "missing" / "g.json"), "-q"]) == 2

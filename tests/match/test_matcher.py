@@ -1,0 +1,77 @@
+"""match(): its options are checked where they enter, and search-time parameters reach the searchers
+for one run only."""
+
+import pytest
+
+from copyseek.errors import CopyseekError
+from copyseek.match.matcher import MatchOptions, match
+from copyseek.store.index import Index
+from tests.making import write_photos
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"k": 0}, "k must be an integer >= 1, got 0"),
+        ({"k": 2.5}, "k must be an integer"),
+        ({"candidates": -5}, "candidates must be an integer >= 1, got -5"),
+        ({"workers": -1}, "workers must be an integer >= 0, got -1"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"n_background": 0}, "n_background"),
+        ({"beta": float("nan")}, "beta must be a finite number"),
+        ({"beta": -1.0}, "beta must be a number >= 0"),
+        ({"nprobe": 0}, "nprobe must be an integer >= 1, got 0"),
+        ({"ef_search": "64"}, "ef_search must be an integer"),
+        ({"background": 3}, "background must be a folder path"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_value(kwargs, named):
+    with pytest.raises(CopyseekError, match=named):
+        MatchOptions(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def ivf_index(tmp_path_factory, tiny_onnx):
+    root = tmp_path_factory.mktemp("ivf")
+    write_photos(root / "refs", 8, seed=5, size=(160, 120))
+    index = Index.create(root / "idx", "global", {"global": {"model": f"onnx:{tiny_onnx}", "factory": "IVF4,Flat"}})
+    index.add(root / "refs", progress=False)
+    yield index, root
+    index.close()
+
+
+def test_search_time_parameters_apply_to_one_run_and_are_not_stored(ivf_index):
+    index, root = ivf_index
+    spec = index.branches["global"].spec()
+    searcher = index.searchers()["global"]
+    default = searcher.search_parameters()
+    assert default == {"nprobe": 4}  # every list of a 4-list index, not Faiss's 1
+
+    seen = {}
+
+    def spy(batch):  # the scorer runs while the run's parameters are set
+        seen.update(searcher.search_parameters())
+        return batch.candidates["global"]
+
+    match(index, root / "refs", MatchOptions(k=1, nprobe=1), progress=False, scorer=spy)
+    assert seen == {"nprobe": 1}
+    result = match(index, root / "refs", MatchOptions(k=1), progress=False)
+    assert searcher.search_parameters() == default
+    assert all(p.query_id == p.reference_id for p in result.predictions)
+    assert index.branches["global"].spec() == spec and "nprobe" not in str(index.manifest.get_meta("specs"))
+
+
+def test_a_parameter_no_searcher_has_is_refused(ivf_index):
+    index, root = ivf_index
+    with pytest.raises(CopyseekError, match="efSearch=32 applies to none"):
+        match(index, root / "refs", MatchOptions(ef_search=32), progress=False)
+
+
+def test_the_command_line_sets_nprobe(ivf_index, tmp_path, capsys):
+    from copyseek.cli import main
+
+    index, root = ivf_index
+    out = tmp_path / "p.csv"
+    assert main(["match", str(root / "refs"), "--index", str(index.path), "--output", str(out), "--nprobe", "2", "-q"]) == 0
+    assert main(["match", str(root / "refs"), "--index", str(index.path), "--output", str(out), "--ef-search", "8", "-q"]) == 2
+    assert "efSearch=8 applies to none" in capsys.readouterr().err
