@@ -54,8 +54,7 @@ class PolicyRecorder:
 def run(bench: Path, work: Path, policies: list[str], detector: str) -> tuple[dict, dict]:
     index_dir = work / f"index-{bench.name}"
     with Index.open_or_create(index_dir, "fused") as index:
-        if len(index) == 0:
-            index.add(bench / "references", progress=False)
+        index.add(bench / "references", progress=False)  # incremental: completes an interrupted index
         vectors = background_vectors(index.branches["global"], bench / "background", index_dir / "background", 2, False)
         normalizer = BackgroundNormalizer(vectors)
         scorers = {p: FusedScorer(index, normalizer, FusionParams(crop_policy=p, detector=detector)) for p in policies}

@@ -146,13 +146,16 @@ def _save_atomic(obj, path: Path) -> None:
 class _Batches:
     """Batches from a pool made once (or fresh samples when pool == 0), mirrored at random."""
 
-    def __init__(self, data: SyntheticQueries, config: DetectorTrainConfig, rng: np.random.Generator, progress: bool):
-        self.data, self.config, self.rng = data, config, rng
-        self.pool = None
+    def __init__(self, config: DetectorTrainConfig, input_size: int, rng: np.random.Generator, progress: bool):
+        self.config, self.rng = config, rng
+        self.pool, self.data = None, None
         if config.pool and config.pool_file and Path(config.pool_file).is_file():
             self.pool = load_pool(config.pool_file)[: config.pool]
-        elif config.pool:
-            self.pool = data.pool(config.pool, rng, progress)
+            return
+        # photos are needed only to make queries
+        self.data = SyntheticQueries(load_photos(image_paths(config.images), config.photo_side), input_size)
+        if config.pool:
+            self.pool = self.data.pool(config.pool, rng, progress)
             if config.pool_file:
                 save_pool(self.pool, config.pool_file)
 
@@ -198,8 +201,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
 
-    photos = load_photos(image_paths(config.images), config.photo_side)
-    batches = _Batches(SyntheticQueries(photos, net_config.input_size), config, rng, progress)
+    batches = _Batches(config, net_config.input_size, rng, progress)
     grid = net_config.input_size // STRIDE
 
     def save() -> None:
