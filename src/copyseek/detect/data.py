@@ -54,14 +54,17 @@ def layout_boxes(layout, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]
 
 def load_photos(paths: Sequence[str | Path], max_side: int) -> list[Image.Image]:
     """RGB photos, each shrunk to at most `max_side` pixels (edits are relative to the size)."""
-    from copyseek.bench.build import load_photo
+    from copyseek.errors import ImageSkip
+    from copyseek.io.images import ImageFile, read_image
 
     photos = []
-    for path in paths:
+    for path in map(Path, paths):
         try:
-            photos.append(load_photo(Path(path), max_side))
-        except Exception:  # noqa: BLE001  an unreadable photo is left out, as the builder does
+            photo = Image.fromarray(read_image(ImageFile(path.stem, path), min_side=max_side).pixels)
+        except ImageSkip:  # an unreadable photo is left out, as the benchmark builder does
             continue
+        photo.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        photos.append(photo)
     if len(photos) < 2:
         raise CopyseekError(f"need at least 2 readable photos to make training queries, got {len(photos)}")
     return photos
