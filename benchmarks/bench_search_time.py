@@ -37,12 +37,13 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def make_vectors(references: int, queries: int, dim: int, clusters: int, noise: float, seed: int = 0):
-    """(references, dim) unit vectors around `clusters` centres, and (queries, dim) noisy copies of
-    the first `queries` of them (so query i is a copy of reference i)."""
+def make_vectors(references: int, queries: int, dim: int, clusters: int, spread: float, noise: float, seed: int = 0):
+    """(references, dim) unit vectors around `clusters` centres (at `spread` times a centre's length
+    from it), and (queries, dim) noisy copies of the first `queries` of them (query i copies
+    reference i)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim))
-    refs = unit(centres[rng.integers(0, clusters, references)] + rng.normal(scale=0.7, size=(references, dim)))
+    refs = unit(centres[rng.integers(0, clusters, references)] + rng.normal(scale=spread, size=(references, dim)))
     copies = unit(refs[:queries] + rng.normal(scale=noise / np.sqrt(dim), size=(queries, dim)))
     return refs, copies
 
@@ -59,17 +60,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--clusters", type=int, default=2_000)
+    parser.add_argument("--spread", type=float, default=1.5, help="references' distance to their cluster centre, "
+                        "relative to the centre's length (1.5: weakly clustered, like global descriptors)")
     parser.add_argument("--noise", type=float, default=1.0, help="query noise, as a multiple of a unit vector's length")
     parser.add_argument("--factories", nargs="+", default=["IVF1024,Flat", "IVF1024,PQ32", "HNSW32"])
     args = parser.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(1)
-    refs, queries = make_vectors(args.references, args.queries, args.dim, args.clusters, args.noise)
+    refs, queries = make_vectors(args.references, args.queries, args.dim, args.clusters, args.spread, args.noise)
     exact = VectorSearcher(args.dim, "Flat")
     exact.add({"vectors": refs})
     truth, exact_ms = run(exact, queries, 10)
-    print(f"{args.references} references, {args.queries} queries, dim {args.dim}, {args.clusters} clusters, noise {args.noise}\n")
+    print(f"{args.references} references, {args.queries} queries, dim {args.dim}, {args.clusters} clusters, spread {args.spread}, noise {args.noise}\n")
     print("| factory | search-time parameter | recall@1 | recall@10 | copy@1 | ms/query |")
     print("|---|---|---|---|---|---|")
     copy_exact = float(np.mean(truth[:, 0] == np.arange(len(queries))))

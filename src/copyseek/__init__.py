@@ -1,12 +1,18 @@
 """copyseek: find modified copies of images in large collections.
 
-The Python API mirrors the command line::
+The Python API mirrors the command line (`copyseek index`, `copyseek match`, `copyseek eval`):
 
-    import copyseek
-    index = copyseek.Index.create("my-index", pipeline="global")   # or Index.open("my-index")
-    index.add("references/")                                        # incremental
-    predictions = index.match("queries/", k=10, background="background/")
-    metrics = copyseek.evaluate(predictions, copyseek.read_ground_truth("gt.csv"))
+>>> import copyseek
+>>> from copyseek.match.matcher import MatchOptions, match
+>>> with copyseek.Index.open_or_create("refs.idx") as index:     # or Index.create(path, pipeline, options)
+...     report = index.add("references/", progress=False)          # incremental: known images are skipped
+...     result = match(index, "queries/", MatchOptions(k=10, background="photos/"), progress=False)
+>>> metrics = copyseek.evaluate(result.predictions, copyseek.read_ground_truth("gt.csv"))
+>>> len(report.skipped), metrics.micro_ap > 0.5
+(0, True)
+
+`metrics` also has recall_at_p90 and accuracy_at_1; `result.predictions` are
+(query_id, reference_id, score) rows, best first per query.
 """
 
 from copyseek.errors import CopyseekError, ImageSkip

@@ -66,6 +66,12 @@ def add_index_parser(sub) -> None:
         default=None,
         help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
+    p.add_argument(
+        "--local-descriptor",
+        default=None,
+        metavar="NAME",
+        help="local branch's keypoint descriptor: rootsift (default), mkd or kdp (or a variant, e.g. mkd:pcawt)",
+    )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
     add_speed_options(p)
     p.set_defaults(run=run_index)
@@ -75,7 +81,13 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     options = {k: v for k, v in {"model": args.model, "resize": args.resize, "factory": args.factory}.items() if v}
     if args.flip_average is not None:
         options["flip_average"] = args.flip_average
-    return {"global": options} if options else {}
+    branches = {"global": options} if options else {}
+    if args.local_descriptor:
+        from copyseek.local.describers import resolve_name
+
+        # Stored resolved ('mkd' -> 'mkd:lw'), so the index keeps its describer if the default changes.
+        branches["local"] = {"descriptor": resolve_name(args.local_descriptor)}
+    return branches
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -295,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
     for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli", "copyseek.store.cli",
-                   "copyseek.detect.cli"):
+                   "copyseek.attack.cli", "copyseek.detect.cli"):
         add_optional_parser(module, sub)
     return parser
 

@@ -128,9 +128,12 @@ def test_bad_settings_are_reported(tmp_path, argv, message):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(loss="recall@k+triplet"), "join distinct terms"),
+    (dict(loss="recall@k+triplet"), "unknown term 'triplet'"),
+    (dict(loss="recall@k+recall@k"), "each term once"),
+    (dict(loss="recall@k+contrastive"), "one ranking loss"),
     (dict(loss="simix"), "needs one of"),
-    (dict(loss="distill+simix"), "simix mixes"),
+    (dict(loss="distill+simix"), "a mixer mixes"),
+    (dict(miner="hardest"), "miner must be one of all, hard"),
     (dict(steps=0, minutes=0), "budget"),
     (dict(arch="resnet9000"), "unknown arch"),
 ])

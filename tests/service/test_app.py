@@ -225,3 +225,31 @@ def test_the_page_and_its_script_are_served_from_the_package(served):
     assert page.status_code == 200 and '<script src="/static/app.js">' in page.text
     assert "http" not in page.text.replace("http-equiv", "")  # nothing from a CDN
     assert script.status_code == 200 and "/v1/match" in script.text
+
+
+def test_fused_matches_carry_each_piece_of_evidence_by_name(served, tiny_onnx):
+    import warnings
+
+    from copyseek.match.fusion import FEATURES
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shipped fusion weights were not fitted for the tiny model
+        with Index.create(served / "fused", "fused", {"global": {"model": f"onnx:{tiny_onnx}"}}) as index:
+            index.add(served / "refs", progress=False)
+        with make_client(served / "fused", public_read=True) as client:
+            answer = client.post("/v1/match?k=2", content=(served / "query.jpg").read_bytes()).json()
+    best = answer["matches"][0]
+    assert best["id"] == "img0003" and answer["verdict"] == "copy"
+    assert set(FEATURES) <= set(best["evidence"])  # each piece of evidence by name (and any other per-pair value)
+    assert best["evidence"]["excess_inliers"] > 0
+
+
+def test_background_normalisation_lowers_the_scores(served):
+    query = (served / "query.jpg").read_bytes()
+    with make_client(served / "index", public_read=True) as client:
+        raw = client.post("/v1/match?k=1", content=query).json()["matches"][0]
+    with make_client(served / "index", public_read=True, background=str(served / "extra")) as client:
+        normalised = client.post("/v1/match?k=1", content=query).json()["matches"][0]
+    assert normalised["id"] == raw["id"] == "img0003"
+    assert normalised["score"] < raw["score"] - 0.05
+

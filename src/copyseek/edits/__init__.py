@@ -1,9 +1,18 @@
 """DISC21-style image edits, shared by the benchmark builder and the training-data pipeline.
 
-    from copyseek.edits import random_edits, EDITS
-    edited, names = random_edits(image, np.random.default_rng(0), severity=1.0, donors=[photo, ...])
-    flipped = EDITS["hflip"](image, rng)          # one edit: (image, rng, severity, donors) -> RGB
-    edited, names, layout = random_edits_with_layout(image, rng)   # + where the copy / overlays lie
+>>> import numpy as np
+>>> from copyseek.edits import EDITS, random_edits, random_edits_with_layout
+>>> from copyseek.synthetic import synthetic_photo
+>>> rng = np.random.default_rng(0)
+>>> image, donor = synthetic_photo(rng, 320, 240), synthetic_photo(rng, 320, 240)
+>>> edited, names = random_edits(image, rng, severity=1.0, donors=[donor])   # PIL images in and out
+>>> edited.mode, len(names) >= 1
+('RGB', True)
+>>> EDITS["hflip"](image, rng).size          # one edit: (image, rng, severity, donors) -> RGB image
+(320, 240)
+>>> edited, names, layout = random_edits_with_layout(image, rng, donors=[donor])   # + where the copy lies
+>>> layout.size == edited.size and len(layout.copy) == 4
+True
 
 Edits: AugLy's image augmentations (geometric, photometric, overlays) plus the hard DISC21 edits
 that mix in other photos (`kind == "composite"`: paste_into, paste_over, collage, blend). Every

@@ -16,6 +16,11 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers) -> None:
+    add_train_parser(subparsers)
+    add_triage_parser(subparsers)
+
+
+def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a descriptor model (Recall@k surrogate, contrastive, distillation)",
@@ -64,4 +69,46 @@ def run_train(args: argparse.Namespace) -> int:
 
     model = train(settings(args), Path(args.out), resume=args.resume, progress=not args.quiet)
     print(f"model: {model} (use it with: copyseek index DIR --index INDEX --model onnx:{model})")
+    return 0
+
+
+def add_triage_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "triage",
+        help="rank user reports of copies, most doubtful first (GCN cleaning)",
+        description="For each reference, a graph convolutional network over its verified copies (clean) "
+        "and its reported copies (noisy) scores each report's relevance. Both CSVs are DISC21-style "
+        "query_id,reference_id; query ids name image files under --queries. Writes "
+        "query_id,reference_id,relevance, one row per report, lowest relevance first.",
+    )
+    p.add_argument("--verified", required=True, metavar="VERIFIED.csv")
+    p.add_argument("--reports", required=True, metavar="REPORTS.csv")
+    p.add_argument("--index", required=True, metavar="INDEX_DIR")
+    p.add_argument("--queries", required=True, metavar="DIR", help="folder of the query images")
+    p.add_argument("--output", required=True, metavar="QUEUE.csv")
+    p.add_argument("--epochs", type=int, default=200, help="GCN training epochs per reference (default 200)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run_triage)
+
+
+def run_triage(args: argparse.Namespace) -> int:
+    import csv
+
+    from copyseek.graph.gcn import GCNParams
+    from copyseek.io.csvfiles import read_ground_truth
+    from copyseek.learn.triage import triage
+    from copyseek.store.index import Index
+
+    output = Path(args.output)
+    if not output.parent.exists():
+        raise CopyseekError(f"output folder does not exist: {output.parent}")
+    verified = set(read_ground_truth(args.verified).pairs)
+    reports = set(read_ground_truth(args.reports).pairs)
+    with Index.open(args.index) as index:
+        rows = triage(index, verified, reports, args.queries, GCNParams(epochs=args.epochs), progress=not args.quiet)
+    with open(output, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["query_id", "reference_id", "relevance"])
+        writer.writerows((r.query_id, r.reference_id, f"{r.relevance:.4f}") for r in rows)
+    print(f"{len(rows)} reports ranked, most doubtful first, in {output}")
     return 0

@@ -10,7 +10,6 @@ from pathlib import Path
 from copyseek.errors import CopyseekError
 from copyseek.learn.models import ARCHS
 
-LOSS_TERMS = ("recall@k", "contrastive", "distill", "simix")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -31,14 +30,14 @@ class TrainConfig:
     init: str = ""  # start from the weights of this checkpoint or snapshot (.pt): fine-tuning, fresh schedule
     name: str = "copyseek-student"  # recorded in the exported model's sidecar
     # loss: terms joined by "+", e.g. "recall@k+simix", "contrastive", "distill+recall@k"
-    loss: str = "recall@k+simix"
+    loss: str = "recall@k+simix"  # terms registered in learn/registry.py
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     tau1: float = 0.01  # rank sigmoid temperature
     tau2: float = 1.0  # recall@k sigmoid temperature
     simix_max: int = 0  # at most this many virtual items per batch (0: every positive pair)
     pos_margin: float = 1.0
     neg_margin: float = 0.3
-    miner: str = "all"  # contrastive pairs: "all" or "hard"
+    miner: str = "all"  # contrastive pairs: "all" or "hard" (learn/registry.py: MINERS)
     distill_direct: float = 1.0  # weight of 1 - cos(student, teacher)
     distill_relational: float = 1.0  # weight of the batch similarity-matrix match
     recall_weight: float = 1.0  # weight of the ranking term when distilling too
@@ -64,25 +63,19 @@ class TrainConfig:
 
     @property
     def needs_teacher(self) -> bool:
-        return "distill" in self.loss_terms
+        from copyseek.learn.registry import LOSSES
+
+        return any(LOSSES[t].role == "teacher" for t in self.loss_terms if t in LOSSES)
 
     def validate(self) -> "TrainConfig":
-        terms = self.loss.split("+")
-        unknown = [t for t in terms if t not in LOSS_TERMS]
-        if unknown or len(set(terms)) != len(terms):
-            raise CopyseekError(f"loss {self.loss!r}: join distinct terms of {LOSS_TERMS} with '+'")
-        if not {"recall@k", "contrastive", "distill"} & set(terms):
-            raise CopyseekError(f"loss {self.loss!r} needs one of recall@k, contrastive or distill")
-        if {"recall@k", "contrastive"} <= set(terms):
-            raise CopyseekError("use recall@k or contrastive, not both")
-        if "simix" in terms and not {"recall@k", "contrastive"} & set(terms):
-            raise CopyseekError("simix mixes similarities for recall@k or contrastive; add one of them")
+        from copyseek.learn.registry import check_miner, loss_terms  # torch: only when a run starts
+
+        loss_terms(self.loss)
+        check_miner(self.miner)
         if self.arch not in ARCHS:
             raise CopyseekError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCHS)}")
         if self.device not in DEVICES:
             raise CopyseekError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.miner not in ("all", "hard"):
-            raise CopyseekError(f"miner must be 'all' or 'hard', got {self.miner!r}")
         if self.minutes <= 0 and self.steps <= 0:
             raise CopyseekError("set a training budget: --minutes or steps")
         if not self.images:

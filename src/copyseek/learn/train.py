@@ -28,28 +28,10 @@ from copyseek.learn.data import (
     Augment, BatchSource, EditAugment, OnlineViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
 )
 from copyseek.learn.export import export_onnx
-from copyseek.learn.losses import (
-    AllPairs, Contrastive, Distill, HardNegatives, RecallAtK, SiMix, WeightedSum,
-)
 from copyseek.learn.models import Descriptor, build_model
+from copyseek.learn.registry import build_loss
 
 METRICS = ("step", "minutes", "images", "batch_size", "lr", "loss", "batch_recall_at_1", "teacher_cosine")
-
-
-def build_loss(config: TrainConfig) -> nn.Module:
-    """The loss named by config.loss (terms joined by '+') with the config's hyper-parameters."""
-    terms = config.loss_terms
-    mixer = SiMix(config.simix_max or None) if "simix" in terms else None
-    ranking: nn.Module | None = None
-    if "recall@k" in terms:
-        ranking = RecallAtK(config.ks, config.tau1, config.tau2, mixer=mixer)
-    elif "contrastive" in terms:
-        miner = HardNegatives() if config.miner == "hard" else AllPairs()
-        ranking = Contrastive(config.pos_margin, config.neg_margin, miner=miner, mixer=mixer)
-    if "distill" not in terms:
-        return ranking
-    distill = Distill(config.distill_direct, config.distill_relational)
-    return distill if ranking is None else WeightedSum([(1.0, distill), (config.recall_weight, ranking)])
 
 
 def pick_device(name: str) -> torch.device:

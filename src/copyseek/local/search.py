@@ -22,7 +22,7 @@ from copyseek.describe.base import Candidates, Chunk, Features, Searcher
 from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec
 from copyseek.local.verify import Verification, VerifyParams, one_to_one, verify
-from copyseek.validation import check_int, check_vectors
+from copyseek.validation import check_int, check_number, check_vectors
 
 XY_SCALE = 65535
 """Stored keypoint positions are uint16 fractions of the image's width / height."""
@@ -47,6 +47,9 @@ class SearchParams:
     batch: int = 64
 
     def __post_init__(self) -> None:
+        for name in ("knn", "verify_top", "flat_max", "nprobe", "batch"):
+            check_int(f"local {name}", getattr(self, name))
+        check_number("local vote_ratio", self.vote_ratio)
         if self.knn < 2:
             raise CopyseekError(f"local knn must be at least 2 (votes compare with the k-th neighbour), got {self.knn}")
         if not 0.0 < self.vote_ratio <= 1.0:

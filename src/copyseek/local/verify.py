@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from copyseek.errors import CopyseekError
+from copyseek.validation import check_number
 
 MODELS = ("similarity", "homography")
 
@@ -32,6 +33,8 @@ class VerifyParams:
     max_scale: float = 16.0
 
     def __post_init__(self) -> None:
+        check_number("ransac_threshold", self.ransac_threshold)
+        check_number("max_scale", self.max_scale)
         if self.model not in MODELS:
             raise CopyseekError(f"verification model must be one of {MODELS}, got {self.model!r}")
         if not 0.0 < self.ransac_threshold < 0.5:

@@ -58,26 +58,27 @@ def rank_variants(
     index: Index, query_vectors: np.ndarray, matched_rows: np.ndarray, options: VariantOptions
 ) -> list[list[tuple[int, float]]]:
     """For each query ((m, dim) unit vectors) and its matched reference row, [(variant row, relative
-    diffusion score), ...] best first."""
+    diffusion score), ...] best first (rows are the searchers' rows, as in Candidates)."""
     if "global" not in index.branches:
         raise CopyseekError("--variants needs a pipeline with the global branch (its vectors make the graph)")
-    graph = index_graph(index, GraphParams(k=options.k))
-    diffusion = Diffusion(options.alpha, "temporal").fit(graph)
+    nodes = index_graph(index, GraphParams(k=options.k))
+    diffusion = Diffusion(options.alpha, "temporal").fit(nodes.graph)
     sims, rows = index.searchers()["global"].search_vectors(query_vectors, options.k)
+    seeds = nodes.nodes_of_rows(rows)
+    matched_nodes = nodes.nodes_of_rows(matched_rows)
     found: list[list[tuple[int, float]]] = []
-    for start in range(0, len(query_vectors), 256):  # block of queries solved together
+    for start in range(0, len(query_vectors), 256):  # a block of queries solved together
         part = slice(start, start + 256)
-        f = diffusion.rank(diffusion.seeds(rows[part], sims[part]))  # (n, queries in the block)
-        for column, matched in enumerate(matched_rows[part]):
+        f = diffusion.rank(diffusion.seeds(seeds[part], sims[part]))  # (nodes, queries in the block)
+        for column, matched in enumerate(matched_nodes[part]):
             scores = f[:, column]
             top = scores.max()
             if top <= 0:
                 found.append([])
                 continue
             order = np.argsort(-scores, kind="stable")[: options.n + 1]
-            found.append(
-                [(int(r), float(scores[r] / top)) for r in order if r != matched and scores[r] / top >= options.min_score][: options.n]
-            )
+            kept = [r for r in order if r != matched and scores[r] / top >= options.min_score][: options.n]
+            found.append([(int(nodes.rows[r]), float(scores[r] / top)) for r in kept])
     return found
 
 
@@ -107,7 +108,7 @@ def match_with_variants(
     query_ids = [q for q in best if q in vectors]
     if not query_ids:
         return result, []
-    row_of = {image_id: row for row, image_id in enumerate(index.ids)}
+    row_of = {image_id: row for row, image_id in enumerate(index.ids) if image_id is not None}
     matched = np.array([row_of[best[q][1]] for q in query_ids])
     ranked = rank_variants(index, np.stack([vectors[q] for q in query_ids]), matched, variants)
     ids = index.ids

@@ -237,13 +237,14 @@ def create_app(service: IndexService, keys: KeyStore, *, public_read: bool = Fal
         k: Annotated[int, Query(ge=1, le=100, description="matches to return at most")] = 10,
         threshold: Annotated[float | None, Query(description="verdict threshold (default: the service's)")] = None,
         descriptor: Annotated[bool, Query(description="also return the query's global descriptor")] = False,
-    ) -> dict:
+    ) -> JSONResponse:
         uploads, _ = await read_images(request, "image", many=False)
         answer = await call(service.match, uploads, k, descriptor)
         outcome = answer.queries[0]
         if outcome.error:
             raise ApiError(422, outcome.error)
-        return {**query_json(outcome, threshold if threshold is not None else service.threshold), "timings": answer.timings, "references": answer.references}
+        # JSONResponse directly: the answer is plain JSON already, FastAPI's re-encoding costs per request
+        return JSONResponse({**query_json(outcome, threshold if threshold is not None else service.threshold), "timings": answer.timings, "references": answer.references})
 
     @app.post("/v1/match/batch", tags=["match"], dependencies=[read], openapi_extra={"requestBody": images_body("images")}, summary="match up to max_batch images")
     async def match_batch(
@@ -251,11 +252,11 @@ def create_app(service: IndexService, keys: KeyStore, *, public_read: bool = Fal
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         threshold: Annotated[float | None, Query()] = None,
         descriptor: Annotated[bool, Query()] = False,
-    ) -> dict:
+    ) -> JSONResponse:
         uploads, _ = await read_images(request, "images", many=True)
         answer = await call(service.match, uploads, k, descriptor)
         cut = threshold if threshold is not None else service.threshold
-        return {"results": [query_json(o, cut) for o in answer.queries], "timings": answer.timings, "references": answer.references}
+        return JSONResponse({"results": [query_json(o, cut) for o in answer.queries], "timings": answer.timings, "references": answer.references})
 
     @app.post(
         "/v1/references",
@@ -276,7 +277,7 @@ def create_app(service: IndexService, keys: KeyStore, *, public_read: bool = Fal
         prefix: Annotated[str, Query(max_length=128)] = "",
     ) -> dict:
         view = await call(service.view)
-        chosen = [i for i in view.ids if i.startswith(prefix)] if prefix else view.ids
+        chosen = [i for i in view.live_ids if i.startswith(prefix)] if prefix else view.live_ids
         rows = [view.references[i] for i in chosen[offset : offset + limit]]
         return {"total": len(chosen), "offset": offset, "references": [reference_json(r) for r in rows]}
 

@@ -13,6 +13,7 @@ the thread that opened them).
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import re
@@ -43,6 +44,15 @@ DEFAULT_THRESHOLDS = {"global": 0.5, "fused": 0.5, "local": 20.0, "pdq": 0.88}
 """Score at which the page calls a match a copy, per pipeline, unless `--threshold` says otherwise:
 fused scores are probabilities; global ones cosine similarities (SSCD's copies mostly score above
 0.5); local ones RANSAC inliers; pdq 1 - Hamming/256 (0.88 is ThreatExchange's 31 bits)."""
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc's malloc_trim). Each write replaces the searchers,
+    and without this the old ones' memory stays in the process, so RSS creeps up with every write."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 class UnreadableImage(CopyseekError):
@@ -86,20 +96,23 @@ class IndexView:
         self.path = index.path
         self.pipeline = index.pipeline
         self.branches = index.branches
-        self.ids: list[str] = list(index.ids)
+        self.ids: list[str | None] = list(index.ids)
         self.scorer: Scorer | None = None  # the pipeline's scorer over this view, set by the service
-        self._searchers: dict[str, Searcher] = index.searchers() if self.ids else {}
+        self._searchers: dict[str, Searcher] = index.searchers() if len(index) else {}
         known = index.manifest.known()
+        # a removed reference's row stays in the searchers (masked) with no id until compaction
         self.references = {
             ref_id: ReferenceInfo(ref_id, known[ref_id][2], known[ref_id][0], int(known[ref_id][3]), row)
             for row, ref_id in enumerate(self.ids)
+            if ref_id is not None
         }
+        self.live_ids = list(self.references)
 
     def searchers(self) -> dict[str, Searcher]:
         return self._searchers
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.references)
 
 
 @dataclass
@@ -219,6 +232,7 @@ class IndexService:
         view = IndexView(self._index)
         view.scorer = self._scorer_factory(view) if len(view) else None
         self._view = view
+        release_free_memory()
 
     @property
     def ready(self) -> bool:

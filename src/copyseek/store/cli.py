@@ -64,9 +64,9 @@ def run_label(args: argparse.Namespace) -> int:
     if not output.parent.exists():
         raise CopyseekError(f"output folder does not exist: {output.parent}")
     with Index.open(args.index) as index:
-        ids = list(index.ids)
-        seeds = read_seeds(args.seeds, set(ids))
-        graph = index_graph(index, GraphParams(k=args.k, symmetrize="sum"))
+        nodes = index_graph(index, GraphParams(k=args.k, symmetrize="sum"))
+    ids, graph = nodes.ids, nodes.graph
+    seeds = read_seeds(args.seeds, set(ids))
     names = sorted(set(seeds.values()))
     labels = np.full(len(ids), -1)
     row_of = {image_id: row for row, image_id in enumerate(ids)}

@@ -133,6 +133,7 @@ class Index:
         what it was built with), else create it."""
         path = Path(path)
         if not (path / "manifest.sqlite").exists():
+            pipeline_options(pipeline or "global", options)  # options for branches the pipeline lacks raise
             merged = {name: {**(options or {}).get(name, {}), **(runtime or {})} for name in pipeline_branches(pipeline or "global")}
             return cls.create(path, pipeline or "global", merged)
         index = cls.open(path, runtime)

@@ -71,7 +71,7 @@ async function matchFile(file) {
 }
 
 function evidenceText(evidence) {
-  return Object.entries(evidence || {}).map(([name, v]) => `${name} ${Number(v).toFixed(3)}`).join(" · ");
+  return Object.entries(evidence || {}).map(([name, v]) => `${name} ${Number(v).toFixed(3)}`).join(" · ") || "—";
 }
 
 function renderAnswer() {
@@ -81,12 +81,12 @@ function renderAnswer() {
   const verdict = $("verdict");
   if (above.length) {
     verdict.className = "verdict copy";
-    verdict.textContent = `copy of ${above[0].id} (score ${above[0].score.toFixed(3)} ≥ ${cut})` +
+    verdict.textContent = `copy of ${above[0].id} (score ${above[0].score.toFixed(4)} ≥ ${cut})` +
       (above.length > 1 ? `, and ${above.length - 1} more above the threshold` : "");
   } else {
     const miss = answer.matches[0];
     verdict.className = "verdict miss";
-    verdict.textContent = miss ? `no match at ${cut} · nearest miss: ${miss.id} (score ${miss.score.toFixed(3)})` : "no match";
+    verdict.textContent = miss ? `no match at ${cut} · nearest miss: ${miss.id} (score ${miss.score.toFixed(4)})` : "no match";
   }
   const rows = $("matches").querySelector("tbody");
   rows.replaceChildren();

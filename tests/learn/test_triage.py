@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+pytest.importorskip("torch")
+
+from copyseek.cli import main  # noqa: E402
+from copyseek.store.index import Index  # noqa: E402
+from tests.making import crop_copy, write_photos  # noqa: E402
+
+
+@pytest.fixture
+def case(tmp_path, tiny_onnx):
+    """References 0..5; for reference 0: 3 verified copies, 3 right reports (copies), 3 wrong reports
+    (copies of other photos)."""
+    photos = write_photos(tmp_path / "refs", 6)
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    verified, reports = [], []
+    for n, fraction in enumerate((0.9, 0.8, 0.75, 0.85, 0.7, 0.95)):
+        crop_copy(photos[0], queries / f"c{n}.jpg", fraction=fraction, quality=70)
+        (verified if n < 3 else reports).append((f"c{n}", "img0000"))
+    for n in range(3):
+        crop_copy(photos[3 + n], queries / f"w{n}.jpg", fraction=0.8, quality=70)
+        reports.append((f"w{n}", "img0000"))
+    for name, pairs in (("verified.csv", verified), ("reports.csv", reports)):
+        (tmp_path / name).write_text("query_id,reference_id\n" + "".join(f"{q},{r}\n" for q, r in pairs))
+    with Index.create(tmp_path / "idx", options={"global": {"model": f"onnx:{tiny_onnx}", "resize": "square:64"}}) as index:
+        index.add(tmp_path / "refs", progress=False)
+    return tmp_path
+
+
+def test_triage_puts_wrong_reports_first(case):
+    out = case / "queue.csv"
+    code = main(["triage", "--verified", str(case / "verified.csv"), "--reports", str(case / "reports.csv"),
+                 "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(out),
+                 "--epochs", "60", "-q"])
+    assert code == 0
+    with open(out) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6
+    relevance = [float(r["relevance"]) for r in rows]
+    assert relevance == sorted(relevance)
+    wrong_first = [r["query_id"].startswith("w") for r in rows[:3]]
+    assert sum(wrong_first) >= 2
+
+
+def test_triage_refuses_unknown_references(case, capsys):
+    (case / "bad.csv").write_text("query_id,reference_id\nc0,NOPE\n")
+    code = main(["triage", "--verified", str(case / "verified.csv"), "--reports", str(case / "bad.csv"),
+                 "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(case / "q.csv"), "-q"])
+    assert code == 2 and "not in the index" in capsys.readouterr().err
