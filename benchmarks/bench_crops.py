@@ -57,7 +57,7 @@ def run(bench: Path, work: Path, policies: list[str], detector: str) -> tuple[di
         index.add(bench / "references", progress=False)  # incremental: completes an interrupted index
         vectors = background_vectors(index.branches["global"], bench / "background", index_dir / "background", 2, False)
         normalizer = BackgroundNormalizer(vectors)
-        scorers = {p: FusedScorer(index, normalizer, FusionParams(crop_policy=p, detector=detector)) for p in policies}
+        scorers = {p: FusedScorer(index, normalizer, FusionParams(crop_policy=p, detector=detector or None)) for p in policies}
         recorder = PolicyRecorder(scorers, k=10)
         recorder.ids = index.ids
         started = time.perf_counter()

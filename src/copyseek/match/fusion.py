@@ -142,13 +142,15 @@ class FusionParams:
     all_views_for_crops: bool = False
     crop_policy: str = "grid"
     box_threshold: float = 0.3
-    detector: str = ""
+    detector: str | None = None
 
     def __post_init__(self) -> None:
         from copyseek.match.crops import check_policy
 
         check_policy(self.crop_policy)
         check_number("fusion box_threshold", self.box_threshold, minimum=0.0, maximum=1.0)
+        if self.detector is not None and (not isinstance(self.detector, str) or not self.detector):
+            raise CopyseekError(f"fusion detector must be the path of a detector.onnx, got {self.detector!r}")
         check_int("fusion candidates", self.candidates, minimum=1)
         check_int("fusion region_k", self.region_k, minimum=1)
         check_int("fusion max_regions", self.max_regions, minimum=0)
@@ -199,7 +201,7 @@ class FusedScorer:
         if self.params.crop_policy in USES_DETECTOR:
             from copyseek.detect import load_detector
 
-            detector = load_detector(self.params.detector or None)
+            detector = load_detector(self.params.detector)
         whole = normalized_global(batch, self.normalizer)
         out = []
         for q, image in enumerate(batch.images):
