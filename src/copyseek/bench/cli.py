@@ -208,6 +208,11 @@ def run_run(args: argparse.Namespace) -> int:
     from copyseek.eval.plot import plot_pr_curves
     from copyseek.io.csvfiles import read_ground_truth
 
+    from copyseek.io.csvfiles import check_output_path
+
+    for output in (args.output, args.plot):
+        if output:
+            check_output_path(output)  # before the work, not after it
     bench = Path(args.bench)
     results = run_benchmark(bench, args.pipelines or DEFAULT_PIPELINES, args.background, progress=not args.quiet)
     breakdown = edit_breakdown(results, read_ground_truth(bench / "gt.csv"), bench / "edits.csv")

@@ -57,6 +57,7 @@ PIPELINES: dict[str, BenchPipeline] = {
     "local-kdp": BenchPipeline("local-kdp", "local", {"local": {"descriptor": "kdp"}}),
     "fused": BenchPipeline("fused", "fused"),
     "fused+sn": BenchPipeline("fused+sn", "fused", normalize=True),
+    "asmk": BenchPipeline("asmk", "asmk"),
 }
 """Pipelines by name; other domains register theirs (local, fused...). Any global model also works
 as `global:MODEL` or `global:MODEL+sn` (e.g. `global:onnx:run/model.onnx+sn`)."""

@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from copyseek.describe.base import Branch, Chunk, Features
+from copyseek.describe.base import Branch, Chunk, Features, take_ragged
 from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec, codec_path
 from copyseek.local.describers import make_describer
@@ -138,6 +138,9 @@ class LocalBranch(Branch):
 
     def pack(self, features: list[Features]) -> Chunk:
         return pack_features(self.codec, features)
+
+    def take(self, chunk: Chunk, keep: np.ndarray) -> Chunk:
+        return take_ragged(chunk, keep, ("codes", "lists", "xy"))
 
     def new_searcher(self) -> LocalSearcher:
         return LocalSearcher(self.codec, self.search_params, self.verify_params)
