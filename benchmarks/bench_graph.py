@@ -56,6 +56,9 @@ def split_queries(family: np.ndarray, original: np.ndarray, n_queries: int, seed
     return queries, database
 
 
+COLUMNS = ["method", "r", "mAP", "top100", "ms/query", "offline s", "MB", "CG iters"]
+
+
 def diffusion_sweep(data: dict, ranks: list[int], n_queries: int, k: int, seed: int) -> list[dict]:
     vectors, family = data["vectors"], data["family"]
     queries, database = split_queries(family, data["original"], n_queries, seed)
@@ -81,6 +84,7 @@ def diffusion_sweep(data: dict, ranks: list[int], n_queries: int, k: int, seed: 
             {"method": name, "r": r, "mAP": m, "top100": overlap, "ms/query": 1000 * seconds / len(queries),
              "offline s": offline, "MB": nbytes / 1e6, "CG iters": iterations}
         )
+        print(table(rows_out[-1:], COLUMNS).splitlines()[-1], flush=True)  # each row as soon as it is measured
 
     evaluate("cosine", "-", cosine.T, 0.0, 0.0, 0, 0)
     exact_d = Diffusion(0.99, "temporal", tol=1e-8, max_iter=2000).fit(graph)
@@ -215,11 +219,10 @@ def main() -> None:
     if args.cmd == "diffusion":
         for size in args.sizes:
             grown = grow(real, size, args.seed)
-            rows = diffusion_sweep(grown, args.ranks, args.queries, args.k, args.seed)
-            info = rows.pop()
-            print(f"\n### {size} descriptors ({len(real['family'])} real, the rest grown; mix {grown['mix']:.2f}), "
-                  f"k={info['k']}, {info['edges']} edges, {info['isolated']} isolated, graph {info['graph s']:.1f} s, {args.queries} queries\n")
-            print(table(rows, ["method", "r", "mAP", "top100", "ms/query", "offline s", "MB", "CG iters"]))
+            print(f"\n### {size} descriptors ({len(real['family'])} real, the rest grown; mix {grown['mix']:.2f}), {args.queries} queries\n")
+            print("\n".join(table([], COLUMNS).splitlines()[:2]), flush=True)
+            info = diffusion_sweep(grown, args.ranks, args.queries, args.k, args.seed).pop()
+            print(f"\nk={info['k']}, {info['n']} nodes, {info['edges']} edges, {info['isolated']} isolated, graph {info['graph s']:.1f} s")
     elif args.cmd == "labels":
         grown = grow(real, args.size, args.seed)
         print(f"\n### labels on {args.size} descriptors, half the families seeded, k={args.k}, abstain={args.abstain}\n")

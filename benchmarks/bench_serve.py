@@ -213,9 +213,14 @@ def main() -> int:
     rss_start = process.memory_info().rss
     answered[0] = 0
     rows = []
+    print("| side | clients | requests | adds | p50 ms | p99 ms | match p50 ms | req/s | matches/s | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for c in clients:
-        rows.append(("in-process", run_clients(c, args.requests, in_process, Workload(queries, additions, args.add_fraction, c), f"i{c}-")))
-        rows.append(("HTTP", run_clients(c, args.requests, over_http, Workload(queries, additions, args.add_fraction, c), f"h{c}-")))
+        for side, do, prefix in (("in-process", in_process, "i"), ("HTTP", over_http, "h")):
+            r = run_clients(c, args.requests, do, Workload(queries, additions, args.add_fraction, c), f"{prefix}{c}-")
+            rows.append((side, r))
+            print(f"| {side} | {r['clients']} | {r['requests']} | {r['adds']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                  f"{r['match_p50_ms']:.1f} | {r['throughput']:.1f} | {r['match_throughput']:.1f} | {r['errors']} |", flush=True)
     service.close()
     soak_left = max(0, args.soak - answered[0])
     soak = run_clients(4, soak_left, over_http, Workload(queries, additions, args.add_fraction, 99), "s-") if soak_left else None
@@ -223,11 +228,6 @@ def main() -> int:
     server.send_signal(signal.SIGTERM)
     server.wait(60)
 
-    print("| side | clients | requests | adds | p50 ms | p99 ms | match p50 ms | req/s | matches/s | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for side, r in rows:
-        print(f"| {side} | {r['clients']} | {r['requests']} | {r['adds']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['match_p50_ms']:.1f} | {r['throughput']:.1f} | {r['match_throughput']:.1f} | {r['errors']} |")
     print()
     by = {(side, r["clients"]): r for side, r in rows}
     for c in clients:

@@ -93,6 +93,9 @@ def grow(real: dict, size: int, seed: int, mix: float | None = None) -> dict:
     Returns vectors, family, original, synthetic (bool) and mix."""
     rng = np.random.default_rng(seed)
     vectors, family, original = real["vectors"], real["family"], real["original"]
+    if size < len(vectors):  # a smaller set: the first real families, whole
+        keep = family < family[size]  # families are contiguous rows
+        vectors, family, original = vectors[keep], family[keep], original[keep]
     n_fam = int(family.max()) + 1
     heads = np.flatnonzero(original)
     head_of = np.zeros(n_fam, np.int64)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from copyseek import __version__
 from copyseek.errors import CopyseekError
+from copyseek.store.cli import add_wait_option
 
 DESCRIPTION = """Find modified copies of images (crops, overlays, recompression, pastes...) in a
 reference collection, with calibrated scores, and evaluate them the DISC21 way.
@@ -32,6 +33,16 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def add_ids_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ids",
+        choices=("stem", "relative"),
+        default="stem",
+        help="image ids: file names without extension (default, as DISC21), or paths relative to the "
+        "folder given, for collections whose file names repeat (`a/x.jpg`, `b/x.jpg`)",
+    )
+
+
 def runtime_options(args: argparse.Namespace) -> dict:
     return {"threads": args.threads, "batch_size": args.batch_size}
 
@@ -49,7 +60,8 @@ def add_index_parser(sub) -> None:
     p.add_argument(
         "--pipeline",
         default=None,
-        help="branches to index: global (default for a new index), local, fused (global + local), pdq",
+        help="branches to index: global (default for a new index), local, fused (global + local), pdq, "
+        "asmk (HOW local descriptors aggregated by ASMK)",
     )
     p.add_argument(
         "--model",
@@ -66,7 +78,18 @@ def add_index_parser(sub) -> None:
         default=None,
         help="global vectors of each image and its mirror, averaged (2x model cost; default off)",
     )
+    p.add_argument("--how-model", default=None, metavar="MODEL.onnx",
+                   help="HOW model of the asmk pipeline, with its MODEL.codebook.npz beside it "
+                   "(default: the shipped copyseek-how; train one with configs/how.toml)")
+    p.add_argument(
+        "--local-descriptor",
+        default=None,
+        metavar="NAME",
+        help="local branch's keypoint descriptor: rootsift (default), mkd or kdp (or a variant, e.g. mkd:pcawt)",
+    )
     p.add_argument("--commit-every", type=int, default=256, help="images per atomic commit (default 256)")
+    add_ids_option(p)
+    add_wait_option(p)
     add_speed_options(p)
     p.set_defaults(run=run_index)
 
@@ -75,22 +98,37 @@ def branch_options(args: argparse.Namespace) -> dict[str, dict]:
     options = {k: v for k, v in {"model": args.model, "resize": args.resize, "factory": args.factory}.items() if v}
     if args.flip_average is not None:
         options["flip_average"] = args.flip_average
-    return {"global": options} if options else {}
+    branches = {"global": options} if options else {}
+    if args.how_model:
+        branches["how"] = {"model": args.how_model}
+    if args.local_descriptor:
+        from copyseek.local.describers import resolve_name
+
+        # Stored resolved ('mkd' -> 'mkd:lw'), so the index keeps its describer if the default changes.
+        branches["local"] = {"descriptor": resolve_name(args.local_descriptor)}
+    return branches
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from copyseek.io.images import require_folder
+    from copyseek.io.images import find_images
+    from copyseek.registry import pipeline_branches
     from copyseek.store.index import Index
 
-    require_folder(args.reference_dir)  # before the index exists, so a typo leaves nothing behind
-    with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args)) as index:
+    # before the index exists, so that a typo or an empty folder leaves nothing behind
+    files, ignored = find_images(args.reference_dir, args.ids)
+    if not files:
+        raise CopyseekError(f"no images in {args.reference_dir}" + (f" ({len(ignored)} other files)" if ignored else ""))
+    if args.how_model and args.pipeline and "how" not in pipeline_branches(args.pipeline):
+        raise CopyseekError(f"--how-model is for a pipeline with the how branch (asmk), not {args.pipeline!r}")
+    with Index.open_or_create(args.index, args.pipeline, branch_options(args), runtime_options(args), wait=args.wait) as index:
         report = index.add(
-            args.reference_dir,
+            files,
             commit_every=args.commit_every,
             batch_size=args.batch_size,
             workers=args.workers,
             progress=not args.quiet,
         )
+        report.ignored_files = len(ignored)
         print(report.summary())
         if report.skipped:
             print(f"skipped images are listed in {Path(args.index) / 'skipped.csv'}")
@@ -102,12 +140,22 @@ def add_match_parser(sub) -> None:
     p = sub.add_parser(
         "match",
         help="match query images against an index, write DISC21 predictions",
-        description="Find, for each image below QUERY_DIR, the references it may copy. Writes "
-        "query_id,reference_id,score rows (higher = more similar), at most --k per query.",
+        description="Find, for each query image (files, or folders searched recursively), the "
+        "references it may copy. Writes query_id,reference_id,score rows (higher = more similar), at "
+        "most --k per query. Scores: global = cosine similarity (minus the background offset with "
+        "--background); local = inliers; pdq = 1 - Hamming distance / 256; fused = log-odds that the "
+        "pair is a copy (probability = 1 / (1 + exp(-score)); 2.2 = 90 %%).",
     )
-    p.add_argument("query_dir", metavar="QUERY_DIR", help="folder of query images (searched recursively)")
+    p.add_argument("queries", nargs="+", metavar="QUERY", help="query images or folders of them")
     p.add_argument("--index", required=True, metavar="INDEX_DIR")
-    p.add_argument("--output", required=True, metavar="PREDICTIONS.csv")
+    p.add_argument("--output", required=True, metavar="PREDICTIONS", help="output file, or - for stdout")
+    p.add_argument(
+        "--format",
+        choices=("csv", "json"),
+        default="csv",
+        help="csv: DISC21 predictions (default); json: one JSON object per query and line, with its "
+        "matches and, for the fused pipeline, each branch's evidence",
+    )
     p.add_argument(
         "--background",
         metavar="BACKGROUND_DIR",
@@ -116,6 +164,7 @@ def add_match_parser(sub) -> None:
     p.add_argument("--k", type=int, default=10, help="predictions per query at most (default 10)")
     p.add_argument("--beta", type=float, default=1.0, help="normalisation weight (default 1)")
     p.add_argument("--n-background", type=int, default=3, help="background neighbours averaged (default 3)")
+    add_ids_option(p)
     p.add_argument(
         "--variants",
         action="store_true",
@@ -130,7 +179,8 @@ def add_match_parser(sub) -> None:
 
 
 def run_match(args: argparse.Namespace) -> int:
-    from copyseek.io.csvfiles import write_predictions
+    from copyseek.io.csvfiles import check_output_path
+    from copyseek.io.images import find_inputs
     from copyseek.match.matcher import MatchOptions, match
     from copyseek.store.index import Index
 
@@ -144,30 +194,62 @@ def run_match(args: argparse.Namespace) -> int:
         nprobe=args.nprobe,
         ef_search=args.ef_search,
     )
-    output = Path(args.output)
-    if not output.parent.exists():
-        raise CopyseekError(f"output folder does not exist: {output.parent}")
+    to_stdout = args.output == "-"
+    output = None if to_stdout else check_output_path(args.output)
     with Index.open(args.index, runtime_options(args)) as index:
+        files, _ = find_inputs(args.queries, args.ids)
+        if not files:
+            raise CopyseekError(f"no query images in {' '.join(args.queries)}")
         if args.variants:
             from copyseek.match.variants import match_with_variants, write_variants
 
-            result, variants = match_with_variants(index, args.query_dir, options, progress=not args.quiet)
+            result, variants = match_with_variants(index, files, options, progress=not args.quiet)
         else:
-            result = match(index, args.query_dir, options, progress=not args.quiet)
-    write_predictions(output, result.predictions)
-    print(result.summary())
-    print(f"predictions written to {output}")
+            result = match(index, files, options, progress=not args.quiet)
+    info = sys.stderr if to_stdout else sys.stdout  # stdout carries the predictions themselves
+    write_match_output(result, args.format, output)
+    print(result.summary(), file=info)
+    if output is not None:
+        print(f"predictions written to {output}")
     if args.variants:
+        if output is None:
+            raise CopyseekError("--variants writes PREDICTIONS.variants.csv beside the predictions: give --output a file")
         path = write_variants(output.with_name(output.stem + ".variants.csv"), variants)
         print(f"{len(variants)} variants of the matched references written to {path}")
-    if result.skipped:
+    if result.skipped and output is not None:
         report = output.with_name(output.stem + ".skipped.csv")
         with open(report, "w", newline="") as handle:
-            writer = csv.writer(handle)
+            writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["id", "path", "reason"])
             writer.writerows((f.id, str(f.path), reason) for f, reason in result.skipped)
         print(f"skipped queries are listed in {report}")
     return 0
+
+
+def write_match_output(result, fmt: str, output: Path | None) -> None:
+    """The predictions as DISC21 CSV or as JSON lines (one object per query), to a file or stdout."""
+    from copyseek.io.csvfiles import format_score, write_predictions, write_predictions_to
+
+    if fmt == "csv":
+        if output is None:
+            write_predictions_to(sys.stdout, result.predictions)
+        else:
+            write_predictions(output, result.predictions)
+        return
+    by_query: dict[str, list] = {}
+    for p in result.predictions:
+        match = {"reference": p.reference_id, "score": float(format_score(p.score))}
+        if p.evidence:
+            match["evidence"] = {k: float(format_score(v)) for k, v in p.evidence.items()}
+        by_query.setdefault(p.query_id, []).append(match)
+    lines = [json.dumps({"query": f.id, "path": str(f.path), "matches": by_query.get(f.id, [])}) for f in result.queried]
+    text = "".join(line + "\n" for line in lines)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, output)
 
 
 def add_eval_parser(sub) -> None:
@@ -187,8 +269,10 @@ def add_eval_parser(sub) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from copyseek.eval.metrics import evaluate
-    from copyseek.io.csvfiles import read_ground_truth, read_predictions
+    from copyseek.io.csvfiles import check_output_path, read_ground_truth, read_predictions
 
+    if args.plot:
+        check_output_path(args.plot)  # before the work, not after it
     metrics = evaluate(read_predictions(args.predictions), read_ground_truth(args.ground_truth))
     if args.json:
         print(
@@ -247,7 +331,10 @@ def add_explain_parser(sub) -> None:
         help="draw why a query matches a reference",
         description="Both images side by side with the local branch's inlier correspondences, the "
         "copied region outlined in the query, and each branch's score (global, region-global, "
-        "local inliers, fused probability; not background-normalised).",
+        "local inliers; not background-normalised). 'fused (pair alone)' is the fused log-odds of the "
+        "pair by itself: no other reference competes, so any look-alike pair scores high. With a "
+        "fused --index and a reference id, 'fused (as match)' is the score `copyseek match` gives "
+        "the pair (without --background), where the rest of the index competes.",
     )
     p.add_argument("query", metavar="QUERY", help="query image")
     p.add_argument("reference", metavar="REFERENCE", help="reference image, or a reference id with --index")
@@ -294,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
-    for module in ("copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli", "copyseek.store.cli"):
+    for module in ("copyseek.store.cli", "copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli",
+                   "copyseek.attack.cli"):
         add_optional_parser(module, sub)
     return parser
 

@@ -34,6 +34,7 @@ BRANCHES: dict[str, Any] = {
     "global": "copyseek.describe.global_branch:GlobalBranch",
     "pdq": "copyseek.describe.pdq_branch:PDQBranch",
     "local": "copyseek.local.branch:LocalBranch",
+    "how": "copyseek.how.branch:HowBranch",
 }
 """Branch name -> a `Branch` subclass (built with its `from_options`), or a function from an options
 dict to a branch; either may be given as a lazy "module:attribute" string."""
@@ -43,6 +44,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "local": ("local",),
     "fused": ("global", "local"),
     "pdq": ("pdq",),
+    "asmk": ("how",),
 }
 """Pipeline name -> the branches it indexes and searches."""
 

@@ -69,7 +69,7 @@ def test_background_normalisation_is_cached_and_shifts_scores(collection, tmp_pa
     run(capsys, "match", collection / "queries", "--index", index, "--output", plain, "-q")
     code, _, _ = run(capsys, "match", collection / "queries", "--index", index, "--output", normalised, "--background", collection / "background", "-q")
     assert code == 0
-    assert len(list((index / "background").glob("*.npy"))) == 1
+    assert len(list((index / "background").glob("*.npz"))) == 1
     read = lambda p: {(q, r): float(s) for q, r, s in list(csv.reader(open(p)))[1:]}
     a, b = read(plain), read(normalised)
     common = set(a) & set(b)
@@ -85,10 +85,15 @@ def test_background_normalisation_is_cached_and_shifts_scores(collection, tmp_pa
         (["eval", "{tmp}/bad.csv", "--ground-truth", "{tmp}/bad.csv"], "header"),
         (["eval", "{tmp}/missing.csv", "--ground-truth", "{tmp}/bad.csv"], "not found"),
         (["index", "{tmp}", "--index", "{tmp}/idx", "--model", "onnx:{tmp}/none.onnx"], "model file not found"),
+        (["index", "{tmp}/empty", "--index", "{tmp}/idx"], "no images in"),
+        (["index", "{tmp}", "--index", "{tmp}/photos", "--pipeline", "pdq"], "not an empty folder nor a copyseek index"),
+        (["eval", "{tmp}/bad.csv", "--ground-truth", "{tmp}/bad.csv", "--plot", "{tmp}/no/pr.png"], "output folder does not exist"),
     ],
 )
 def test_user_errors_are_one_clear_line_and_exit_2(tmp_path, capsys, args, message):
     (tmp_path / "bad.csv").write_text("this,is,not\nright\n")
+    (tmp_path / "empty").mkdir()
+    write_photos(tmp_path / "photos", 1, size=(64, 48))
     code, _, err = run(capsys, *[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "idx").exists()
@@ -118,3 +123,15 @@ def test_warnings_are_one_line_named_after_the_command(tmp_path, capsys):
     assert code == 0
     assert "copyseek match: warning: the fusion weights were fitted" in err
     assert "UserWarning" not in err and "return FusedScorer" not in err
+
+
+def test_asmk_pipeline_with_a_trained_how_model(collection, tmp_path, capsys, tiny_how):
+    index = tmp_path / "how.idx"
+    code, out, _ = run(capsys, "index", collection / "refs", "--index", index, "--pipeline", "asmk",
+                       "--how-model", tiny_how, "-q")
+    assert code == 0 and "references: 20" in out
+    code, _, err = run(capsys, "match", collection / "queries", "--index", index, "--output", tmp_path / "p.csv", "-q")
+    assert code == 0 and not err and (tmp_path / "p.csv").read_text().startswith("query_id,reference_id,score")
+    code, _, err = run(capsys, "index", collection / "refs", "--index", tmp_path / "g.idx", "--pipeline", "global",
+                       "--how-model", tiny_how)
+    assert code == 2 and "how" in err

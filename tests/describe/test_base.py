@@ -17,7 +17,12 @@ from copyseek.errors import CopyseekError
 from copyseek.registry import BRANCHES, make_branch, options_from_spec
 from tests.local.conftest import photo
 
-CHEAP_OPTIONS = {"global": lambda models: {"model": f"onnx:{models['tiny']}"}}
+CHEAP_OPTIONS = {
+    "global": lambda models: {"model": f"onnx:{models['tiny']}"},
+    # One word per query descriptor: the tiny random HOW net is too weak for multiple assignment.
+    "how": lambda models: {"model": str(models["how"]), "max_side": 128, "scales": "1,0.5", "features": 60,
+                           "query_assignments": 1},
+}
 """Branch name -> options that make it cheap (given the test's models), else its defaults."""
 
 VARIANTS = {"global": [{"factory": "Flat"}, {"factory": "IVF4,Flat"}, {"factory": "HNSW8"}, {"factory": "IVF2,SQ8"}]}
@@ -33,8 +38,8 @@ def case_id(case) -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tiny_onnx):
-    return {"tiny": tiny_onnx}
+def models(tiny_onnx, tiny_how):
+    return {"tiny": tiny_onnx, "how": tiny_how}
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +113,17 @@ def test_pack_makes_one_row_per_image_and_packs_nothing_too(case):
     searcher = branch.new_searcher()
     searcher.add(empty)
     assert searcher.ntotal == 0
+
+
+def test_take_keeps_the_chosen_images_as_if_only_they_were_packed(case):
+    """What compaction relies on to drop removed references from a chunk."""
+    branch, references = case[2], case[3]
+    keep = np.array([0, 2, 3], np.int64)
+    taken = branch.take(branch.pack(references), keep)
+    expected = branch.pack([references[i] for i in keep])
+    assert set(taken) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(taken[key], value, err_msg=key)
 
 
 def test_each_reference_is_found_first_for_its_own_image(case):

@@ -37,7 +37,7 @@ def test_relevance_ranks_reports_near_the_clean_images_first():
     clean = np.zeros(len(x), bool)
     clean[rng.choice(np.flatnonzero(family == 0), 3, replace=False)] = True
     noisy = ~clean & ((family == 0) | (rng.random(len(x)) < 0.3))
-    relevance = gcn_relevance(x, clean, noisy, GCNParams(epochs=100))
+    relevance = gcn_relevance(x, clean, noisy, GCNParams(epochs=60))
     right, wrong = relevance[noisy & (family == 0)], relevance[noisy & (family != 0)]
     assert right.mean() > wrong.mean() + 0.2
     assert ((relevance >= 0) & (relevance <= 1)).all()

@@ -103,3 +103,39 @@ def test_every_pillow_mode_becomes_rgb(mode):
     assert image.mode == mode
     pixels = to_rgb(image)
     assert pixels.shape == (4, 5, 3) and pixels.dtype == np.uint8
+
+
+def test_relative_ids_keep_repeated_file_names_apart(tmp_path):
+    write_all(tmp_path / "one", {"same.jpg": GOOD["gray.jpg"]})
+    write_all(tmp_path / "two", {"same.jpg": GOOD["gray.jpg"]})
+    files, _ = find_images(tmp_path, ids="relative")
+    assert [f.id for f in files] == ["one/same.jpg", "two/same.jpg"]
+    with pytest.raises(CopyseekError, match="unknown id scheme"):
+        find_images(tmp_path, ids="names")
+
+
+def test_inputs_may_be_files_and_folders(tmp_path):
+    from copyseek.io.images import find_inputs
+
+    write_all(tmp_path / "dir", {"a.jpg": GOOD["gray.jpg"], "b.png": GOOD["rgba.png"]})
+    write_all(tmp_path, {"c.jpg": GOOD["gray.jpg"]})
+    files, _ = find_inputs([tmp_path / "c.jpg", tmp_path / "dir"])
+    assert [f.id for f in files] == ["c", "a", "b"]
+    assert [f.id for f in find_inputs([tmp_path / "c.jpg"], ids="relative")[0]] == ["c.jpg"]
+    with pytest.raises(CopyseekError, match="not found"):
+        find_inputs([tmp_path / "nope.jpg"])
+    assert len(find_inputs([tmp_path / "dir" / "a.jpg", tmp_path / "dir"])[0]) == 2  # named twice, counted once
+    write_all(tmp_path / "other", {"c.png": GOOD["rgba.png"]})
+    with pytest.raises(CopyseekError, match="used by two files"):
+        find_inputs([tmp_path / "c.jpg", tmp_path / "other"])
+
+
+def test_a_symlink_loop_is_skipped_with_its_reason(tmp_path):
+    from copyseek.io.images import resolved
+
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    files, _ = find_images(tmp_path)
+    [(_, skip), _] = list(iter_decoded(files, workers=0))
+    assert skip.reason == "symlink loop (the link points back to itself)"
+    assert resolved(tmp_path / "a.jpg") == str(tmp_path / "a.jpg")

@@ -36,7 +36,7 @@ def test_triage_puts_wrong_reports_first(case):
     out = case / "queue.csv"
     code = main(["triage", "--verified", str(case / "verified.csv"), "--reports", str(case / "reports.csv"),
                  "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(out),
-                 "--epochs", "100", "-q"])
+                 "--epochs", "60", "-q"])
     assert code == 0
     with open(out) as handle:
         rows = list(csv.DictReader(handle))

@@ -54,3 +54,29 @@ def test_homography_model_verifies_a_copy():
     verification = branch.verify_pair(query, branch.extract([image])[0])
     assert verification.inliers >= 20
     assert np.allclose(verification.region, [0, 0, 400, 260], atol=8)
+
+
+def test_descriptor_option_is_in_the_spec_and_old_specs_mean_rootsift():
+    rootsift = LocalBranch().spec()
+    spec = LocalBranch(descriptor="mkd").spec()
+    assert rootsift["features"] == "rootsift" and "features_fingerprint" not in rootsift
+    assert spec["features"].startswith("mkd:") and len(spec["features_fingerprint"]) == 16
+    assert spec["codec_fingerprint"] != rootsift["codec_fingerprint"]  # a codec per describer
+    assert LocalBranch.from_options(LocalBranch.options_from_spec(spec)).spec() == spec
+    old = {k: v for k, v in rootsift.items()}
+    assert LocalBranch.options_from_spec(old)["descriptor"] == "rootsift"
+    with pytest.raises(CopyseekError, match="unknown local descriptor"):
+        LocalBranch.from_options({"descriptor": "orb"})
+    with pytest.raises(CopyseekError, match="codec takes"):
+        LocalBranch(descriptor="mkd:raw", codec=Codec.load())
+
+
+@pytest.mark.parametrize("descriptor", ["mkd", "kdp"])
+def test_patch_describers_match_flipped_and_cropped_copies(descriptor):
+    branch = LocalBranch(SiftParams(max_keypoints=128), query_keypoints=256, threads=1, descriptor=descriptor)
+    references = [photo(20 + i) for i in range(3)]
+    searcher = branch.new_searcher()
+    searcher.add(branch.pack(branch.extract(references)))
+    query = np.ascontiguousarray(references[1][30:350, 40:480][:, ::-1])
+    (found,) = searcher.search(branch.extract([query], query=True), k=3)
+    assert found.rows[0] == 1 and found.extra["mirrored"][0] and found.scores[0] >= 15

@@ -86,6 +86,12 @@ def test_explain_draws_the_pair_and_locates_the_paste(fused_setup, tmp_path, cap
     assert code == 0 and out.stat().st_size > 10_000
     inliers = float(printed.split("local inliers:")[1].split()[0])
     assert inliers >= 10
+    # the score match gives the pair is shown beside the pair-alone one, and is the same number
+    as_match = float(printed.split("fused (as match):")[1].split()[0])
+    from copyseek.io.images import ImageFile
+
+    found = match(index, [ImageFile("paste", root / "queries" / "paste.jpg")], MatchOptions(k=30), progress=False)
+    assert as_match == pytest.approx(next(p.score for p in found.predictions if p.reference_id == "img0005"), rel=1e-3)
     from copyseek.match.explain import explain_pair
 
     explanation = explain_pair(root / "queries" / "paste.jpg", root / "refs" / "img0005.jpg", tmp_path / "b.png")

@@ -239,8 +239,8 @@ def test_fused_matches_carry_each_piece_of_evidence_by_name(served, tiny_onnx):
         with make_client(served / "fused", public_read=True) as client:
             answer = client.post("/v1/match?k=2", content=(served / "query.jpg").read_bytes()).json()
     best = answer["matches"][0]
-    assert best["id"] == "img0003" and 0 <= best["score"] <= 1
-    assert list(best["evidence"]) == list(FEATURES)
+    assert best["id"] == "img0003" and answer["verdict"] == "copy"
+    assert set(FEATURES) <= set(best["evidence"])  # each piece of evidence by name (and any other per-pair value)
     assert best["evidence"]["excess_inliers"] > 0
 
 
@@ -252,3 +252,4 @@ def test_background_normalisation_lowers_the_scores(served):
         normalised = client.post("/v1/match?k=1", content=query).json()["matches"][0]
     assert normalised["id"] == raw["id"] == "img0003"
     assert normalised["score"] < raw["score"] - 0.05
+

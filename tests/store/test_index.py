@@ -134,3 +134,138 @@ def test_kill_9_at_any_moment_leaves_a_consistent_index_that_a_rerun_completes(t
         assert index.searchers()["global"].ntotal == 240
     leftovers = [p.name for p in (index_dir / "chunks").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+# ----------------------------------------------------------------- removal, compaction, readers, writers
+def pdq_index(path: Path, folder: Path, commit_every: int = 4) -> Index:
+    index = Index.create(path, "pdq")
+    index.add(folder, progress=False, commit_every=commit_every)
+    return index
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    write_photos(tmp_path / "small", 10, seed=4, size=(96, 72))
+    return tmp_path / "small"
+
+
+def top_ids(index: Index, folder: Path, k: int = 12) -> dict[str, list[tuple[str, float]]]:
+    from copyseek.match.matcher import MatchOptions, match
+
+    result = match(index, folder, MatchOptions(k=k, workers=0), progress=False)
+    found: dict[str, list[tuple[str, float]]] = {}
+    for p in result.predictions:
+        found.setdefault(p.query_id, []).append((p.reference_id, round(p.score, 6)))
+    return found
+
+
+def test_removed_references_are_never_returned_and_stay_removed(tmp_path, small):
+    with pdq_index(tmp_path / "idx", small) as index:
+        before = top_ids(index, small)
+        report = index.remove(["img0003", "img0007", "nope", "img0003"])
+        assert (report.removed, report.unknown) == (["img0003", "img0007"], ["nope"])
+        assert index.remove(["img0003"]).not_searchable == ["img0003"]
+        after = top_ids(index, small)  # the same object applies its own removals at once
+        assert len(index) == 8
+    for found in (after, top_ids(Index.open(tmp_path / "idx"), small)):
+        assert all(r not in ("img0003", "img0007") for hits in found.values() for r, _ in hits)
+        assert found["img0005"][0] == before["img0005"][0]
+        assert len(found["img0005"]) == 8
+    with Index.open(tmp_path / "idx") as index:  # re-indexing the same files does not bring them back
+        again = index.add(small, progress=False)
+        assert (again.added, again.previously_removed, len(index)) == (0, 2, 8)
+        statuses = {e.id: e.status for e in index.list()}
+        assert statuses["img0003"] == "removed" and statuses["img0004"] == "indexed"
+
+
+def test_compaction_reclaims_space_and_keeps_every_prediction(tmp_path, small):
+    with pdq_index(tmp_path / "idx", small) as index:
+        index.remove([f"img{i:04d}" for i in (0, 1, 2, 3, 6)])  # a whole chunk, and parts of others
+        before = top_ids(index, small)
+        disk = index.info()["disk_bytes"]
+        report = index.compact(progress=False)
+        assert report.reclaimed == 5 and index.info()["reclaimable"] == 0
+        assert report.bytes_after < disk
+        assert top_ids(index, small) == before
+        assert len(index.ids) == 5 and None not in index.ids
+    chunk_files = sorted(p.name for p in (tmp_path / "idx" / "chunks").iterdir())
+    assert len(chunk_files) == len(Index.open(tmp_path / "idx").manifest.chunks())
+
+
+def test_compacted_local_features_search_like_an_index_that_never_had_the_removed(tmp_path, small):
+    import shutil
+
+    options = {"local": {"max_keypoints": 32}}
+    with Index.create(tmp_path / "idx", "local", options) as index:
+        index.add(small, progress=False, commit_every=10)
+        index.remove(["img0002", "img0005"])
+        removed = top_ids(index, small, k=3)
+        index.compact(progress=False)
+        compacted = top_ids(index, small, k=3)
+    kept = tmp_path / "kept"
+    shutil.copytree(small, kept, ignore=lambda d, names: [n for n in names if n.startswith(("img0002", "img0005"))])
+    with Index.create(tmp_path / "fresh", "local", options) as fresh:
+        fresh.add(kept, progress=False)
+        assert compacted == top_ids(fresh, small, k=3)
+    assert all(r not in ("img0002", "img0005") for hits in removed.values() for r, _ in hits)
+
+
+def test_a_reader_keeps_its_snapshot_while_a_writer_extends_and_refresh_catches_up(tmp_path, small):
+    more = write_photos(tmp_path / "more", 3, seed=8, prefix="new", size=(96, 72))
+    with pdq_index(tmp_path / "idx", small) as writer, Index.open(tmp_path / "idx") as reader:
+        assert len(reader.ids) == 10
+        writer.add(more[0].parent, progress=False)
+        writer.remove(["img0001"])
+        assert len(reader.ids) == 10 and "img0001" in reader.ids  # its snapshot
+        assert reader.refresh() and not reader.refresh()
+        assert set(reader.ids) - {None} == {f"img{i:04d}" for i in range(10) if i != 1} | {p.stem for p in more}
+        assert reader.searchers()["pdq"].ntotal == 13
+
+
+def test_writers_wait_for_each_other_with_wait(tmp_path, small):
+    import threading
+
+    from copyseek.store.files import WriteLock
+
+    pdq_index(tmp_path / "idx", small).close()
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with WriteLock(tmp_path / "idx" / "lock"):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    with Index.open(tmp_path / "idx") as index:
+        with pytest.raises(CopyseekError, match="--wait SECONDS"):
+            index.remove(["img0000"])
+    threading.Timer(0.3, release.set).start()
+    with Index.open(tmp_path / "idx", wait=10) as index:
+        assert index.remove(["img0000"]).removed == ["img0000"]
+    thread.join()
+
+
+def test_a_photo_folder_is_refused_as_an_index(tmp_path, small):
+    with pytest.raises(CopyseekError, match="not an empty folder nor a copyseek index"):
+        Index.open_or_create(small, "pdq")
+    assert not (small / "manifest.sqlite").exists() and not (small / "chunks").exists()
+
+
+def test_an_index_from_before_checksums_and_removal_opens_and_is_upgraded_by_a_writer(tmp_path, small):
+    with pdq_index(tmp_path / "idx", small) as index:
+        before = top_ids(index, small)
+    with sqlite3.connect(tmp_path / "idx" / "manifest.sqlite") as db:  # back to the first format
+        db.executescript(
+            "CREATE TABLE c1 (chunk INTEGER PRIMARY KEY, first_row INTEGER NOT NULL, count INTEGER NOT NULL);"
+            "INSERT INTO c1 SELECT chunk, first_row, count FROM chunks; DROP TABLE chunks; ALTER TABLE c1 RENAME TO chunks;"
+            "CREATE TABLE i1 (id TEXT PRIMARY KEY, path TEXT NOT NULL, sha1 TEXT NOT NULL, bytes INTEGER NOT NULL,"
+            " width INTEGER, height INTEGER, status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')), reason TEXT,"
+            " row INTEGER UNIQUE, chunk INTEGER REFERENCES chunks(chunk), added REAL NOT NULL);"
+            "INSERT INTO i1 SELECT * FROM images; DROP TABLE images; ALTER TABLE i1 RENAME TO images;"
+        )
+    with Index.open(tmp_path / "idx") as index:
+        assert top_ids(index, small) == before and not index.manifest.upgraded
+        assert index.remove(["img0002"]).removed == ["img0002"]
+        assert index.manifest.upgraded and index.list(["removed"])[0].id == "img0002"

@@ -53,8 +53,11 @@ PIPELINES: dict[str, BenchPipeline] = {
     "sscd-fast+sn": BenchPipeline("sscd-fast+sn", "global", {"global": {"model": "sscd-fast"}}, normalize=True),
     "copyseek-small": BenchPipeline("copyseek-small", "global", {"global": {"model": "copyseek-small"}}),
     "local": BenchPipeline("local", "local"),
+    "local-mkd": BenchPipeline("local-mkd", "local", {"local": {"descriptor": "mkd"}}),
+    "local-kdp": BenchPipeline("local-kdp", "local", {"local": {"descriptor": "kdp"}}),
     "fused": BenchPipeline("fused", "fused"),
     "fused+sn": BenchPipeline("fused+sn", "fused", normalize=True),
+    "asmk": BenchPipeline("asmk", "asmk"),
 }
 """Pipelines by name; other domains register theirs (local, fused...). Any global model also works
 as `global:MODEL` or `global:MODEL+sn` (e.g. `global:onnx:run/model.onnx+sn`)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from copyseek.errors import CopyseekError
@@ -14,9 +14,13 @@ from copyseek.errors import CopyseekError
 
 @dataclass(frozen=True)
 class Prediction:
+    """score: higher = more similar (what it means depends on the pipeline). evidence: what the
+    pipeline based the score on (e.g. the fused pipeline's evidence per branch), for JSON output."""
+
     query_id: str
     reference_id: str
     score: float
+    evidence: dict[str, float] | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -76,15 +80,36 @@ def read_ground_truth(path: str | os.PathLike) -> GroundTruth:
     return GroundTruth(frozenset(pairs), frozenset(queries))
 
 
+def format_score(score: float) -> str:
+    """A score with 9 significant digits: every float32 value written differently stays different
+    (6 decimals made close scores tie, and DISC21 counts ties worst case)."""
+    return f"{score:.9g}"
+
+
 def write_predictions(path: str | os.PathLike, predictions: list[Prediction]) -> None:
-    """Write predictions atomically (a temporary file renamed into place)."""
+    """Write predictions atomically (a temporary file renamed into place), with LF line endings."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise CopyseekError(f"output folder does not exist: {path.parent}")
+    check_output_path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["query_id", "reference_id", "score"])
-        for p in predictions:
-            writer.writerow([p.query_id, p.reference_id, f"{p.score:.6f}"])
+        write_predictions_to(handle, predictions)
     os.replace(tmp, path)
+
+
+def write_predictions_to(handle, predictions: list[Prediction]) -> None:
+    """Write the predictions CSV to an open text handle (e.g. stdout)."""
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(["query_id", "reference_id", "score"])
+    for p in predictions:
+        writer.writerow([p.query_id, p.reference_id, format_score(p.score)])
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Raise CopyseekError if a file cannot be written at `path` (its folder is missing, or it is a
+    folder), so that a command fails before its work, not after."""
+    path = Path(path)
+    if path.is_dir():
+        raise CopyseekError(f"the output {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise CopyseekError(f"output folder does not exist: {path.parent}")
+    return path

@@ -6,6 +6,7 @@ white, 16-bit and float images rescaled to 8 bits, first frame of animations.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -63,12 +64,21 @@ def require_folder(root: str | os.PathLike) -> Path:
     return root
 
 
-def find_images(root: str | os.PathLike, unique_ids: bool = True) -> tuple[list[ImageFile], list[Path]]:
+ID_SCHEMES = ("stem", "relative")
+"""How a file's id is made: its stem (`a/Q00012.jpg` -> `Q00012`, DISC21's convention) or its path
+relative to the folder given (`a/Q00012.jpg`), for collections whose file names repeat."""
+
+
+def find_images(
+    root: str | os.PathLike, ids: str = "stem", *, unique_ids: bool = True
+) -> tuple[list[ImageFile], list[Path]]:
     """Image files below `root` (recursive, sorted by path) and the other files that were ignored.
 
-    Hidden files and folders are ignored. Raises CopyseekError if `root` is not a folder or, with
-    unique_ids (for indexes, whose ids are file stems), if two images share an id.
+    Hidden files and folders are ignored. ids: see ID_SCHEMES. Raises CopyseekError if `root` is
+    not a folder or, with unique_ids (for indexes), if two images share an id.
     """
+    if ids not in ID_SCHEMES:
+        raise CopyseekError(f"unknown id scheme {ids!r}; choose from {', '.join(ID_SCHEMES)}")
     root = require_folder(root)
     images: list[ImageFile] = []
     ignored: list[Path] = []
@@ -79,13 +89,48 @@ def find_images(root: str | os.PathLike, unique_ids: bool = True) -> tuple[list[
                 continue
             path = Path(dirpath) / name
             if path.suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(ImageFile(path.stem, path))
+                images.append(ImageFile(path.relative_to(root).as_posix() if ids == "relative" else path.stem, path))
             else:
                 ignored.append(path)
     images.sort(key=lambda f: str(f.path))
     if unique_ids:
         check_unique_ids(images)
     return images, ignored
+
+
+def find_inputs(paths: Iterable[str | os.PathLike], ids: str = "stem") -> tuple[list[ImageFile], list[Path]]:
+    """Image files named directly or found below folders, in the order given (see find_images).
+    A file's relative id is its name. Raises CopyseekError for a path that does not exist or two
+    images with one id."""
+    images: list[ImageFile] = []
+    ignored: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found, skipped = find_images(path, ids)
+            images += found
+            ignored += skipped
+        elif path.exists() or path.is_symlink():
+            images.append(ImageFile(path.name if ids == "relative" else path.stem, path))
+        else:
+            raise CopyseekError(f"not found: {path}")
+    seen: set[str] = set()
+    unique = []
+    for f in images:  # a file named twice (itself and its folder) counts once
+        if resolved(f.path) not in seen:
+            seen.add(resolved(f.path))
+            unique.append(f)
+    check_unique_ids(unique)
+    return unique, ignored
+
+
+def resolved(path: Path) -> str:
+    """The absolute path with symlinks resolved, as the index records it; a symlink loop or a
+    dangling link stays as given (reading it is then skipped with the reason)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):
+        return str(path.absolute())
 
 
 def check_unique_ids(files: Iterable[ImageFile]) -> None:
@@ -187,6 +232,8 @@ def read_image(file: ImageFile, min_side: int = 0, max_pixels: int = DEFAULT_MAX
     try:
         data = file.path.read_bytes()
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageSkip("symlink loop (the link points back to itself)") from None
         raise ImageSkip(f"cannot read file: {one_line(exc)}") from None
     pixels = decode_image(data, min_side, max_pixels)
     return DecodedImage(

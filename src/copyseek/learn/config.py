@@ -11,6 +11,7 @@ from copyseek.errors import CopyseekError
 from copyseek.learn.models import ARCHS
 
 DEVICES = ("auto", "cpu", "cuda")
+HEADS = ("global", "how")
 
 
 @dataclass
@@ -29,6 +30,14 @@ class TrainConfig:
     image_size: int = 160  # training views and the exported model's square resize
     init: str = ""  # start from the weights of this checkpoint or snapshot (.pt): fine-tuning, fresh schedule
     name: str = "copyseek-student"  # recorded in the exported model's sidecar
+    head: str = "global"  # "global": a global descriptor; "how": HOW local descriptors (dim = theirs, e.g. 128)
+    # HOW (head = "how", copyseek.learn.how): trunk stages dropped, and how photos are described for
+    # the whitening that initialises the reduction and for the ASMK codebook learned at export
+    skip_stages: int = 0
+    how_side: int = 512
+    how_scales: str = "1,0.707,0.5"
+    how_features: int = 300
+    codebook_words: int = 1024
     # loss: terms joined by "+", e.g. "recall@k+simix", "contrastive", "distill+recall@k"
     loss: str = "recall@k+simix"  # terms registered in learn/registry.py
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -74,6 +83,10 @@ class TrainConfig:
         check_miner(self.miner)
         if self.arch not in ARCHS:
             raise CopyseekError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCHS)}")
+        if self.head not in HEADS:
+            raise CopyseekError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.head == "how" and self.needs_teacher:
+            raise CopyseekError("a HOW head trains its local descriptors by ranking: use contrastive or recall@k, not distill")
         if self.device not in DEVICES:
             raise CopyseekError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.minutes <= 0 and self.steps <= 0:

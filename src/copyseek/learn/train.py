@@ -34,6 +34,22 @@ from copyseek.learn.registry import build_loss
 METRICS = ("step", "minutes", "images", "batch_size", "lr", "loss", "batch_recall_at_1", "teacher_cosine")
 
 
+def build_network(config: TrainConfig) -> nn.Module:
+    """The network config.head names: a global Descriptor, or a HOW network (copyseek.learn.how)."""
+    if config.head == "how":
+        from copyseek.learn.how import build_how
+
+        return build_how(config.arch, config.dim, config.skip_stages)
+    return build_model(config.arch, config.dim, config.image_size)
+
+
+def how_params(config: TrainConfig):
+    """How a HOW run describes photos for its whitening and codebook."""
+    from copyseek.how.features import HowParams
+
+    return HowParams(config.how_side, HowParams.parse_scales(config.how_scales), config.how_features)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -116,13 +132,20 @@ def load_checkpoint_model(path: Path) -> tuple[Descriptor, TrainConfig]:
     except (OSError, RuntimeError) as exc:
         raise CopyseekError(f"cannot read checkpoint {path}: {exc}") from exc
     config = TrainConfig(**saved["config"])
-    model = build_model(config.arch, config.dim, config.image_size)
+    model = build_network(config)
     model.load_state_dict(saved["model"])
     return model.eval(), config
 
 
 def load_init_weights(model: nn.Module, path: Path) -> None:
-    """Start `model` from the weights of a checkpoint or snapshot (`init`): same arch, dim and size."""
+    """Start `model` from the weights of a checkpoint or snapshot (`init`): same arch, dim and size;
+    or its trunk from one of our exported ResNet descriptors (`copyseek-small` or an .onnx file)."""
+    if str(path) == "copyseek-small" or Path(path).suffix == ".onnx":
+        from copyseek.describe.models import model_path
+        from copyseek.learn.how import load_trunk_from_onnx
+
+        load_trunk_from_onnx(model.backbone, model_path(str(path))[1] if str(path) == "copyseek-small" else Path(path))
+        return
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError) as exc:
@@ -155,13 +178,16 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         # Channels-last suits batches made from NHWC arrays and runs convolutions ~2x faster on CPUs.
-        self.model = build_model(config.arch, config.dim, config.image_size).to(
-            self.device, memory_format=torch.channels_last).train()
+        self.model = build_network(config).to(self.device, memory_format=torch.channels_last).train()
         self.optimizer = make_optimizer(self.model, config)
         self.loss = build_loss(config).to(self.device)
         self.state = State()
         if config.init and not resume:  # a resumed run has its own weights already
             load_init_weights(self.model, Path(config.init))
+        if config.head == "how" and not resume:
+            from copyseek.learn.how import init_whitening
+
+            init_whitening(self.model, list(discover_photos(config.images).paths), how_params(config), progress=progress)
         if resume:
             self.restore(torch.load(last, map_location=self.device, weights_only=False))
         self.source = make_source(config, self.out, augment, progress)
@@ -236,6 +262,11 @@ class Trainer:
                     snapshot_at = state.seconds
         save_atomically(self.checkpoint(), self.out / "last.pt")
         plot_curves(metrics, self.out / "curves.png")
+        if config.head == "how":
+            from copyseek.learn.how import export_how_run
+
+            return export_how_run(self.model, self.out, list(discover_photos(config.images).paths), how_params(config),
+                                  config.codebook_words, name=config.name, seed=config.seed, progress=self.progress)
         return export_onnx(self.model, self.out / "model.onnx", Preprocess("square", config.image_size),
                            name=config.name)
 

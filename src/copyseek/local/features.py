@@ -1,4 +1,8 @@
-"""RootSIFT keypoints of a downscaled grayscale image, with a keypoint cap and mirror awareness.
+"""SIFT keypoints (frames) of a downscaled grayscale image, with a keypoint cap, their RootSIFT, and
+mirror awareness.
+
+A frame is a keypoint's position, size and orientation (`Frames`); any patch describer
+(`copyseek.local.describers`) describes the same frames.
 
 Mirror awareness costs no second extraction: SIFT's detector is symmetric, and the descriptor of a
 keypoint seen in the mirrored image is a fixed permutation of its descriptor (the 4x4 spatial grid
@@ -74,6 +78,80 @@ def root_sift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(desc)
 
 
+@dataclass(frozen=True)
+class Frames:
+    """n oriented keypoint frames in pixels of one grayscale image.
+
+    xy:    (n, 2) float32 centre (x right, y down; pixel centres at integers, as in OpenCV).
+    size:  (n,) float32 OpenCV keypoint size (the detector's scale; SIFT's descriptor spans ~6 sizes).
+    angle: (n,) float32 orientation in degrees, OpenCV's convention: the patch's x axis points
+           along (cos angle, sin angle) in image coordinates.
+    """
+
+    xy: np.ndarray
+    size: np.ndarray
+    angle: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    @classmethod
+    def empty(cls) -> "Frames":
+        return cls(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+    @classmethod
+    def from_keypoints(cls, keypoints) -> "Frames":
+        """From a sequence of cv2.KeyPoint."""
+        if not len(keypoints):
+            return cls.empty()
+        return cls(
+            np.array([kp.pt for kp in keypoints], np.float32).reshape(-1, 2),
+            np.array([kp.size for kp in keypoints], np.float32),
+            np.array([kp.angle for kp in keypoints], np.float32),
+        )
+
+    def select(self, keep: np.ndarray) -> "Frames":
+        return Frames(self.xy[keep], self.size[keep], self.angle[keep])
+
+    def to_keypoints(self) -> list:
+        """cv2.KeyPoint list whose octave field names the SIFT pyramid layer of each size, so that
+        OpenCV's `compute` describes a frame exactly as its detector would have."""
+        return [
+            cv2.KeyPoint(float(x), float(y), float(s), float(a) % 360.0, 0.0, sift_octave(float(s)))
+            for (x, y), s, a in zip(self.xy, self.size, self.angle)
+        ]
+
+
+def sift_octave(size: float, layers: int = 3, sigma: float = 1.6) -> int:
+    """OpenCV SIFT's packed octave field (octave | layer << 8) for a keypoint of `size`.
+
+    OpenCV reports size = sigma * 2**(octave + 1 + layer / layers) (the first octave is the image
+    upsampled twice, octave -1); `compute` reads the octave and layer to choose the blurred image.
+    """
+    level = np.log2(max(size, 1e-3) / sigma) - 1.0
+    octave = max(int(np.floor(level)), -1)
+    layer = int(np.clip(round((level - octave) * layers), 0, layers + 2))
+    if layer == 0 and octave > -1:  # the detector finds extrema in layers 1..layers only
+        octave, layer = octave - 1, layers
+    return (octave & 255) | (layer << 8)
+
+
+def detect_frames(gray: np.ndarray, params: SiftParams) -> Frames:
+    """SIFT frames of a grayscale image (already downscaled), strongest first, at most
+    params.max_keypoints."""
+    sift = cv2.SIFT_create(nfeatures=params.max_keypoints, contrastThreshold=params.contrast_threshold)
+    keypoints = sift.detect(gray, None)
+    return Frames.from_keypoints(strongest(keypoints, params.max_keypoints)[0])
+
+
+def strongest(keypoints, cap: int) -> tuple[list, np.ndarray]:
+    """The `cap` strongest keypoints by response, strongest first (OpenCV keeps ties at its cap),
+    and their indices in `keypoints`."""
+    response = np.array([kp.response for kp in keypoints], np.float32)
+    keep = np.argsort(-response, kind="stable")[:cap]
+    return [keypoints[i] for i in keep], keep
+
+
 def sift_features(rgb: np.ndarray, params: SiftParams) -> tuple[np.ndarray, np.ndarray]:
     """RootSIFT of the strongest keypoints of an RGB image.
 
@@ -85,10 +163,8 @@ def sift_features(rgb: np.ndarray, params: SiftParams) -> tuple[np.ndarray, np.n
     keypoints, desc = sift.detectAndCompute(gray, None)
     if not keypoints:
         return np.zeros((0, 2), np.float32), np.zeros((0, SIFT_DIM), np.float32)
-    # OpenCV keeps ties at the cap; enforce it exactly, strongest first.
-    response = np.array([kp.response for kp in keypoints], np.float32)
-    keep = np.argsort(-response, kind="stable")[: params.max_keypoints]
-    xy = np.array([keypoints[i].pt for i in keep], np.float32)
+    keypoints, keep = strongest(keypoints, params.max_keypoints)
+    xy = np.array([kp.pt for kp in keypoints], np.float32)
     # OpenCV's pt is in pixel units with pixel centres at integers; map back to the input image.
     xy = (xy + 0.5) / scale - 0.5
     return xy, root_sift(desc[keep])

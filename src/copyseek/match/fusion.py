@@ -22,13 +22,15 @@ Each (query, reference) gets five pieces of evidence:
     m  = margin: c minus the best c of the query's other candidates, leaving out the reference's own
          near-duplicates (a copy stands out from the rest of the collection; a pair that is only
          "the least unlike" does not),
-and the score is a logistic model of them, the probability that the pair is a copy:
-    score = sigmoid(w0 + wg * g + wc * c + we * e + wo * o + wm * m)
+and the score is a logistic model of them, the log-odds that the pair is a copy:
+    score = w0 + wg * g + wc * c + we * e + wo * o + wm * m,   probability = 1 / (1 + exp(-score))
+(0 = even odds, 2.2 = 90 %, 4.6 = 99 %). Predictions carry the log-odds, not the probability: the
+probability of clear copies rounds to 1.0, and equal scores would tie in DISC21's ranking.
 Evidence adds up in log-odds, as for independent tests, so one strong branch suffices and two
 weak ones agree. The weights are fitted once (benchmarks/fit_fusion.py, on benchmarks built from
 photos disjoint from every evaluation benchmark) and shipped here; because the output is a
-probability estimate, a threshold such as 0.9 keeps its meaning across collections (as far as the
-normalised similarities do, which is what the background set is for).
+probability estimate, a threshold such as 2.2 (90 %) keeps its meaning across collections (as far as
+the normalised similarities do, which is what the background set is for).
 """
 
 from __future__ import annotations
@@ -86,10 +88,13 @@ class FusionWeights:
         for name, weight in zip(FEATURES, self.weights):
             check_number(f"fusion weight of {name}", weight)
 
+    def log_odds(self, evidence: np.ndarray) -> np.ndarray:
+        """(m, 5) evidence rows -> (m,) log-odds that each pair is a copy (the fused score)."""
+        return self.bias + evidence @ np.asarray(self.weights, np.float64)
+
     def probability(self, evidence: np.ndarray) -> np.ndarray:
         """(m, 5) evidence rows -> (m,) probability that each pair is a copy."""
-        logits = self.bias + evidence @ np.asarray(self.weights, np.float64)
-        return 1.0 / (1.0 + np.exp(-logits))
+        return 1.0 / (1.0 + np.exp(-self.log_odds(evidence)))
 
 
 # Fitted by `benchmarks/fit_fusion.py` (see BENCHMARKS.md for the command and the data).
@@ -173,7 +178,10 @@ class FusedScorer:
     def __call__(self, batch: QueryBatch) -> list[Candidates]:
         scored = []
         for rows, evidence in self.evidence(batch):
-            scored.append(Candidates(rows, self.weights.probability(evidence).astype(np.float32), {"evidence": evidence}))
+            log_odds = self.weights.log_odds(evidence)
+            named = {name: evidence[:, k] for k, name in enumerate(FEATURES)}
+            extra = {"evidence": evidence, **named, "probability": 1.0 / (1.0 + np.exp(-log_odds))}
+            scored.append(Candidates(rows, log_odds.astype(np.float32), extra))
         return scored
 
     def evidence(self, batch: QueryBatch) -> list[tuple[np.ndarray, np.ndarray]]:

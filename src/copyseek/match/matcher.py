@@ -65,6 +65,7 @@ class MatchOptions:
 class MatchResult:
     predictions: list[Prediction]
     queries: int = 0
+    queried: list[ImageFile] = field(default_factory=list)  # the queries matched, in order
     skipped: list[tuple[ImageFile, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -114,9 +115,17 @@ def match(
             queries = QueryBatch([i.file.id for i in kept], [i.pixels for i in kept], features, candidates)
             for image, scored in zip(kept, scorer(queries)):
                 order = np.argsort(-scored.scores, kind="stable")[: options.k]
+                per_candidate = {key: v for key, v in scored.extra.items() if np.ndim(v) == 1}
                 result.predictions += [
-                    Prediction(image.file.id, ids[scored.rows[j]], float(scored.scores[j])) for j in order
+                    Prediction(
+                        image.file.id,
+                        ids[scored.rows[j]],
+                        float(scored.scores[j]),
+                        {key: float(v[j]) for key, v in per_candidate.items()} or None,
+                    )
+                    for j in order
                 ]
+            result.queried += [i.file for i in kept]
             result.queries += len(kept)
             bar.update(len(batch))
             batch.clear()

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from copyseek.describe.global_branch import GlobalBranch, VectorSearcher
 from copyseek.errors import CopyseekError
-from copyseek.io.images import DecodedImage, find_images, iter_decoded
+from copyseek.io.images import DecodedImage, find_images, iter_decoded, resolved
 from copyseek.progress import progress_bar
 from copyseek.store.files import atomic_write
 
@@ -49,11 +51,13 @@ def background_vectors(
     files, _ = find_images(folder)
     if not files:
         raise CopyseekError(f"no images in the background folder {folder}")
-    listing = [(str(f.path.resolve()), f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in files]
+    listing = [(resolved(f.path), *file_stamp(f.path)) for f in files]
     key = hashlib.sha1(json.dumps([branch.spec(), listing]).encode()).hexdigest()[:20]
-    cached = cache_dir / f"{key}.npy" if cache_dir else None
+    cached = cache_dir / f"{key}.npz" if cache_dir else None
     if cached and cached.exists():
-        return np.load(cached)
+        vectors = read_cache(cached, branch.model.dim)
+        if vectors is not None:
+            return vectors
     images: list[np.ndarray] = []
     vectors: list[np.ndarray] = []
     with progress_bar(len(files), "background", disable=not progress) as bar:
@@ -70,6 +74,38 @@ def background_vectors(
         raise CopyseekError(f"none of the images in the background folder {folder} could be read")
     result = np.concatenate(vectors)
     if cached:
-        cached.parent.mkdir(exist_ok=True)
-        atomic_write(cached, lambda handle: np.save(handle, result))
+        write_cache(cached, result)
     return result
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime in ns) of a file; (0, 0) for one that cannot be read (its decoding is skipped)."""
+    try:
+        info = path.stat()
+        return info.st_size, info.st_mtime_ns
+    except (OSError, RuntimeError):
+        return 0, 0
+
+
+def read_cache(path: Path, dim: int) -> np.ndarray | None:
+    """The cached (n, dim) background vectors, or None (with a warning) if the file is damaged: the
+    caller describes the background again and replaces it. The zip's CRC catches flipped bytes."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            vectors = data["vectors"]
+        if vectors.ndim == 2 and vectors.shape[1] == dim and len(vectors) and np.isfinite(vectors).all():
+            return vectors
+        problem = f"shape {vectors.shape}"
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        problem = " ".join(str(exc).split())[:100] or type(exc).__name__
+    warnings.warn(f"the background cache {path} is damaged ({problem}); describing the background again")
+    return None
+
+
+def write_cache(path: Path, vectors: np.ndarray) -> None:
+    """Cache background vectors atomically; on a read-only index, carry on without the cache."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, lambda handle: np.savez(handle, vectors=vectors))
+    except OSError as exc:
+        warnings.warn(f"cannot cache the background descriptors in {path.parent} ({exc.strerror}); they are recomputed each run")

@@ -1,0 +1,67 @@
+"""The targeted mismatch attack on copyseek-small, side by side with the paper's settings, and what
+copyseek's pipelines make of the adversarial images (`copyseek.attack.report`).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attack.py BENCH --workdir runs/attack [--configs paper ours multires]
+
+BENCH is a `copyseek bench build --holdout 0.3` benchmark. The adversarial images of each
+configuration are kept in WORKDIR (a re-run with the same settings reuses them), so the
+work can be shared by separate processes (`--configs X --shard I/N`) and tabulated together
+afterwards by a run without --shard. Attacks run on one thread: 256 px carriers, 100-150 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from copyseek.attack.mismatch import AttackParams
+from copyseek.attack.models import load_attack_model
+from copyseek.attack.report import DEFAULT_PIPELINES, ReportParams, calibrate, draw_pairs, make_adversarials, run_report
+
+CONFIGS = {
+    # Tolias et al.'s settings (global descriptor, Adam lr 0.01, 100 steps, no closeness term).
+    "paper": AttackParams(loss="global", sizes=(160,), steps=100, lr=0.01),
+    # Ours: smaller steps and an SSIM term that keeps the carrier's look.
+    "ours": AttackParams(loss="global+ssim", sizes=(160,), steps=150, lr=0.003),
+    # Ours at two sizes with a random size offset per step, for a system whose input size is unknown.
+    "multires": AttackParams(loss="global+ssim", sizes=(128, 192), steps=150, lr=0.003, jitter=16),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", type=Path)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--model", default="copyseek-small")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="only make the images of pairs I, I+N, ... and stop (several processes share the work)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="only index the references with each pipeline and find its threshold (kept for the report)")
+    parser.add_argument("--pipelines", nargs="*", default=list(DEFAULT_PIPELINES),
+                        help="bench pipelines judging the last configuration's images (none: skip)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    params = ReportParams(pairs=args.pairs, pipelines=tuple(args.pipelines))
+    configs = {name: CONFIGS[name] for name in args.configs}
+    if args.calibrate:
+        for name in args.pipelines:
+            print(name, calibrate(args.bench, name, args.workdir))
+        return
+    if args.shard:
+        index, count = (int(x) for x in args.shard.split("/"))
+        model = load_attack_model(args.model)
+        pairs = draw_pairs(args.bench, args.pairs, params.seed)
+        for name, attack in configs.items():
+            make_adversarials(model, pairs, attack, params, args.workdir / name, shard=(index, count))
+        return
+    for name, attack in configs.items():
+        print(f"- {name}: {attack.spec()}")
+    print(run_report(args.bench, args.model, configs, params, args.workdir))
+
+
+if __name__ == "__main__":
+    main()
