@@ -115,6 +115,17 @@ def test_pack_makes_one_row_per_image_and_packs_nothing_too(case):
     assert searcher.ntotal == 0
 
 
+def test_take_keeps_the_chosen_images_as_if_only_they_were_packed(case):
+    """What compaction relies on to drop removed references from a chunk."""
+    branch, references = case[2], case[3]
+    keep = np.array([0, 2, 3], np.int64)
+    taken = branch.take(branch.pack(references), keep)
+    expected = branch.pack([references[i] for i in keep])
+    assert set(taken) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(taken[key], value, err_msg=key)
+
+
 def test_each_reference_is_found_first_for_its_own_image(case):
     branch, references, queries = case[2], case[3], case[4]
     searcher = searcher_over(branch, references)

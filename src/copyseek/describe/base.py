@@ -122,9 +122,18 @@ class Branch(ABC):
         """The chunk reduced to the images at positions `keep` ((m,) int64, increasing), as if only
         they had been packed; the index compacts removed references away with it. This default
         suits chunks whose arrays all have one row per image; a branch with per-image ragged
-        arrays overrides it."""
+        arrays overrides it (see `take_ragged`)."""
         return {key: value[keep] for key, value in chunk.items()}
 
     @abstractmethod
     def new_searcher(self) -> Searcher:
         """An empty searcher; the index adds its chunks in row order."""
+
+
+def take_ragged(chunk: Chunk, keep: np.ndarray, ragged: tuple[str, ...]) -> Chunk:
+    """`Branch.take` for chunks whose `ragged` arrays hold counts[i] rows for image i (images
+    concatenated in order, `chunk["counts"]` (n,)) and whose other arrays hold one row per image."""
+    offsets = np.concatenate([[0], np.cumsum(chunk["counts"], dtype=np.int64)])
+    parts = [np.arange(offsets[i], offsets[i + 1]) for i in keep]
+    rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return {key: value[rows] if key in ragged else value[keep] for key, value in chunk.items()}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from copyseek.describe.base import Branch, Chunk, Features
+from copyseek.describe.base import Branch, Chunk, Features, take_ragged
 from copyseek.errors import CopyseekError
 from copyseek.how.asmk import AsmkParams, AsmkSearcher, Codebook, pack_words
 from copyseek.how.features import HowExtractor, HowParams
@@ -144,6 +144,9 @@ class HowBranch(Branch):
 
     def pack(self, features: list[Features]) -> Chunk:
         return pack_words(features, self.codebook.size, self.codebook.dim)
+
+    def take(self, chunk: Chunk, keep: np.ndarray) -> Chunk:
+        return take_ragged(chunk, keep, ("words", "bits"))
 
     def new_searcher(self) -> AsmkSearcher:
         return AsmkSearcher(self.codebook.size, self.codebook.dim, self.asmk)

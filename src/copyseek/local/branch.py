@@ -15,12 +15,12 @@ from functools import partial
 
 import numpy as np
 
-from copyseek.describe.base import Branch, Chunk, Features
+from copyseek.describe.base import Branch, Chunk, Features, take_ragged
 from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec, codec_path
 from copyseek.local.describers import make_describer
 from copyseek.local.features import SiftParams, downscaled_gray
-from copyseek.local.search import LocalSearcher, SearchParams, pack_features, take_images
+from copyseek.local.search import LocalSearcher, SearchParams, pack_features
 from copyseek.local.verify import Verification, VerifyParams
 from copyseek.validation import check_images, check_int
 
@@ -140,7 +140,7 @@ class LocalBranch(Branch):
         return pack_features(self.codec, features)
 
     def take(self, chunk: Chunk, keep: np.ndarray) -> Chunk:
-        return take_images(chunk, keep)
+        return take_ragged(chunk, keep, ("codes", "lists", "xy"))
 
     def new_searcher(self) -> LocalSearcher:
         return LocalSearcher(self.codec, self.search_params, self.verify_params)

@@ -79,17 +79,6 @@ def pack_features(codec: Codec, features: list[Features]) -> Chunk:
     }
 
 
-def take_images(chunk: Chunk, keep: np.ndarray) -> Chunk:
-    """A chunk of pack_features reduced to the images at positions `keep` ((m,) increasing)."""
-    offsets = np.concatenate([[0], np.cumsum(chunk["counts"], dtype=np.int64)])
-    parts = [np.arange(offsets[i], offsets[i + 1]) for i in keep]
-    descriptors = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return {
-        **{name: chunk[name][descriptors] for name in ("codes", "lists", "xy")},
-        **{name: chunk[name][keep] for name in ("counts", "sizes")},
-    }
-
-
 class LocalSearcher(Searcher):
     """Packed local features of all references, a Faiss index over their codes, and verification.
 
