@@ -253,3 +253,20 @@ def test_background_normalisation_lowers_the_scores(served):
     assert normalised["id"] == raw["id"] == "img0003"
     assert normalised["score"] < raw["score"] - 0.05
 
+
+def test_a_removed_reference_is_never_matched_again(served, keys):
+    query = (served / "query.jpg").read_bytes()
+    with make_client(served / "index") as client:
+        assert client.delete("/v1/references/img0003", headers=bearer(keys["read"])).status_code == 403
+        removed = client.delete("/v1/references/img0003", headers=bearer(keys["write"]))
+        assert removed.status_code == 200 and removed.json() == {"removed": ["img0003"], "references": 7}
+        answer = client.post("/v1/match?k=10", content=query, headers=bearer(keys["read"])).json()
+        assert "img0003" not in [m["id"] for m in answer["matches"]] and answer["references"] == 7
+        assert client.get("/v1/references/img0003", headers=bearer(keys["read"])).status_code == 404
+        again = client.delete("/v1/references/img0003", headers=bearer(keys["write"]))
+        assert again.status_code == 404 and "removed already" in again.json()["error"]
+        assert client.delete("/v1/references/never", headers=bearer(keys["write"])).status_code == 404
+        listing = client.get("/v1/references", headers=bearer(keys["read"])).json()
+        assert listing["total"] == 7 and "img0003" not in [r["id"] for r in listing["references"]]
+    with Index.open(served / "index") as index:  # committed
+        assert len(index) == 7

@@ -115,9 +115,16 @@ def test_the_review_page_with_keys_on(browser, served, keys, shots):
         page.wait_for_function("() => document.querySelectorAll('#reference-list li').length === 8")
         page.set_input_files("#add-files", str(served / "extra" / "new0001.jpg"))
         page.wait_for_function("() => document.querySelectorAll('#reference-list li').length === 9")
-        assert "added new0001" in page.inner_text("#message")
+        page.wait_for_function("() => document.querySelector('#message').textContent.includes('added new0001')")
         for i in range(9):
             wait_for_image(page, f"#reference-list li:nth-child({i + 1}) img")
         page.screenshot(path=str(shots / "serve-references.png"), full_page=True)
+
+        # remove one (the page asks first)
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#reference-list li[data-id='img0005'] button.remove").click()
+        page.wait_for_function("() => document.querySelectorAll('#reference-list li').length === 8")
+        assert page.locator("#reference-list li[data-id='img0005']").count() == 0
+        page.wait_for_function("() => document.querySelector('#message').textContent.includes('removed img0005')")
     finally:
         stop_server(process)

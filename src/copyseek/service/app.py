@@ -295,6 +295,10 @@ def create_app(service: IndexService, keys: KeyStore, *, public_read: bool = Fal
         except OSError:
             raise ApiError(404, f"the image file of {reference_id!r} is gone: {info.path}") from None
 
+    @app.delete("/v1/references/{reference_id}", tags=["references"], dependencies=[write], summary="remove a reference")
+    async def remove_reference(reference_id: ReferenceId) -> dict:
+        return await call(service.remove, reference_id)
+
     @app.post(
         "/v1/explain",
         tags=["match"],

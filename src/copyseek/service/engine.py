@@ -430,6 +430,19 @@ class IndexService:
             raise UnreadableImage("; ".join(f"{i}: {r}" for i, r in skipped.items()))
         return {"added": [f.id for f in files if f.id in indexed], "skipped": skipped, "references": len(indexed)}
 
+    def remove(self, reference_id: str) -> dict:
+        """Remove one reference with the index's own removal (on the writer thread); it is never
+        matched again once this returns."""
+        return self._writer.submit(self._remove, reference_id).result()
+
+    def _remove(self, reference_id: str) -> dict:
+        report = self._require_index().remove([reference_id])
+        if not report.removed:
+            why = " (removed already)" if report.not_searchable else ""
+            raise NotFound(f"reference {reference_id!r} is not in the index{why}")
+        self._publish()
+        return {"removed": report.removed, "references": len(self.view())}
+
     def _require_index(self) -> Index:
         if self._index is None:
             raise CopyseekError(self.load_error or "the index is still loading")
