@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (add_index_parser, add_match_parser, add_eval_parser, add_info_parser, add_explain_parser, add_demo_parser):
         add(sub)
     for module in ("copyseek.store.cli", "copyseek.bench.cli", "copyseek.learn.cli", "copyseek.service.cli", "copyseek.graph.cli",
-                   "copyseek.attack.cli"):
+                   "copyseek.attack.cli", "copyseek.detect.cli"):
         add_optional_parser(module, sub)
     return parser
 

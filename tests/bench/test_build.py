@@ -55,7 +55,8 @@ def folder_bytes(root: Path) -> dict[str, bytes]:
 
 def test_layout_and_counts(bench):
     assert sorted(p.name for p in bench.iterdir()) == [
-        "background", "benchmark.json", "edits.csv", "gt.csv", "holdout.txt", "queries", "references",
+        "background", "benchmark.json", "edits.csv", "gt.csv", "holdout.txt", "layouts.json", "queries",
+        "references",
     ]  # fmt: skip
     assert len(list((bench / "references").glob("R*.jpg"))) == 8
     assert len(list((bench / "queries").glob("Q*.jpg"))) == 8 + 5
@@ -251,6 +252,16 @@ def test_max_side_limits_every_image(photo_dir, tmp_path):
     for image in (tmp_path / "b").rglob("*.jpg"):
         with Image.open(image) as opened:
             assert max(opened.size) <= 48
+
+
+def test_layouts_describe_each_written_query(bench):
+    layouts = json.loads((bench / "layouts.json").read_text())
+    assert sorted(layouts) == sorted(p.stem for p in (bench / "queries").glob("Q*.jpg"))
+    for query_id, layout in layouts.items():
+        with Image.open(bench / "queries" / f"{query_id}.jpg") as query:
+            assert tuple(layout["size"]) == query.size
+        x0, y0, x1, y1 = layout["copy"]
+        assert 0 <= x0 <= x1 <= layout["size"][0] and 0 <= y0 <= y1 <= layout["size"][1]
 
 
 def test_photos_rotated_by_exif_are_written_upright(tmp_path):

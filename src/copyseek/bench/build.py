@@ -9,6 +9,8 @@ Written under `out`:
                        normalization
     gt.csv             query_id,reference_id (empty reference for distractor queries)
     edits.csv          query_id,is_copy,edits,source: the edits applied, in order, '|'-separated
+    layouts.json       query_id -> where the edited photo and the overlays lie in the query
+                       (pixel boxes, `copyseek.edits.Layout.to_dict`): detector training/test labels
     families.csv       reference_id,family,edits: with variants_per_reference, each reference's
                        original (references that are edited versions of one photo share it)
     benchmark.json     the configuration and which photo went where
@@ -44,13 +46,16 @@ from copyseek.bench.plan import (
     relative_name,
     unreadable_reason,
 )
-from copyseek.edits import random_edits
+from copyseek.edits import random_edits_with_layout
 from copyseek.edits.params import scaled_to_area
 from copyseek.errors import CopyseekError, ImageSkip
 from copyseek.io.images import ImageFile, read_image
 from copyseek.progress import progress_bar
 
-OUTPUTS = ("references", "queries", "background", "gt.csv", "edits.csv", "families.csv", "benchmark.json", "holdout.txt")
+OUTPUTS = (
+    "references", "queries", "background", "gt.csv", "edits.csv", "layouts.json", "families.csv", "benchmark.json",
+    "holdout.txt",
+)  # fmt: skip
 EXIF_ORIENTATION = 0x0112
 
 
@@ -123,28 +128,32 @@ def _can_copy_bytes(path: Path, max_side: int) -> bool:
         )
 
 
-def render(task: CopyTask | QueryTask) -> list[str]:
-    """Write one benchmark image; returns the names of the edits applied (none for copies)."""
+def render(task: CopyTask | QueryTask) -> tuple[list[str], dict | None]:
+    """Write one benchmark image; returns the names of the edits applied and the layout of the
+    written query (Layout.to_dict), or ([], None) for copies."""
     if isinstance(task, CopyTask):
         if _can_copy_bytes(task.source, task.max_side):
             shutil.copyfile(task.source, task.dest)
         else:
             load_photo(task.source, task.max_side).save(task.dest, "JPEG", quality=task.quality)
-        return []
+        return [], None
     rng = np.random.default_rng(task.seed)
-    edited, names = random_edits(
+    edited, names, layout = random_edits_with_layout(
         load_photo(task.source, task.max_side),
         rng,
         severity=task.severity,
         donors=LazyPhotos(task.donors, task.max_side),
     )
-    fit_within(edited, task.max_side).save(task.dest, "JPEG", quality=task.quality)
-    return names
+    written = fit_within(edited, task.max_side)
+    written.save(task.dest, "JPEG", quality=task.quality)
+    return names, layout.resized(written.size).to_dict()
 
 
-def _render_all(tasks: list[CopyTask | QueryTask], workers: int, progress: bool) -> list[list[str]]:
+def _render_all(
+    tasks: list[CopyTask | QueryTask], workers: int, progress: bool
+) -> list[tuple[list[str], dict | None]]:
     """render() every task, in order, on `workers` processes, with a progress bar."""
-    results: list[list[str]] = []
+    results: list[tuple[list[str], dict | None]] = []
     with progress_bar(len(tasks), "bench build", disable=not progress) as bar:
         if workers <= 1:
             for task in tasks:
@@ -331,11 +340,13 @@ def build_benchmark(
     tasks = _tasks(plan, out, config)
     results = _render_all(tasks, workers, progress)
     query_ids = list(plan.query_sources)
-    edits = dict(zip(query_ids, results[len(tasks) - len(query_ids) :]))
+    rendered = dict(zip(query_ids, results[len(tasks) - len(query_ids) :]))
+    edits = {query_id: names for query_id, (names, _) in rendered.items()}
 
     _write_records(out, plan, edits, root)
+    _write_json(out / "layouts.json", {query_id: rendered[query_id][1] for query_id in sorted(rendered)})
     if plan.variant_of:
-        _write_families(out, plan, dict(zip(plan.references, results)))
+        _write_families(out, plan, {ref_id: names for ref_id, (names, _) in zip(plan.references, results)})
     (out / "holdout.txt").write_text("".join(f"{p}\n" for p in held_out), encoding="utf-8")
     _write_json(out / "benchmark.json", {**record, "complete": True})
     n_copies = sum(1 for ref in plan.ground_truth.values() if ref)

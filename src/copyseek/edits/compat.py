@@ -71,13 +71,16 @@ def _perspective_coeffs(output_corners: np.ndarray, input_corners: np.ndarray) -
     return coeffs
 
 
-def perspective_transform(image: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
+def perspective_transform(
+    image: Image.Image, rng: np.random.Generator, sigma: float
+) -> tuple[Image.Image, np.ndarray]:
     """Move each corner of the RGB image by N(0, sigma) pixels in x and y and warp (bicubic) the
-    image onto the moved corners, keeping its size; uncovered areas are black."""
+    image onto the moved corners, keeping its size; uncovered areas are black.
+
+    Returns the warped image and the (3, 3) homography taking input pixels to output pixels."""
     width, height = image.size
     corners = np.array([(0, 0), (width, 0), (width, height), (0, height)], np.float64)
     moved = corners + rng.normal(0.0, sigma, size=corners.shape)
     coeffs = _perspective_coeffs(moved, corners)
-    return image.transform(
-        (width, height), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC
-    )
+    warped = image.transform((width, height), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BICUBIC)
+    return warped, np.append(_perspective_coeffs(corners, moved), 1.0).reshape(3, 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from copyseek.edits.layout import Moved, shift
 from copyseek.edits.params import color, scaled_to_area
 from copyseek.edits.registry import Donors, register, to_rgb
 
@@ -19,14 +20,15 @@ GRIDS = ((1, 2), (2, 1), (1, 3), (3, 1), (2, 2), (2, 3), (3, 2), (3, 3))
 
 def _paste_at_random(
     canvas: Image.Image, piece: Image.Image, rng: np.random.Generator, opacity: float
-) -> Image.Image:
-    """A copy of `canvas` with `piece` (no larger than it) pasted at a random place, `opacity` 0..1."""
+) -> tuple[Image.Image, tuple[int, int]]:
+    """A copy of `canvas` with `piece` (no larger than it) pasted at a random place, `opacity` 0..1,
+    and that place (left, top)."""
     left = int(rng.integers(0, canvas.width - piece.width + 1))
     top = int(rng.integers(0, canvas.height - piece.height + 1))
     mask = None if opacity >= 1.0 else Image.new("L", piece.size, round(255 * opacity))
     result = canvas.copy()
     result.paste(piece, (left, top), mask)
-    return result
+    return result, (left, top)
 
 
 def _fill(donor: Image.Image, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
@@ -40,7 +42,7 @@ def _donor(donors: Donors, rng: np.random.Generator) -> Image.Image:
 
 
 @register("paste_into", "composite", weight=2.5)
-def paste_into(image: Image.Image, rng: np.random.Generator, strength: float, donors: Donors) -> Image.Image:
+def paste_into(image: Image.Image, rng: np.random.Generator, strength: float, donors: Donors) -> Moved:
     """The image pasted into a donor photo, covering (0.55 - 0.2 * strength) x U(0.6, 1.4) of its
     area (21% to 49% at strength 1, 9% to 21% at 2). The donor is resized to the image's long side,
     so the result keeps about the image's resolution."""
@@ -50,11 +52,12 @@ def paste_into(image: Image.Image, rng: np.random.Generator, strength: float, do
     area = float(np.clip((0.55 - 0.2 * strength) * rng.uniform(0.6, 1.4), 0.03, 0.9))
     piece = image.resize(scaled_to_area(image.size, canvas.size, area))
     opacity = 1.0 if rng.random() < 0.8 else float(rng.uniform(0.6, 0.9))
-    return _paste_at_random(canvas, piece, rng, opacity)
+    pasted, (left, top) = _paste_at_random(canvas, piece, rng, opacity)
+    return Moved(pasted, shift(left, top, piece.width / image.width, piece.height / image.height))
 
 
 @register("paste_over", "composite", weight=1.5)
-def paste_over(image: Image.Image, rng: np.random.Generator, strength: float, donors: Donors) -> Image.Image:
+def paste_over(image: Image.Image, rng: np.random.Generator, strength: float, donors: Donors) -> Moved:
     """Part of a donor photo pasted over the image, covering (0.1 + 0.25 * strength) x U(0.7, 1.3)
     of its area (at most 60%), opacity 0.75 to 1."""
     donor = _donor(donors, rng)
@@ -62,11 +65,12 @@ def paste_over(image: Image.Image, rng: np.random.Generator, strength: float, do
     window = _fill(donor, (max(1, round(donor.width * keep[0])), max(1, round(donor.height * keep[1]))), rng)
     area = float(np.clip((0.1 + 0.25 * strength) * rng.uniform(0.7, 1.3), 0.02, 0.6))
     piece = window.resize(scaled_to_area(window.size, image.size, area))
-    return _paste_at_random(image, piece, rng, float(rng.uniform(0.75, 1.0)))
+    pasted, (left, top) = _paste_at_random(image, piece, rng, float(rng.uniform(0.75, 1.0)))
+    return Moved(pasted, overlays=((left, top, left + piece.width, top + piece.height),))
 
 
 @register("collage", "composite", weight=1.5)
-def collage(image: Image.Image, rng: np.random.Generator, strength: float, donors: Donors) -> Image.Image:
+def collage(image: Image.Image, rng: np.random.Generator, strength: float, donors: Donors) -> Moved:
     """A grid of the image and donor photos with optional gutters; up to 2 + 2.5 * strength cells
     (2 to 4 at strength 1). The collage's long side is about the image's."""
     grids = [grid for grid in GRIDS if grid[0] * grid[1] <= 2 + 2.5 * strength]
@@ -86,7 +90,9 @@ def collage(image: Image.Image, rng: np.random.Generator, strength: float, donor
             tile = _fill(donors[int(donor_order[index % len(donors)])], cell, rng)
         row, col = divmod(index, cols)
         canvas.paste(tile, (gutter + col * (cell[0] + gutter), gutter + row * (cell[1] + gutter)))
-    return canvas
+    row, col = divmod(copy_cell, cols)
+    left, top = gutter + col * (cell[0] + gutter), gutter + row * (cell[1] + gutter)
+    return Moved(canvas, shift(left, top, cell[0] / image.width, cell[1] / image.height))
 
 
 @register("blend", "composite")

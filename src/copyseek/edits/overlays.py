@@ -18,6 +18,7 @@ from augly import utils as augly_utils
 from PIL import Image
 
 from copyseek.edits import compat
+from copyseek.edits.layout import Moved, changed_box, shift
 from copyseek.edits.params import color, pick, position, scaled_to_area
 from copyseek.edits.registry import register
 
@@ -59,10 +60,12 @@ def _opacity(rng: np.random.Generator, strength: float) -> float:
 
 
 @register("emoji", "overlay", weight=1.5)
-def emoji(image: Image.Image, rng: np.random.Generator, strength: float) -> Image.Image:
+def emoji(image: Image.Image, rng: np.random.Generator, strength: float) -> Moved:
     """1 + Poisson(strength) emoji (at most 4), each 10% to 20% + 20% * strength of the height."""
+    boxes = []
     for _ in range(min(4, 1 + int(rng.poisson(strength)))):
         size = float(rng.uniform(0.1, 0.2 + 0.2 * strength))
+        before = image
         image = F.overlay_emoji(
             image,
             emoji_path=pick(rng, emoji_paths()),
@@ -70,12 +73,13 @@ def emoji(image: Image.Image, rng: np.random.Generator, strength: float) -> Imag
             emoji_size=min(size, 1.0),
             x_pos=position(rng, size * image.height / image.width),
             y_pos=position(rng, size),
-        )
-    return image
+        ).convert("RGB")
+        boxes.append(changed_box(before, image))
+    return Moved(image, overlays=tuple(box for box in boxes if box is not None))
 
 
 @register("text", "overlay", weight=2.0)
-def text(image: Image.Image, rng: np.random.Generator, strength: float) -> Image.Image:
+def text(image: Image.Image, rng: np.random.Generator, strength: float) -> Moved:
     """1 + Poisson(strength) lines (at most 4) of 4 to 20 random characters of a random AugLy font,
     8% to 12% + 10% * strength of the short side high, in a random colour."""
     n_lines = min(4, 1 + int(rng.poisson(strength)))
@@ -87,7 +91,7 @@ def text(image: Image.Image, rng: np.random.Generator, strength: float) -> Image
     ]
     height = float(rng.uniform(0.08, 0.12 + 0.1 * strength))
     height = min(1.0, max(height, 1.0 / min(image.size)))  # AugLy needs a font of >= 1 pixel
-    return F.overlay_text(
+    written = F.overlay_text(
         image,
         text=lines,
         font_file=font,
@@ -96,7 +100,9 @@ def text(image: Image.Image, rng: np.random.Generator, strength: float) -> Image
         color=tuple(int(c) for c in rng.integers(0, 256, size=3)),
         x_pos=float(rng.uniform(0.0, 0.6)),
         y_pos=position(rng, height * n_lines),
-    )
+    ).convert("RGB")
+    box = changed_box(image, written)
+    return Moved(written, overlays=() if box is None else (box,))
 
 
 @register("stripes", "overlay", weight=0.5)
@@ -114,19 +120,21 @@ def stripes(image: Image.Image, rng: np.random.Generator, strength: float) -> Im
 
 
 @register("meme", "overlay")
-def meme(image: Image.Image, rng: np.random.Generator, strength: float) -> Image.Image:
+def meme(image: Image.Image, rng: np.random.Generator, strength: float) -> Moved:
     """A caption band of 1 to 5 upper-case words, 15% to 35% of the height, above the image
     (mostly black on white, else white on black)."""
     words = [pick(rng, caption_words()).upper() for _ in range(int(rng.integers(1, 6)))]
     caption = " ".join(words[:3]) + ("\n" + " ".join(words[3:]) if len(words) > 3 else "")
     dark_on_light = rng.random() < 0.8
-    return compat.meme_format(
+    framed = compat.meme_format(
         image,
         caption,
         caption_height=round(image.height * rng.uniform(0.15, 0.35)),
         text_color=(0, 0, 0) if dark_on_light else (255, 255, 255),
         background=(255, 255, 255) if dark_on_light else (0, 0, 0),
     )
+    band = framed.height - image.height  # the caption band above the image is an overlay
+    return Moved(framed, shift(0.0, band), overlays=((0.0, 0.0, float(framed.width), float(band)),))
 
 
 @cache
@@ -137,12 +145,17 @@ def screenshot_boxes() -> dict[str, tuple[int, int, int, int]]:
 
 
 @register("screenshot", "overlay", frames=True)
-def screenshot(image: Image.Image, rng: np.random.Generator, strength: float) -> Image.Image:
+def screenshot(image: Image.Image, rng: np.random.Generator, strength: float) -> Moved:
     """The image framed in AugLy's web or phone screenshot template."""
     template = pick(rng, sorted(screenshot_boxes()))
     left, top, right, bottom = screenshot_boxes()[template]
     # Fit the image to the template's slot first: AugLy's own fit rounds a 1-pixel side to 0.
     fitted = image.resize(scaled_to_area(image.size, (right - left, bottom - top), 1.0))
-    return F.overlay_onto_screenshot(
+    framed = F.overlay_onto_screenshot(
         fitted, template_filepath=str(Path(augly_utils.SCREENSHOT_TEMPLATES_DIR) / template)
     )
+    # AugLy scales the image into the slot keeping its aspect, centred (padded to the slot).
+    factor = min((right - left) / image.width, (bottom - top) / image.height)
+    dx = left + ((right - left) - image.width * factor) / 2
+    dy = top + ((bottom - top) - image.height * factor) / 2
+    return Moved(framed, shift(dx, dy, factor, factor))

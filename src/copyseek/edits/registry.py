@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from copyseek.edits.layout import Layout, Moved
 from copyseek.errors import CopyseekError
 from copyseek.io.images import to_rgb as _to_rgb_array
 
@@ -50,7 +51,8 @@ class Edit:
 
     name:   registry key, also what `random_edits` reports.
     kind:   one of KINDS; "composite" edits combine the image with donor photos.
-    fn:     fn(rgb, rng, strength) or, for composites, fn(rgb, rng, strength, donors) -> image.
+    fn:     fn(rgb, rng, strength) or, for composites, fn(rgb, rng, strength, donors) -> image, or
+            a `Moved` (the image and how it moved the copy, see edits/layout.py).
     weight: relative chance that `random_edits` draws this edit.
     early:  the edit can cut content away (crops). Chains run it before any `exclusive` edit,
             which may shrink the image to a small part of the frame that a crop could remove.
@@ -77,13 +79,30 @@ class Edit:
         self, image: Image.Image, rng: np.random.Generator, severity: float = 1.0, donors: Donors = ()
     ) -> Image.Image:
         """Edit `image` (any mode, >= 1x1) and return an RGB image (>= 1x1)."""
+        edited, _ = self.apply(image, rng, severity, donors)
+        return edited
+
+    def apply(
+        self,
+        image: Image.Image,
+        rng: np.random.Generator,
+        severity: float = 1.0,
+        donors: Donors = (),
+        layout: Layout | None = None,
+    ) -> tuple[Image.Image, Layout]:
+        """Edit `image` and follow where the copy and overlays go: returns the RGB image and the
+        layout of the result (`layout` describes `image`; by default the copy is the whole of it).
+        Draws the same random numbers as calling the edit."""
         severity = check_severity(severity)
         if self.needs_donors and len(donors) == 0:
             raise CopyseekError(f"edit {self.name!r} pastes other photos: pass at least one donor image")
         strength = severity * rng.uniform(0.5, 1.0)
         rgb = to_rgb(image)
-        edited = self.fn(rgb, rng, strength, donors) if self.needs_donors else self.fn(rgb, rng, strength)
-        return to_rgb(edited)
+        layout = Layout.whole(rgb.size) if layout is None else layout
+        result = self.fn(rgb, rng, strength, donors) if self.needs_donors else self.fn(rgb, rng, strength)
+        layout = layout.after(result)
+        edited = to_rgb(result.image if isinstance(result, Moved) else result)
+        return edited, layout
 
 
 EDITS: dict[str, Edit] = {}
@@ -152,9 +171,24 @@ def random_edits(
     n_edits:  chain length; by default random, longer at higher severity.
     Returns the edited RGB image and the names of the edits applied, in order.
     """
+    edited, names, _ = random_edits_with_layout(image, rng, severity=severity, donors=donors, n_edits=n_edits)
+    return edited, names
+
+
+def random_edits_with_layout(
+    image: Image.Image,
+    rng: np.random.Generator,
+    *,
+    severity: float = 1.0,
+    donors: Donors = (),
+    n_edits: int | None = None,
+) -> tuple[Image.Image, list[str], Layout]:
+    """`random_edits` (same arguments, same random draws, same image) that also returns the
+    layout of the result: where the copied image and the overlays lie (edits/layout.py)."""
     severity = check_severity(severity)
     chain = draw_chain(rng, severity, len(donors) > 0, n_edits)
     edited = to_rgb(image)
+    layout = Layout.whole(edited.size)
     for edit in chain:
-        edited = edit(edited, rng, severity, donors)
-    return edited, [edit.name for edit in chain]
+        edited, layout = edit.apply(edited, rng, severity, donors, layout)
+    return edited, [edit.name for edit in chain], layout

@@ -126,31 +126,42 @@ def warn_if_not_fitted_for(global_spec: dict) -> None:
 class FusionParams:
     """candidates: global candidates per query; region_k: candidates per crop;
     max_regions: local regions re-searched, from candidates with at least min_region_inliers
-    (non-copies reach about 4 inliers); fixed_crops: also search the fixed crops;
+    (non-copies reach about 4 inliers);
     skip_crops_above: no crops for a query whose best candidate is already this probable;
     flip_average_crops: describe crops with their mirrors too when the global branch does so for
     whole images (off: the crops are most of a query's cost, and doubling it gained nothing on the
     calibrated benchmark: 0.883 vs 0.885 muAP, 4.9 vs 6.5 queries/s);
     all_views_for_crops: describe crops at every view of the global branch, not only its first
     (off: at square:256+short:320 with SSCD alone, that cost 4.1 vs 7.2 queries/s for lower muAP,
-    0.879 vs 0.884 on the fresh benchmark)."""
+    0.879 vs 0.884 on the fresh benchmark);
+    crop_policy: which crops to describe (match/crops.py: grid, best, boxes, boxes+grid; the
+    detector-based ones run `copyseek.detect` on the query); box_threshold: least score of a
+    detected box; detector: an exported detector.onnx (default: the shipped one)."""
 
     candidates: int = 30
     region_k: int = 5
     max_regions: int = 3
     min_region_inliers: int = 6
     skip_crops_above: float = 0.95
-    fixed_crops: bool = True
     flip_average_crops: bool = False
     all_views_for_crops: bool = False
+    crop_policy: str = "grid"
+    box_threshold: float = 0.3
+    detector: str | None = None
 
     def __post_init__(self) -> None:
+        from copyseek.match.crops import check_policy
+
+        check_policy(self.crop_policy)
+        check_number("fusion box_threshold", self.box_threshold, minimum=0.0, maximum=1.0)
+        if self.detector is not None and (not isinstance(self.detector, str) or not self.detector):
+            raise CopyseekError(f"fusion detector must be the path of a detector.onnx, got {self.detector!r}")
         check_int("fusion candidates", self.candidates, minimum=1)
         check_int("fusion region_k", self.region_k, minimum=1)
         check_int("fusion max_regions", self.max_regions, minimum=0)
         check_int("fusion min_region_inliers", self.min_region_inliers, minimum=0)
         check_number("fusion skip_crops_above", self.skip_crops_above, minimum=0.0, maximum=1.0, open_minimum=True)
-        for name in ("fixed_crops", "flip_average_crops", "all_views_for_crops"):
+        for name in ("flip_average_crops", "all_views_for_crops"):
             check_bool(f"fusion {name}", getattr(self, name))
 
 
@@ -174,6 +185,8 @@ class FusedScorer:
             warn_if_not_fitted_for(self.global_branch.spec())
         self.weights = weights or (WEIGHTS_NORMALISED if normalizer is not None else WEIGHTS_RAW)
         self._reference_offsets: dict[int, float] = {}
+        self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
+        self.queries_cropped = 0
 
     def __call__(self, batch: QueryBatch) -> list[Candidates]:
         scored = []
@@ -189,8 +202,14 @@ class FusedScorer:
 
         The crops cost most of a query's time, so they are searched only when the whole query
         leaves the best candidate below `skip_crops_above`."""
-        from copyseek.local.regions import query_crops
+        from copyseek.match.crops import CROP_POLICIES, USES_DETECTOR, CropRequest
 
+        policy = CROP_POLICIES[self.params.crop_policy]
+        detector = None
+        if self.params.crop_policy in USES_DETECTOR:
+            from copyseek.detect import load_detector
+
+            detector = load_detector(self.params.detector)
         whole = normalized_global(batch, self.normalizer)
         out = []
         for q, image in enumerate(batch.images):
@@ -202,7 +221,11 @@ class FusedScorer:
             # regions of chance fits (a few inliers) are arbitrary boxes: crop only trusted ones
             trusted = local.extra.get("inliers", local.scores) >= self.params.min_region_inliers
             regions = local.extra.get("region", np.zeros((0, 4)))[trusted][: self.params.max_regions]
-            region_best = self.search_crops(query_crops(image, regions, fixed=self.params.fixed_crops))
+            detected = detector.detect(image) if detector is not None else None
+            crops = policy(CropRequest(image, regions, detected, self.params.box_threshold))
+            self.crops_described += len(crops)
+            self.queries_cropped += 1
+            region_best = self.search_crops(crops)
             out.append(self.pair_evidence(batch, q, whole[q].rows, region_best))
         return out
 

@@ -1,0 +1,110 @@
+"""The fused pipeline's crop policies side by side (match/crops.py): muAP, recall@P90, crop
+descriptions per query and the scoring time they add, on one or more built benchmarks.
+
+    .venv/bin/python benchmarks/bench_crops.py bench/std bench/seed1 --work /tmp/crops \
+        --policies grid local best boxes boxes+grid
+
+Each benchmark is indexed once with the fused pipeline (kept under --work and reused). The queries
+are described and searched once; every policy's scorer then sees the same batches, so the table
+differs only by the crops (the detector runs inside the policies that use it, timed with them).
+Normalised scores (the benchmark's background set), as `fused+sn`. Prints markdown tables: per
+benchmark and policy, then the mean over benchmarks, then recall per edit kind (first benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from copyseek.bench.run import PipelineResult, edit_breakdown
+from copyseek.eval.metrics import evaluate
+from copyseek.io.csvfiles import Prediction, read_ground_truth
+from copyseek.match.fusion import FusedScorer, FusionParams
+from copyseek.match.matcher import MatchOptions, match
+from copyseek.match.normalize import BackgroundNormalizer, background_vectors
+from copyseek.store.index import Index
+
+
+class PolicyRecorder:
+    """A scorer that runs every policy's FusedScorer on each batch and keeps their predictions."""
+
+    def __init__(self, scorers: dict[str, FusedScorer], k: int):
+        self.scorers, self.k = scorers, k
+        self.predictions: dict[str, list[Prediction]] = defaultdict(list)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.ids: list[str] = []
+
+    def __call__(self, batch):
+        first = None
+        for name, scorer in self.scorers.items():
+            started = time.perf_counter()
+            scored = scorer(batch)
+            self.seconds[name] += time.perf_counter() - started
+            for query_id, s in zip(batch.ids, scored):
+                for j in np.argsort(-s.scores, kind="stable")[: self.k]:
+                    self.predictions[name].append(Prediction(query_id, self.ids[s.rows[j]], float(s.scores[j])))
+            first = first or scored
+        return first
+
+
+def run(bench: Path, work: Path, policies: list[str], detector: str) -> tuple[dict, dict]:
+    index_dir = work / f"index-{bench.name}"
+    with Index.open_or_create(index_dir, "fused") as index:
+        index.add(bench / "references", progress=False)  # incremental: completes an interrupted index
+        vectors = background_vectors(index.branches["global"], bench / "background", index_dir / "background", 2, False)
+        normalizer = BackgroundNormalizer(vectors)
+        scorers = {p: FusedScorer(index, normalizer, FusionParams(crop_policy=p, detector=detector or None)) for p in policies}
+        recorder = PolicyRecorder(scorers, k=10)
+        recorder.ids = index.ids
+        started = time.perf_counter()
+        result = match(index, bench / "queries", MatchOptions(k=10), progress=False, scorer=recorder)
+        shared = time.perf_counter() - started - sum(recorder.seconds.values())
+    truth = read_ground_truth(bench / "gt.csv")
+    rows, results = {}, []
+    for p in policies:
+        metrics = evaluate(recorder.predictions[p], truth)
+        scorer = scorers[p]
+        rows[p] = {
+            "muAP": metrics.micro_ap, "R@P90": metrics.recall_at_p90,
+            "crops": scorer.crops_described / result.queries, "cropped": scorer.queries_cropped / result.queries,
+            "ms": 1000 * (shared + recorder.seconds[p]) / result.queries,
+        }
+        results.append(PipelineResult(p, metrics, 0, 0, 0, 0, recorder.predictions[p]))
+    return rows, {"breakdown": edit_breakdown(results, truth, bench / "edits.csv")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benches", nargs="+", type=Path)
+    parser.add_argument("--work", type=Path, required=True, help="where the indexes are kept")
+    parser.add_argument("--policies", nargs="+", default=["grid", "local", "best", "boxes", "boxes+grid"])
+    parser.add_argument("--detector", default="", help="an exported detector.onnx (default: the shipped one)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    table = ["| benchmark | policy | muAP | R@P90 | crop descriptions / query | queries cropped | ms / query |",
+             "|---|---|---|---|---|---|---|"]
+    means: dict[str, list[dict]] = defaultdict(list)
+    breakdown = ""
+    for bench in args.benches:
+        rows, extra = run(bench, args.work, args.policies, args.detector)
+        breakdown = breakdown or f"Recall of copies at P90 per edit ({bench.name}):\n\n{extra['breakdown']}"
+        for p, r in rows.items():
+            means[p].append(r)
+            table.append(f"| {bench.name} | {p} | {r['muAP']:.4f} | {r['R@P90']:.4f} | {r['crops']:.2f} | "
+                         f"{r['cropped']:.2f} | {r['ms']:.0f} |")
+        print("\n".join(table[-len(rows):]), flush=True)
+    table.append("")
+    table.append("| mean over benchmarks | policy | muAP | R@P90 | crop descriptions / query | queries cropped | ms / query |")
+    table.append("|---|---|---|---|---|---|---|")
+    for p, rs in means.items():
+        m = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
+        table.append(f"| {len(rs)} | {p} | {m['muAP']:.4f} | {m['R@P90']:.4f} | {m['crops']:.2f} | {m['cropped']:.2f} | {m['ms']:.0f} |")
+    print("\n" + "\n".join(table) + "\n\n" + breakdown)
+
+
+if __name__ == "__main__":
+    main()

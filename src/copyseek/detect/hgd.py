@@ -1,0 +1,112 @@
+"""Distilling a detector: plain feature imitation, and Hands-on Guidance Distillation (HGD).
+
+The HGD paper (Qin et al., 2021) could be read only through its abstract here: "distills the latent
+knowledge of all stage features", "correspondence establishment for consistency, hands-on imitation
+loss measure and re-weighted optimization from both micro and macro perspectives". What follows is
+our reading of those words, not the paper's equations:
+
+- correspondence: every student stage (strides 4, 8, 16, 32 and the stride-4 neck) is paired with
+  the teacher's stage at the same stride through its own adaptor (1x1 convolution + batch norm,
+  student channels -> teacher channels);
+- hands-on imitation loss: per location, the squared distance between the adapted student feature
+  and the teacher's, both normalised per channel over the batch and locations (so each stage's
+  scale does not decide its weight, and the student imitates the pattern, not the magnitude);
+- micro re-weighting (per location): weight 1 + `focus` x the object evidence at that location,
+  max of the ground-truth heat maps and the teacher's own heat maps, pooled to the stage's stride
+  ("focuses on the essence": object centres and their surroundings count more than background);
+- macro re-weighting (per stage): each stage's loss is weighted by its share of the total
+  (detached): stages that lag behind the teacher most get the most attention.
+
+"plain" is the classic baseline (FitNets-style hints): the neck alone, one adaptor, unnormalised
+mean squared error, uniform weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from copyseek.detect.model import DetectorNet
+from copyseek.errors import CopyseekError
+
+
+def adaptor(cin: int, cout: int) -> nn.Module:
+    """Student channels -> teacher channels at the same stride."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+
+def _channels(net: DetectorNet) -> list[int]:
+    """Channels of `out["stages"]`: the four backbone stages, then the neck."""
+    return [*net.config.widths[1:], net.config.neck]
+
+
+def normalised(x: Tensor) -> Tensor:
+    """(B, C, h, w) standardised per channel over batch and locations."""
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-5)
+    return (x - mean) / std
+
+
+def hands_on_loss(student: Tensor, teacher: Tensor, weight: Tensor) -> Tensor:
+    """Per-location squared distance of standardised features, weighted: student / teacher
+    (B, C, h, w), weight (B, 1, h, w) summing to 1 per image -> scalar (mean over the batch)."""
+    distance = (normalised(student) - normalised(teacher)).pow(2).mean(dim=1, keepdim=True)
+    return (distance * weight).sum(dim=(1, 2, 3)).mean()
+
+
+def location_weights(evidence: Tensor, size: tuple[int, int], focus: float) -> Tensor:
+    """(B, 1, H, W) object evidence 0..1 at stride 4 -> (B, 1, h, w) weights 1 + focus * pooled
+    evidence, normalised to sum 1 per image."""
+    pooled = F.adaptive_max_pool2d(evidence, size)
+    weight = 1.0 + focus * pooled
+    return weight / weight.sum(dim=(1, 2, 3), keepdim=True)
+
+
+class Distiller(nn.Module):
+    """Computes the distillation loss of a student's output given the images; holds the adaptors
+    (trained with the student) and the frozen teacher."""
+
+    def __init__(self, student: DetectorNet, teacher: DetectorNet, stages: list[int], hgd: bool, focus: float = 4.0):
+        super().__init__()
+        s_channels, t_channels = _channels(student), _channels(teacher)
+        self.stages = stages
+        self.adaptors = nn.ModuleList(adaptor(s_channels[i], t_channels[i]) for i in stages)
+        self.teacher = [teacher.eval()]  # a list: not a sub-module, so neither trained nor saved
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.hgd, self.focus = hgd, focus
+
+    def forward(self, images: Tensor, out: dict, targets: dict) -> Tensor:
+        with torch.no_grad():
+            t_out = self.teacher[0](images)
+        losses = []
+        evidence = None
+        if self.hgd:
+            t_heat = torch.sigmoid(t_out["heat"]).amax(dim=1, keepdim=True)
+            evidence = torch.maximum(targets["heat"].amax(dim=1, keepdim=True), t_heat)
+        for adapt, i in zip(self.adaptors, self.stages):
+            s_feat, t_feat = adapt(out["stages"][i]), t_out["stages"][i]
+            if s_feat.shape[2:] != t_feat.shape[2:]:
+                raise CopyseekError(f"stage {i}: student {tuple(s_feat.shape)} and teacher {tuple(t_feat.shape)} strides differ")
+            if self.hgd:
+                weight = location_weights(evidence, tuple(t_feat.shape[2:]), self.focus)
+                losses.append(hands_on_loss(s_feat, t_feat, weight))
+            else:
+                losses.append(F.mse_loss(s_feat, t_feat))
+        stacked = torch.stack(losses)
+        if self.hgd:  # macro: the stages furthest from the teacher weigh most
+            shares = stacked.detach() / stacked.detach().sum().clamp(min=1e-12)
+            return (shares * stacked).sum() * len(losses)
+        return stacked.mean()
+
+
+def make_distiller(kind: str, student: DetectorNet, teacher: DetectorNet) -> Distiller:
+    """"plain": the neck alone, MSE; "hgd": every stage, hands-on loss, micro and macro weights."""
+    if student.config.input_size != teacher.config.input_size:
+        raise CopyseekError("student and teacher must take the same input size")
+    if kind == "plain":
+        return Distiller(student, teacher, stages=[4], hgd=False)
+    if kind == "hgd":
+        return Distiller(student, teacher, stages=[0, 1, 2, 3, 4], hgd=True)
+    raise CopyseekError(f"unknown distillation {kind!r}; choose plain or hgd")

@@ -1,0 +1,193 @@
+"""The detector network: a small CNN backbone, a top-down neck and CenterNet heads, in plain torch.
+
+    net = DetectorNet(NetConfig())                 # or NetConfig.preset("teacher")
+    out = net(images)                              # (B, 3, S, S) float in [0, 1]
+    out["heat"], out["size"], out["offset"]        # (B, C, S/4, S/4) logits, (B, 2, ...) cells, (B, 2, ...)
+    out["stages"]                                  # feature maps at strides 4, 8, 16, 32 and the neck (HGD)
+
+Widths and depths are parameters so that a teacher and a student of about a third of its cost share
+one definition (`NetConfig.preset`). The neck and heads run at stride 4; an optional `Selective`
+module (detect/scn.py) computes them only where a guidance head says the image is informative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from copyseek.detect.regions import CLASSES
+from copyseek.errors import CopyseekError
+
+STRIDE = 4
+"""Output cell size in input pixels."""
+
+HEAT_PRIOR = 0.1
+"""Initial centre probability, so the focal loss starts small (CenterNet's bias init)."""
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """widths: channels of the stem (stride 2) and the stages at strides 4, 8, 16, 32;
+    depth: convolutions per stage after its strided one; neck: channels at stride 4;
+    input_size: square input side in pixels (a multiple of 32); selective: run the neck and heads
+    only on the tiles a guidance head selects (SCN, detect/scn.py)."""
+
+    widths: tuple[int, ...] = (16, 24, 48, 64, 96)
+    depth: int = 1
+    neck: int = 32
+    input_size: int = 160
+    selective: bool = False
+
+    def __post_init__(self):
+        if len(self.widths) != 5 or any(int(w) < 1 for w in self.widths):
+            raise CopyseekError(f"widths must be 5 positive channel counts, got {self.widths}")
+        if self.depth < 0 or self.neck < 1:
+            raise CopyseekError(f"depth must be >= 0 and neck >= 1, got depth={self.depth}, neck={self.neck}")
+        if self.input_size < 32 or self.input_size % 32:
+            raise CopyseekError(f"input_size must be a multiple of 32 (>= 32), got {self.input_size}")
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> NetConfig:
+        """"student" (the shipped size), "teacher" (about 3.5x its cost) or "tiny" (tests)."""
+        presets = {
+            "student": {},
+            "teacher": {"widths": (24, 40, 80, 112, 160), "depth": 2, "neck": 56},
+            "tiny": {"widths": (4, 8, 8, 16, 16), "depth": 0, "neck": 8, "input_size": 64},
+        }
+        if name not in presets:
+            raise CopyseekError(f"unknown detector preset {name!r}; choose from {', '.join(presets)}")
+        return cls(**{**presets[name], **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NetConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CopyseekError(f"unknown detector settings: {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if "widths" in data:
+            data["widths"] = tuple(int(w) for w in data["widths"])
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "widths": list(self.widths)}
+
+
+def conv(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    """Convolution, batch norm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+class Stage(nn.Module):
+    """A strided convolution, then `depth` residual 3x3 convolutions."""
+
+    def __init__(self, cin: int, cout: int, depth: int):
+        super().__init__()
+        self.down = conv(cin, cout, 2)
+        self.blocks = nn.ModuleList(conv(cout, cout) for _ in range(depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.down(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+class GlobalContext(nn.Module):
+    """Adds a projection of the image-wide mean: the copy is often the whole frame, larger than any
+    receptive field."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.project = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + torch.relu(self.project(x.mean(dim=(2, 3), keepdim=True)))
+
+
+class Heads(nn.Module):
+    """Stride-4 neck features (B, neck, h, w) -> heat logits (B, C, h, w), size and offset (B, 2, h, w)."""
+
+    def __init__(self, channels: int, classes: int):
+        super().__init__()
+        self.smooth = conv(channels, channels)
+        self.out = nn.Conv2d(channels, classes + 4, 1)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[:classes] = float(torch.logit(torch.tensor(HEAT_PRIOR)))
+        self.classes = classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.smooth(x))
+
+
+class DetectorNet(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, config: NetConfig = NetConfig()):
+        super().__init__()
+        self.config = config
+        w, d, n = config.widths, config.depth, config.neck
+        self.stem = conv(3, w[0], 2)
+        self.stages = nn.ModuleList(Stage(w[i], w[i + 1], d) for i in range(4))
+        self.context = GlobalContext(w[4])
+        self.lateral = nn.ModuleList(nn.Conv2d(w[i + 1], n, 1) for i in range(4))
+        self.heads = Heads(n, len(CLASSES))
+        self.selective = None
+        if config.selective:
+            from copyseek.detect.scn import Selective
+
+            self.selective = Selective(w[3], self.heads)
+
+    def backbone(self, images: Tensor) -> list[Tensor]:
+        """(B, 3, S, S) in [0, 1] -> feature maps at strides 4, 8, 16, 32."""
+        x = self.stem(images - 0.5)
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        features[-1] = self.context(features[-1])
+        return features
+
+    def neck(self, features: list[Tensor]) -> Tensor:
+        """Top-down: each coarser map, upsampled, added to the lateral projection of the finer one."""
+        x = self.lateral[3](features[3])
+        for i in (2, 1, 0):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest") + self.lateral[i](features[i])
+        return x
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        features = self.backbone(images)
+        neck = self.neck(features)
+        out: dict[str, Tensor] = {}
+        if self.selective is not None:
+            raw, out["guide"], out["tiles"] = self.selective(neck, features[2])
+        else:
+            raw = self.heads(neck)
+        c = self.heads.classes
+        out.update(heat=raw[:, :c], size=raw[:, c : c + 2], offset=raw[:, c + 2 :], stages=[*features, neck])
+        return out
+
+
+def macs(config: NetConfig) -> int:
+    """Multiply-accumulates of one dense forward pass at config.input_size (convolutions only)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output.numel() * k
+
+    net = DetectorNet(NetConfig(**{**asdict(config), "selective": False})).eval()
+    handles = [m.register_forward_hook(hook) for m in net.modules()]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, config.input_size, config.input_size))
+    for h in handles:
+        h.remove()
+    return total

@@ -1,0 +1,67 @@
+"""The detector at match time: an ONNX model run by onnxruntime, boxes decoded in numpy."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from copyseek.detect.regions import CLASSES, Regions, decode
+from copyseek.errors import CopyseekError
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
+
+
+class Detector:
+    """`detect(rgb) -> Regions` with an exported detector (detect/export.py).
+
+    path: the .onnx file, with its .json sidecar beside it; top_k / min_score: decoding limits.
+    """
+
+    def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05, threads: int = 1):
+        import onnxruntime as ort
+
+        path = Path(path)
+        sidecar = path.with_suffix(".json")
+        if not path.is_file() or not sidecar.is_file():
+            raise CopyseekError(f"no detector at {path} (needs the .onnx file and its .json sidecar)")
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        if tuple(meta.get("classes", ())) != CLASSES:
+            raise CopyseekError(f"detector {path} has classes {meta.get('classes')}, expected {list(CLASSES)}")
+        self.input_size = int(meta["input_size"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path, self.top_k, self.min_score = path, top_k, min_score
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (S, S, 3) uint8, squashed as in training."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise CopyseekError(f"detect needs an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        size = (self.input_size, self.input_size)
+        return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Regions]:
+        """Regions of each (H, W, 3) uint8 image, boxes in its own pixels."""
+        if not images:
+            return []
+        batch = np.stack([self.prepare(image) for image in images])
+        heat, size, offset = self.session.run(None, {"image": batch})
+        return [
+            decode(heat[i], size[i], offset[i], (image.shape[1], image.shape[0]), top_k=self.top_k, min_score=self.min_score)
+            for i, image in enumerate(images)
+        ]
+
+    def detect(self, rgb: np.ndarray) -> Regions:
+        """Regions of one (H, W, 3) uint8 RGB image: boxes in its pixels, best first."""
+        return self.detect_batch([rgb])[0]
+
+
+@cache
+def load_detector(path: str | None = None) -> Detector:
+    """The detector at `path` (default: the one shipped in the package), loaded once."""
+    return Detector(SHIPPED if path is None else Path(path))

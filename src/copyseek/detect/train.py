@@ -1,0 +1,266 @@
+"""Training the detector on synthetic queries, with checkpoints, resume and ONNX export.
+
+    copyseek train-detector --images BENCH/holdout.txt --out runs/det --minutes 15
+    copyseek train-detector --out runs/det --resume --minutes 20          # continue to a larger budget
+    copyseek train-detector ... --preset student --teacher runs/teacher/checkpoint.pt --distill hgd
+
+A run directory holds config.json (the settings; --resume reuses them), checkpoint.pt (model,
+optimiser, step, elapsed time, random state; written atomically every `checkpoint_minutes`),
+metrics.csv (losses per logged step) and, at the end, detector.onnx (+ detector.json).
+The learning rate follows a cosine over the time budget (or the step budget), so a run of N
+minutes ends annealed whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from copyseek.detect.data import Sample, SyntheticQueries, load_photos
+from copyseek.detect.model import STRIDE, DetectorNet, NetConfig
+from copyseek.detect.targets import detection_loss, make_targets
+from copyseek.errors import CopyseekError
+
+DISTILL = ("none", "plain", "hgd")
+
+
+@dataclass(frozen=True)
+class DetectorTrainConfig:
+    """Everything a run depends on (saved as RUN_DIR/config.json).
+
+    images: folder or .txt list of training photos (held-out ones); preset / net: the network
+    (NetConfig.preset name, then NetConfig fields to change); pool: synthetic queries made once
+    and cycled through, mirrored at random (0: a fresh query for every sample); pool_file: an .npz
+    where the pool is kept, reused by other runs (same data for compared runs); photo_side: photos
+    are shrunk to this before editing; minutes / steps: budgets (at least one);
+    teacher: checkpoint.pt of a trained detector to distil from, with `distill` "plain" (the neck
+    alone, one adaptor, uniform weights) or "hgd" (detect/hgd.py); distill_weight: its loss weight;
+    scn_direct: weight of the guidance head's direct supervision (masks from the boxes; 0 leaves
+    only the indirect signal through the detection loss) when the net is selective.
+    """
+
+    images: str = ""
+    preset: str = "student"
+    net: dict | None = None
+    pool: int = 2000
+    pool_file: str = ""
+    photo_side: int = 320
+    batch: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    minutes: float = 0.0
+    steps: int = 0
+    seed: int = 0
+    checkpoint_minutes: float = 2.0
+    log_every: int = 20
+    teacher: str = ""
+    distill: str = "none"
+    distill_weight: float = 1.0
+    scn_direct: float = 1.0
+
+    def __post_init__(self):
+        if self.minutes <= 0 and self.steps <= 0:
+            raise CopyseekError("set a budget: minutes > 0 or steps > 0")
+        if self.batch < 1 or self.pool < 0 or self.photo_side < 32:
+            raise CopyseekError(f"batch must be >= 1, pool >= 0 and photo_side >= 32, got "
+                                f"{self.batch}, {self.pool}, {self.photo_side}")
+        if self.distill not in DISTILL:
+            raise CopyseekError(f"distill must be one of {', '.join(DISTILL)}, got {self.distill!r}")
+        if (self.distill != "none") != bool(self.teacher):
+            raise CopyseekError("--distill plain|hgd needs --teacher CHECKPOINT, and a teacher needs --distill")
+        self.net_config()  # validates preset and net
+
+    def net_config(self) -> NetConfig:
+        return NetConfig.preset(self.preset, **(self.net or {}))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DetectorTrainConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise CopyseekError(f"unknown detector training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def image_paths(images: str) -> list[Path]:
+    """A folder (searched recursively) or a .txt list of image paths."""
+    from copyseek.io.images import find_images
+
+    path = Path(images)
+    if path.suffix == ".txt" and path.is_file():
+        return [Path(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not path.is_dir():
+        raise CopyseekError(f"--images: no folder or .txt list at {images}")
+    return [f.path for f in find_images(path)[0]]
+
+
+def collate(samples: list[Sample], grid: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Samples -> (B, 3, S, S) float images in [0, 1] and batched dense targets."""
+    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
+    targets = [make_targets(s.boxes, s.labels, grid, STRIDE) for s in samples]
+    return images, {k: torch.from_numpy(np.stack([t[k] for t in targets])) for k in targets[0]}
+
+
+def load_checkpoint(path: str | Path) -> tuple[DetectorNet, dict]:
+    """A trained DetectorNet (eval mode) and the checkpoint's content."""
+    path = Path(path)
+    if not path.is_file():
+        raise CopyseekError(f"no detector checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net = DetectorNet(NetConfig.from_dict(state["net"]))
+    net.load_state_dict(state["model"])
+    return net.eval(), state
+
+
+def save_pool(samples: list[Sample], path: str | Path) -> None:
+    """Samples -> one .npz (images stacked; boxes and labels concatenated with counts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, images=np.stack([s.image for s in samples]), counts=np.array([len(s.labels) for s in samples]),
+             boxes=np.concatenate([s.boxes for s in samples]), labels=np.concatenate([s.labels for s in samples]))
+    os.replace(tmp, path)
+
+
+def load_pool(path: str | Path) -> list[Sample]:
+    """The samples `save_pool` wrote."""
+    with np.load(path) as data:  # each data[key] reads the array anew: read each once
+        images, counts, boxes, labels = data["images"], data["counts"], data["boxes"], data["labels"]
+    ends = np.cumsum(counts)
+    return [Sample(images[i], boxes[a:b], labels[a:b]) for i, (a, b) in enumerate(zip(ends - counts, ends))]
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class _Batches:
+    """Batches from a pool made once (or fresh samples when pool == 0), mirrored at random."""
+
+    def __init__(self, config: DetectorTrainConfig, input_size: int, rng: np.random.Generator, progress: bool):
+        self.config, self.rng = config, rng
+        self.pool, self.data = None, None
+        if config.pool and config.pool_file and Path(config.pool_file).is_file():
+            self.pool = load_pool(config.pool_file)[: config.pool]
+            return
+        # photos are needed only to make queries
+        self.data = SyntheticQueries(load_photos(image_paths(config.images), config.photo_side), input_size)
+        if config.pool:
+            self.pool = self.data.pool(config.pool, rng, progress)
+            if config.pool_file:
+                save_pool(self.pool, config.pool_file)
+
+    def next(self) -> list[Sample]:
+        if self.pool is None:
+            samples = [self.data.sample(self.rng) for _ in range(self.config.batch)]
+        else:
+            samples = [self.pool[int(i)] for i in self.rng.integers(len(self.pool), size=self.config.batch)]
+        return [s.flipped() if self.rng.random() < 0.5 else s for s in samples]
+
+
+def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train (or continue) a run in `out`; returns the exported ONNX model's path."""
+    from copyseek.detect.export import export_detector
+    from copyseek.progress import progress_bar
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
+    if not resume and checkpoint.exists():
+        raise CopyseekError(f"{out} already holds a run: use --resume to continue it, or another --out")
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net_config = config.net_config()
+    net = DetectorNet(net_config)
+    distiller = None
+    if config.distill != "none":
+        from copyseek.detect.hgd import make_distiller
+
+        teacher, _ = load_checkpoint(config.teacher)
+        distiller = make_distiller(config.distill, net, teacher)
+    params = list(net.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
+    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    step, elapsed = 0, 0.0
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        if distiller is not None and state.get("distiller") is not None:
+            distiller.load_state_dict(state["distiller"])
+        step, elapsed = state["step"], state["elapsed"]
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+    batches = _Batches(config, net_config.input_size, rng, progress)
+    grid = net_config.input_size // STRIDE
+
+    def save() -> None:
+        _save_atomic({"model": net.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
+                      "elapsed": elapsed, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                      "net": net_config.to_dict(), "config": asdict(config),
+                      "distiller": distiller.state_dict() if distiller is not None else None}, checkpoint)
+
+    def fraction() -> float:
+        parts = []
+        if config.minutes > 0:
+            parts.append(elapsed / (60 * config.minutes))
+        if config.steps > 0:
+            parts.append(step / config.steps)
+        return max(parts)
+
+    metrics = open(out / "metrics.csv", "a", newline="", encoding="utf-8")
+    writer = csv.writer(metrics)
+    if metrics.tell() == 0:
+        writer.writerow(["step", "elapsed_s", "lr", "loss", "heat", "size", "offset", "distill", "guide"])
+    last_save = elapsed
+    net.train()
+    with progress_bar(100, "train-detector", disable=not progress, unit="%") as bar:
+        while fraction() < 1.0:
+            started = time.perf_counter()
+            lr = config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction())))
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            images, targets = collate(batches.next(), grid)
+            output = net(images)
+            losses = detection_loss(output, targets)
+            total = losses["total"]
+            extra = {"distill": torch.zeros(()), "guide": torch.zeros(())}
+            if distiller is not None:
+                extra["distill"] = distiller(images, output, targets)
+                total = total + config.distill_weight * extra["distill"]
+            if net.selective is not None:
+                from copyseek.detect.scn import guide_loss, sparsity_loss
+
+                extra["guide"] = sparsity_loss(output["guide"])
+                if config.scn_direct > 0:
+                    extra["guide"] = extra["guide"] + config.scn_direct * guide_loss(output["guide"], targets["heat"])
+                total = total + extra["guide"]
+            optimiser.zero_grad(set_to_none=True)
+            total.backward()
+            optimiser.step()
+            step += 1
+            elapsed += time.perf_counter() - started
+            if step % config.log_every == 0:
+                writer.writerow([step, round(elapsed, 1), f"{lr:.2e}", f"{total.item():.4f}",
+                                 *(f"{losses[k].item():.4f}" for k in ("heat", "size", "offset")),
+                                 *(f"{extra[k].item():.4f}" for k in ("distill", "guide"))])
+                metrics.flush()
+            bar.n = min(100, int(100 * fraction()))
+            bar.set_postfix(loss=f"{total.item():.3f}", step=step)
+            bar.refresh()
+            if elapsed - last_save >= 60 * config.checkpoint_minutes:
+                save()
+                last_save = elapsed
+    metrics.close()
+    save()
+    return export_detector(net.eval(), out / "detector.onnx")

@@ -1,0 +1,51 @@
+import torch
+
+from copyseek.detect.hgd import hands_on_loss, location_weights, make_distiller, normalised
+from copyseek.detect.model import DetectorNet, NetConfig
+from copyseek.detect.targets import make_targets
+
+
+def nets():
+    torch.manual_seed(0)
+    student = DetectorNet(NetConfig.preset("tiny"))
+    teacher = DetectorNet(NetConfig.preset("tiny", widths=(8, 12, 16, 24, 32), neck=12))
+    return student, teacher
+
+
+def batch():
+    import numpy as np
+
+    t = make_targets(np.array([[8.0, 8.0, 40.0, 40.0]]), np.array([0]), 16, 4)
+    return torch.rand(2, 3, 64, 64), {k: torch.from_numpy(np.stack([v, v])) for k, v in t.items()}
+
+
+def test_hands_on_loss_is_zero_for_an_affine_copy_and_weighted_by_location():
+    teacher = torch.randn(2, 6, 5, 5)
+    uniform = torch.full((2, 1, 5, 5), 1 / 25)
+    assert hands_on_loss(3 * teacher + 1, teacher, uniform) < 1e-6  # standardised: scale and shift do not count
+    student = teacher.clone()
+    student[:, :, 0, 0] += 5.0
+    focused = torch.zeros(2, 1, 5, 5)
+    focused[:, :, 4, 4] = 1.0
+    assert hands_on_loss(student, teacher, focused) < hands_on_loss(student, teacher, uniform)
+    assert torch.allclose(normalised(teacher).mean(dim=(0, 2, 3)), torch.zeros(6), atol=1e-5)
+
+
+def test_location_weights_favour_objects_and_sum_to_one():
+    evidence = torch.zeros(1, 1, 16, 16)
+    evidence[:, :, 4:8, 4:8] = 1.0
+    w = location_weights(evidence, (4, 4), focus=4.0)
+    assert torch.allclose(w.sum(), torch.tensor(1.0)) and w[0, 0, 1, 1] == w.max() and w[0, 0, 3, 3] == w.min()
+
+
+def test_hgd_pairs_every_stage_and_trains_the_adaptors():
+    student, teacher = nets()
+    images, targets = batch()
+    hgd, plain = make_distiller("hgd", student, teacher), make_distiller("plain", student, teacher)
+    assert len(hgd.adaptors) == 5 and len(plain.adaptors) == 1
+    loss = hgd(images, student(images), targets)
+    loss.backward()
+    assert loss > 0 and all(p.grad is not None for p in hgd.adaptors.parameters())
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
+    assert "teacher" not in "".join(hgd.state_dict())  # nor saved with the student
+    assert plain(images, student(images), targets) > 0

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from copyseek.detect.regions import CLASSES, Regions, decode
+from copyseek.errors import CopyseekError
+
+
+def test_decode_reads_peaks_sizes_and_offsets():
+    heat = np.zeros((2, 10, 10), np.float32)
+    heat[0, 4, 3] = 0.9   # a copy centred in cell (x=3, y=4)
+    heat[0, 4, 4] = 0.5   # its neighbour, not a local maximum
+    heat[1, 1, 8] = 0.6   # an overlay
+    size = np.zeros((2, 10, 10), np.float32)
+    size[:, 4, 3] = (4, 2)
+    size[:, 1, 8] = (2, 2)
+    offset = np.full((2, 10, 10), 0.5, np.float32)
+    regions = decode(heat, size, offset, (100, 50))  # a cell is 10 x 5 pixels
+    assert len(regions) == 2
+    assert list(regions.labels) == [CLASSES.index("copy"), CLASSES.index("overlay")]
+    assert np.allclose(regions.boxes[0], [15, 17.5, 55, 27.5])  # centre (3.5, 4.5) cells, 4 x 2 cells
+    assert np.allclose(regions.scores, [0.9, 0.6])
+
+
+def test_min_score_top_k_and_class_filter():
+    heat = np.zeros((2, 6, 6), np.float32)
+    heat[0, 1, 1], heat[0, 4, 4], heat[1, 1, 4] = 0.8, 0.3, 0.04
+    regions = decode(heat, np.ones((2, 6, 6)), np.zeros((2, 6, 6)), (60, 60), top_k=5, min_score=0.05)
+    assert len(regions) == 2
+    assert len(regions.of("copy", 0.5)) == 1 and len(regions.of("overlay")) == 0
+    assert len(decode(heat, np.ones((2, 6, 6)), np.zeros((2, 6, 6)), (60, 60), top_k=1)) == 1
+    with pytest.raises(CopyseekError, match="unknown region class"):
+        regions.of("emoji")
+
+
+def test_regions_check_shapes():
+    with pytest.raises(CopyseekError):
+        Regions(np.zeros((2, 4)), np.zeros(3), np.zeros(3, np.int64))
+    assert len(Regions.empty()) == 0

@@ -1,0 +1,30 @@
+import numpy as np
+import torch
+
+from copyseek.detect.targets import detection_loss, focal_map, gaussian_radius, make_targets
+
+
+def test_targets_put_a_peak_size_and_offset_at_the_centre():
+    boxes = np.array([[8.0, 8.0, 40.0, 24.0], [0.0, 0.0, 8.0, 8.0]])
+    t = make_targets(boxes, np.array([0, 1]), grid=16, stride=4)
+    # centre (24, 16) px = (6, 4) cells
+    assert t["heat"][0, 4, 6] == 1.0 and t["heat"][0].max() == 1.0 and t["mask"][4, 6] == 1.0
+    assert np.allclose(t["size"][:, 4, 6], [8, 4]) and np.allclose(t["offset"][:, 4, 6], [0, 0])
+    assert t["heat"][1, 1, 1] == 1.0 and t["heat"][1, 10, 10] == 0.0
+    assert t["mask"].sum() == 2
+
+
+def test_radius_grows_with_the_box():
+    assert gaussian_radius(4, 4) < gaussian_radius(20, 20)
+
+
+def test_loss_is_lower_for_the_right_answer():
+    t = make_targets(np.array([[8.0, 8.0, 40.0, 24.0]]), np.array([0]), 16, 4)
+    targets = {k: torch.from_numpy(v)[None] for k, v in t.items()}
+    right = {"heat": torch.logit(torch.from_numpy(t["heat"]).clamp(1e-3, 1 - 1e-3))[None],
+             "size": targets["size"].clone(), "offset": targets["offset"].clone()}
+    wrong = {"heat": torch.zeros(1, 2, 16, 16), "size": torch.zeros(1, 2, 16, 16), "offset": torch.zeros(1, 2, 16, 16)}
+    assert detection_loss(right, targets)["total"] < 0.1 * detection_loss(wrong, targets)["total"]
+    # the focal term is reduced near the peak: a confident miss next to the centre costs less than far away
+    near = focal_map(torch.full((1, 2, 16, 16), 3.0), targets["heat"])[0, 0]
+    assert near[4, 7] < near[12, 12]

@@ -1,0 +1,62 @@
+"""A tiny run end to end: train, checkpoint, resume, export, onnxruntime parity, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from copyseek.cli import main
+from copyseek.detect.evaluate import TorchDetector
+from copyseek.detect.runtime import Detector
+from copyseek.detect.train import DetectorTrainConfig, load_checkpoint, train
+from copyseek.errors import CopyseekError
+
+
+def tiny(photo_list, **changes):
+    settings = dict(images=str(photo_list), preset="tiny", pool=8, photo_side=96, batch=4, steps=3, log_every=1)
+    return DetectorTrainConfig(**{**settings, **changes})
+
+
+def test_train_resume_export_and_runtime(photo_list, tmp_path):
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    model = train(tiny(photo_list), run, progress=False)
+    assert model.exists() and (run / "detector.json").exists()
+    _, state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 3
+    with pytest.raises(CopyseekError, match="already holds a run"):
+        train(tiny(photo_list), run, progress=False)
+    train(tiny(photo_list, steps=5), run, resume=True, progress=False)
+    _, state = load_checkpoint(run / "checkpoint.pt")
+    assert state["step"] == 5
+    rows = (run / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step") and len(rows) == 1 + 5
+
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    onnx = Detector(run / "detector.onnx", min_score=0.0).detect(image)
+    torch_regions = TorchDetector(run / "checkpoint.pt", min_score=0.0).detect_batch([image])[0]
+    assert np.allclose(onnx.scores, torch_regions.scores, atol=1e-4)
+    assert np.allclose(onnx.boxes, torch_regions.boxes, atol=1e-2)
+    assert np.all(onnx.boxes[:, 2] <= 70) and np.all(onnx.boxes[:, 3] <= 50)
+
+
+def test_config_refuses_unknown_and_inconsistent_settings():
+    with pytest.raises(CopyseekError, match="unknown detector training settings"):
+        DetectorTrainConfig.from_dict({"steps": 1, "epochs": 3})
+    with pytest.raises(CopyseekError, match="budget"):
+        DetectorTrainConfig()
+    with pytest.raises(CopyseekError, match="needs --teacher"):
+        DetectorTrainConfig(steps=1, distill="hgd")
+
+
+def test_cli_train_and_detect(photo_list, tmp_path, capsys):
+    run = tmp_path / "cli"
+    args = ["train-detector", "--images", str(photo_list), "--out", str(run), "--preset", "tiny", "--steps", "2",
+            "--set", "pool=4", "--set", "batch=2", "--set", "photo_side=96", "-q"]
+    assert main(args) == 0
+    assert json.loads((run / "config.json").read_text())["pool"] == 4
+    image = str(photo_list.parent / "p0.jpg")
+    assert main(["detect", image, "--model", str(run / "detector.onnx"), "--min-score", "0"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["image"] == image and all(r["label"] in ("copy", "overlay") for r in line["regions"])

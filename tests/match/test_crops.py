@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from copyseek.detect.regions import CLASSES, Regions
+from copyseek.errors import CopyseekError
+from copyseek.match.crops import CROP_POLICIES, USES_DETECTOR, CropRequest, masked_overlays
+from copyseek.match.fusion import FusionParams
+
+
+def regions(*rows):
+    """rows of (x0, y0, x1, y1, score, label name)."""
+    boxes = np.array([r[:4] for r in rows], np.float32).reshape(-1, 4)
+    return Regions(boxes, np.array([r[4] for r in rows], np.float32), np.array([CLASSES.index(r[5]) for r in rows]))
+
+
+IMAGE = np.full((200, 300, 3), 100, np.uint8)
+DETECTED = regions((10, 10, 110, 90, 0.9, "copy"), (150, 100, 290, 190, 0.5, "copy"), (0, 0, 300, 200, 0.8, "copy"),
+                   (200, 10, 240, 50, 0.7, "overlay"), (20, 150, 60, 190, 0.1, "overlay"))
+
+
+def request(detected=DETECTED, local=np.zeros((0, 4))):
+    return CropRequest(IMAGE, local, detected, box_threshold=0.3)
+
+
+def test_grid_is_the_fixed_boxes_and_local_regions():
+    assert len(CROP_POLICIES["grid"](request())) == 9
+    assert len(CROP_POLICIES["grid"](request(local=np.array([[50, 50, 150, 150]])))) == 10
+    assert len(CROP_POLICIES["local"](request(local=np.array([[50, 50, 150, 150]])))) == 1
+    assert "grid" not in USES_DETECTOR and "best" in USES_DETECTOR
+
+
+def test_best_crops_the_best_copy_and_masks_overlays():
+    crops = CROP_POLICIES["best"](request())
+    assert len(crops) == 2
+    assert crops[0].shape[:2] == (round(80 * 1.1), round(100 * 1.1))  # grown by 5% each side
+    masked = crops[1]
+    assert masked.shape == IMAGE.shape and np.array_equal(masked, IMAGE)  # a uniform image stays uniform
+
+
+def test_boxes_take_every_copy_above_threshold_but_not_the_whole_frame():
+    assert len(CROP_POLICIES["boxes"](request())) == 3  # two copies (the whole-frame one is dropped) + masked
+    assert len(CROP_POLICIES["boxes+grid"](request())) == 3 + 9
+    assert len(CROP_POLICIES["best"](request(Regions.empty()))) == 0
+
+
+def test_masking_fills_overlays_and_refuses_large_ones():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, 50:] = 200
+    masked = masked_overlays(image, np.array([[0.0, 0.0, 20.0, 20.0]]))
+    assert masked[5, 5, 0] == int(200 * 5000 / 9600)  # the mean of the 9,600 pixels left uncovered
+    assert masked[50, 80, 0] == 200
+    assert masked_overlays(image, np.array([[0.0, 0.0, 100.0, 80.0]])) is None
+    assert masked_overlays(image, np.zeros((0, 4))) is None
+
+
+def test_fusion_params_check_the_policy():
+    with pytest.raises(CopyseekError, match="unknown crop policy"):
+        FusionParams(crop_policy="everything")
+    with pytest.raises(CopyseekError, match="box_threshold"):
+        FusionParams(box_threshold=2.0)
