@@ -18,7 +18,7 @@ import torch
 
 from copyseek.attack.mismatch import AttackParams
 from copyseek.attack.models import load_attack_model
-from copyseek.attack.report import DEFAULT_PIPELINES, ReportParams, calibrate, draw_pairs, make_adversarials, run_report
+from copyseek.attack.report import DEFAULT_PIPELINES, ReportParams, calibrate, draw_pairs, make_adversarials, pipeline_verdicts, run_report
 
 CONFIGS = {
     # Tolias et al.'s settings (global descriptor, Adam lr 0.01, 100 steps, no closeness term).
@@ -41,6 +41,8 @@ def main() -> None:
                         help="only make the images of pairs I, I+N, ... and stop (several processes share the work)")
     parser.add_argument("--calibrate", action="store_true",
                         help="only index the references with each pipeline and find its threshold (kept for the report)")
+    parser.add_argument("--verdicts", action="store_true",
+                        help="only let the pipelines judge the last configuration's images (kept for the report)")
     parser.add_argument("--pipelines", nargs="*", default=list(DEFAULT_PIPELINES),
                         help="bench pipelines judging the last configuration's images (none: skip)")
     args = parser.parse_args()
@@ -50,6 +52,14 @@ def main() -> None:
     if args.calibrate:
         for name in args.pipelines:
             print(name, calibrate(args.bench, name, args.workdir))
+        return
+    if args.verdicts:
+        model = load_attack_model(args.model)
+        pairs = draw_pairs(args.bench, args.pairs, params.seed)
+        name, attack = list(configs.items())[-1]
+        # shard -1 of 1 attacks nothing: the pairs finished so far are judged, the others later
+        run = make_adversarials(model, pairs, attack, params, args.workdir / name, shard=(-1, 1))
+        pipeline_verdicts(args.bench, params.pipelines, run, pairs, args.workdir)
         return
     if args.shard:
         index, count = (int(x) for x in args.shard.split("/"))

@@ -160,7 +160,7 @@ def test_kill_9_during_remove_compact_and_repair_leaves_a_clean_index_that_a_rer
             for chunk in sorted((index / "chunks").glob("*.npz"))[:3]:
                 DAMAGES["flip bytes"](chunk)
         kills[name] = 0
-        for _ in range(3):
+        for _ in range(2):
             kills[name] += kill_while_writing(argv, index, rng)
             if name != "repair":
                 assert_clean(index)

@@ -12,7 +12,7 @@ Two tables (markdown):
   input size it was not attacked at, and on a model it never saw (SSCD, by transfer);
 - robustness: for each pipeline, at its operating threshold (precision 0.9 on the benchmark's own
   queries), the share of images reported as a copy of the target's reference, for the carriers, the
-  targets, the adversarial images, and the adversarial images re-encoded as JPEG or resized.
+  adversarial images, and the adversarial images re-encoded as JPEG or resized.
 """
 
 from __future__ import annotations
@@ -174,8 +174,20 @@ def _embed_files(model, files: list[Path], batch: int = 32) -> np.ndarray:
     return np.concatenate(vectors)
 
 
-def retrieval_rows(runs: dict[str, AttackRun], pairs: list[Pair], bench: Path,
-                   views: dict[str, tuple[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
+def _reference_vectors(model, files: list[Path], cache: Path | None) -> np.ndarray:
+    """The references' vectors, kept in `cache` (a folder) under the model's fingerprint and size."""
+    if cache is None:
+        return _embed_files(model, files)
+    key = hashlib.sha1(json.dumps([model.spec(), [str(f) for f in files]]).encode()).hexdigest()[:16]
+    path = cache / f"references-{key}.npy"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path, _embed_files(model, files))
+    return np.load(path)
+
+
+def retrieval_rows(runs: dict[str, AttackRun], pairs: list[Pair], bench: Path, views: dict[str, tuple[str, str]],
+                   cache: Path | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """Agreement of retrieval with the adversarial images (and their re-encoded and resized
     variants) vs the targets over the benchmark's references, for each attack run and each view
     name -> (global model spec, resize): {run: {view: {"rank1", "top10", "cosine", "rank1 <variant>"...}}}."""
@@ -187,7 +199,7 @@ def retrieval_rows(runs: dict[str, AttackRun], pairs: list[Pair], bench: Path,
     rows: dict[str, dict[str, dict[str, float]]] = {name: {} for name in runs}
     for view, (spec, resize) in views.items():
         model = load_model(spec, Preprocess.parse(resize), threads=1)
-        database = _embed_files(model, references)
+        database = _reference_vectors(model, references, cache)
         for name, run in runs.items():
             targets = _embed_files(model, [run.sets["target"][p.pid] for p in pairs])
             adversarial = _embed_files(model, [run.sets["adversarial"][p.pid] for p in pairs])
@@ -243,8 +255,12 @@ def _quiet(file, reason) -> None:
 
 
 def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, pairs: list[Pair], workdir: Path,
-                      progress: bool = True) -> list[PipelineVerdicts]:
-    """For each pipeline (`calibrate`d), match every image set of `run` and count the verdicts."""
+                      progress: bool = True, sets: tuple[str, ...] | None = None) -> list[PipelineVerdicts]:
+    """For each pipeline (`calibrate`d), match the image `sets` of `run` and count the verdicts;
+    each image's verdict is kept in the run's folder (verdicts/PIPELINE-SET/PID.json), so a
+    process can judge the pairs finished so far and another the rest.
+    By default every set but the targets: they are benchmark queries, so each pipeline's recall at
+    its threshold (the table's recall@P90 column) already says how it finds them."""
     from copyseek.bench.run import benchmark_paths, parse_pipeline
     from copyseek.match.matcher import MatchOptions, match
     from copyseek.store.index import Index
@@ -255,13 +271,24 @@ def pipeline_verdicts(bench: Path, pipelines: tuple[str, ...], run: AttackRun, p
         index_dir, threshold, recall = calibrate(bench, name, workdir, progress)
         options = MatchOptions(k=10, background=paths["background"] if parse_pipeline(name).normalize else None)
         share, flagged = {}, {}
-        with Index.open(index_dir) as index:
-            for set_name, files in run.sets.items():
-                found = match(index, [ImageFile(pid, path) for pid, path in files.items()], options, progress=False, on_skip=_quiet)
+        for set_name in sets or [name for name in run.sets if name != "target"]:
+            folder = run.folder / "verdicts" / f"{name.replace('/', '_').replace(':', '_')}-{set_name}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # only images whose pair is finished (its record written last) and not judged yet
+            todo = {pid: path for pid, path in run.sets[set_name].items()
+                    if (run.folder / "pairs" / f"{pid}.json").exists() and not (folder / f"{pid}.json").exists()}
+            if todo:
+                with Index.open(index_dir) as index:
+                    found = match(index, [ImageFile(pid, path) for pid, path in todo.items()], options, progress=progress,
+                                  on_skip=_quiet)
                 above = [p for p in found.predictions if threshold is not None and p.score >= threshold]
-                hits = {p.query_id for p in above if p.reference_id == _reference_of(pairs, p.query_id)}
-                share[set_name] = len(hits) / len(pairs)
-                flagged[set_name] = len({p.query_id for p in above}) / len(pairs)
+                for pid in todo:
+                    verdict = {"copy": any(p.query_id == pid and p.reference_id == _reference_of(pairs, pid) for p in above),
+                               "any": any(p.query_id == pid for p in above)}
+                    (folder / f"{pid}.json").write_text(json.dumps(verdict))
+            judged = [json.loads((folder / f"{p.pid}.json").read_text()) for p in pairs if (folder / f"{p.pid}.json").exists()]
+            share[set_name] = sum(v["copy"] for v in judged) / len(pairs)
+            flagged[set_name] = sum(v["any"] for v in judged) / len(pairs)
         verdicts.append(PipelineVerdicts(name, threshold, recall, share, flagged))
     return verdicts
 
@@ -319,7 +346,7 @@ def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackPara
     for name, attack in configs.items():
         folder = workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         runs[name] = make_adversarials(model, pairs, attack, params, folder, progress)
-    rows = retrieval_rows(runs, pairs, bench, views)
+    rows = retrieval_rows(runs, pairs, bench, views, cache=workdir)
     lines = [f"{len(pairs)} (target, carrier) pairs of {bench}, attacked model {model_spec}, carriers at <= {params.max_side} px",
              "", attack_table(rows, runs, views)]
     if params.pipelines:
