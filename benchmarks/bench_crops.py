@@ -22,7 +22,8 @@ import numpy as np
 
 from copyseek.bench.run import PipelineResult, edit_breakdown
 from copyseek.eval.metrics import evaluate
-from copyseek.io.csvfiles import Prediction, read_ground_truth
+from copyseek.io.csvfiles import GroundTruth, Prediction, read_ground_truth
+from copyseek.io.images import find_images
 from copyseek.match.fusion import FusedScorer, FusionParams
 from copyseek.match.matcher import MatchOptions, match
 from copyseek.match.normalize import BackgroundNormalizer, background_vectors
@@ -51,7 +52,7 @@ class PolicyRecorder:
         return first
 
 
-def run(bench: Path, work: Path, policies: list[str], detector: str) -> tuple[dict, dict]:
+def run(bench: Path, work: Path, policies: list[str], detector: str, limit: int = 0) -> tuple[dict, dict]:
     index_dir = work / f"index-{bench.name}"
     with Index.open_or_create(index_dir, "fused") as index:
         index.add(bench / "references", progress=False)  # incremental: completes an interrupted index
@@ -61,9 +62,14 @@ def run(bench: Path, work: Path, policies: list[str], detector: str) -> tuple[di
         recorder = PolicyRecorder(scorers, k=10)
         recorder.ids = index.ids
         started = time.perf_counter()
-        result = match(index, bench / "queries", MatchOptions(k=10), progress=False, scorer=recorder)
+        queries = find_images(bench / "queries")[0]
+        queries = queries[:: max(1, len(queries) // limit)][:limit] if limit else queries
+        result = match(index, queries, MatchOptions(k=10), progress=False, scorer=recorder)
         shared = time.perf_counter() - started - sum(recorder.seconds.values())
     truth = read_ground_truth(bench / "gt.csv")
+    if limit:  # evaluate on the queries matched only
+        kept = {q.id for q in queries}
+        truth = GroundTruth(frozenset(p for p in truth.pairs if p[0] in kept), truth.queries & kept)
     rows, results = {}, []
     for p in policies:
         metrics = evaluate(recorder.predictions[p], truth)
@@ -83,6 +89,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="where the indexes are kept")
     parser.add_argument("--policies", nargs="+", default=["grid", "local", "best", "boxes", "boxes+grid"])
     parser.add_argument("--detector", default="", help="an exported detector.onnx (default: the shipped one)")
+    parser.add_argument("--limit", type=int, default=0, help="queries per benchmark, evenly spaced (0: all)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     table = ["| benchmark | policy | muAP | R@P90 | crop descriptions / query | queries cropped | ms / query |",
@@ -90,7 +97,7 @@ def main() -> None:
     means: dict[str, list[dict]] = defaultdict(list)
     breakdown = ""
     for bench in args.benches:
-        rows, extra = run(bench, args.work, args.policies, args.detector)
+        rows, extra = run(bench, args.work, args.policies, args.detector, args.limit)
         breakdown = breakdown or f"Recall of copies at P90 per edit ({bench.name}):\n\n{extra['breakdown']}"
         for p, r in rows.items():
             means[p].append(r)
