@@ -26,6 +26,7 @@ import numpy as np
 
 from copyseek.describe.preprocess import Preprocess, read_sidecar
 from copyseek.errors import CopyseekError
+from copyseek.io.onnx import cpu_session
 
 PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "models"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -60,16 +61,7 @@ class OnnxModel(GlobalModel):
     """An ONNX model run by onnxruntime on the CPU (or CUDA when available and asked for)."""
 
     def __init__(self, path: Path, name: str, preprocess: Preprocess, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several private exception types
-            raise CopyseekError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
+        self.session = cpu_session(path, threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or inputs[0].shape[-1] not in (3, "3"):
             raise CopyseekError(

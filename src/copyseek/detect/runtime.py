@@ -11,6 +11,7 @@ from PIL import Image
 
 from copyseek.detect.regions import CLASSES, Regions, decode
 from copyseek.errors import CopyseekError
+from copyseek.io.onnx import cpu_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
 
@@ -22,8 +23,6 @@ class Detector:
     """
 
     def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05, threads: int = 1):
-        import onnxruntime as ort
-
         path = Path(path)
         sidecar = path.with_suffix(".json")
         if not path.is_file() or not sidecar.is_file():
@@ -32,10 +31,7 @@ class Detector:
         if tuple(meta.get("classes", ())) != CLASSES:
             raise CopyseekError(f"detector {path} has classes {meta.get('classes')}, expected {list(CLASSES)}")
         self.input_size = int(meta["input_size"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads, what="detector")
         self.path, self.top_k, self.min_score = path, top_k, min_score
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:

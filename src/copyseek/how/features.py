@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from copyseek.errors import CopyseekError
+from copyseek.io.onnx import cpu_session
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,6 @@ class HowExtractor:
     """
 
     def __init__(self, path: str | Path, threads: int = 1):
-        import onnxruntime as ort
-
         path = Path(path)
         sidecar = path.with_suffix(".json")
         if not path.is_file() or not sidecar.is_file():
@@ -67,14 +66,7 @@ class HowExtractor:
         if meta.get("kind") != "how":
             raise CopyseekError(f"{path} is not a HOW model (its sidecar does not say kind 'how')")
         self.path, self.dim, self.stride = path, int(meta["dim"]), int(meta["stride"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several private exception types
-            raise CopyseekError(f"cannot load HOW model {path}: {str(exc).splitlines()[0]}") from None
+        self.session = cpu_session(path, threads, what="HOW model")
 
     def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One scale: (H, W, 3) uint8 -> (local (dim, h, w), attention (h, w))."""
