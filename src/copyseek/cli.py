@@ -12,6 +12,7 @@ from pathlib import Path
 
 from copyseek import __version__
 from copyseek.errors import CopyseekError
+from copyseek.distributed.cli import add_ray_options, ray_describer
 from copyseek.store.cli import add_wait_option
 
 DESCRIPTION = """Find modified copies of images (crops, overlays, recompression, pastes...) in a
@@ -91,6 +92,7 @@ def add_index_parser(sub) -> None:
     add_ids_option(p)
     add_wait_option(p)
     add_speed_options(p)
+    add_ray_options(p)
     p.set_defaults(run=run_index)
 
 
@@ -127,6 +129,7 @@ def run_index(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             progress=not args.quiet,
+            describer=ray_describer(args, index),
         )
         report.ignored_files = len(ignored)
         print(report.summary())
