@@ -8,11 +8,12 @@ import json
 import os
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from copyseek import __version__
 from copyseek.errors import CopyseekError
-from copyseek.distributed.cli import add_ray_options, ray_describer
+from copyseek.distributed.cli import add_ray_options, add_shard_options, ray_describer, shards_for
 from copyseek.store.cli import add_wait_option
 
 DESCRIPTION = """Find modified copies of images (crops, overlays, recompression, pastes...) in a
@@ -178,6 +179,7 @@ def add_match_parser(sub) -> None:
                    "(default: 1/16 of the lists, 8 to 256)")
     p.add_argument("--ef-search", type=int, help="HNSW candidate-list length, for an HNSW --factory (default 64)")
     add_speed_options(p)
+    add_shard_options(p)
     p.set_defaults(run=run_match)
 
 
@@ -199,7 +201,9 @@ def run_match(args: argparse.Namespace) -> int:
     )
     to_stdout = args.output == "-"
     output = None if to_stdout else check_output_path(args.output)
-    with Index.open(args.index, runtime_options(args)) as index:
+    shards = shards_for(args)
+    with Index.open(args.index, runtime_options(args)) as index, shards or nullcontext():
+        index.use_searcher_source(shards)
         files, _ = find_inputs(args.queries, args.ids)
         if not files:
             raise CopyseekError(f"no query images in {' '.join(args.queries)}")

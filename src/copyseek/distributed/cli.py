@@ -45,3 +45,26 @@ def ray_describer(args: argparse.Namespace, index):
         threads=args.threads,
         batch_size=args.batch_size,
     )
+
+
+def add_shard_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("shards")
+    group.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the index's exact global search into N shards by row range, each searched by its own "
+        "process (or Ray actor with --shard-backend ray); results are the unsharded ones",
+    )
+    group.add_argument("--shard-backend", choices=("process", "ray"), default="process", help="where shards run (default process)")
+    group.add_argument("--ray", default=None, metavar="ADDRESS", help="Ray cluster of the ray shard backend (default: a local Ray)")
+
+
+def shards_for(args: argparse.Namespace):
+    """The `Shards` searcher source that --shards asks for, or None."""
+    if not args.shards:
+        return None
+    from copyseek.distributed.shards import Shards
+
+    return Shards(args.shards, args.shard_backend, args.ray)

@@ -128,6 +128,7 @@ class Index:
         self._raw: dict[str, Searcher] = {}
         self._searchers: dict[str, Searcher] | None = None
         self._ids: list[str | None] = []
+        self._searcher_source: SearcherSource | None = None
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -520,11 +521,14 @@ class Index:
             return
         with ChunkFilesLock(self.path / "chunks", exclusive=False):
             snapshot = self.manifest.snapshot()
-            raw = {name: branch.new_searcher() for name, branch in self.branches.items()}
+            served = self._searcher_source(self, snapshot) if self._searcher_source is not None else {}
+            loaded = {name: branch.new_searcher() for name, branch in self.branches.items() if name not in served}
             ids: list[str | None] = []
             for record in snapshot.chunks:
-                self._add_chunk(raw, record)
+                if loaded:
+                    self._add_chunk(loaded, record)
                 ids += [snapshot.live.get(r) for r in range(record.first_row, record.first_row + record.count)]
+            raw = {name: served[name] if name in served else loaded[name] for name in self.branches}
         self._snapshot, self._raw, self._ids = snapshot, raw, ids
         self._wrap_searchers()
 
@@ -573,6 +577,14 @@ class Index:
         self._ids = [snapshot.live.get(r) for c in snapshot.chunks for r in range(c.first_row, c.first_row + c.count)]
         self._wrap_searchers()
         return True
+
+    def use_searcher_source(self, source: "SearcherSource | None") -> None:
+        """Let `source(index, snapshot)` provide the searchers of some branches (e.g. an index split
+        into shards served by other processes, `copyseek.distributed.shards`) instead of loading
+        their chunks here; branches it does not return are loaded as usual. None: load everything
+        here again. The next search loads a new snapshot."""
+        self._searcher_source = source
+        self._forget_snapshot()
 
     def searchers(self) -> dict[str, Searcher]:
         """Each branch's searcher over the references of the snapshot (built on first use); removed
@@ -697,6 +709,11 @@ class PendingChunk:
     rows: list[ImageRow] = field(default_factory=list)
     features: list[dict[str, Features]] = field(default_factory=list)
     skipped: list[tuple[ImageFile, str]] = field(default_factory=list)
+
+
+SearcherSource = Callable[["Index", Snapshot], dict[str, Searcher]]
+"""(index, snapshot) -> searchers, by branch name, over exactly the snapshot's chunks (rows numbered
+as the index numbers them); see `Index.use_searcher_source`."""
 
 
 @dataclass
