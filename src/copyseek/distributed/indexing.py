@@ -63,11 +63,14 @@ class RayDescriber:
         self.pool = plan_pool(cluster_cpus(ray), self.workers, self.threads)
         decode_side = max(b.decode_side for b in branches.values())
         dataset = model_batches_dataset(ray, files, self.batch_size)
+        decode_cpus = self.pool.decode_cpus
         dataset = dataset.map_batches(
             decode_rows,
             fn_kwargs={"min_side": decode_side},
             batch_size=1,
-            num_cpus=self.pool.decode_cpus,
+            # arguments from a function: Ray Data then never fuses decoding into the actors, where
+            # it would run between model calls instead of beside them (as a single process does)
+            ray_remote_args_fn=lambda: {"num_cpus": decode_cpus},
         )
         options = {name: {**o, "threads": self.pool.threads, "batch_size": self.batch_size} for name, o in self.branch_options.items()}
         dataset = dataset.map_batches(
