@@ -69,7 +69,8 @@ class RayDescriber:
             fn_kwargs={"min_side": decode_side},
             batch_size=1,
             # arguments from a function: Ray Data then never fuses decoding into the actors, where
-            # it would run between model calls instead of beside them (as a single process does)
+            # it would run between model calls instead of beside them (as a single process does);
+            # deprecated from Ray 2.64, hence the extra's upper bound
             ray_remote_args_fn=lambda: {"num_cpus": decode_cpus},
         )
         options = {name: {**o, "threads": self.pool.threads, "batch_size": self.batch_size} for name, o in self.branch_options.items()}
