@@ -39,7 +39,8 @@ class RayDescriber:
     (`ray_branch_options(index)`); every actor checks that its branches have the index's specs.
     address: the cluster ("HEAD:6379"); None starts a local Ray on this machine. workers, threads:
     see `cluster.plan_pool`. batch_size: images per model call, as without Ray.
-    described: ids of the images this describer described (for reports and tests).
+    After a run, `described` holds the ids of the images it described (for reports and tests)
+    and `pool` the actor pool it used.
     """
 
     branch_options: dict[str, dict]
@@ -48,8 +49,8 @@ class RayDescriber:
     workers: int | None = None
     threads: int = 0
     batch_size: int = 16
-    described: list[str] = field(default_factory=list)
-    pool: Pool | None = None
+    described: list[str] = field(default_factory=list, init=False)
+    pool: Pool | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, minimum=1)
