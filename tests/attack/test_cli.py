@@ -41,3 +41,16 @@ def test_errors_are_one_line_with_exit_code_2(files, capsys, args, message):
             "--model", f"torchscript:{model}"]
     assert main(base + args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_tuning_options_reach_the_attack_parameters():
+    import argparse
+
+    from copyseek.attack.cli import add_parser, attack_params
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["attack", "--schedule", "cosine", "--goal", "0.97", "--lowres", "160", "--steps", "300"])
+    params = attack_params(args, 160)
+    assert (params.schedule, params.goal, params.lowres, params.steps, params.sizes) == ("cosine", 0.97, 160, 300, (160,))
+    assert attack_params(parser.parse_args(["attack"]), 160).goal == 0.0

@@ -53,6 +53,45 @@ class TestAttack:
         other = targeted_mismatch(tiny_model, target, carrier, AttackParams(noise=0.05, jitter=4, seed=1, **FEW))
         assert np.array_equal(first, again) and not np.array_equal(first, other)
 
+    def test_goal_stops_the_pull_and_lets_the_carrier_term_restore_the_image(self, tiny_model, pictures):
+        target, carrier = pictures
+        params = dict(loss="global+carrier@100", sizes=(48,), steps=30, lr=0.02)
+        free = TargetedMismatch(tiny_model, AttackParams(**params)).fit(target)
+        free.transform(carrier)
+        reached = 1 - min(free.result_.model_history)  # the best cosine the free attack reaches
+        goal = 1 - (1 - reached) * 3  # a goal well short of it
+        held = TargetedMismatch(tiny_model, AttackParams(goal=goal, **params)).fit(target)
+        held.transform(carrier)
+        change = lambda attack: float((attack.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255).abs().mean())  # noqa: E731
+        assert change(held) < change(free)
+        assert min(held.result_.model_history) <= 1 - goal  # it did get there
+
+    def test_lowres_change_is_smooth_and_still_moves_the_descriptor(self, tiny_model, pictures):
+        target, carrier = pictures
+        attack = TargetedMismatch(tiny_model, AttackParams(lowres=8, loss="global", sizes=(48,), steps=8, lr=0.05)).fit(target)
+        adversarial = attack.transform(carrier)
+        assert adversarial.shape == carrier.shape
+        assert cosine(attack, adversarial, target) > cosine(attack, carrier, target)
+        change = attack.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255
+        per_pixel = TargetedMismatch(tiny_model, AttackParams(loss="global", sizes=(48,), steps=8, lr=0.05)).fit(target)
+        per_pixel.transform(carrier)
+        full = per_pixel.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255
+        roughness = lambda d: float((d[:, :, 1:] - d[:, :, :-1]).abs().mean() / d.abs().mean())  # noqa: E731
+        assert roughness(change) < 0.5 * roughness(full)
+
+    def test_cosine_schedule_ends_with_small_steps(self, tiny_model, pictures):
+        target, carrier = pictures
+        images = []
+        for schedule in ("constant", "cosine"):
+            attack = TargetedMismatch(tiny_model, AttackParams(loss="global", schedule=schedule, **FEW)).fit(target)
+            attack.transform(carrier)
+            images.append(attack.result_.image)
+        assert not torch.equal(*images)
+        # the first step is the same (full lr), so only the later, shorter steps differ
+        first = [TargetedMismatch(tiny_model, AttackParams(loss="global", schedule=s, sizes=(48,), steps=1, lr=0.01))
+                 .fit(target) for s in ("constant", "cosine")]
+        assert np.array_equal(*(a.transform(carrier) for a in first))
+
     def test_transform_before_fit(self, tiny_model, pictures):
         with pytest.raises(CopyseekError, match="fit"):
             TargetedMismatch(tiny_model).transform(pictures[1])
@@ -86,6 +125,7 @@ class TestParams:
     @pytest.mark.parametrize("values, message", [
         ({"steps": 0}, "steps"), ({"lr": 0}, "learning rate"), ({"sizes": ()}, "sizes"), ({"sizes": (8,)}, "attack size"),
         ({"jitter": 100}, "jitter"), ({"noise": 2.0}, "noise"), ({"blur": -1.0}, "blur"), ({"loss": "foo"}, "unknown attack loss"),
+        ({"schedule": "linear"}, "schedule"), ({"goal": 1.5}, "goal"), ({"lowres": 4}, "lowres"),
     ])
     def test_bad_values_are_named(self, values, message):
         with pytest.raises(CopyseekError, match=message):
@@ -94,3 +134,5 @@ class TestParams:
     def test_spec_names_what_changes_results(self):
         text = AttackParams(loss="global", sizes=(128, 160), jitter=8, blur=0.5).spec()
         assert "global" in text and "128+160" in text and "jitter 8" in text and "blur 0.5" in text
+        text = AttackParams(schedule="cosine", goal=0.97, lowres=160).spec()
+        assert "cosine" in text and "goal 0.97" in text and "lowres 160" in text

@@ -40,6 +40,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jitter", type=int, default=None, help="random size offset per step, pixels (default 0)")
     p.add_argument("--blur", type=float, default=None, help="Gaussian blur sigma the model sees, pixels (default 0)")
     p.add_argument("--noise", type=float, default=None, help="uniform start noise amplitude, pixels in 0..1 (default 0)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning rate: constant, or decayed along half a cosine (default constant)")
+    p.add_argument("--goal", type=float, default=None,
+                   help="descriptor cosine goal: past it only the closeness terms act (default 0: none)")
+    p.add_argument("--lowres", type=int, default=None, metavar="PX",
+                   help="optimise the change on a PX x PX grid, upsampled to the carrier (default 0: every pixel)")
     p.add_argument("--seed", type=int, default=None, help="seed of the attack's random generator and of the pair draw (default 0)")
     p.add_argument("--max-side", type=int, default=256, help="the carrier is shrunk to this longer side first (default 256)")
     report = p.add_argument_group("report")
@@ -57,7 +63,8 @@ def attack_params(args: argparse.Namespace, model_size: int):
     from copyseek.attack.mismatch import AttackParams
 
     given = {"loss": args.loss, "sizes": args.sizes, "steps": args.steps, "lr": args.lr, "jitter": args.jitter,
-             "blur": args.blur, "noise": args.noise, "seed": args.seed}
+             "blur": args.blur, "noise": args.noise, "seed": args.seed, "schedule": args.schedule, "goal": args.goal,
+             "lowres": args.lowres}
     return AttackParams.from_dict({"sizes": (model_size,), **{k: v for k, v in given.items() if v is not None}})
 
 
