@@ -45,8 +45,10 @@ def test_adversarial_images_and_variants_are_written_once(bench, tiny_model):
     assert max(adversarial.shape[:2]) == 40
     assert np.asarray(Image.open(run.sets["adversarial+x0.5"][pairs[0].pid])).shape[:2] == tuple(round(n / 2) for n in adversarial.shape[:2])
     assert len(run.ssim_carrier) == 2 and all(0 < s <= 1 for s in run.ssim_carrier)
+    assert 0 < run.cpu_seconds_per_pair < 60 and run.seconds_per_pair > 0  # CPU time is kept beside wall time
     stamp = run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns
     again = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
+    assert again.cpu_seconds_per_pair == run.cpu_seconds_per_pair
     assert again.ssim_carrier == run.ssim_carrier and run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns == stamp
     changed = make_adversarials(tiny_model, pairs, AttackParams(loss="global", sizes=(32,), steps=3), params, bench / "run", progress=False)
     assert changed.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns != stamp  # other settings: attacked anew
