@@ -50,7 +50,8 @@ def test_tuning_options_reach_the_attack_parameters():
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["attack", "--schedule", "cosine", "--goal", "0.97", "--lowres", "160", "--steps", "300"])
+    args = parser.parse_args(["attack", "--schedule", "cosine", "--goal", "0.97", "--lowres", "160", "--steps", "300",
+                              "--budget", "0.07"])
     params = attack_params(args, 160)
-    assert (params.schedule, params.goal, params.lowres, params.steps, params.sizes) == ("cosine", 0.97, 160, 300, (160,))
+    assert (params.schedule, params.goal, params.budget, params.lowres, params.steps, params.sizes) == ("cosine", 0.97, 0.07, 160, 300, (160,))
     assert attack_params(parser.parse_args(["attack"]), 160).goal == 0.0

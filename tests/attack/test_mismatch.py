@@ -66,6 +66,19 @@ class TestAttack:
         assert change(held) < change(free)
         assert min(held.result_.model_history) <= 1 - goal  # it did get there
 
+    def test_budget_lets_the_attack_change_the_carrier_down_to_it(self, tiny_model, pictures):
+        target, carrier = pictures
+        params = dict(loss="global+carrier@1000", sizes=(48,), steps=10, lr=0.02)
+        runs = {}
+        for budget in (0.0, 0.01):
+            attack = TargetedMismatch(tiny_model, AttackParams(budget=budget, **params)).fit(target)
+            attack.transform(carrier)
+            runs[budget] = attack.result_
+        held, free = runs[0.0], runs[0.01]
+        assert min(free.model_history) < min(held.model_history)  # within the budget the pull is unopposed
+        mse = lambda r: float((r.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255).pow(2).mean())  # noqa: E731
+        assert mse(held) < mse(free) <= 0.01 * 1.5  # and it stays about within the budget
+
     def test_lowres_change_is_smooth_and_still_moves_the_descriptor(self, tiny_model, pictures):
         target, carrier = pictures
         attack = TargetedMismatch(tiny_model, AttackParams(lowres=8, loss="global", sizes=(48,), steps=8, lr=0.05)).fit(target)
@@ -125,7 +138,7 @@ class TestParams:
     @pytest.mark.parametrize("values, message", [
         ({"steps": 0}, "steps"), ({"lr": 0}, "learning rate"), ({"sizes": ()}, "sizes"), ({"sizes": (8,)}, "attack size"),
         ({"jitter": 100}, "jitter"), ({"noise": 2.0}, "noise"), ({"blur": -1.0}, "blur"), ({"loss": "foo"}, "unknown attack loss"),
-        ({"schedule": "linear"}, "schedule"), ({"goal": 1.5}, "goal"), ({"lowres": 4}, "lowres"),
+        ({"schedule": "linear"}, "schedule"), ({"goal": 1.5}, "goal"), ({"budget": -0.1}, "budget"), ({"lowres": 4}, "lowres"),
     ])
     def test_bad_values_are_named(self, values, message):
         with pytest.raises(CopyseekError, match=message):
@@ -134,5 +147,5 @@ class TestParams:
     def test_spec_names_what_changes_results(self):
         text = AttackParams(loss="global", sizes=(128, 160), jitter=8, blur=0.5).spec()
         assert "global" in text and "128+160" in text and "jitter 8" in text and "blur 0.5" in text
-        text = AttackParams(schedule="cosine", goal=0.97, lowres=160).spec()
-        assert "cosine" in text and "goal 0.97" in text and "lowres 160" in text
+        text = AttackParams(schedule="cosine", goal=0.97, budget=0.07, lowres=160).spec()
+        assert "cosine" in text and "goal 0.97" in text and "budget 0.07" in text and "lowres 160" in text

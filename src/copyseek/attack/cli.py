@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
                    help="learning rate: constant, or decayed along half a cosine (default constant)")
     p.add_argument("--goal", type=float, default=None,
                    help="descriptor cosine goal: past it only the closeness terms act (default 0: none)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="closeness budget: the closeness terms count only beyond it, e.g. 0.07 with --loss global+ssim@10 "
+                   "keeps SSIM to the carrier at about 0.93 (default 0: none)")
     p.add_argument("--lowres", type=int, default=None, metavar="PX",
                    help="optimise the change on a PX x PX grid, upsampled to the carrier (default 0: every pixel)")
     p.add_argument("--seed", type=int, default=None, help="seed of the attack's random generator and of the pair draw (default 0)")
@@ -64,7 +67,7 @@ def attack_params(args: argparse.Namespace, model_size: int):
 
     given = {"loss": args.loss, "sizes": args.sizes, "steps": args.steps, "lr": args.lr, "jitter": args.jitter,
              "blur": args.blur, "noise": args.noise, "seed": args.seed, "schedule": args.schedule, "goal": args.goal,
-             "lowres": args.lowres}
+             "budget": args.budget, "lowres": args.lowres}
     return AttackParams.from_dict({"sizes": (model_size,), **{k: v for k, v in given.items() if v is not None}})
 
 

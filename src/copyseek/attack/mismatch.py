@@ -50,6 +50,11 @@ class AttackParams:
             once the cosine to the target exceeds `goal`) they stop pulling and the closeness terms
             alone move the image back towards the carrier until the goal is lost again: the change
             is spent where the descriptor needs it, not beyond.
+    budget: closeness budget (0 = none): each closeness term counts only beyond it, in its own
+            units (1 - SSIM for ssim, mean squared difference for carrier), times its weight: with
+            loss "global+ssim@10" and budget 0.07 the attack spends the change freely down to SSIM
+            0.93 to the carrier and is pushed back below it: the best descriptor within a
+            perceptual budget rather than a fixed trade-off.
     lowres: side of the square grid on which the change is optimised (0 = every pixel): the change
             lives at the model's input resolution and is upsampled (bilinear) to the carrier's size,
             so no change is spent on detail the model's resize throws away.
@@ -65,6 +70,7 @@ class AttackParams:
     seed: int = 0
     schedule: str = "constant"
     goal: float = 0.0
+    budget: float = 0.0
     lowres: int = 0
 
     def __post_init__(self) -> None:
@@ -80,6 +86,7 @@ class AttackParams:
         check_int("attack seed", self.seed, minimum=0)
         check_choice("attack learning-rate schedule", self.schedule, SCHEDULES)
         check_number("attack descriptor goal", self.goal, 0, 1)
+        check_number("attack closeness budget", self.budget, 0)
         if self.lowres:
             check_int("attack change grid (lowres)", self.lowres, 8, 2048)
 
@@ -94,7 +101,8 @@ class AttackParams:
         extra = (f" jitter {self.jitter}" if self.jitter else "") + (f" noise {self.noise:g}" if self.noise else "")
         extra += f" blur {self.blur:g}" if self.blur else ""
         extra += f" {self.schedule}" if self.schedule != "constant" else ""
-        extra += (f" goal {self.goal:g}" if self.goal else "") + (f" lowres {self.lowres}" if self.lowres else "")
+        extra += (f" goal {self.goal:g}" if self.goal else "") + (f" budget {self.budget:g}" if self.budget else "")
+        extra += (f" lowres {self.lowres}" if self.lowres else "")
         return f"{self.loss} @{sizes} {self.steps} steps lr {self.lr:g}{extra}"
 
 
@@ -188,7 +196,7 @@ class TargetedMismatch:
     def objective(self, image: Tensor, carrier: Tensor, sizes: list[int]) -> tuple[Tensor, Tensor]:
         """(total, model part) of the weighted loss of (1, 3, H, W) pixels in 0..1: the model terms
         averaged over `sizes` (held at 1 - goal once below it, see AttackParams.goal), plus the pixel
-        terms against the carrier."""
+        terms against the carrier (counted beyond AttackParams.budget)."""
         model_part = image.new_zeros(())
         for size in sizes:
             features, references = self._features(image, size), self._references(size)
@@ -198,7 +206,7 @@ class TargetedMismatch:
         total = model_part.clamp(min=1 - self.params.goal) if self.params.goal else model_part
         for _, loss, weight in self.terms:
             if loss.space == "pixels":
-                total = total + weight * loss(image, loss.reference(carrier))
+                total = total + weight * (loss(image, loss.reference(carrier)) - self.params.budget).clamp(min=0)
         return total, model_part.detach()
 
     def transform(self, carrier: np.ndarray | Tensor) -> np.ndarray:
