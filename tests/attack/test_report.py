@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,6 +52,17 @@ def test_adversarial_images_and_variants_are_written_once(bench, tiny_model):
     again = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
     assert again.cpu_seconds_per_pair == run.cpu_seconds_per_pair
     assert again.ssim_carrier == run.ssim_carrier and run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns == stamp
+    # a record written before a parameter existed still matches while that parameter has its default
+    record_path = bench / "run" / "pairs" / f"{pairs[0].pid}.json"
+    record = json.loads(record_path.read_text())
+    del record["settings"]["attack"]["budget"]
+    record_path.write_text(json.dumps(record))
+    make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
+    assert run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns == stamp
+    budgeted = AttackParams(loss="global", sizes=(32,), steps=2, budget=0.1)
+    make_adversarials(tiny_model, pairs, budgeted, params, bench / "run", progress=False)
+    assert run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns != stamp  # not its default: attacked anew
+    stamp = run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns
     changed = make_adversarials(tiny_model, pairs, AttackParams(loss="global", sizes=(32,), steps=3), params, bench / "run", progress=False)
     assert changed.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns != stamp  # other settings: attacked anew
 

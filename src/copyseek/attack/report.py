@@ -147,7 +147,7 @@ def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParam
             # through JSON, so that it compares equal to a stored record (tuples come back as lists)
             expected = json.loads(json.dumps({**settings, "target": str(pair.target), "carrier": str(pair.carrier)}))
             record = json.loads(record_path.read_text()) if record_path.exists() else {}
-            if record.get("settings") != expected:
+            if not _same_settings(record.get("settings"), expected):
                 if i % count != index:
                     continue
                 start, cpu_start = time.perf_counter(), time.process_time()
@@ -169,6 +169,16 @@ def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParam
     if cpu_seconds and None not in cpu_seconds:
         run.cpu_seconds_per_pair = float(np.mean(cpu_seconds))
     return run
+
+
+def _same_settings(stored: dict | None, expected: dict) -> bool:
+    """Whether a stored record was made with the expected settings; an attack parameter the record
+    lacks (added to AttackParams after it was written) matches when it has its default value."""
+    if stored is None or {k: v for k, v in stored.items() if k != "attack"} != {k: v for k, v in expected.items() if k != "attack"}:
+        return False
+    defaults = json.loads(json.dumps(asdict(AttackParams())))
+    return all(stored["attack"].get(key, defaults[key]) == value for key, value in expected["attack"].items()) and (
+        set(stored["attack"]) <= set(expected["attack"]))
 
 
 def _embed_files(model, files: list[Path], batch: int = 32) -> np.ndarray:
