@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -193,11 +194,12 @@ def load_init_weights(model: nn.Module, path: Path) -> None:
 
 
 class Trainer:
-    """One run: model, optimiser, loss and batches, stepping until the budget is spent. `source`
-    replaces the configured batches (label propagation's rounds, learn/pseudo.py)."""
+    """One run: model, optimiser, loss and batches, stepping until the budget is spent. `source(model)`,
+    called once the model has its starting weights, replaces the configured batches (label
+    propagation's rounds, learn/pseudo.py)."""
 
     def __init__(self, config: TrainConfig, out: Path, *, resume: bool = False, augment: Augment | None = None,
-                 progress: bool = True, source: BatchSource | None = None):
+                 progress: bool = True, source: Callable[[nn.Module], BatchSource] | None = None):
         self.config = config.validate()
         self.out = Path(out)
         self.progress = progress
@@ -225,7 +227,7 @@ class Trainer:
         if resume:
             self.restore(torch.load(last, map_location=self.device, weights_only=False))
         train_mode(self.model, config)  # after the weights: a model rebuilt from ONNX comes in eval mode
-        self.source = source or make_source(config, self.out, augment, progress, self.model)
+        self.source = source(self.model) if source else make_source(config, self.out, augment, progress, self.model)
 
     def checkpoint(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
