@@ -49,9 +49,11 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true",
                         help="only index the references with each pipeline and find its threshold (kept for the report)")
     parser.add_argument("--verdicts", action="store_true",
-                        help="only let the pipelines judge the last configuration's images (kept for the report)")
+                        help="only let the pipelines judge the images of --robustness (kept for the report)")
     parser.add_argument("--pipelines", nargs="*", default=list(DEFAULT_PIPELINES),
-                        help="bench pipelines judging the last configuration's images (none: skip)")
+                        help="bench pipelines judging the images of --robustness (none: skip)")
+    parser.add_argument("--robustness", default=None, choices=list(CONFIGS),
+                        help="the configuration whose images the pipelines judge (default: the last of --configs)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     params = ReportParams(pairs=args.pairs, pipelines=tuple(args.pipelines))
@@ -63,7 +65,8 @@ def main() -> None:
     if args.verdicts:
         model = load_attack_model(args.model)
         pairs = draw_pairs(args.bench, args.pairs, params.seed)
-        name, attack = list(configs.items())[-1]
+        name = args.robustness or list(configs)[-1]
+        attack = CONFIGS[name]
         # shard -1 of 1 attacks nothing: the pairs finished so far are judged, the others later
         run = make_adversarials(model, pairs, attack, params, args.workdir / name, shard=(-1, 1))
         pipeline_verdicts(args.bench, params.pipelines, run, pairs, args.workdir)
@@ -77,7 +80,7 @@ def main() -> None:
         return
     for name, attack in configs.items():
         print(f"- {name}: {attack.spec()}")
-    print(run_report(args.bench, args.model, configs, params, args.workdir))
+    print(run_report(args.bench, args.model, configs, params, args.workdir, robustness=args.robustness))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ from copyseek.attack.mismatch import AttackParams, TargetedMismatch, gaussian_bl
 from copyseek.attack.models import ScriptedModel
 from copyseek.errors import CopyseekError
 
-FEW = dict(sizes=(48,), steps=8, lr=0.01)
+# A few plain steps (no goal, budget or decay): the tiny random model describes every picture alike
+# (cosine ~0.99, past the default goal), and the closeness terms must count from the first change.
+FEW = dict(sizes=(48,), steps=8, lr=0.01, goal=0.0, budget=0.0, schedule="constant")
 
 
 def cosine(attack, a, b, size=48):
@@ -40,7 +42,7 @@ class TestAttack:
 
     def test_multi_resolution_and_jitter_see_every_size(self, tiny_model, pictures):
         target, carrier = pictures
-        attack = TargetedMismatch(tiny_model, AttackParams(sizes=(40, 56), jitter=3, steps=4, lr=0.01)).fit(target)
+        attack = TargetedMismatch(tiny_model, AttackParams(sizes=(40, 56), jitter=3, steps=4, lr=0.01, goal=0.0)).fit(target)
         attack.transform(carrier)
         assert {40, 56} <= set(attack.references_) and len(attack.references_) > 2
         assert all(abs(s - 40) <= 3 or abs(s - 56) <= 3 for s in attack.references_)
@@ -55,8 +57,8 @@ class TestAttack:
 
     def test_goal_stops_the_pull_and_lets_the_carrier_term_restore_the_image(self, tiny_model, pictures):
         target, carrier = pictures
-        params = dict(loss="global+carrier@100", sizes=(48,), steps=30, lr=0.02)
-        free = TargetedMismatch(tiny_model, AttackParams(**params)).fit(target)
+        params = dict(loss="global+carrier@100", sizes=(48,), steps=30, lr=0.02, budget=0.0)
+        free = TargetedMismatch(tiny_model, AttackParams(goal=0.0, **params)).fit(target)
         free.transform(carrier)
         reached = 1 - min(free.result_.model_history)  # the best cosine the free attack reaches
         goal = 1 - (1 - reached) * 3  # a goal well short of it
@@ -68,7 +70,7 @@ class TestAttack:
 
     def test_budget_lets_the_attack_change_the_carrier_down_to_it(self, tiny_model, pictures):
         target, carrier = pictures
-        params = dict(loss="global+carrier@1000", sizes=(48,), steps=10, lr=0.02)
+        params = dict(loss="global+carrier@1000", sizes=(48,), steps=10, lr=0.02, goal=0.0)
         runs = {}
         for budget in (0.0, 0.01):
             attack = TargetedMismatch(tiny_model, AttackParams(budget=budget, **params)).fit(target)
@@ -81,12 +83,12 @@ class TestAttack:
 
     def test_lowres_change_is_smooth_and_still_moves_the_descriptor(self, tiny_model, pictures):
         target, carrier = pictures
-        attack = TargetedMismatch(tiny_model, AttackParams(lowres=8, loss="global", sizes=(48,), steps=8, lr=0.05)).fit(target)
+        attack = TargetedMismatch(tiny_model, AttackParams(lowres=8, loss="global", sizes=(48,), steps=8, lr=0.05, goal=0.0)).fit(target)
         adversarial = attack.transform(carrier)
         assert adversarial.shape == carrier.shape
         assert cosine(attack, adversarial, target) > cosine(attack, carrier, target)
         change = attack.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255
-        per_pixel = TargetedMismatch(tiny_model, AttackParams(loss="global", sizes=(48,), steps=8, lr=0.05)).fit(target)
+        per_pixel = TargetedMismatch(tiny_model, AttackParams(loss="global", sizes=(48,), steps=8, lr=0.05, goal=0.0)).fit(target)
         per_pixel.transform(carrier)
         full = per_pixel.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255
         roughness = lambda d: float((d[:, :, 1:] - d[:, :, :-1]).abs().mean() / d.abs().mean())  # noqa: E731
@@ -96,12 +98,12 @@ class TestAttack:
         target, carrier = pictures
         images = []
         for schedule in ("constant", "cosine"):
-            attack = TargetedMismatch(tiny_model, AttackParams(loss="global", schedule=schedule, **FEW)).fit(target)
+            attack = TargetedMismatch(tiny_model, AttackParams(**{**FEW, "loss": "global", "schedule": schedule})).fit(target)
             attack.transform(carrier)
             images.append(attack.result_.image)
         assert not torch.equal(*images)
         # the first step is the same (full lr), so only the later, shorter steps differ
-        first = [TargetedMismatch(tiny_model, AttackParams(loss="global", schedule=s, sizes=(48,), steps=1, lr=0.01))
+        first = [TargetedMismatch(tiny_model, AttackParams(loss="global", schedule=s, sizes=(48,), steps=1, lr=0.01, goal=0.0))
                  .fit(target) for s in ("constant", "cosine")]
         assert np.array_equal(*(a.transform(carrier) for a in first))
 

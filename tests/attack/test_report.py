@@ -40,7 +40,7 @@ def test_pairs_are_copies_and_holdout_photos_drawn_by_the_seed(bench):
 def test_adversarial_images_and_variants_are_written_once(bench, tiny_model):
     pairs = draw_pairs(bench, 2, seed=0)
     params = ReportParams(pairs=2, max_side=40, pipelines=())
-    attack = AttackParams(loss="global", sizes=(32,), steps=2)
+    attack = AttackParams(loss="global", sizes=(32,), steps=2, budget=0.0)
     run = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
     assert set(run.sets) == {"carrier", "target", "adversarial", "adversarial+jpeg75", "adversarial+x0.5"}
     adversarial = np.asarray(Image.open(run.sets["adversarial"][pairs[0].pid]))

@@ -171,14 +171,18 @@ def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParam
     return run
 
 
+ADDED_PARAMETERS = {"schedule": "constant", "goal": 0.0, "budget": 0.0, "lowres": 0}
+"""Attack parameters added after the first records were written, at the values that reproduce the
+attack of those records."""
+
+
 def _same_settings(stored: dict | None, expected: dict) -> bool:
-    """Whether a stored record was made with the expected settings; an attack parameter the record
-    lacks (added to AttackParams after it was written) matches when it has its default value."""
+    """Whether a stored record was made with the expected settings; a record without one of the
+    ADDED_PARAMETERS matches an attack that has it at its old-behaviour value."""
     if stored is None or {k: v for k, v in stored.items() if k != "attack"} != {k: v for k, v in expected.items() if k != "attack"}:
         return False
-    defaults = json.loads(json.dumps(asdict(AttackParams())))
-    return all(stored["attack"].get(key, defaults[key]) == value for key, value in expected["attack"].items()) and (
-        set(stored["attack"]) <= set(expected["attack"]))
+    old = {**ADDED_PARAMETERS, **stored["attack"]}
+    return set(old) == set(expected["attack"]) and all(old[key] == value for key, value in expected["attack"].items())
 
 
 def _embed_files(model, files: list[Path], batch: int = 32) -> np.ndarray:
