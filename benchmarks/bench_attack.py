@@ -1,12 +1,12 @@
 """The targeted mismatch attack on copyseek-small, side by side with the paper's settings, and what
 copyseek's pipelines make of the adversarial images (`copyseek.attack.report`).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attack.py BENCH --workdir runs/attack [--configs paper ours multires]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attack.py BENCH --workdir runs/attack [--configs paper ssim budget multires]
 
 BENCH is a `copyseek bench build --holdout 0.3` benchmark. The adversarial images of each
 configuration are kept in WORKDIR (a re-run with the same settings reuses them), so the
 work can be shared by separate processes (`--configs X --shard I/N`) and tabulated together
-afterwards by a run without --shard. Attacks run on one thread: 256 px carriers, 100-150 steps.
+afterwards by a run without --shard. Attacks run on one thread: 256 px carriers, 100-400 steps.
 """
 
 from __future__ import annotations
