@@ -89,15 +89,15 @@ def test_auto_is_exact_for_small_collections_and_compressed_past_the_threshold(m
     small.add({"vectors": vectors})
     assert small.structure == "Flat" and small.search_parameters() == {}
     # a cheap stand-in for the IVF + PQ structure (whose k-means take seconds even here)
-    monkeypatch.setattr(global_branch, "auto_factory", lambda n, dim: "Flat" if n < 1000 else "IVF16,SQ8")
-    monkeypatch.setattr(global_branch, "TRAIN_MAX", 40)
+    monkeypatch.setattr(global_branch, "auto_factory", lambda n, dim: "Flat" if n < 1000 else "IVF64,SQ8")
+    monkeypatch.setattr(global_branch, "TRAIN_MAX", 10)
     monkeypatch.setattr(global_branch, "TRAIN_MIN", 500)  # trains on 640 vectors evenly spaced by row
     results = []
     for splits in ([2000], [7, 1500, 2000]):
         searcher = VectorSearcher(32)
         for lo, hi in zip([0, *splits], splits):
             searcher.add({"vectors": vectors[lo:hi]})
-        assert searcher.structure == "IVF16,SQ8" and searcher.search_parameters() == {"nprobe": 8}
+        assert searcher.structure == "IVF64,SQ8" and searcher.search_parameters() == {"nprobe": 16}  # 1/4 of the lists
         assert len(searcher._training_sample()) == 640
         assert searcher.nbytes() < vectors.nbytes / 2
         results.append(searcher.search_vectors(copies, 3))

@@ -169,6 +169,12 @@ HNSW_COARSE_FROM = 4_000_000
 """References from which "auto" finds the IVF lists to visit with an HNSW graph over the list
 centres (their number grows with the square root of the references; an exact scan of 16k+
 centres per query would cost more than the lists)."""
+AUTO_PROBE_SHARE = 4
+"""The structures "auto" chooses visit 1/AUTO_PROBE_SHARE of their lists by default, not the 1/16 of
+`default_nprobe`: SSCD vectors of unrelated photos are nearly orthogonal (no clusters for the lists
+to follow), and a heavily edited copy is often in none of the 16 lists nearest the query. On 100k
+real-like references recall@1 of exact on true copies was 0.91 at 1/16, 0.94 at 1/8 and 0.965 at
+1/4 of 1024 lists (BENCHMARKS.md, issue 13); the 4-bit codes scan fast enough to afford it."""
 TRAIN_MAX = 64
 """Training vectors per IVF list at most, and at least TRAIN_MIN in all: a sample of the references,
 evenly spaced by row, so the same references train the same index whatever chunks they came in
@@ -260,9 +266,13 @@ class VectorSearcher(Searcher):
     def _resolve(self) -> None:
         """Build the index "auto" stands for at the number of references held now (once)."""
         if self.index is None:
+            import faiss
+
             self._resolved_at = self.ntotal
             self.index = make_faiss_index(self.dim, auto_factory(self._resolved_at, self.dim))
             self._defaults = self._default_parameters()
+            if "nprobe" in self._defaults:
+                self._defaults["nprobe"] = max(8, faiss.extract_index_ivf(self.index).nlist // AUTO_PROBE_SHARE)
 
     def _default_parameters(self) -> dict[str, int]:
         import faiss
