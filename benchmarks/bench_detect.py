@@ -58,18 +58,19 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
     results = {}
     for mode in ("dense", "selective"):
         net.selective.dense = mode == "dense"
-        regions, seconds, selected = [], [], []
+        regions, seconds, cpu, selected = [], [], [], []
         for image in images:
             x = torch.from_numpy(np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)))
             x = x.permute(2, 0, 1)[None].float() / 255.0
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 out = net(x)
             seconds.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
             selected.append(float(out["tiles"].float().mean()))
             heat = torch.sigmoid(out["heat"])[0].numpy()
             regions.append(decode(heat, out["size"][0].numpy(), out["offset"][0].numpy(), (image.shape[1], image.shape[0])))
-        results[mode] = (regions, np.array(seconds), np.array(selected))
+        results[mode] = (regions, np.array(seconds), np.array(cpu), np.array(selected))
     net.selective.dense = False
     rows = []
     for group, keep in groups.items():
@@ -78,13 +79,14 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
         idx = np.nonzero(keep)[0]
         cells = []
         for mode in ("dense", "selective"):
-            regions, seconds, selected = results[mode]
+            regions, seconds, cpu, selected = results[mode]
             ap = evaluate_regions([regions[i] for i in idx], [truths[i] for i in idx])["copy"]["AP50"]
             mean_macs = dense_macs if mode == "dense" else dense_macs - head_macs(net.config) * (1 - selected[idx].mean()) + guide_macs
-            cells.append((1000 * np.median(seconds[idx]), mean_macs / 1e6, ap, selected[idx].mean()))
-        (dt, dm, dap, _), (st, sm, sap, share) = cells
+            cells.append((1000 * np.median(seconds[idx]), 1000 * cpu[idx].mean(), mean_macs / 1e6, ap, selected[idx].mean()))
+        (dt, dc, dm, dap, _), (st, sc, sm, sap, share) = cells
         rows.append(f"| {name} | {group} | {len(idx)} | {share:.2f} | {dm:.1f} / {sm:.1f} ({1 - sm / dm:.0%} less) | "
-                    f"{dt:.1f} / {st:.1f} ({1 - st / dt:.0%} less) | {dap:.3f} / {sap:.3f} |")
+                    f"{dt:.1f} / {st:.1f} ({1 - st / dt:.0%} less) | {dc:.1f} / {sc:.1f} ({1 - sc / dc:.0%} less) | "
+                    f"{dap:.3f} / {sap:.3f} |")
     return rows
 
 
@@ -103,17 +105,19 @@ def main() -> None:
         truths += more_truths
     print(f"{len(images)} queries from {', '.join(b.name for b in args.benches)}\n")
     if args.model:
-        print("| model | copy AP50 | copy AP | overlay AP50 | overlay AP | ms / image | MMACs |")
-        print("|---|---|---|---|---|---|---|")
+        print("| model | copy AP50 | copy AP | overlay AP50 | overlay AP | ms / image (wall) | CPU ms / image | MMACs |")
+        print("|---|---|---|---|---|---|---|---|")
         for spec in args.model:
             name, _, path = spec.partition("=")
             detector, config = load_model(path)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
-                  f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {macs(config) / 1e6:.0f} |", flush=True)
+                  f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
+                  f"{macs(config) / 1e6:.0f} |", flush=True)
     if args.scn:
-        print("\n| SCN net | images | n | tiles selected | MMACs dense / selective | ms dense / selective (median) | copy AP50 dense / selective |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| SCN net | images | n | tiles selected | MMACs dense / selective | wall ms dense / selective (median) | "
+              "CPU ms dense / selective (mean) | copy AP50 dense / selective |")
+        print("|---|---|---|---|---|---|---|---|")
         for spec in args.scn:
             name, _, path = spec.partition("=")
             print("\n".join(scn_rows(name, path, images, truths)), flush=True)

@@ -3,6 +3,7 @@
     net = DetectorNet(NetConfig())                 # or NetConfig.preset("teacher")
     out = net(images)                              # (B, 3, S, S) float in [0, 1]
     out["heat"], out["size"], out["offset"]        # (B, C, S/4, S/4) logits, (B, 2, ...) cells, (B, 2, ...)
+    out["log_size"]                                # (B, 2, S/4, S/4) what the size head predicts (log cells)
     out["stages"]                                  # feature maps at strides 4, 8, 16, 32 and the neck (HGD)
 
 Widths and depths are parameters so that a teacher and a student of about a third of its cost share
@@ -23,6 +24,9 @@ from copyseek.errors import CopyseekError
 
 STRIDE = 4
 """Output cell size in input pixels."""
+
+MAX_LOG_SIZE = 6.0
+"""Largest predicted log box side in cells (e^6 = 400 cells): keeps exp() finite early in training."""
 
 HEAT_PRIOR = 0.1
 """Initial centre probability, so the focal loss starts small (CenterNet's bias init)."""
@@ -170,7 +174,10 @@ class DetectorNet(nn.Module):
         else:
             raw = self.heads(neck)
         c = self.heads.classes
-        out.update(heat=raw[:, :c], size=raw[:, c : c + 2], offset=raw[:, c + 2 :], stages=[*features, neck])
+        # sizes are learnt in log space: a 10% error costs the same for an emoji and the whole frame
+        log_size = raw[:, c : c + 2].clamp(max=MAX_LOG_SIZE)
+        out.update(heat=raw[:, :c], log_size=log_size, size=torch.exp(log_size), offset=raw[:, c + 2 :],
+                   stages=[*features, neck])
         return out
 
 
