@@ -38,10 +38,10 @@ def load_model(path: str):
     return detector, detector.net.config
 
 
-def head_macs(config: NetConfig) -> int:
+def head_macs(net) -> int:
     """MACs of the stride-4 heads (the part SCN makes selective)."""
-    g = config.input_size // 4
-    return g * g * (config.neck * config.neck * 9 + config.neck * 6)
+    g = net.config.input_size // 4
+    return g * g * net.heads.macs_per_cell()
 
 
 def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict]) -> list[str]:
@@ -81,7 +81,7 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
         for mode in ("dense", "selective"):
             regions, seconds, cpu, selected = results[mode]
             ap = evaluate_regions([regions[i] for i in idx], [truths[i] for i in idx])["copy"]["AP50"]
-            mean_macs = dense_macs if mode == "dense" else dense_macs - head_macs(net.config) * (1 - selected[idx].mean()) + guide_macs
+            mean_macs = dense_macs if mode == "dense" else dense_macs - head_macs(net) * (1 - selected[idx].mean()) + guide_macs
             cells.append((1000 * np.median(seconds[idx]), 1000 * cpu[idx].mean(), mean_macs / 1e6, ap, selected[idx].mean()))
         (dt, dc, dm, dap, _), (st, sc, sm, sap, share) = cells
         rows.append(f"| {name} | {group} | {len(idx)} | {share:.2f} | {dm:.1f} / {sm:.1f} ({1 - sm / dm:.0%} less) | "
