@@ -8,7 +8,8 @@
 class (COCO rules, detect/ap.py), ms per image (one image per call, resizing included, 1 thread),
 and multiply-accumulates of the network. --scn NAME=CHECKPOINT (a selective net): the same net run
 densely and selectively, wall time and MACs per image by the share of the image the copy covers,
-and AP of each. Prints markdown tables.
+and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
+neck, heads; batch 1, 1 thread), i.e. the most a selective part can save. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -90,14 +91,54 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
     return rows
 
 
+def profile_rows(config: NetConfig, repeats: int = 100) -> list[str]:
+    """CPU ms per image of each part of a (randomly initialised) net: timing does not depend on the weights."""
+    from copyseek.detect.model import DetectorNet
+
+    net = DetectorNet(config).eval()
+
+    def cpu_ms(fn) -> float:
+        for _ in range(5):
+            fn()
+        started = time.process_time()
+        for _ in range(repeats):
+            fn()
+        return 1000 * (time.process_time() - started) / repeats
+
+    x = torch.rand(1, 3, config.input_size, config.input_size)
+    parts = {}
+    with torch.no_grad():
+        y = net.stem(x - 0.5)
+        parts["stem (stride 2)"] = cpu_ms(lambda: net.stem(x - 0.5))
+        features = []
+        for i, stage in enumerate(net.stages):
+            parts[f"stage {i + 1} (stride {4 * 2 ** i})"] = cpu_ms(lambda: stage(y))
+            y = stage(y)
+            features.append(y)
+        features[-1] = net.context(features[-1])
+        parts["neck (to stride 4)"] = cpu_ms(lambda: net.neck(features))
+        neck = net.neck(features)
+        parts["heads (stride 4)"] = cpu_ms(lambda: net.heads(neck))
+        total = cpu_ms(lambda: net(x))
+    return [f"| {part} | {ms:.2f} | {ms / total:.0%} |" for part, ms in parts.items()] + [f"| whole net | {total:.2f} | 100% |"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benches", nargs="+", type=Path)
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--scn", action="append", default=[], metavar="NAME=CHECKPOINT")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
+    parser.add_argument("--profile", action="append", default=[], metavar="PRESET[+split]",
+                        help="CPU time of each part of a preset's net (+split: split heads)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    for spec in args.profile:
+        preset, _, split = spec.partition("+")
+        print(f"\n{spec}: CPU ms per image by part (batch 1, 1 thread)\n\n| part | CPU ms | share |\n|---|---|---|")
+        print("\n".join(profile_rows(NetConfig.preset(preset, split_heads=bool(split)))) + "\n", flush=True)
+    if not args.model and not args.scn:
+        return
     images, truths = [], []
     for bench in args.benches:
         more_images, more_truths = load_queries(bench, args.limit)
