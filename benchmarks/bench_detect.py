@@ -24,18 +24,18 @@ import torch
 from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_queries
 from copyseek.detect.model import NetConfig, macs
-from copyseek.detect.regions import decode
+from copyseek.detect.regions import COPIES_PER_IMAGE, decode
 from copyseek.detect.runtime import Detector
 
 
-def load_model(path: str):
+def load_model(path: str, max_copies: int):
     """(detector, NetConfig) for an .onnx (with sidecar) or a checkpoint.pt."""
     import json
 
     if path.endswith(".onnx"):
         meta = json.loads(Path(path).with_suffix(".json").read_text())
-        return Detector(path), NetConfig.from_dict(meta["net"])
-    detector = TorchDetector(path)
+        return Detector(path, max_copies=max_copies), NetConfig.from_dict(meta["net"])
+    detector = TorchDetector(path, max_copies=max_copies)
     return detector, detector.net.config
 
 
@@ -45,7 +45,7 @@ def head_macs(net) -> int:
     return g * g * net.heads.macs_per_cell()
 
 
-def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict]) -> list[str]:
+def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict], max_copies: int) -> list[str]:
     from PIL import Image
 
     detector = TorchDetector(checkpoint)
@@ -70,7 +70,8 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
             cpu.append(time.process_time() - cpu_started)
             selected.append(float(out["tiles"].float().mean()))
             heat = torch.sigmoid(out["heat"])[0].numpy()
-            regions.append(decode(heat, out["size"][0].numpy(), out["offset"][0].numpy(), (image.shape[1], image.shape[0])))
+            regions.append(decode(heat, out["size"][0].numpy(), out["offset"][0].numpy(), (image.shape[1], image.shape[0]),
+                                  max_copies=max_copies))
         results[mode] = (regions, np.array(seconds), np.array(cpu), np.array(selected))
     net.selective.dense = False
     rows = []
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--scn", action="append", default=[], metavar="NAME=CHECKPOINT")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
+    parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
+                        help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
     parser.add_argument("--profile", action="append", default=[], metavar="PRESET[+split]",
                         help="CPU time of each part of a preset's net (+split: split heads)")
     args = parser.parse_args()
@@ -150,7 +153,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for spec in args.model:
             name, _, path = spec.partition("=")
-            detector, config = load_model(path)
+            detector, config = load_model(path, args.max_copies)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
@@ -161,7 +164,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for spec in args.scn:
             name, _, path = spec.partition("=")
-            print("\n".join(scn_rows(name, path, images, truths)), flush=True)
+            print("\n".join(scn_rows(name, path, images, truths, args.max_copies)), flush=True)
 
 
 if __name__ == "__main__":
