@@ -204,14 +204,23 @@ def kdp_path(head: str) -> Path:
 
 def _kdp(variant: str) -> PatchDescriber:
     _torch()
-    from copyseek.local.kdp import HEADS, load_weights
+    from copyseek.local.kdp import HEADS
 
     if variant not in HEADS:
         raise CopyseekError(f"unknown KDP variant {variant!r}; choose from {', '.join(HEADS)}")
-    path = kdp_path(variant)
+    return kdp_from_file(kdp_path(variant), f"kdp:{variant}")
+
+
+def kdp_from_file(path: Path, name: str) -> KDP:
+    """A KDP describer from a `copyseek.learn.patches kdp` weights file (e.g. a new training run,
+    for `copyseek bench patches --kdp-weights`), named `name`."""
+    _torch()
+    from copyseek.local.kdp import load_weights
+
+    net = load_weights(path)
     with np.load(path) as data:
         support = float(data["support"]) if "support" in data.files else DEFAULT_SUPPORT
-    return KDP(load_weights(path), support, f"kdp:{variant}", file_fingerprint(path))
+    return KDP(net, support, name, file_fingerprint(path))
 
 
 FAMILIES: dict[str, Callable[[str], PatchDescriber]] = {
