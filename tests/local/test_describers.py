@@ -72,3 +72,14 @@ def test_kdp_from_a_training_runs_file_describes_with_its_own_weights(tmp_path, 
     assert mine.shape == theirs.shape and not np.allclose(mine, theirs, atol=1e-2)
     with pytest.raises(CopyseekError, match="cannot read KDP weights"):
         kdp_from_file(tmp_path / "missing.npz", "kdp:cart")
+
+
+def test_mkd_mirrors_by_signs_exactly_as_describing_reversed_patches(gray):
+    mkd = make_describer("mkd:lw")
+    signs = mkd.raw_mirror_signs
+    assert signs is not None and set(np.unique(signs)) == {-1.0, 1.0}
+    frames = detect_frames(gray, PARAMS)
+    desc, by_signs = mkd.describe(gray, frames, mirrored=True)
+    mkd.__dict__["raw_mirror_signs"] = None  # the fallback: describe the row-reversed patches
+    again, by_patches = mkd.describe(gray, frames, mirrored=True)
+    assert np.array_equal(desc, again) and np.allclose(by_signs, by_patches, atol=1e-4)
