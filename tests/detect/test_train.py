@@ -60,3 +60,25 @@ def test_cli_train_and_detect(photo_list, tmp_path, capsys):
     assert main(["detect", image, "--model", str(run / "detector.onnx"), "--min-score", "0"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["image"] == image and all(r["label"] in ("copy", "overlay") for r in line["regions"])
+
+
+def test_validation_writes_a_learning_curve_and_cpu_clock(photo_list, tmp_path):
+    """With `val`, the run scores the benchmark's queries (layouts.json is the truth) into val.csv;
+    the "cpu" clock budgets process time."""
+    from PIL import Image
+
+    bench = tmp_path / "bench"
+    (bench / "queries").mkdir(parents=True)
+    layouts = {}
+    for i in range(3):
+        Image.open(photo_list.parent / f"p{i}.jpg").save(bench / "queries" / f"Q{i:05d}.jpg")
+        layouts[f"Q{i:05d}"] = {"size": [128, 96], "copy": [0, 0, 128, 96], "overlays": [[10, 10, 40, 30]]}
+    (bench / "layouts.json").write_text(json.dumps(layouts))
+    run = tmp_path / "val"
+    train(tiny(photo_list, steps=0, minutes=0.002, clock="cpu", val=str(bench), val_minutes=0.001), run, progress=False)
+    rows = (run / "val.csv").read_text().strip().splitlines()
+    assert rows[0] == "step,elapsed_s,copy_AP50,copy_AP,overlay_AP50,overlay_AP"
+    last = rows[-1].split(",")
+    assert len(rows) >= 2 and int(last[0]) >= 1 and all(0.0 <= float(v) <= 1.0 for v in last[2:])
+    with pytest.raises(CopyseekError, match="clock"):
+        tiny(photo_list, clock="sundial")

@@ -1,4 +1,4 @@
-"""Selective Convolutional Network (SCN) for the detector's stride-4 heads.
+"""Selective Convolutional Network (SCN) for the detector's stride-4 heads (model.Heads).
 
 A guidance head reads the stride-16 features and predicts, per tile of TILE x TILE output cells,
 whether the heads must compute there. CenterNet reads boxes only at heat-map peaks, so the
@@ -67,7 +67,7 @@ def tiled_heads(heads: nn.Module, neck: Tensor, selected: Tensor) -> Tensor:
     batch of patches, scatter back. neck (B, C, H, W); selected (B, H/TILE, W/TILE) bool."""
     batch, channels, height, width = neck.shape
     ty, tx = height // TILE, width // TILE
-    k = heads.out.out_channels
+    k = heads.outputs
     out = neck.new_zeros(batch, ty * tx, k, TILE, TILE)
     out[:, :, : heads.classes] = EMPTY_HEAT
     flat = selected.reshape(batch, ty * tx)
@@ -75,11 +75,8 @@ def tiled_heads(heads: nn.Module, neck: Tensor, selected: Tensor) -> Tensor:
         side = TILE + 2 * HALO
         patches = F.unfold(F.pad(neck, (HALO,) * 4), kernel_size=side, stride=TILE)  # (B, C*side^2, L)
         chosen = patches.transpose(1, 2)[flat].reshape(-1, channels, side, side)
-        # the smoothing convolution without padding reads the halo and returns TILE x TILE
-        smooth = heads.smooth
-        x = F.conv2d(chosen, smooth[0].weight, None, 1, 0)
-        x = smooth[2](smooth[1](x))
-        out[flat] = heads.out(x)
+        # the 3x3 convolutions without padding read the halo and return TILE x TILE
+        out[flat] = heads(chosen, padding=0)
     return out.reshape(batch, ty, tx, k, TILE, TILE).permute(0, 3, 1, 4, 2, 5).reshape(batch, k, height, width)
 
 
