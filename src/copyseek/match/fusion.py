@@ -187,9 +187,9 @@ class FusionParams:
 
 PRESET_PARAMS: dict[str, FusionParams] = {
     "fused": FusionParams(),
-    # crops are most of a query's cost: at most 8 (the local regions, the 2x2 grid, the centre)
-    # at 160 px, and fewer queries cropped; measured in BENCHMARKS.md (issue 13)
-    "fused-fast": FusionParams(max_crops=8, crop_size=160, skip_crops_above=0.9),
+    # the fixed crops (2x2 grid, centre, halves) are most of a query's cost and add little: only
+    # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
+    "fused-fast": FusionParams(crop_policy="local"),
 }
 """Pipeline preset -> the FusionParams its scorer uses (and its weights were fitted with)."""
 
