@@ -52,7 +52,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
 PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {
     "fused": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"}},
     # the fused pipeline at about twice the speed: one resizing, fewer and smaller crops
-    # (match/fusion.py PRESET_PARAMS), its own fitted weights; accuracy in BENCHMARKS.md (issue 13)
+    # (match/fusion.py PRESET_PARAMS), fused's weights; accuracy in BENCHMARKS.md (issue 13)
     "fused-fast": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224"}},
 }
 """Pipeline name -> branch name -> option defaults that differ from the branch's own (options given

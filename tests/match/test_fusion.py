@@ -185,12 +185,33 @@ def test_max_crops_and_crop_size_bound_what_a_query_costs(fused_setup):
 
 
 def test_the_fast_preset_describes_one_view_and_uses_its_own_crop_settings(tmp_path, fused_setup):
+    import warnings
+
     _, root = fused_setup
     with Index.create(tmp_path / "fast", "fused-fast") as index:
         index.add(root / "refs", progress=False)
         assert index.branches["global"].views == (Preprocess("square", 224),)
-        scorer = FusedScorer(index, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # its own global descriptor: no "not fitted" warning
+            scorer = FusedScorer(index, None)
         assert scorer.params == PRESET_PARAMS["fused-fast"] != FusionParams()
-        assert scorer.weights == FITTED_WEIGHTS["fused-fast"][1]
+        assert scorer.weights == FITTED_WEIGHTS["rootsift"][1]  # fused's weights, not refitted
         best = match(index, root / "queries", MatchOptions(k=1), progress=False).predictions
         assert [p.reference_id for p in best if p.query_id == "paste"] == ["img0005"]
+
+
+def test_a_local_descriptor_without_fitted_weights_warns_and_uses_rootsifts(fused_setup, tmp_path, monkeypatch):
+    from copyseek.match import fusion
+
+    monkeypatch.setattr(fusion, "FITTED_WEIGHTS", {"rootsift": fusion.FITTED_WEIGHTS["rootsift"]})
+    index, _ = fused_setup
+    assert index.branches["local"].spec()["features"] == "rootsift"
+    rootsift = fusion.FITTED_WEIGHTS["rootsift"]
+    assert fusion.weights_for("rootsift", True) == rootsift[0] != fusion.weights_for("rootsift", False)
+    fitted_global = {"model": "sscd,copyseek-small@0.4", "preprocess": "square:224+short:256"}
+    with pytest.warns(UserWarning, match="local descriptor kdp:polar"):
+        warn_if_not_fitted_for(fitted_global, "kdp:polar")
+    other = Index.create(tmp_path / "kdp", "fused", {"local": {"descriptor": "kdp"}})
+    with pytest.warns(UserWarning, match="local descriptor kdp:polar"):
+        scorer = FusedScorer(other, None)
+    assert scorer.weights == fusion.weights_for("kdp:polar", False) == rootsift[1]

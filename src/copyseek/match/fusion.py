@@ -102,23 +102,35 @@ class FusionWeights:
 WEIGHTS_NORMALISED = FusionWeights(-3.812, (5.894, 10.153, 4.643, -1.471, 14.022))
 WEIGHTS_RAW = FusionWeights(-4.649, (3.475, 6.455, 4.623, 0.0, 17.185))
 
-FITTED_WEIGHTS: dict[str, tuple[FusionWeights, FusionWeights]] = {
-    "fused": (WEIGHTS_NORMALISED, WEIGHTS_RAW),
-    # not refitted yet: the fused pipeline's weights, on a descriptor whose similarities are close
-    # to fused's (one resizing of two); its calibration is measured in BENCHMARKS.md (issue 13)
-    "fused-fast": (WEIGHTS_NORMALISED, WEIGHTS_RAW),
-}
-"""Pipeline preset -> its (normalised, raw) weights, fitted for the preset's own global descriptor
-and FusionParams (`PRESET_PARAMS`) by `benchmarks/fit_fusion.py --pipeline PRESET`."""
+FITTED_WEIGHTS: dict[str, tuple[FusionWeights, FusionWeights]] = {"rootsift": (WEIGHTS_NORMALISED, WEIGHTS_RAW)}
+"""Local descriptor (resolved name, as the local branch's spec records it) -> (normalised, raw)
+weights fitted with its inlier counts. Another descriptor verifies a different number of inliers
+per copy, so an index scores with the weights of its own descriptor; one without fitted weights
+uses RootSIFT's, with a warning."""
 
 
-def warn_if_not_fitted_for(global_spec: dict, pipeline: str = "fused") -> None:
-    """Warns when a preset's weights meet a global descriptor they were not fitted for.
+def weights_for(local_descriptor: str, normalised: bool) -> FusionWeights:
+    """The shipped weights for an index whose local branch uses `local_descriptor`."""
+    normalised_weights, raw_weights = FITTED_WEIGHTS.get(local_descriptor, FITTED_WEIGHTS["rootsift"])
+    return normalised_weights if normalised else raw_weights
+
+
+def warn_if_not_fitted_for(global_spec: dict, local_descriptor: str = "rootsift", pipeline: str = "fused") -> None:
+    """Warns when the shipped weights meet a global descriptor or a local descriptor they were not
+    fitted for (`pipeline`: the fused preset whose global descriptor the index should have).
 
     `global_spec` is the global branch's spec (model, preprocess, flip_average). Another descriptor
-    shifts the similarities g and c, so the scores still rank pairs but 0.9 no longer means 90%.
+    shifts the similarities g and c (or the inlier counts e), so the scores still rank pairs but 0.9
+    no longer means 90%.
     """
-    fitted = PIPELINE_DEFAULTS[pipeline]["global"]
+    if local_descriptor not in FITTED_WEIGHTS:
+        warnings.warn(
+            f"no fusion weights were fitted for the local descriptor {local_descriptor} (only for "
+            f"{', '.join(FITTED_WEIGHTS)}): scores still rank pairs but are not calibrated probabilities; "
+            "fit weights with benchmarks/fit_fusion.py --local-descriptor and pass them as FusedScorer(weights=...)",
+            stacklevel=3,
+        )
+    fitted = PIPELINE_DEFAULTS[pipeline if pipeline in PRESET_PARAMS else "fused"]["global"]
     used = {"model": global_spec.get("model"), "resize": global_spec.get("preprocess")}
     flip = bool(global_spec.get("flip_average"))
     if used != fitted or flip:
@@ -191,7 +203,9 @@ PRESET_PARAMS: dict[str, FusionParams] = {
     # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
     "fused-fast": FusionParams(crop_policy="local"),
 }
-"""Pipeline preset -> the FusionParams its scorer uses (and its weights were fitted with)."""
+"""Pipeline preset -> the FusionParams its scorer uses. fused-fast scores with the shipped weights
+(FITTED_WEIGHTS), fitted for fused's two-view descriptor, not refitted for its one view: its
+accuracy and calibration (threshold at P90) are measured in BENCHMARKS.md (issue 13)."""
 
 
 class FusedScorer:
@@ -205,18 +219,18 @@ class FusedScorer:
         weights: FusionWeights | None = None,
     ):
         """params: default, the preset's (PRESET_PARAMS of the index's pipeline); weights: default,
-        the preset's fitted ones (FITTED_WEIGHTS), with a warning if the index's global descriptor
-        is not the one they were fitted for."""
+        the shipped ones for the index's local descriptor (FITTED_WEIGHTS), with a warning if the
+        index's global descriptor is not its preset's."""
         if "global" not in index.branches or "local" not in index.branches:
             raise CopyseekError("the fused pipeline needs an index with the global and local branches")
-        preset = index.pipeline if index.pipeline in FITTED_WEIGHTS else "fused"
         self.global_branch = index.branches["global"]
         self.global_searcher = index.searchers()["global"]
         self.normalizer = normalizer
         self.params = params or PRESET_PARAMS.get(index.pipeline, FusionParams())
+        local_descriptor = index.branches["local"].spec()["features"]
         if weights is None:
-            warn_if_not_fitted_for(self.global_branch.spec(), preset)
-        self.weights = weights or FITTED_WEIGHTS[preset][0 if normalizer is not None else 1]
+            warn_if_not_fitted_for(self.global_branch.spec(), local_descriptor, index.pipeline)
+        self.weights = weights or weights_for(local_descriptor, normalizer is not None)
         self._reference_offsets: dict[int, float] = {}
         self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
         self.queries_cropped = 0
