@@ -62,7 +62,8 @@ def rank_variants(
     if "global" not in index.branches:
         raise CopyseekError("--variants needs a pipeline with the global branch (its vectors make the graph)")
     nodes = index_graph(index, GraphParams(k=options.k))
-    diffusion = Diffusion(options.alpha, "temporal").fit(nodes.graph)
+    # per component: exact, and a query of a small family costs a few products on its own nodes
+    diffusion = Diffusion(options.alpha, "temporal", components=True).fit(nodes.graph)
     sims, rows = index.searchers()["global"].search_vectors(query_vectors, options.k)
     seeds = nodes.nodes_of_rows(rows)
     matched_nodes = nodes.nodes_of_rows(matched_rows)
