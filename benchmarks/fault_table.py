@@ -16,17 +16,13 @@ import argparse
 import csv
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from copyseek.cli import main
-from copyseek.store.faults import DAMAGES, index_files, run_case, run_cli
+from copyseek.store.faults import DAMAGES, index_files, kill_while_writing, run_case, run_cli
 from copyseek.synthetic import synthetic_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,20 +117,6 @@ def fault_table(paths: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
-def writer_holds_lock(index: Path) -> bool:
-    import fcntl
-
-    try:
-        with open(index / "lock") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-
-
 def kill_table(root: Path, kills: int, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     refs = photos(root / "kill-refs", 60, 3, "K")
@@ -153,14 +135,7 @@ def kill_table(root: Path, kills: int, seed: int = 0) -> str:
                 DAMAGES["flip bytes"](chunk)
         landed, clean = 0, True
         for _ in range(kills):
-            process = subprocess.Popen([sys.executable, "-m", "copyseek.cli", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            while process.poll() is None and not writer_holds_lock(index):
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.05))
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                landed += 1
-            process.wait()
+            landed += kill_while_writing(argv, index, rng, max_delay_s=0.05, env=env)
             if name != "repair" and index.exists():
                 clean &= cli(["verify", index])[0] == 0
         code, _, _ = cli(argv)

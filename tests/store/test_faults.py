@@ -2,19 +2,14 @@
 or a recovery, never a traceback; after `repair`, predictions equal those before the damage."""
 
 import csv
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from copyseek.cli import main
-from copyseek.store.faults import DAMAGES, run_case
+from copyseek.store.faults import DAMAGES, kill_while_writing, run_case
 from copyseek.store.faults import run_cli as run_in_process
 from tests.making import crop_copy, write_photos
 
@@ -108,34 +103,6 @@ def test_every_damage_gives_a_clear_message_or_a_recovery(world, file_kind, tmp_
 
 
 # ----------------------------------------------------------------- kill -9 while writing
-def writer_holds_lock(index: Path) -> bool:
-    import fcntl
-
-    try:
-        with open(index / "lock") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-
-
-def kill_while_writing(argv: list[str], index: Path, rng: np.random.Generator) -> bool:
-    """Start the command, wait until it holds the write lock, kill -9 it a random moment later.
-    Returns whether it was killed (it may have finished first)."""
-    process = subprocess.Popen([sys.executable, "-m", "copyseek.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while process.poll() is None and not writer_holds_lock(index):
-        time.sleep(0.002)
-    time.sleep(rng.uniform(0, 0.03))
-    killed = process.poll() is None
-    if killed:
-        os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    return killed
-
-
 def assert_clean(index: Path) -> None:
     code, out, err = run_cli(["verify", str(index)])
     assert code == 0, out + err

@@ -16,10 +16,16 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 
 def delete(path: Path) -> None:
@@ -126,3 +132,37 @@ def run_case(
         code, _, err = run_cli(main, [a.replace("{index}", str(work)) for a in argv])
         outcomes.append(Outcome(name, code, err.strip(), classify(name, code, err, work)))
     return outcomes
+
+
+def writer_holds_lock(index: Path) -> bool:
+    """Whether some process holds the index's write lock now (the lock file is flock'ed by writers)."""
+    import fcntl
+
+    try:
+        with open(index / "lock") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def kill_while_writing(
+    argv: list[str], index: Path, rng: np.random.Generator, *, max_delay_s: float = 0.03, env: dict[str, str] | None = None
+) -> bool:
+    """Run `python -m copyseek.cli ARGV`, wait until it holds the write lock of `index`, and kill -9 it
+    a random moment (uniform in [0, max_delay_s] seconds) later. Returns whether it was killed (it may
+    have finished first)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "copyseek.cli", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    while process.poll() is None and not writer_holds_lock(index):
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0, max_delay_s))
+    killed = process.poll() is None
+    if killed:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return killed
