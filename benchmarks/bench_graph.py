@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from graph_descriptors import grow, load  # noqa: E402
 
 from copyseek.graph import Diffusion, LabelPropagation, knn_graph  # noqa: E402
-from copyseek.graph.diffusion import make_solver  # noqa: E402
 from copyseek.graph.knn import search  # noqa: E402
 from copyseek.graph.knn import GraphParams  # noqa: E402
 
@@ -138,20 +137,12 @@ def diffusion_sweep(data: dict, ranks: list[int], n_queries: int, k: int, seed: 
     print(f"eigenpairs at r={max(ranks)}: {offline:.1f} s; lambda_r at each r: "
           + ", ".join(f"{r}: {largest.solver_.values_[r - 1]:.4f}" for r in ranks), flush=True)
     for r in ranks:
-        for name in ("spectral", "hybrid"):
-            d = Diffusion(0.99, name, rank=r, tol=1e-4, max_iter=3000, components=True) if name == "hybrid" else \
-                Diffusion(0.99, name, rank=r, components=True)
-            d.graph_, d.solver_ = graph, make_solver(name, **d.options)
-            d.solver_.s_, d.solver_.alpha_ = largest.solver_.s_, 0.99
-            d.solver_.values_ = largest.solver_.values_[:r]
-            d.solver_.vectors_ = np.ascontiguousarray(largest.solver_.vectors_[:, :r])
-            d.solver_.filter_ = largest.solver_.filter_[:r]
-            d.solver_.owners_, d.solver_.components_ = largest.solver_.owners_[:r], largest.solver_.components_
-            label = "spectral" if name == "spectral" else "hybrid, per component"
-            evaluate(label, r, d, offline=offline, exact=exact)
-            if name == "hybrid" and r in whole_ranks:  # the same eigenpairs, CG over the whole graph (the paper's setting)
-                d.solver_.params = dataclasses.replace(d.solver_.params, components=False)
-                evaluate("hybrid, whole graph", r, d, offline=offline, exact=exact)
+        hybrid = largest.solver_.keep_rank(r)
+        evaluate("spectral", r, Diffusion.from_fitted(graph, hybrid.spectral()), offline=offline, exact=exact)
+        evaluate("hybrid, per component", r, Diffusion.from_fitted(graph, hybrid), offline=offline, exact=exact)
+        if r in whole_ranks:  # the same eigenpairs, CG over the whole graph (the paper's setting)
+            hybrid.params = dataclasses.replace(hybrid.params, components=False)
+            evaluate("hybrid, whole graph", r, Diffusion.from_fitted(graph, hybrid), offline=offline, exact=exact)
     components = exact_d.solver_.components_
     sizes = np.bincount(components.labels)
     rows_out.append({"graph s": graph_seconds, "n": len(db), "k": k, "edges": graph.affinity().nnz // 2,
@@ -171,7 +162,8 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def labels_benchmark(
-    data: dict, seeds_per_family: list[int], k: int, seed: int, abstain: float, alpha: float, split: str
+    data: dict, seeds_per_family: list[int], k: int, seed: int, abstain: float, alpha: float, split: str,
+    symmetrize: str = "sum",
 ) -> list[dict]:
     """Half the families get seeds (1/2/5 labelled members), the other half none (LP should abstain
     there). Accuracy on the unlabelled members of the seeded families of `split` (dev or test): LP vs
@@ -181,7 +173,7 @@ def labels_benchmark(
     n_fam = int(family.max()) + 1
     seeded_families = rng.permutation(n_fam)[: n_fam // 2]
     measured = np.intersect1d(seeded_families, split_families(family, seed)[split])
-    graph = knn_graph(vectors, k=k, symmetrize="sum", factory="IVF1024,Flat" if len(vectors) > 50_000 else "Flat")
+    graph = knn_graph(vectors, k=k, symmetrize=symmetrize, factory="IVF1024,Flat" if len(vectors) > 50_000 else "Flat")
     results = []
     for n_seeds in seeds_per_family:
         labels = np.full(len(family), -1)
@@ -214,18 +206,18 @@ def labels_benchmark(
 
 
 def tune_labels(data: dict, seed: int, grid: dict[str, list]) -> dict:
-    """The (k, alpha, abstain) of `grid` with the best mean LP accuracy over 1/2/5 seeds per family
-    on the dev families; prints one line per setting."""
+    """The (k, alpha, abstain, symmetrize) of `grid` with the best mean LP accuracy over 1/2/5 seeds
+    per family on the dev families; prints one line per setting."""
+    import itertools
+
     best, best_acc = {}, -1.0
-    for k in grid["k"]:
-        for alpha in grid["alpha"]:
-            for abstain in grid["abstain"]:
-                rows = labels_benchmark(data, [1, 2, 5], k, seed, abstain, alpha, "dev")
-                acc = float(np.mean([r["LP acc"] for r in rows]))
-                gain = float(np.mean([r["LP acc"] - r["1-NN acc"] for r in rows]))
-                print(f"dev: k={k} alpha={alpha} abstain={abstain}: LP acc {acc:.4f} ({gain:+.4f} over 1-NN)", flush=True)
-                if acc > best_acc:
-                    best, best_acc = {"k": k, "alpha": alpha, "abstain": abstain}, acc
+    for k, alpha, abstain, symmetrize in itertools.product(grid["k"], grid["alpha"], grid["abstain"], grid["symmetrize"]):
+        rows = labels_benchmark(data, [1, 2, 5], k, seed, abstain, alpha, "dev", symmetrize)
+        acc = float(np.mean([r["LP acc"] for r in rows]))
+        gain = float(np.mean([r["LP acc"] - r["1-NN acc"] for r in rows]))
+        print(f"dev: k={k} alpha={alpha} abstain={abstain} {symmetrize}: LP acc {acc:.4f} ({gain:+.4f} over 1-NN)", flush=True)
+        if acc > best_acc:
+            best, best_acc = {"k": k, "alpha": alpha, "abstain": abstain, "symmetrize": symmetrize}, acc
     return best
 
 
@@ -243,29 +235,33 @@ def variants_benchmark(data: dict, n_queries: int, seed: int, grid: dict[str, li
     """Variant retrieval (one left-out edited member per family queries its family's other members):
     every setting of `grid` on the dev families, the best one and the defaults on the test families,
     beside cosine ranking."""
-    def run(split: str, k: int, kq: int, alpha: float, reach: float | None) -> tuple[float, float]:
+    def run(split: str, k: int, kq: int, alphas: list[float], reaches: list[float | None]) -> dict:
         graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, split, kq=kq)
-        d = Diffusion(alpha, "temporal", components=True).fit(graph)
-        f = d.rank(d.seeds(rows, sims))
         cosine = (q @ db.T).T
-        return mean_ap(variant_scores(f, cosine, reach), positives), mean_ap(cosine, positives)
+        out = {"cosine": mean_ap(cosine, positives)}
+        for alpha in alphas:
+            d = Diffusion(alpha, "temporal", components=True).fit(graph)
+            f = d.rank(d.seeds(rows, sims))
+            for reach in reaches:
+                out[alpha, reach] = mean_ap(variant_scores(f, cosine, reach), positives)
+        return out
 
     best, best_map = {}, -1.0
     for k in grid["k"]:
         for kq in grid["kq"]:
-            for alpha in grid["alpha"]:
-                for reach in grid["reach"]:
-                    m, cosine = run("dev", k, kq, alpha, reach)
-                    print(f"dev: k={k} kq={kq} alpha={alpha} reach={reach}: mAP {m:.4f} (cosine {cosine:.4f})", flush=True)
-                    if m > best_map:
-                        best, best_map = {"k": k, "kq": kq, "alpha": alpha, "reach": reach}, m
+            found = run("dev", k, kq, grid["alpha"], grid["reach"])
+            for (alpha, reach), m in ((key, v) for key, v in found.items() if key != "cosine"):
+                print(f"dev: k={k} kq={kq} alpha={alpha} reach={reach}: mAP {m:.4f} (cosine {found['cosine']:.4f})", flush=True)
+                if m > best_map:
+                    best, best_map = {"k": k, "kq": kq, "alpha": alpha, "reach": reach}, m
     default = {"k": 10, "kq": 10, "alpha": 0.99, "reach": None}
     rows = []
     for name, setting in (("diffusion, defaults", default), ("diffusion, tuned on dev", best)):
         for split in ("dev", "test"):
-            m, cosine = run(split, **setting)
+            found = run(split, setting["k"], setting["kq"], [setting["alpha"]], [setting["reach"]])
+            m = found[setting["alpha"], setting["reach"]]
             rows.append({"split": split, "method": name, **{key: str(v) for key, v in setting.items()},
-                         "mAP": m, "cosine mAP": cosine, "gain": m - cosine})
+                         "mAP": m, "cosine mAP": found["cosine"], "gain": m - found["cosine"]})
     return rows, best
 
 
@@ -321,12 +317,13 @@ def main() -> None:
     lab.add_argument("--k", type=int, nargs="+", default=[10], help="graph k (several: tuned on the dev families)")
     lab.add_argument("--alpha", type=float, nargs="+", default=[0.99])
     lab.add_argument("--abstain", type=float, nargs="+", default=[0.01])
+    lab.add_argument("--symmetrize", nargs="+", default=["sum"])
     lab.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("variants")
     v.add_argument("--real", type=Path, required=True)
     v.add_argument("--size", type=int, default=10_000)
     v.add_argument("--queries", type=int, default=200)
-    v.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
+    v.add_argument("--k", type=int, nargs="+", default=[5, 10, 20, 50])
     v.add_argument("--kq", type=int, nargs="+", default=[5, 10])
     v.add_argument("--alpha", type=float, nargs="+", default=[0.8, 0.9, 0.99])
     v.add_argument("--reach", type=float, nargs="+", default=[0.0, 0.01], help="negative: diffusion alone")
@@ -348,10 +345,10 @@ def main() -> None:
                   f"{info['components']} components (largest {info['largest']}), graph {info['graph s']:.1f} s")
     elif args.cmd == "labels":
         grown = grow(real, args.size, args.seed)
-        best = tune_labels(grown, args.seed, {"k": args.k, "alpha": args.alpha, "abstain": args.abstain})
+        best = tune_labels(grown, args.seed, {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize})
         print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best}\n")
         for split in ("dev", "test"):
-            rows = labels_benchmark(grown, [1, 2, 5], best["k"], args.seed, best["abstain"], best["alpha"], split)
+            rows = labels_benchmark(grown, [1, 2, 5], best["k"], args.seed, best["abstain"], best["alpha"], split, best["symmetrize"])
             print(f"\n{split} families:\n\n" + table(rows, list(rows[0])), flush=True)
     elif args.cmd == "variants":
         grown = grow(real, args.size, args.seed)

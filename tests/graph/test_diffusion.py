@@ -142,6 +142,20 @@ class TestComponents:
         hybrid.rank(y)
         assert hybrid.iterations_ < temporal.iterations_
 
+    def test_keep_rank_equals_fitting_at_that_rank(self, graph):
+        y = seeds(graph)
+        large = Diffusion(0.99, "hybrid", rank=30, tol=1e-8, components=True).fit(graph)
+        small = Diffusion(0.99, "hybrid", rank=12, tol=1e-8, components=True).fit(graph)
+        kept = Diffusion.from_fitted(graph, large.solver_.keep_rank(12))
+        np.testing.assert_allclose(kept.solver_.values_, small.solver_.values_, atol=1e-8)
+        np.testing.assert_allclose(kept.rank(y), exact(graph, y), rtol=1e-5, atol=1e-6 * np.abs(exact(graph, y)).max())
+        assert kept.solver_.nbytes() < large.solver_.nbytes() and large.solver_.vectors_.shape[1] == 30
+        spectral = Diffusion.from_fitted(graph, small.solver_.spectral())
+        fitted = Diffusion(0.99, "spectral", rank=12, components=True).fit(graph)
+        np.testing.assert_allclose(spectral.rank(y), fitted.rank(y), atol=1e-5 * np.abs(fitted.rank(y)).max())
+        with pytest.raises(CopyseekError, match="rank"):
+            large.solver_.keep_rank(31)
+
     def test_truncation_and_components_exclude_each_other(self, graph):
         with pytest.raises(CopyseekError, match="exclude"):
             Diffusion(0.99, "temporal", truncate=10, components=True).fit(graph)

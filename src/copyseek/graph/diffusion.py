@@ -28,6 +28,7 @@ CG is slow, to the large components.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -320,6 +321,11 @@ class SpectralSolver(Solver):
     def nbytes(self) -> int:
         return int(self.vectors_.nbytes + self.values_.nbytes)
 
+    def keep_rank(self, rank: int) -> "SpectralSolver":
+        """A fitted copy on the first `rank` eigenpairs (the largest: what fitting at that rank
+        computes), without decomposing again: r swept from one decomposition."""
+        return keep_rank(self, rank)
+
 
 @dataclass(frozen=True)
 class HybridParams:
@@ -380,6 +386,31 @@ class HybridSolver(Solver):
     def nbytes(self) -> int:
         return int(self.vectors_.nbytes + self.values_.nbytes)
 
+    def keep_rank(self, rank: int) -> "HybridSolver":
+        """A fitted copy on the first `rank` eigenpairs, as SpectralSolver.keep_rank."""
+        return keep_rank(self, rank)
+
+    def spectral(self) -> SpectralSolver:
+        """The spectral solver on the same eigenpairs (the part of f that hybrid's CG completes)."""
+        spectral = SpectralSolver(rank=self.params.rank, tol=self.params.eig_tol, components=self.params.components)
+        spectral.values_, spectral.vectors_, spectral.filter_ = self.values_, self.vectors_, self.filter_
+        return spectral
+
+
+def keep_rank(solver: Solver, rank: int) -> Any:
+    """`solver` (spectral or hybrid, fitted) copied with its first `rank` eigenpairs."""
+    import copy
+
+    if int(rank) != rank or not 1 <= rank <= len(solver.values_):
+        raise CopyseekError(f"keep_rank needs 1 <= rank <= {len(solver.values_)} (the fitted rank), got {rank}")
+    kept = copy.copy(solver)
+    kept.params = dataclasses.replace(solver.params, rank=rank)
+    kept.values_, kept.filter_ = solver.values_[:rank], solver.filter_[:rank]
+    kept.vectors_ = np.ascontiguousarray(solver.vectors_[:, :rank])
+    if hasattr(solver, "owners_"):
+        kept.owners_ = solver.owners_[:rank]
+    return kept
+
 
 SOLVERS: dict[str, Callable[..., Solver]] = {
     "temporal": TemporalSolver,
@@ -421,6 +452,14 @@ class Diffusion:
         self.solver_ = self.solver if isinstance(self.solver, Solver) else make_solver(self.solver, **self.options)
         self.solver_.fit(graph.normalized("sym"), self.alpha)
         return self
+
+    @classmethod
+    def from_fitted(cls, graph: KnnGraph, solver: Solver, alpha: float = 0.99) -> "Diffusion":
+        """A fitted Diffusion around a solver already fitted on `graph` with `alpha` (e.g. one from
+        `keep_rank`), so that it is not fitted again."""
+        diffusion = cls(alpha, solver)
+        diffusion.graph_, diffusion.solver_ = graph, solver
+        return diffusion
 
     def seeds(self, rows: np.ndarray, similarities: np.ndarray) -> np.ndarray:
         """(n,) or (n, m) seed vectors from the query's (k,) or each of m queries' (m, k) neighbours in
