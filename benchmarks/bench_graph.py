@@ -46,7 +46,7 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 
 def split_families(family: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """Family ids in two seeded halves: "dev" (settings are tuned there) and "test" (reported)."""
-    order = np.random.default_rng([seed, 31]).permutation(int(family.max()) + 1)
+    order = np.random.default_rng([seed, 31]).permutation(np.unique(family))
     return {"dev": np.sort(order[: len(order) // 2]), "test": np.sort(order[len(order) // 2 :])}
 
 
@@ -56,7 +56,7 @@ def split_queries(
     """(query rows, database rows): one edited member each of n_queries random families (of `among`,
     all families by default)."""
     rng = np.random.default_rng(seed)
-    pool = np.arange(int(family.max()) + 1) if among is None else among
+    pool = np.unique(family) if among is None else among
     chosen = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
     queries = []
     for f in chosen:
@@ -170,8 +170,8 @@ def labels_benchmark(
     the nearest seed (1-NN)."""
     vectors, family = data["vectors"], data["family"]
     rng = np.random.default_rng(seed)
-    n_fam = int(family.max()) + 1
-    seeded_families = rng.permutation(n_fam)[: n_fam // 2]
+    present = np.unique(family)
+    seeded_families = rng.permutation(present)[: len(present) // 2]
     measured = np.intersect1d(seeded_families, split_families(family, seed)[split])
     graph = knn_graph(vectors, k=k, symmetrize=symmetrize, factory="IVF1024,Flat" if len(vectors) > 50_000 else "Flat")
     results = []

@@ -124,10 +124,11 @@ def grow(real: dict, size: int, seed: int, mix: float | None = None) -> dict:
         target = float(np.median(sims.max(1)))
         # for a Gaussian direction g nearly orthogonal to the original: cos(o, o + m g) = 1 / sqrt(1 + m^2)
         mix = float(np.sqrt(1 / target**2 - 1))
+    present = np.unique(family)  # a photo that could not be read left its family number unused
     out_v, out_f, out_o = [vectors], [family], [original]
     total, next_family = len(vectors), n_fam
     while total < size:
-        source = int(rng.integers(n_fam))
+        source = int(present[rng.integers(len(present))])
         members = np.flatnonzero(family == source)
         head = vectors[head_of[source]]
         center = unit(head + mix * unit(rng.standard_normal(head.shape)))
