@@ -221,45 +221,50 @@ def tune_labels(data: dict, seed: int, grid: dict[str, list]) -> dict:
     return best
 
 
-def variant_scores(f: np.ndarray, cosine: np.ndarray, reach: float | None) -> np.ndarray:
-    """Diffusion scores as a ranking of every node: with `reach`, the nodes whose score is at least
+def variant_scores(f: np.ndarray, cosine: np.ndarray, reach: float | None, blend: float = 0.0) -> np.ndarray:
+    """Diffusion scores as a ranking of every node. With `reach`, the nodes whose score is at least
     reach x the query's best come first, by diffusion, and every other node after them by cosine
-    (diffusion gives nodes it barely reaches ~0, in no useful order). None: diffusion alone."""
-    if reach is None:
-        return f
+    (diffusion gives nodes it barely reaches ~0, in no useful order); None: diffusion alone. With
+    `blend` > 0, the diffusion part is f / (the query's best f) + blend x cosine."""
     top = np.maximum(f.max(axis=0, keepdims=True), 1e-300)
-    return np.where(f >= reach * top, 3.0 + f / top, cosine)  # cosine <= 1 < 3: reached nodes first
+    mixed = f / top + blend * cosine if blend else f
+    if reach is None:
+        return mixed
+    return np.where(f >= reach * top, 3.0 + blend + mixed, cosine)  # cosine <= 1 < 3: reached nodes first
 
 
 def variants_benchmark(data: dict, n_queries: int, seed: int, grid: dict[str, list]) -> tuple[list[dict], dict]:
     """Variant retrieval (one left-out edited member per family queries its family's other members):
     every setting of `grid` on the dev families, the best one and the defaults on the test families,
     beside cosine ranking."""
-    def run(split: str, k: int, kq: int, alphas: list[float], reaches: list[float | None]) -> dict:
+    import itertools
+
+    def run(split: str, k: int, kq: int, alphas: list[float], mixes: list[tuple]) -> dict:
         graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, split, kq=kq)
         cosine = (q @ db.T).T
         out = {"cosine": mean_ap(cosine, positives)}
         for alpha in alphas:
             d = Diffusion(alpha, "temporal", components=True).fit(graph)
             f = d.rank(d.seeds(rows, sims))
-            for reach in reaches:
-                out[alpha, reach] = mean_ap(variant_scores(f, cosine, reach), positives)
+            for reach, blend in mixes:
+                out[alpha, reach, blend] = mean_ap(variant_scores(f, cosine, reach, blend), positives)
         return out
 
     best, best_map = {}, -1.0
+    mixes = list(itertools.product(grid["reach"], grid["blend"]))
     for k in grid["k"]:
         for kq in grid["kq"]:
-            found = run("dev", k, kq, grid["alpha"], grid["reach"])
-            for (alpha, reach), m in ((key, v) for key, v in found.items() if key != "cosine"):
-                print(f"dev: k={k} kq={kq} alpha={alpha} reach={reach}: mAP {m:.4f} (cosine {found['cosine']:.4f})", flush=True)
+            found = run("dev", k, kq, grid["alpha"], mixes)
+            for (alpha, reach, blend), m in ((key, v) for key, v in found.items() if key != "cosine"):
+                print(f"dev: k={k} kq={kq} alpha={alpha} reach={reach} blend={blend}: mAP {m:.4f} (cosine {found['cosine']:.4f})", flush=True)
                 if m > best_map:
-                    best, best_map = {"k": k, "kq": kq, "alpha": alpha, "reach": reach}, m
-    default = {"k": 10, "kq": 10, "alpha": 0.99, "reach": None}
+                    best, best_map = {"k": k, "kq": kq, "alpha": alpha, "reach": reach, "blend": blend}, m
+    default = {"k": 10, "kq": 10, "alpha": 0.99, "reach": None, "blend": 0.0}
     rows = []
     for name, setting in (("diffusion, defaults", default), ("diffusion, tuned on dev", best)):
         for split in ("dev", "test"):
-            found = run(split, setting["k"], setting["kq"], [setting["alpha"]], [setting["reach"]])
-            m = found[setting["alpha"], setting["reach"]]
+            found = run(split, setting["k"], setting["kq"], [setting["alpha"]], [(setting["reach"], setting["blend"])])
+            m = found[setting["alpha"], setting["reach"], setting["blend"]]
             rows.append({"split": split, "method": name, **{key: str(v) for key, v in setting.items()},
                          "mAP": m, "cosine mAP": found["cosine"], "gain": m - found["cosine"]})
     return rows, best
@@ -327,6 +332,7 @@ def main() -> None:
     v.add_argument("--kq", type=int, nargs="+", default=[5, 10])
     v.add_argument("--alpha", type=float, nargs="+", default=[0.8, 0.9, 0.99])
     v.add_argument("--reach", type=float, nargs="+", default=[0.0, 0.01], help="negative: diffusion alone")
+    v.add_argument("--blend", type=float, nargs="+", default=[0.0, 0.5], help="weight of cosine added to diffusion")
     v.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("dedup-scale")
     s.add_argument("--real", type=Path, required=True)
@@ -353,7 +359,7 @@ def main() -> None:
     elif args.cmd == "variants":
         grown = grow(real, args.size, args.seed)
         reach = [None if r < 0 else r for r in args.reach]
-        grid = {"k": args.k, "kq": args.kq, "alpha": args.alpha, "reach": reach}
+        grid = {"k": args.k, "kq": args.kq, "alpha": args.alpha, "reach": reach, "blend": args.blend}
         rows, best = variants_benchmark(grown, args.queries, args.seed, grid)
         print(f"\n### variants on {args.size} descriptors, {args.queries} queries per split; tuned on dev: {best}\n")
         print(table(rows, list(rows[0])))
