@@ -121,6 +121,7 @@ class TestComponents:
         import copyseek.graph.diffusion as diffusion
 
         monkeypatch.setattr(diffusion, "DENSE_COMPONENT", dense_up_to)
+        monkeypatch.setattr(diffusion, "DENSE_MANY", dense_up_to)
         s = graph.normalized()
         components = Components(component_labels(s))
         values, vectors, owners = component_eigenpairs(s, 12, 1e-10, components)

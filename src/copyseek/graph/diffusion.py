@@ -266,6 +266,9 @@ def top_eigenpairs(s: sp.csr_matrix, rank: int, tol: float) -> tuple[np.ndarray,
 DENSE_COMPONENT = 3000
 """Components up to this many nodes are decomposed densely (eigh): faster than eigsh for many
 eigenpairs of a few thousand nodes."""
+DENSE_MANY = 10_000
+"""Components up to this many nodes are also decomposed densely when more than a sixteenth of their
+eigenpairs is asked for: Lanczos (eigsh) then costs more than a full eigh (n^2 floats of memory)."""
 
 
 def component_eigenpairs(
@@ -279,7 +282,8 @@ def component_eigenpairs(
         nodes = components.members(label)
         block = s[nodes][:, nodes]
         keep = min(rank, len(nodes))
-        if len(nodes) <= DENSE_COMPONENT or keep >= len(nodes) - 1:
+        many = keep * 16 >= len(nodes) and len(nodes) <= DENSE_MANY
+        if len(nodes) <= DENSE_COMPONENT or many or keep >= len(nodes) - 1:
             w, v = np.linalg.eigh(block.toarray())
             w, v = w[::-1][:keep], v[:, ::-1][:, :keep]
         else:
