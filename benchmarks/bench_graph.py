@@ -129,8 +129,8 @@ def diffusion_sweep(data: dict, ranks: list[int], n_queries: int, k: int, seed: 
     evaluate("temporal, truncated 1000", "-", fitted("temporal", tol=1e-4, max_iter=3000, truncate=1000)[0], exact=exact)
     d, offline = fitted("temporal", tol=1e-4, max_iter=3000, components=True)
     evaluate("temporal, per component", "-", d, offline=offline, exact=exact)
-    # The eigenpairs are computed once, at the largest r (per component: dense eigh up to 3000
-    # nodes, eigsh above); a smaller r keeps their prefix, which is what it would compute itself.
+    # The eigenpairs are computed once, at the largest r (per component, dense eigh or eigsh as
+    # component_eigenpairs chooses); a smaller r keeps their prefix, which is what it would compute.
     start = time.perf_counter()
     largest = Diffusion(0.99, "hybrid", rank=max(ranks), tol=1e-4, max_iter=3000, components=True).fit(graph)
     offline = time.perf_counter() - start
