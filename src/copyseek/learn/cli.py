@@ -11,6 +11,8 @@ EXAMPLES = """examples:
   copyseek train --images photos/ --out runs/r1 --minutes 30
   copyseek train --config configs/copyseek-small.toml --images BENCH/holdout.txt --out runs/small
   copyseek train --out runs/small --resume --minutes 60        # continue, with a larger budget
+  copyseek train --images photos/ --out runs/lp --pseudo-labels lp --labels labels.csv --rounds 3 --minutes 5
+  copyseek train --images photos/ --out runs/mom --miner manifold --loss contrastive --set init=copyseek-small --set freeze_norm=1 --minutes 10
   copyseek index refs/ --index refs.idx --model onnx:runs/r1/model.onnx
 """
 
@@ -37,6 +39,12 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR (its saved settings apply)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--loss", help="recall@k+simix (default), recall@k, contrastive, distill, distill+recall@k, ...")
+    p.add_argument("--miner", help="pairs: all (default), hard, or mined from the training photos' kNN graph "
+                   "without labels or edits: manifold (Iscen et al. 2018), knn (Euclidean baseline)")
+    p.add_argument("--pseudo-labels", choices=("lp",), help="lp: semi-supervised rounds of describe -> kNN graph -> "
+                   "label propagation -> training on the pseudo-labels (Iscen et al. 2019); needs --labels")
+    p.add_argument("--labels", metavar="LABELS.csv", help="image,label for the labelled photos (image = file name stem)")
+    p.add_argument("--rounds", type=int, default=3, help="label propagation rounds, each --minutes long (default 3)")
     p.add_argument("--teacher", help="model to distil: sscd (default), onnx:PATH, torchscript:PATH or any --model of copyseek index")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when there is one")
     p.add_argument("--minutes", type=float, help="training time budget in minutes")
@@ -59,15 +67,24 @@ def settings(args: argparse.Namespace):
     if args.config:
         config = updated(config, read_toml(Path(args.config)), args.config)
     config = updated(config, dict(parse_assignment(a) for a in args.set), "--set")
-    options = {"images": args.images, "seed": args.seed, "loss": args.loss, "teacher": args.teacher,
+    options = {"images": args.images, "seed": args.seed, "loss": args.loss, "miner": args.miner, "teacher": args.teacher,
                "device": args.device, "minutes": args.minutes}
     return updated(config, {k: v for k, v in options.items() if v is not None}, "options")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from copyseek.learn.train import train
+    if bool(args.pseudo_labels) != bool(args.labels):
+        raise CopyseekError("--pseudo-labels lp and --labels LABELS.csv go together")
+    if args.pseudo_labels:
+        if args.resume:
+            raise CopyseekError("--resume does not continue label propagation rounds: start a new --out")
+        from copyseek.learn.pseudo import train_lp
 
-    model = train(settings(args), Path(args.out), resume=args.resume, progress=not args.quiet)
+        model = train_lp(settings(args), Path(args.out), args.labels, args.rounds, progress=not args.quiet)
+    else:
+        from copyseek.learn.train import train
+
+        model = train(settings(args), Path(args.out), resume=args.resume, progress=not args.quiet)
     print(f"model: {model} (use it with: copyseek index DIR --index INDEX --model onnx:{model})")
     return 0
 

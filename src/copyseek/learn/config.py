@@ -28,7 +28,8 @@ class TrainConfig:
     arch: str = "resnet-small"
     dim: int = 512
     image_size: int = 160  # training views and the exported model's square resize
-    init: str = ""  # start from the weights of this checkpoint or snapshot (.pt): fine-tuning, fresh schedule
+    init: str = ""  # start from the weights of this checkpoint or snapshot (.pt), copyseek-small or our .onnx
+    freeze_norm: int = 0  # 1: BatchNorm layers keep their statistics (fine-tuning; copyseek-small's are folded)
     name: str = "copyseek-student"  # recorded in the exported model's sidecar
     head: str = "global"  # "global": a global descriptor; "how": HOW local descriptors (dim = theirs, e.g. 128)
     # HOW (head = "how", copyseek.learn.how): trunk stages dropped, and how photos are described for
@@ -47,6 +48,14 @@ class TrainConfig:
     pos_margin: float = 1.0
     neg_margin: float = 0.3
     miner: str = "all"  # contrastive pairs: "all" or "hard" (learn/registry.py: MINERS)
+    # collection miners (miner "manifold" or "knn", learn/mining.py): they describe the training photos
+    # with the model, mine tuples on the kNN graph and batch them (no labels, no edits);
+    # k values 0 = scaled to the collection's size
+    mine_k_positive: int = 0
+    mine_k_negative: int = 0
+    mine_graph_k: int = 0
+    mine_euclidean_k: int = 0
+    mine_anchors: str = "stationary"  # "stationary" (the paper's random-walk modes) or "all"
     distill_direct: float = 1.0  # weight of 1 - cos(student, teacher)
     distill_relational: float = 1.0  # weight of the batch similarity-matrix match
     recall_weight: float = 1.0  # weight of the ranking term when distilling too
@@ -81,6 +90,7 @@ class TrainConfig:
 
         loss_terms(self.loss)
         check_miner(self.miner)
+        self.mining_params()
         if self.arch not in ARCHS:
             raise CopyseekError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCHS)}")
         if self.head not in HEADS:
@@ -97,6 +107,13 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise CopyseekError(f"{name} must be positive, got {getattr(self, name)}")
         return self
+
+    def mining_params(self):
+        """The collection miners' MiningParams (learn/mining.py), checked."""
+        from copyseek.learn.mining import MiningParams
+
+        return MiningParams(self.mine_k_positive, self.mine_k_negative, self.mine_graph_k, self.mine_euclidean_k,
+                            self.mine_anchors)
 
     def to_dict(self) -> dict:
         return asdict(self)

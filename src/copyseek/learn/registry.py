@@ -30,6 +30,7 @@ from torch import nn
 
 from copyseek.errors import CopyseekError
 from copyseek.learn.losses import AllPairs, Contrastive, Distill, HardNegatives, Miner, Mixer, RecallAtK, SiMix, WeightedSum
+from copyseek.learn.mining import KnnMiner, ManifoldMiner
 
 if TYPE_CHECKING:
     from copyseek.learn.config import TrainConfig
@@ -68,8 +69,10 @@ LOSSES: dict[str, LossEntry] = {
 MIXERS: dict[str, Callable[["TrainConfig"], Mixer]] = {"simix": lambda config: SiMix(config.simix_max or None)}
 """Mixer term name -> its constructor from a TrainConfig (virtual items for the ranking loss)."""
 
-MINERS: dict[str, Callable[[], Miner]] = {"all": AllPairs, "hard": HardNegatives}
-"""Miner name (TrainConfig.miner) -> a constructor taking no argument."""
+MINERS: dict[str, Callable[[], Miner]] = {"all": AllPairs, "hard": HardNegatives, "manifold": ManifoldMiner,
+                                          "knn": KnnMiner}
+"""Miner name (TrainConfig.miner) -> a constructor taking no argument. A CollectionMiner
+(learn/mining.py: manifold, knn) also mines the training collection before the batches."""
 
 
 def _register(table: dict, kind: str, name: str, entry, taken: set[str]) -> None:

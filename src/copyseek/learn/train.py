@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +29,9 @@ from copyseek.learn.data import (
     Augment, BatchSource, EditAugment, OnlineViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
 )
 from copyseek.learn.export import export_onnx
+from copyseek.learn.mining import CollectionMiner, MinedBatches, PhotoBatches, describe_photos
 from copyseek.learn.models import Descriptor, build_model
-from copyseek.learn.registry import build_loss
+from copyseek.learn.registry import MINERS, build_loss
 
 METRICS = ("step", "minutes", "images", "batch_size", "lr", "loss", "batch_recall_at_1", "teacher_cosine")
 
@@ -83,6 +85,16 @@ def batch_recall_at_1(embeddings: Tensor, labels: Tensor) -> float:
     return float((labels[sim.argmax(dim=1)] == labels).float().mean())
 
 
+def train_mode(model: nn.Module, config: TrainConfig) -> None:
+    """Train mode; with config.freeze_norm, BatchNorm layers stay in eval mode (their statistics and
+    the folded ones of a model rebuilt from ONNX are kept, as in fine-tuning)."""
+    model.train()
+    if config.freeze_norm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on biases, norm scales and GeM exponents (1-d and 0-d parameters).
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -91,8 +103,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
                               {"params": rest, "weight_decay": 0.0}], lr=config.lr)
 
 
-def make_source(config: TrainConfig, out: Path, augment: Augment | None, progress: bool) -> BatchSource:
-    """Batches of the configured data: a view bank (made first if missing) or fresh views."""
+def mined_source(config: TrainConfig, model: nn.Module, miner: CollectionMiner, progress: bool) -> BatchSource:
+    """Batches of the tuples a collection miner finds among the training photos, described by `model`."""
+    photos = discover_photos(config.images)
+    vectors = describe_photos(model, photos.paths, config.image_size, progress=progress)
+    miner.params = config.mining_params()
+    sampler = MinedBatches(miner.mine(vectors), config.classes_per_batch, config.views_per_class)
+    return PhotoBatches(photos.paths, sampler, config.image_size)
+
+
+def make_source(config: TrainConfig, out: Path, augment: Augment | None, progress: bool,
+                model: nn.Module | None = None) -> BatchSource:
+    """Batches of the configured data: the tuples of a collection miner (described by `model`), a view
+    bank (made first if missing) or fresh views."""
+    miner = MINERS[config.miner]()
+    if isinstance(miner, CollectionMiner):
+        if model is None or config.head != "global":
+            raise CopyseekError(f"miner {config.miner!r} describes the training photos: it needs a global descriptor model")
+        return mined_source(config, model, miner, progress)
     photos = discover_photos(config.images)
     teacher = load_model(config.teacher) if config.needs_teacher else None
     decode_side = max(config.image_size, teacher.preprocess.size if teacher else 0)
@@ -139,12 +167,18 @@ def load_checkpoint_model(path: Path) -> tuple[Descriptor, TrainConfig]:
 
 def load_init_weights(model: nn.Module, path: Path) -> None:
     """Start `model` from the weights of a checkpoint or snapshot (`init`): same arch, dim and size;
-    or its trunk from one of our exported ResNet descriptors (`copyseek-small` or an .onnx file)."""
+    or from one of our exported ResNet descriptors (`copyseek-small` or an .onnx file): the whole of
+    a global descriptor, the trunk of a HOW network."""
     if str(path) == "copyseek-small" or Path(path).suffix == ".onnx":
         from copyseek.describe.models import model_path
+        from copyseek.learn.from_onnx import descriptor_from_onnx
         from copyseek.learn.how import load_trunk_from_onnx
 
-        load_trunk_from_onnx(model.backbone, model_path(str(path))[1] if str(path) == "copyseek-small" else Path(path))
+        onnx_path = model_path(str(path))[1] if str(path) == "copyseek-small" else Path(path)
+        if isinstance(model, Descriptor):  # the whole descriptor, projection included
+            descriptor_from_onnx(onnx_path, model)
+        else:
+            load_trunk_from_onnx(model.backbone, onnx_path)
         return
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -160,10 +194,12 @@ def load_init_weights(model: nn.Module, path: Path) -> None:
 
 
 class Trainer:
-    """One run: model, optimiser, loss and batches, stepping until the budget is spent."""
+    """One run: model, optimiser, loss and batches, stepping until the budget is spent. `source(model)`,
+    called once the model has its starting weights, replaces the configured batches (label
+    propagation's rounds, learn/pseudo.py)."""
 
     def __init__(self, config: TrainConfig, out: Path, *, resume: bool = False, augment: Augment | None = None,
-                 progress: bool = True):
+                 progress: bool = True, source: Callable[[nn.Module], BatchSource] | None = None):
         self.config = config.validate()
         self.out = Path(out)
         self.progress = progress
@@ -178,7 +214,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         # Channels-last suits batches made from NHWC arrays and runs convolutions ~2x faster on CPUs.
-        self.model = build_network(config).to(self.device, memory_format=torch.channels_last).train()
+        self.model = build_network(config).to(self.device, memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, config)
         self.loss = build_loss(config).to(self.device)
         self.state = State()
@@ -190,7 +226,8 @@ class Trainer:
             init_whitening(self.model, list(discover_photos(config.images).paths), how_params(config), progress=progress)
         if resume:
             self.restore(torch.load(last, map_location=self.device, weights_only=False))
-        self.source = make_source(config, self.out, augment, progress)
+        train_mode(self.model, config)  # after the weights: a model rebuilt from ONNX comes in eval mode
+        self.source = source(self.model) if source else make_source(config, self.out, augment, progress, self.model)
 
     def checkpoint(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -1,0 +1,233 @@
+"""Miners that look at the whole collection before any batch: training pairs without labels.
+
+"Mining on Manifolds: Metric Learning without Labels" (Iscen, Tolias, Avrithis, Chum, CVPR 2018):
+describe every training photo with the network itself, build the kNN graph of the descriptors
+(copyseek.graph) and take as positives of an anchor the images near it on the manifold but not among
+its Euclidean neighbours, as negatives the Euclidean neighbours that the manifold puts far
+(`copyseek.graph.mining`). `KnnMiner` is the baseline the paper compares with: Euclidean neighbours
+as positives, the next ones as negatives.
+
+A collection miner is also a batch miner (`copyseek.learn.registry.MINERS`, `TrainConfig.miner`):
+`MinedBatches` turns its tuples into batches in which an anchor and some of its positives share a
+label and each negative has a label of its own, so every ranking loss (contrastive, Recall@k)
+trains on them unchanged; inside such a batch the miner keeps every pair (the batch already holds
+the mined ones).
+
+    miner = ManifoldMiner(MiningParams(k_positive=3))
+    mined = miner.mine(vectors)                  # (n, d) unit rows -> MinedExamples
+    batches = MinedBatches(mined, groups_per_batch=32, items_per_group=4)
+    rows, labels = batches.sample(rng)           # photo rows and labels of one batch
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from copyseek.errors import CopyseekError
+from copyseek.graph.knn import GraphParams, KnnGraph, check_vectors, knn_graph, search
+from copyseek.graph.mining import MinedExamples, mine_on_manifold, stationary_anchors
+from copyseek.io.images import load_rgb
+from copyseek.learn.data import Batch, square, to_batch
+from copyseek.learn.losses import Similarities
+from copyseek.progress import progress_bar
+
+ANCHORS = ("stationary", "all")
+
+
+@dataclass(frozen=True)
+class MiningParams:
+    """k_positive, k_negative: positives and negatives per anchor; graph_k: neighbours per node of the
+    kNN graph; euclidean_k: Euclidean neighbours a manifold positive must not be among (manifold
+    miner only). 0 = scaled to the collection's size n (`resolved`). anchors: "stationary" (local
+    maxima of the random walk's stationary distribution, the paper's) or "all" images.
+    alpha: diffusion's (0.99 in the paper)."""
+
+    k_positive: int = 0
+    k_negative: int = 0
+    graph_k: int = 0
+    euclidean_k: int = 0
+    anchors: str = "stationary"
+    alpha: float = 0.99
+
+    def __post_init__(self) -> None:
+        for name in ("k_positive", "k_negative", "graph_k", "euclidean_k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise CopyseekError(f"mining {name} must be a whole number >= 0 (0: scaled), got {value!r}")
+        if self.anchors not in ANCHORS:
+            raise CopyseekError(f"mining anchors must be one of {', '.join(ANCHORS)}, got {self.anchors!r}")
+        if not 0 < self.alpha < 1:
+            raise CopyseekError(f"mining alpha must be in (0, 1), got {self.alpha}")
+
+    def resolved(self, n: int) -> "MiningParams":
+        """The k values for a collection of n images: the graph's k grows as sqrt(n) / 3 (5..50), the
+        positives and negatives as sqrt(n) / 8 (2..20), euclidean_k is half of k_positive (>= 1).
+        Our own scaling: it keeps a few per anchor on our benchmark families (5 images each)."""
+        root = math.sqrt(max(n, 1))
+        k_positive = self.k_positive or int(np.clip(round(root / 8), 2, 20))
+        return replace(
+            self,
+            k_positive=k_positive,
+            k_negative=self.k_negative or int(np.clip(round(root / 8), 2, 20)),
+            graph_k=min(self.graph_k or int(np.clip(round(root / 3), 5, 50)), max(n - 1, 1)),
+            euclidean_k=self.euclidean_k or max(1, k_positive // 2),
+        )
+
+
+class CollectionMiner:
+    """Base of the miners that mine the whole collection (`mine`) and, inside the batches made from
+    their tuples, keep every valid pair (`__call__`, the batch-miner protocol of learn/losses.py)."""
+
+    def __init__(self, params: MiningParams | None = None):
+        self.params = params or MiningParams()
+
+    def __call__(self, s: Similarities) -> tuple[Tensor, Tensor]:
+        return s.positives, s.negatives
+
+    def graph(self, vectors: np.ndarray, params: MiningParams) -> KnnGraph:
+        return knn_graph(vectors, k=params.graph_k, symmetrize="mutual")
+
+    def anchors(self, graph: KnnGraph, params: MiningParams) -> np.ndarray:
+        if params.anchors == "all":
+            return np.setdiff1d(np.arange(graph.n_nodes), graph.isolated())
+        return stationary_anchors(graph)
+
+    def mine(self, vectors: np.ndarray) -> MinedExamples:
+        """(n, d) unit descriptors of the collection -> anchors (a,), positives (a, k_positive),
+        negatives (a, k_negative) as rows, -1 padded."""
+        vectors = check_vectors(vectors)
+        if len(vectors) < 3:
+            raise CopyseekError(f"mining needs at least 3 images, got {len(vectors)}")
+        params = self.params.resolved(len(vectors))
+        graph = self.graph(vectors, params)
+        return self.mine_graph(graph, vectors, self.anchors(graph, params), params)
+
+    def mine_graph(self, graph: KnnGraph, vectors: np.ndarray, anchors: np.ndarray, params: MiningParams) -> MinedExamples:
+        raise NotImplementedError
+
+
+class ManifoldMiner(CollectionMiner):
+    """Hard positives near on the manifold but not in Euclidean terms; hard negatives near in
+    Euclidean terms but far on the manifold (copyseek.graph.mining.mine_on_manifold)."""
+
+    def mine_graph(self, graph: KnnGraph, vectors: np.ndarray, anchors: np.ndarray, params: MiningParams) -> MinedExamples:
+        return mine_on_manifold(graph, vectors, anchors, params.k_positive, params.k_negative,
+                                euclidean_k=params.euclidean_k, alpha=params.alpha)
+
+
+class KnnMiner(CollectionMiner):
+    """The Euclidean baseline: the k_positive nearest neighbours are positives, the next k_negative
+    ones negatives (the same anchors as the manifold miner)."""
+
+    def mine_graph(self, graph: KnnGraph, vectors: np.ndarray, anchors: np.ndarray, params: MiningParams) -> MinedExamples:
+        k = min(params.k_positive + params.k_negative, len(vectors) - 1)
+        _, rows = search(vectors, vectors[anchors], k + 1, GraphParams(factory=graph.params.factory))
+        lists = [r[(r >= 0) & (r != a)][:k] for a, r in zip(anchors, rows)]
+        positives = np.full((len(anchors), params.k_positive), -1, np.int64)
+        negatives = np.full((len(anchors), params.k_negative), -1, np.int64)
+        for i, near in enumerate(lists):
+            positives[i, : min(len(near), params.k_positive)] = near[: params.k_positive]
+            rest = near[params.k_positive :]
+            negatives[i, : len(rest)] = rest
+        return MinedExamples(anchors, positives, negatives)
+
+
+def mining_precision(mined: MinedExamples, family: np.ndarray) -> tuple[float, float]:
+    """(share of mined positives in the anchor's family, share of mined negatives outside it), each
+    over the mined pairs (NaN when there are none); family: (n,) one id per row."""
+    family = np.asarray(family)
+    own = family[mined.anchors][:, None]
+    pos, neg = mined.positives, mined.negatives
+    hits_p = (family[np.where(pos >= 0, pos, 0)] == own) & (pos >= 0)
+    hits_n = (family[np.where(neg >= 0, neg, 0)] != own) & (neg >= 0)
+    n_p, n_n = int((pos >= 0).sum()), int((neg >= 0).sum())
+    return (hits_p.sum() / n_p if n_p else math.nan), (hits_n.sum() / n_n if n_n else math.nan)
+
+
+class MinedBatches:
+    """Batches of mined tuples: `groups_per_batch` anchors that have positives, each with up to
+    items_per_group - 1 of its positives (one label per group) and up to as many of its negatives
+    (a label each). A photo already in the batch is not added twice (its first label stays)."""
+
+    def __init__(self, mined: MinedExamples, groups_per_batch: int, items_per_group: int):
+        if groups_per_batch < 1 or items_per_group < 2:
+            raise CopyseekError(f"mined batches need groups_per_batch >= 1 and items_per_group >= 2, got "
+                                f"{groups_per_batch}, {items_per_group}")
+        keep = (mined.positives >= 0).any(axis=1)
+        if not keep.any():
+            raise CopyseekError("the miner found no anchor with a positive: more images, or larger k values")
+        self.anchors = mined.anchors[keep]
+        self.positives = [row[row >= 0] for row in mined.positives[keep]]
+        self.negatives = [row[row >= 0] for row in mined.negatives[keep]]
+        self.groups_per_batch, self.items_per_group = groups_per_batch, items_per_group
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (N,), labels (N,)) of one batch: group g's items take label g, a negative of a group
+        takes len(self) + its row (labels never collide)."""
+        groups = rng.choice(len(self), size=min(self.groups_per_batch, len(self)), replace=False)
+        label_of: dict[int, int] = {}
+        take = self.items_per_group - 1
+        for g in groups:
+            chosen = rng.choice(self.positives[g], size=min(take, len(self.positives[g])), replace=False)
+            for row in (self.anchors[g], *chosen):
+                label_of.setdefault(int(row), int(g))
+        for g in groups:
+            if len(self.negatives[g]):
+                for row in rng.choice(self.negatives[g], size=min(take, len(self.negatives[g])), replace=False):
+                    label_of.setdefault(int(row), len(self) + int(row))
+        rows = np.fromiter(label_of, np.int64, len(label_of))
+        return rows, np.fromiter(label_of.values(), np.int64, len(label_of))
+
+
+class PhotoBatches:
+    """A BatchSource over a collection's photos: `sampler.sample(rng) -> (rows, labels)` chooses,
+    the photos are decoded (square, `size` px) and cached."""
+
+    def __init__(self, paths: Sequence[Path], sampler, size: int, cache_size: int = 4096):
+        self.paths, self.sampler, self.size = list(paths), sampler, size
+        self.image = lru_cache(maxsize=cache_size)(self._image)
+
+    def _image(self, row: int) -> np.ndarray:
+        return square_photo(self.paths[row], self.size)
+
+    def next_batch(self, rng: np.random.Generator) -> Batch:
+        rows, labels = self.sampler.sample(rng)
+        return to_batch(np.stack([self.image(int(r)) for r in rows]), labels, None)
+
+
+def square_photo(path: Path, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: the photo decoded and resized as the exported model's sidecar does."""
+    from PIL import Image
+
+    return square(Image.fromarray(load_rgb(path, size)), size)
+
+
+def describe_photos(model: nn.Module, paths: Sequence[Path], size: int, batch_size: int = 32,
+                    progress: bool = True) -> np.ndarray:
+    """(n, dim) float32 descriptors of the photos by `model` (in eval mode; its mode is restored)."""
+    device = next(model.parameters()).device
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad(), progress_bar(len(paths), "describing", disable=not progress) as bar:
+            for start in range(0, len(paths), batch_size):
+                part = paths[start : start + batch_size]
+                images = torch.from_numpy(np.stack([square_photo(p, size) for p in part])).permute(0, 3, 1, 2)
+                out.append(model(images.to(device)).float().cpu().numpy())
+                bar.update(len(part))
+    finally:
+        for module, mode in was_training.items():
+            module.training = mode
+    return np.concatenate(out).astype(np.float32)

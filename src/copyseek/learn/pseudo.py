@@ -1,0 +1,211 @@
+"""Label propagation as a training loop (Iscen, Tolias, Avrithis, Chum, "Label Propagation for Deep
+Semi-supervised Learning", CVPR 2019): a few labelled photos and many unlabelled ones; each round
+describes every photo with the current network, builds the kNN graph (copyseek.graph), propagates
+the labels (`LabelPropagation`), and trains on the pseudo-labels, each photo weighted by its
+confidence 1 - H(z) / log c and each class by the inverse of its size (balance).
+
+    pseudo = propagate_labels(vectors, labels, LPParams())        # labels: (n,) ints, -1 = unlabelled
+    pseudo.labels, pseudo.weights                                  # (n,), (n,)
+    sampler = PseudoLabelBatches(pseudo, classes_per_batch=32, views_per_class=4)
+    rows, labels = sampler.sample(rng)
+
+Our reading for metric-learning losses: the paper weighs each image's cross-entropy term; our
+losses (contrastive, Recall@k) compare a batch's items by label, so the weights choose the batch
+instead: classes are drawn uniformly (the class balance: a large pseudo-class is not drawn more
+often) and the photos of a class with probability proportional to their confidence (the labelled
+photos weigh 1). In expectation this is the weighted loss.
+
+`copyseek train --pseudo-labels lp --labels labels.csv --rounds R` runs the loop (`train_lp`): round r
+is an ordinary run in RUN_DIR/round-r, started from the previous round's weights, with
+RUN_DIR/rounds.csv (per round: photos with a pseudo-label, their mean confidence) and each round's
+pseudo-labels in RUN_DIR/round-r/pseudo-labels.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from copyseek.errors import CopyseekError
+from copyseek.graph.knn import check_vectors, knn_graph
+from copyseek.graph.propagation import LabelPropagation
+from copyseek.learn.config import TrainConfig
+from copyseek.learn.data import Photos, discover_photos
+from copyseek.learn.mining import PhotoBatches, describe_photos
+from copyseek.learn.train import Trainer
+
+
+@dataclass(frozen=True)
+class LPParams:
+    """k: neighbours per node of the graph (summed with its transpose, as in the paper); alpha:
+    propagation's (0.99); gamma: edge weight = cosine ** gamma (3)."""
+
+    k: int = 10
+    alpha: float = 0.99
+    gamma: float = 3.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
+            raise CopyseekError(f"label propagation k must be a whole number >= 1, got {self.k!r}")
+        if not 0 < self.alpha < 1:
+            raise CopyseekError(f"label propagation alpha must be in (0, 1), got {self.alpha}")
+        if not self.gamma > 0:
+            raise CopyseekError(f"label propagation gamma must be > 0, got {self.gamma}")
+
+
+@dataclass
+class PseudoLabels:
+    """labels (n,) class per photo (-1: none reached it); confidence (n,) in [0, 1] (1 for the
+    labelled photos); seed (n,) bool, the labelled photos; class_weight (c,) 1 / (photos of the class),
+    scaled to mean 1 over the classes."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    seed: np.ndarray
+    class_weight: np.ndarray
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(n,) per-photo weight: confidence x its class's weight (0 without a label)."""
+        has = self.labels >= 0
+        out = np.zeros(len(self.labels))
+        out[has] = self.confidence[has] * self.class_weight[self.labels[has]]
+        return out
+
+
+def propagate_labels(vectors: np.ndarray, labels: np.ndarray, params: LPParams | None = None) -> PseudoLabels:
+    """Pseudo-labels of (n, d) unit `vectors` from (n,) `labels` (class ids 0..c-1, -1 unlabelled)."""
+    params = params or LPParams()
+    vectors = check_vectors(vectors)
+    labels = np.asarray(labels)
+    if labels.shape != (len(vectors),) or not np.issubdtype(labels.dtype, np.integer):
+        raise CopyseekError(f"labels must be ({len(vectors)},) integers, -1 for unlabelled; got {labels.dtype} {labels.shape}")
+    seed = labels >= 0
+    if not seed.any():
+        raise CopyseekError("label propagation needs at least one labelled photo")
+    n_classes = int(labels.max()) + 1
+    graph = knn_graph(vectors, k=min(params.k, len(vectors) - 1), gamma=params.gamma, symmetrize="sum")
+    lp = LabelPropagation(alpha=params.alpha, balance=True).fit(graph, labels)
+    pseudo = np.where(seed, labels, lp.labels_).astype(np.int64)
+    confidence = np.where(seed, 1.0, lp.confidence_)
+    sizes = np.bincount(pseudo[pseudo >= 0], minlength=n_classes).astype(np.float64)
+    class_weight = np.divide(1.0, sizes, out=np.zeros(n_classes), where=sizes > 0)
+    class_weight *= (sizes > 0).sum() / max(class_weight.sum(), 1e-12)
+    return PseudoLabels(pseudo, confidence, seed, class_weight)
+
+
+class PseudoLabelBatches:
+    """Batches of pseudo-labelled photos: classes drawn uniformly among those with >= 2 photos of
+    positive weight, a class's photos drawn with probability proportional to their confidence."""
+
+    def __init__(self, pseudo: PseudoLabels, classes_per_batch: int, views_per_class: int):
+        if classes_per_batch < 2 or views_per_class < 2:
+            raise CopyseekError(f"pseudo-label batches need >= 2 classes of >= 2 photos, got {classes_per_batch}, {views_per_class}")
+        weights = pseudo.weights
+        self.members, self.probabilities = [], []
+        for c in range(len(pseudo.class_weight)):
+            rows = np.flatnonzero((pseudo.labels == c) & (weights > 0))
+            if len(rows) >= 2:
+                self.members.append(rows)
+                self.probabilities.append(pseudo.confidence[rows] / pseudo.confidence[rows].sum())
+        if len(self.members) < 2:
+            raise CopyseekError("fewer than 2 classes have 2 pseudo-labelled photos: label more photos")
+        self.classes_per_batch, self.views_per_class = classes_per_batch, views_per_class
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (N,), labels (N,)): distinct photos, views_per_class per class at most."""
+        classes = rng.choice(len(self.members), size=min(self.classes_per_batch, len(self.members)), replace=False)
+        rows, labels = [], []
+        for c in classes:
+            size = min(self.views_per_class, len(self.members[c]))
+            chosen = rng.choice(self.members[c], size=size, replace=False, p=self.probabilities[c])
+            rows.append(chosen)
+            labels.append(np.full(size, c))
+        return np.concatenate(rows), np.concatenate(labels)
+
+
+def read_labels(path: str | Path, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """`image,label` CSV (image: a photo's file name stem) -> ((n,) class ids for `names`, -1 where
+    unlabelled; the class names in id order)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.reader(handle) if r]
+    except OSError as exc:
+        raise CopyseekError(f"cannot read labels {path}: {exc}") from exc
+    if rows and rows[0][:2] == ["image", "label"]:
+        rows = rows[1:]
+    if any(len(r) < 2 or not r[1] for r in rows):
+        raise CopyseekError(f"{path}: every row must be image,label")
+    index = {name: i for i, name in enumerate(names)}
+    unknown = [r[0] for r in rows if r[0] not in index]
+    if unknown:
+        raise CopyseekError(f"{path}: {len(unknown)} image(s) are not training photos, e.g. {unknown[0]}")
+    classes = sorted({r[1] for r in rows})
+    labels = np.full(len(names), -1, np.int64)
+    for image, label, *_ in rows:
+        labels[index[image]] = classes.index(label)
+    return labels, classes
+
+
+class RoundSource:
+    """A round's batches, made from the model's starting weights: describe every photo, propagate the
+    labels, write them to `folder`/pseudo-labels.csv and batch them (Trainer's `source`)."""
+
+    def __init__(self, config: TrainConfig, photos: Photos, labels: np.ndarray, classes: list[str], folder: Path,
+                 params: LPParams | None, progress: bool):
+        self.config, self.photos, self.labels, self.classes = config, photos, labels, classes
+        self.folder, self.params, self.progress = folder, params, progress
+        self.pseudo: PseudoLabels | None = None
+
+    def __call__(self, model: nn.Module) -> PhotoBatches:
+        vectors = describe_photos(model, self.photos.paths, self.config.image_size, progress=self.progress)
+        self.pseudo = propagate_labels(vectors, self.labels, self.params)
+        names = [p.stem for p in self.photos.paths]
+        write_pseudo_labels(self.folder / "pseudo-labels.csv", names, self.classes, self.pseudo)
+        sampler = PseudoLabelBatches(self.pseudo, self.config.classes_per_batch, self.config.views_per_class)
+        return PhotoBatches(self.photos.paths, sampler, self.config.image_size)
+
+
+def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, rounds: int, params: LPParams | None = None,
+             progress: bool = True) -> Path:
+    """Rounds of describe -> graph -> propagate -> train (config.minutes or config.steps per round);
+    returns the last round's ONNX model, also copied to RUN_DIR/model.onnx (+ model.json)."""
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
+        raise CopyseekError(f"--rounds must be a whole number >= 1, got {rounds!r}")
+    config = config.validate()
+    if config.head != "global":
+        raise CopyseekError("label propagation rounds train a global descriptor (head 'global')")
+    out = Path(out)
+    photos = discover_photos(config.images)
+    labels, classes = read_labels(labels_csv, [p.stem for p in photos.paths])
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, init = None, config.init
+    with open(out / "rounds.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["round", "pseudo_labelled", "mean_confidence"])
+        for r in range(1, rounds + 1):
+            folder = out / f"round-{r}"
+            source = RoundSource(config, photos, labels, classes, folder, params, progress)
+            model_path = Trainer(replace(config, init=init, seed=config.seed + r), folder, progress=progress,
+                                 source=source).run()
+            init = str(folder / "last.pt")
+            has = source.pseudo.labels >= 0
+            writer.writerow([r, int(has.sum()), f"{source.pseudo.confidence[has].mean():.4f}"])
+            handle.flush()
+    for suffix in (".onnx", ".json"):
+        shutil.copyfile(model_path.with_suffix(suffix), out / f"model{suffix}")
+    return out / "model.onnx"
+
+
+def write_pseudo_labels(path: Path, names: list[str], classes: list[str], pseudo: PseudoLabels) -> None:
+    """image,label,confidence,seed (label empty where none reached the photo)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["image", "label", "confidence", "seed"])
+        for name, label, confidence, seed in zip(names, pseudo.labels, pseudo.confidence, pseudo.seed):
+            writer.writerow([name, classes[label] if label >= 0 else "", f"{confidence:.4f}", int(seed)])

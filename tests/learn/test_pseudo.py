@@ -1,0 +1,86 @@
+"""Label propagation as a training loop (learn/pseudo.py)."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from copyseek.cli import main
+from copyseek.errors import CopyseekError
+from copyseek.learn.pseudo import LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels
+from tests.graph.families import families
+from tests.making import write_photos
+
+
+def few_labels(family: np.ndarray, per_family: int) -> np.ndarray:
+    labels = np.full(len(family), -1)
+    for f in np.unique(family):
+        labels[np.flatnonzero(family == f)[:per_family]] = f
+    return labels
+
+
+def test_propagated_labels_recover_the_families_with_one_label_each():
+    vectors, family = families(n_families=10, size=8, noise=0.5)
+    labels = few_labels(family, 1)
+    pseudo = propagate_labels(vectors, labels, LPParams(k=5))
+    assert (pseudo.labels[labels >= 0] == labels[labels >= 0]).all() and pseudo.seed.sum() == 10
+    assert (pseudo.confidence[pseudo.seed] == 1).all() and ((pseudo.confidence >= 0) & (pseudo.confidence <= 1)).all()
+    assert (pseudo.labels == family).mean() > 0.9
+    np.testing.assert_allclose(pseudo.class_weight.mean(), 1.0)
+
+
+def test_weights_are_confidence_times_class_balance():
+    pseudo = PseudoLabels(np.array([0, 0, 0, 1, -1]), np.array([1.0, 0.5, 0.2, 1.0, 0.0]),
+                          np.array([True, False, False, True, False]), np.array([0.5, 1.5]))
+    np.testing.assert_allclose(pseudo.weights, [0.5, 0.25, 0.1, 1.5, 0.0])
+
+
+def test_uncertain_photos_are_drawn_less_often_and_classes_uniformly():
+    pseudo = PseudoLabels(np.array([0, 0, 0, 1, 1, 1, 1, 1, 1]), np.array([1, 1, 0.1, 1, 1, 1, 1, 1, 1.0]),
+                          np.zeros(9, bool), np.array([1.5, 0.5]))
+    batches = PseudoLabelBatches(pseudo, classes_per_batch=2, views_per_class=2)
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([batches.sample(rng)[0] for _ in range(400)])
+    counts = np.bincount(drawn, minlength=9)
+    assert counts[2] < counts[0] / 3  # confidence 0.1 against 1
+    assert counts[:3].sum() == counts[3:].sum()  # every batch holds both classes, 2 photos each
+    with pytest.raises(CopyseekError, match="fewer than 2 classes"):
+        PseudoLabelBatches(PseudoLabels(np.array([0, 0, 1]), np.ones(3), np.ones(3, bool), np.ones(2)), 2, 2)
+
+
+def test_bad_inputs_are_refused():
+    vectors, _ = families(n_families=3, size=4)
+    with pytest.raises(CopyseekError, match="at least one labelled"):
+        propagate_labels(vectors, np.full(12, -1))
+    with pytest.raises(CopyseekError, match="integers"):
+        propagate_labels(vectors, np.zeros(12))
+    with pytest.raises(CopyseekError):
+        LPParams(k=0)
+
+
+def test_labels_csv_names_training_photos(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("image,label\nb,cats\nc,dogs\na,cats\n")
+    labels, classes = read_labels(path, ["a", "b", "c", "d"])
+    assert classes == ["cats", "dogs"] and labels.tolist() == [0, 0, 1, -1]
+    path.write_text("image,label\nz,cats\n")
+    with pytest.raises(CopyseekError, match="not training photos"):
+        read_labels(path, ["a"])
+
+
+def test_copyseek_train_pseudo_labels_lp_runs_rounds(tmp_path, capsys):
+    photos = write_photos(tmp_path / "imgs", 6, size=(64, 48))
+    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f"{p.stem},{i % 2}\n" for i, p in enumerate(photos[:4])))
+    run = tmp_path / "run"
+    code = main(["train", "--images", str(tmp_path / "imgs"), "--out", str(run), "--pseudo-labels", "lp",
+                 "--labels", str(tmp_path / "labels.csv"), "--rounds", "2", "--loss", "contrastive", "-q",
+                 "--set", "steps=1", "--set", "arch=resnet-small", "--set", "dim=16", "--set", "image_size=32",
+                 "--set", "classes_per_batch=2", "--set", "views_per_class=2", "--set", "device=cpu"])
+    assert code == 0 and (run / "model.onnx").exists() and (run / "round-2" / "last.pt").exists()
+    with open(run / "rounds.csv", newline="") as handle:
+        rounds = list(csv.DictReader(handle))
+    assert [r["round"] for r in rounds] == ["1", "2"] and all(int(r["pseudo_labelled"]) >= 4 for r in rounds)
+    with open(run / "round-1" / "pseudo-labels.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "x"), "--pseudo-labels", "lp",
+                 "--set", "steps=1", "-q"]) == 2
