@@ -20,6 +20,7 @@ import csv
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -681,12 +682,24 @@ def extract_all(branches: dict[str, Branch], batch: list[DecodedImage], query: b
     (a string) instead, found by retrying the batch one image at a time."""
     pixels = [i.pixels for i in batch]
     try:
-        per_branch = {name: branch.extract(pixels, query=query) for name, branch in branches.items()}
+        per_branch = extract_side_by_side(branches, pixels, query)
         return [{name: per_branch[name][k] for name in branches} for k in range(len(batch))]
     except (ValueError, RuntimeError, MemoryError, CopyseekError) as exc:
         if len(batch) == 1:
             return [f"feature extraction failed: {one_line(exc)}"]
     return [result for image in batch for result in extract_all(branches, [image], query)]
+
+
+def extract_side_by_side(branches: dict[str, Branch], pixels: list[np.ndarray], query: bool) -> dict[str, list[Features]]:
+    """Each branch's features of the images, the branches running at the same time in threads: the
+    models (onnxruntime) and OpenCV release the GIL, so one branch's Python and single-threaded
+    parts overlap another's native work (the fused pipeline's SIFT beside its model passes). The
+    first branch's error, if any, is raised."""
+    if len(branches) == 1:
+        return {name: branch.extract(pixels, query=query) for name, branch in branches.items()}
+    with ThreadPoolExecutor(len(branches), thread_name_prefix="branch") as pool:
+        running = {name: pool.submit(branch.extract, pixels, query=query) for name, branch in branches.items()}
+        return {name: future.result() for name, future in running.items()}
 
 
 @dataclass
