@@ -52,6 +52,8 @@ def main() -> None:
                         help="only let the pipelines judge the images of --robustness (kept for the report)")
     parser.add_argument("--pipelines", nargs="*", default=list(DEFAULT_PIPELINES),
                         help="bench pipelines judging the images of --robustness (none: skip)")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="attack nothing: tabulate the pairs every configuration has finished (a run cut short)")
     parser.add_argument("--robustness", default=None, choices=list(CONFIGS),
                         help="the configuration whose images the pipelines judge (default: the last of --configs)")
     args = parser.parse_args()
@@ -80,7 +82,8 @@ def main() -> None:
         return
     for name, attack in configs.items():
         print(f"- {name}: {attack.spec()}")
-    print(run_report(args.bench, args.model, configs, params, args.workdir, robustness=args.robustness))
+    print(run_report(args.bench, args.model, configs, params, args.workdir, robustness=args.robustness,
+                     finished_only=args.finished_only))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ def test_shards_share_the_work_and_a_full_run_finds_it_done(bench, tiny_model):
     attack = AttackParams(loss="global", sizes=(32,), steps=2)
     make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False, shard=(1, 2))
     assert [p.pid for p in pairs if (bench / "run" / "pairs" / f"{p.pid}.json").exists()] == [pairs[1].pid]
+    so_far = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False, shard=(-1, 1))
+    assert so_far.finished == [pairs[1].pid] and len(so_far.ssim_carrier) == 1  # what a cut-short report tabulates
     make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False, shard=(0, 2))
     stamps = [path.stat().st_mtime_ns for path in (bench / "run" / "adversarial").iterdir()]
     run = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)

@@ -124,6 +124,8 @@ class AttackRun:
     ssim_target: list[float] = field(default_factory=list)
     seconds_per_pair: float = 0.0
     cpu_seconds_per_pair: float | None = None
+    finished: list[str] = field(default_factory=list)
+    """pids of the pairs whose adversarial image exists (the SSIM lists follow this order)."""
 
 
 def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParams, params: ReportParams, folder: Path,
@@ -161,6 +163,7 @@ def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParam
                           "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
                 record_path.write_text(json.dumps(record))
                 bar.update(1)
+            run.finished.append(pair.pid)
             run.ssim_carrier.append(record["ssim_carrier"])
             run.ssim_target.append(record["ssim_target"])
             seconds.append(record["seconds"])
@@ -343,9 +346,12 @@ def robustness_table(verdicts: list[PipelineVerdicts]) -> str:
 
 
 def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackParams], params: ReportParams | None = None,
-               workdir: str | Path | None = None, progress: bool = True, robustness: str | None = None) -> str:
+               workdir: str | Path | None = None, progress: bool = True, robustness: str | None = None,
+               finished_only: bool = False) -> str:
     """Both tables as markdown. configs: attack name -> parameters, all run on the same pairs;
-    robustness: the configuration whose images the pipelines judge (default: the last one)."""
+    robustness: the configuration whose images the pipelines judge (default: the last one);
+    finished_only: attack nothing, tabulate the pairs that every configuration has finished (for a
+    run cut short; the first line says how many)."""
     from copyseek.attack.models import load_attack_model
 
     bench, params = Path(bench), params or ReportParams()
@@ -361,10 +367,16 @@ def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackPara
     views = {f"{model_spec} square:{s} (attacked)": (model_spec, f"square:{s}") for s in attacked}
     views[f"{model_spec} square:{params.unseen} (unseen size)"] = (model_spec, f"square:{params.unseen}")
     views["sscd square:320 (transfer)"] = ("sscd", "square:320")
-    runs = {}
-    for name, attack in configs.items():
-        folder = workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        runs[name] = make_adversarials(model, pairs, attack, params, folder, progress)
+    folders = {name: workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in name) for name in configs}
+    shard = (0, 1)
+    if finished_only:
+        shard = (-1, 1)  # no pair index matches: nothing is attacked
+        done = [set(make_adversarials(model, pairs, attack, params, folders[name], False, shard).finished)
+                for name, attack in configs.items()]
+        pairs = [p for p in pairs if all(p.pid in d for d in done)]
+        if not pairs:
+            raise CopyseekError("no pair is finished by every configuration yet")
+    runs = {name: make_adversarials(model, pairs, attack, params, folders[name], progress, shard) for name, attack in configs.items()}
     rows = retrieval_rows(runs, pairs, bench, views, cache=workdir)
     lines = [f"{len(pairs)} (target, carrier) pairs of {bench}, attacked model {model_spec}, carriers at <= {params.max_side} px",
              "", attack_table(rows, runs, views)]
