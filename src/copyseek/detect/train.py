@@ -32,6 +32,16 @@ from copyseek.errors import CopyseekError
 
 DISTILL = ("none", "plain", "hgd")
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+TRAINABLE = ("all", "guide")
+
+
+def training_mode(net: DetectorNet, trainable: str) -> None:
+    """Train mode for what learns; frozen parts stay in eval mode (their batch norm statistics fixed)."""
+    if trainable == "all":
+        net.train()
+    else:
+        net.eval()
+        net.selective.train()
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,9 @@ class DetectorTrainConfig:
     only the indirect signal through the detection loss) when the net is selective;
     clock: what `minutes` counts: "wall" time of the training steps, or the process's "cpu" time
     (fair between runs on a shared machine, whose share of the cores changes from minute to minute);
+    init: a checkpoint.pt whose weights the net starts from (parts it lacks, e.g. a new SCN guide,
+    start fresh); trainable: "all", or "guide" (only the SCN guidance head learns: the rest of the
+    initialised net stays frozen, batch norm statistics included);
     val: a built benchmark (with layouts.json) whose first `val_limit` queries are scored every
     `val_minutes` of training (the time spent validating is not counted in the budget).
     """
@@ -72,6 +85,8 @@ class DetectorTrainConfig:
     distill_weight: float = 1.0
     scn_direct: float = 1.0
     clock: str = "wall"
+    init: str = ""
+    trainable: str = "all"
     val: str = ""
     val_limit: int = 64
     val_minutes: float = 3.0
@@ -84,6 +99,10 @@ class DetectorTrainConfig:
                                 f"{self.batch}, {self.pool}, {self.photo_side}")
         if self.val_limit < 1 or self.val_minutes <= 0:
             raise CopyseekError(f"val_limit must be >= 1 and val_minutes > 0, got {self.val_limit}, {self.val_minutes}")
+        if self.trainable not in TRAINABLE:
+            raise CopyseekError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
+        if self.trainable == "guide" and not (self.init and (self.net or {}).get("selective")):
+            raise CopyseekError("trainable=guide needs a selective net and an init checkpoint to freeze")
         if self.clock not in CLOCKS:
             raise CopyseekError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.distill not in DISTILL:
@@ -173,10 +192,12 @@ class _Validation:
     def __call__(self, net: DetectorNet, step: int, elapsed: float) -> dict:
         from copyseek.detect.evaluate import TorchDetector, evaluate_detector
 
+        was_training = {m: m.training for m in net.modules()}
         net.eval()
         with torch.no_grad():
             result = evaluate_detector(TorchDetector(net), self.images, self.truths, batch=16)
-        net.train()
+        for module, mode in was_training.items():
+            module.train(mode)
         row = [step, round(elapsed, 1), *(f"{result[c][k]:.4f}" for c in ("copy", "overlay") for k in ("AP50", "AP"))]
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(",".join(map(str, row)) + "\n")
@@ -228,7 +249,16 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
 
         teacher, _ = load_checkpoint(config.teacher)
         distiller = make_distiller(config.distill, net, teacher)
-    params = list(net.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
+    if config.init:
+        missing, unexpected = net.load_state_dict(load_checkpoint(config.init)[0].state_dict(), strict=False)
+        if unexpected or any(not key.startswith("selective.") for key in missing):
+            raise CopyseekError(f"--set init={config.init}: its net differs from this one "
+                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if config.trainable == "guide":
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.startswith("selective.guide"))
+    learning = [p for p in net.parameters() if p.requires_grad]
+    params = learning + (list(distiller.parameters()) if distiller is not None else [])
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     step, elapsed = 0, 0.0
     if resume and checkpoint.exists():
@@ -264,7 +294,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
     if metrics.tell() == 0:
         writer.writerow(["step", "elapsed_s", "lr", "loss", "heat", "size", "offset", "distill", "guide"])
     last_save = last_val = elapsed
-    net.train()
+    training_mode(net, config.trainable)
     clock = CLOCKS[config.clock]
     with progress_bar(100, "train-detector", disable=not progress, unit="%") as bar:
         while fraction() < 1.0:
