@@ -58,15 +58,283 @@ def describe(bench: Path, out: Path) -> None:
     print(f"{len(names)} images, {len(families)} families, {time.process_time() - started:.0f} s CPU -> {out}")
 
 
+def load(cache: Path) -> dict:
+    data = np.load(cache)
+    return {k: data[k] for k in data.files}
+
+
+def fmt(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3f}"
+
+
+# ---------------------------------------------------------------- mining
+
+
+def mining(cache: Path) -> None:
+    from copyseek.learn.mining import KnnMiner, ManifoldMiner, MiningParams, mining_precision
+
+    data = load(cache)
+    family = data["family"]
+    print(f"Mining precision on {len(family)} images ({family.max() + 1} families of {np.bincount(family).max()})\n")
+    print("| descriptors | miner | k_pos / k_neg / graph k / eucl. k | anchors | positives | precision + | negatives | precision - | CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    settings = [MiningParams(), MiningParams(k_positive=2, k_negative=5), MiningParams(k_positive=4, euclidean_k=1),
+                MiningParams(anchors="all")]
+    for descriptors in ("small", "sscd"):
+        for params in settings:
+            for miner in (ManifoldMiner(params), KnnMiner(params)):
+                started = time.process_time()
+                mined = miner.mine(data[descriptors])
+                seconds = time.process_time() - started
+                p, n = mining_precision(mined, family)
+                r = params.resolved(len(family))
+                print(f"| {descriptors} | {type(miner).__name__.removesuffix('Miner').lower()} | {r.k_positive} / "
+                      f"{r.k_negative} / {r.graph_k} / {r.euclidean_k if isinstance(miner, ManifoldMiner) else '-'} | "
+                      f"{params.anchors} ({len(mined.anchors)}) | {(mined.positives >= 0).sum()} | {fmt(p)} | "
+                      f"{(mined.negatives >= 0).sum()} | {fmt(n)} | {seconds:.1f} |")
+
+
+# ---------------------------------------------------------------- label propagation as a training loop
+
+
+class Head:
+    """copyseek-small's projection (trunk features -> unit descriptor), trainable, with a cosine
+    classifier over the families: the network of the LP benchmark (the trunk is frozen: CPU)."""
+
+    def __init__(self, n_classes: int, seed: int):
+        import torch
+
+        from copyseek.describe.models import model_path
+        from copyseek.learn.from_onnx import descriptor_from_onnx
+
+        torch.manual_seed(seed)
+        self.projection = descriptor_from_onnx(model_path("copyseek-small")[1]).projection
+        self.classifier = torch.nn.Linear(self.projection.out_features, n_classes, bias=False)
+
+    def describe(self, trunk: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return torch.nn.functional.normalize(self.projection(torch.from_numpy(trunk)), dim=1).numpy()
+
+    def set_prototypes(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        """Classifier weights = normalised mean descriptor of each class's labelled images."""
+        import torch
+
+        weights = np.zeros((self.classifier.out_features, vectors.shape[1]), np.float32)
+        np.add.at(weights, labels[labels >= 0], vectors[labels >= 0])
+        weights /= np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.from_numpy(weights))
+
+    def fit(self, trunk: np.ndarray, targets: np.ndarray, weights: np.ndarray, epochs: int, seed: int) -> None:
+        """Weighted cross-entropy (the paper's loss: per-image weight x class weight), cosine logits / 0.1."""
+        import torch
+        import torch.nn.functional as F
+
+        keep = (targets >= 0) & (weights > 0)
+        x, y, w = (torch.from_numpy(a[keep]) for a in (trunk, targets.astype(np.int64), weights.astype(np.float32)))
+        params = [*self.projection.parameters(), *self.classifier.parameters()]
+        optimiser = torch.optim.Adam(params, lr=1e-3)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            for batch in torch.randperm(len(y), generator=generator).split(128):
+                logits = F.normalize(self.projection(x[batch]), dim=1) @ F.normalize(self.classifier.weight, dim=1).T
+                loss = (F.cross_entropy(logits / 0.1, y[batch], reduction="none") * w[batch]).sum() / w[batch].sum()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+
+    def predict(self, trunk: np.ndarray) -> np.ndarray:
+        import torch.nn.functional as F
+
+        return (self.describe(trunk) @ F.normalize(self.classifier.weight, dim=1).detach().numpy().T).argmax(axis=1)
+
+
+def split_labels(family: np.ndarray, per_family: int, seed: int) -> np.ndarray:
+    """(n,) family id for `per_family` random images of each family, -1 elsewhere."""
+    rng = np.random.default_rng(seed)
+    labels = np.full(len(family), -1)
+    for f in np.unique(family):
+        rows = rng.permutation(np.flatnonzero(family == f))[:per_family]
+        labels[rows] = f
+    return labels
+
+
+def lp(cache: Path, rounds: int = 5, epochs: int = 10, seeds: int = 3) -> None:
+    """Accuracy on the unlabelled images: 1-NN (copyseek-small and SSCD descriptors), the head trained
+    on the labelled images alone (rounds x epochs), and the LP loop after each round (the classifier's
+    and label propagation's own labels); averaged over `seeds` random label draws."""
+    from copyseek.learn.pseudo import LPParams, propagate_labels
+
+    data = load(cache)
+    family, trunk = data["family"], data["trunk"].astype(np.float32)
+    n_classes, size = int(family.max()) + 1, int(np.bincount(family).min())
+    print(f"Family classification, {len(family)} images, {n_classes} families of {size}; accuracy on the unlabelled "
+          f"images, mean of {seeds} label draws; head = copyseek-small's projection over its frozen trunk, "
+          f"{epochs} epochs per round\n")
+    rows = []
+    for per_family in (1, 2, 5):
+        if per_family >= size:
+            rows.append((per_family, None))
+            continue
+        results: dict[str, list[float]] = {}
+        started = time.process_time()
+        for seed in range(seeds):
+            labels = split_labels(family, per_family, seed)
+            test = labels < 0
+
+            def add(name: str, predicted: np.ndarray) -> None:
+                results.setdefault(name, []).append(float((predicted[test] == family[test]).mean()))
+
+            for name in ("small", "sscd"):
+                v = data[name]
+                sims = v[test] @ v[~test].T
+                predicted = labels.copy()
+                predicted[test] = labels[~test][sims.argmax(axis=1)]
+                add(f"1-NN ({name})", predicted)
+            alone = Head(n_classes, seed)
+            alone.set_prototypes(alone.describe(trunk), labels)
+            alone.fit(trunk, labels, np.where(labels >= 0, 1.0, 0.0), rounds * epochs, seed)
+            add("labelled only", alone.predict(trunk))
+            head = Head(n_classes, seed)
+            head.set_prototypes(head.describe(trunk), labels)
+            for r in range(1, rounds + 1):
+                pseudo = propagate_labels(head.describe(trunk), labels, LPParams())
+                add(f"LP labels, round {r}", pseudo.labels)
+                head.fit(trunk, pseudo.labels, pseudo.weights, epochs, seed * 100 + r)
+                add(f"LP loop, after round {r}", head.predict(trunk))
+        rows.append((per_family, {k: (np.mean(v), np.std(v)) for k, v in results.items()}))
+        print(f"({per_family} label(s) per family: {time.process_time() - started:.0f} s CPU)")
+    names = next(r for _, r in rows if r)
+    print("\n| method | " + " | ".join(f"{m} label{'s' if m > 1 else ''}/family" for m, _ in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for name in names:
+        cells = [f"{r[name][0]:.3f} ± {r[name][1]:.3f}" if r else "n/a (all labelled)" for _, r in rows]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+# ---------------------------------------------------------------- GCN cleaning of reports
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AP of ranking by decreasing score, `positive` the items to find."""
+    order = np.argsort(-scores, kind="stable")
+    hits = positive[order]
+    if not hits.any():
+        return float("nan")
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+def make_reports(vectors: np.ndarray, family: np.ndarray, seed: int):
+    """Per family: clean = its first image (the reference) + 1 verified member; reports = 2 other
+    members (true) + 1 random image and 1 look-alike (the most similar image of another family), so
+    50% of reports are wrong; test = its last member (for the prototypes). Returns
+    (clean [(family, rows)], reports [(family, row, kind)], test rows)."""
+    rng = np.random.default_rng(seed)
+    n_families = int(family.max()) + 1
+    members = [rng.permutation(np.flatnonzero(family == f)) for f in range(n_families)]
+    test = np.array([m[-1] for m in members])
+    clean, reports = [], []
+    for f, m in enumerate(members):
+        clean.append((f, m[:2]))
+        reports += [(f, int(r), "true") for r in m[2:4]]
+        outside = np.flatnonzero((family != f) & ~np.isin(np.arange(len(family)), test))
+        reports.append((f, int(rng.choice(outside)), "random"))
+        sims = vectors[outside] @ vectors[m[:2]].mean(axis=0)
+        reports.append((f, int(outside[sims.argmax()]), "look-alike"))
+    return clean, reports, test
+
+
+def gcn(cache: Path, seeds: int = 3) -> None:
+    """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
+    reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
+    accuracy of nearest-prototype classification of each family's held-out member."""
+    from copyseek.graph.gcn import GCNParams, gcn_relevance
+    from copyseek.graph.knn import knn_graph
+    from copyseek.graph.propagation import LabelPropagation
+
+    data = load(cache)
+    family = data["family"]
+    n_families = int(family.max()) + 1
+    print(f"Report cleaning on SSCD descriptors, {n_families} families; per family 2 clean images, 2 true reports, "
+          f"1 random and 1 look-alike wrong report (50% wrong); mean of {seeds} draws\n")
+    aps: dict[str, dict[str, list[float]]] = {}
+    accuracy: dict[str, list[float]] = {}
+    cpu: dict[str, float] = {}
+    for seed in range(seeds):
+        vectors = data["sscd"]
+        clean, reports, test = make_reports(vectors, family, seed)
+        kinds = np.array([k for _, _, k in reports])
+        wrong = kinds != "true"
+        scores: dict[str, np.ndarray] = {}  # relevance of each report, higher = more likely a true copy
+        started = time.process_time()
+        prototype = {f: vectors[rows].mean(axis=0) for f, rows in clean}
+        scores["cosine to clean prototype"] = np.array([vectors[r] @ prototype[f] / np.linalg.norm(prototype[f])
+                                                        for f, r, _ in reports])
+        cpu["cosine to clean prototype"] = time.process_time() - started
+        started = time.process_time()
+        labels = np.full(len(family), -1)
+        for f, rows in clean:
+            labels[rows] = f
+        # the share of the report's propagated class mass that goes to the reported family
+        mass = LabelPropagation(balance=True).fit(knn_graph(vectors, k=10, symmetrize="sum"), labels).scores_
+        share = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
+        scores["label propagation"] = np.array([share[r, f] for f, r, _ in reports])
+        cpu["label propagation"] = time.process_time() - started
+        started = time.process_time()
+        relevance = np.zeros(len(reports))
+        for f, rows in clean:
+            mine = [i for i, (g, _, _) in enumerate(reports) if g == f]
+            x = np.vstack([vectors[rows], vectors[[reports[i][1] for i in mine]]])
+            is_clean = np.arange(len(x)) < len(rows)
+            relevance[mine] = gcn_relevance(x, is_clean, ~is_clean, GCNParams(seed=seed))[len(rows):]
+        scores["GCN relevance"] = relevance
+        cpu["GCN relevance"] = time.process_time() - started
+        look = kinds == "look-alike"
+        for name, score in scores.items():
+            entry = aps.setdefault(name, {"all": [], "look-alike": [], "random": []})
+            entry["all"].append(average_precision(-score, wrong))
+            entry["look-alike"].append(average_precision(-score[look | ~wrong], look[look | ~wrong]))
+            entry["random"].append(average_precision(-score[(kinds == "random") | ~wrong], (kinds == "random")[(kinds == "random") | ~wrong]))
+        # prototypes from the clean images and the reports, weighted by a relevance
+        weightings = {"clean only": np.zeros(len(reports)), "unweighted": np.ones(len(reports)),
+                      "GCN-relevance-weighted": relevance}
+        for name, weight in weightings.items():
+            protos = np.zeros((n_families, vectors.shape[1]))
+            for f, rows in clean:
+                protos[f] += vectors[rows].sum(axis=0)
+            for (f, r, _), w in zip(reports, weight):
+                protos[f] += w * vectors[r]
+            protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+            predicted = (vectors[test] @ protos.T).argmax(axis=1)
+            accuracy.setdefault(name, []).append(float((predicted == family[test]).mean()))
+    print("| relevance score | AP, all wrong reports | AP, look-alike half | AP, random half | CPU s per draw |")
+    print("|---|---|---|---|---|")
+    for name, entry in aps.items():
+        cells = [f"{np.mean(entry[k]):.3f} ± {np.std(entry[k]):.3f}" for k in ("all", "look-alike", "random")]
+        print(f"| {name} | " + " | ".join(cells) + f" | {cpu[name]:.1f} |")
+    print(f"\nNearest-prototype classification of each family's held-out member ({n_families} families)\n")
+    print("| prototype | accuracy |")
+    print("|---|---|")
+    for name, values in accuracy.items():
+        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("describe")
     p.add_argument("bench", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    for name in ("mining", "lp", "gcn"):
+        sub.add_parser(name).add_argument("cache", type=Path)
     args = parser.parse_args()
     if args.command == "describe":
         describe(args.bench, args.out)
+    else:
+        {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache)
 
 
 if __name__ == "__main__":
