@@ -9,8 +9,8 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py lp CACHE.npz           # label propagation as a training loop
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
 
-CACHE.npz holds: names (n,), family (n,) ints, sscd (n, 512), small (n, 512) copyseek-small
-descriptors, trunk (n, 256) copyseek-small's pooled trunk features (its projection's input).
+CACHE.npz holds: names (n,), family (n,) ints, small (n, 512) copyseek-small descriptors, trunk
+(n, 256) copyseek-small's pooled trunk features (its projection's input), and with --sscd sscd (n, 512).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 
-def describe(bench: Path, out: Path) -> None:
+def describe(bench: Path, out: Path, sscd: bool) -> None:
+    """Cache copyseek-small's descriptors and trunk features (and SSCD's with `sscd`) of the family images."""
     import torch
 
-    from copyseek.describe.models import load_model
+    from copyseek.describe.models import load_model, model_path
     from copyseek.io.images import load_rgb
     from copyseek.learn.from_onnx import descriptor_from_onnx
-    from copyseek.describe.models import model_path
     from copyseek.learn.mining import square_photo
     from copyseek.progress import progress_bar
 
@@ -40,21 +40,22 @@ def describe(bench: Path, out: Path) -> None:
     families = sorted({r["family"] for r in rows})
     family = np.array([families.index(r["family"]) for r in rows])
     paths = [next((bench / "references").glob(f"{name}.*")) for name in names]
-    sscd = load_model("sscd", threads=1)
+    teacher = load_model("sscd", threads=1) if sscd else None
     small = descriptor_from_onnx(model_path("copyseek-small")[1])
-    out_sscd, out_small, out_trunk = [], [], []
+    arrays: dict[str, list[np.ndarray]] = {"sscd": [], "small": [], "trunk": []}
     started = time.process_time()
     with torch.no_grad(), progress_bar(len(paths), "describing") as bar:
         for start in range(0, len(paths), 16):
             part = paths[start : start + 16]
-            out_sscd.append(sscd.embed(np.stack([sscd.preprocess.apply(load_rgb(p, sscd.preprocess.size)) for p in part])))
+            if teacher is not None:
+                size = teacher.preprocess.size
+                arrays["sscd"].append(teacher.embed(np.stack([teacher.preprocess.apply(load_rgb(p, size)) for p in part])))
             x = torch.from_numpy(np.stack([square_photo(p, 160) for p in part])).permute(0, 3, 1, 2).float()
             trunk = small.pool(small.backbone((x - small.mean) / small.std))
-            out_trunk.append(trunk.numpy())
-            out_small.append(torch.nn.functional.normalize(small.projection(trunk), dim=1).numpy())
+            arrays["trunk"].append(trunk.numpy())
+            arrays["small"].append(torch.nn.functional.normalize(small.projection(trunk), dim=1).numpy())
             bar.update(len(part))
-    np.savez(out, names=np.array(names), family=family, sscd=np.concatenate(out_sscd),
-             small=np.concatenate(out_small), trunk=np.concatenate(out_trunk))
+    np.savez(out, names=np.array(names), family=family, **{k: np.concatenate(v) for k, v in arrays.items() if v})
     print(f"{len(names)} images, {len(families)} families, {time.process_time() - started:.0f} s CPU -> {out}")
 
 
@@ -76,11 +77,11 @@ def mining(cache: Path) -> None:
     data = load(cache)
     family = data["family"]
     print(f"Mining precision on {len(family)} images ({family.max() + 1} families of {np.bincount(family).max()})\n")
-    print("| descriptors | miner | k_pos / k_neg / graph k / eucl. k | anchors | positives | precision + | negatives | precision - | CPU s |")
+    print("| descriptors | miner | k_pos / k_neg / graph k / eucl. k / pool | anchors | positives | precision + | negatives | precision - | CPU s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    settings = [MiningParams(), MiningParams(k_positive=2, k_negative=5), MiningParams(k_positive=4, euclidean_k=1),
-                MiningParams(anchors="all")]
-    for descriptors in ("small", "sscd"):
+    settings = [MiningParams(), MiningParams(k_positive=2), MiningParams(k_positive=4), MiningParams(euclidean_k=2),
+                MiningParams(manifold_pool=15), MiningParams(anchors="all")]
+    for descriptors in [d for d in ("small", "sscd") if d in data]:
         for params in settings:
             for miner in (ManifoldMiner(params), KnnMiner(params)):
                 started = time.process_time()
@@ -89,7 +90,8 @@ def mining(cache: Path) -> None:
                 p, n = mining_precision(mined, family)
                 r = params.resolved(len(family))
                 print(f"| {descriptors} | {type(miner).__name__.removesuffix('Miner').lower()} | {r.k_positive} / "
-                      f"{r.k_negative} / {r.graph_k} / {r.euclidean_k if isinstance(miner, ManifoldMiner) else '-'} | "
+                      f"{r.k_negative} / {r.graph_k} / "
+                      f"{f'{r.euclidean_k} / {r.manifold_pool}' if isinstance(miner, ManifoldMiner) else '- / -'} | "
                       f"{params.anchors} ({len(mined.anchors)}) | {(mined.positives >= 0).sum()} | {fmt(p)} | "
                       f"{(mined.negatives >= 0).sum()} | {fmt(n)} | {seconds:.1f} |")
 
@@ -328,11 +330,12 @@ def main() -> None:
     p = sub.add_parser("describe")
     p.add_argument("bench", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--sscd", action="store_true", help="SSCD descriptors too (for the gcn table)")
     for name in ("mining", "lp", "gcn"):
         sub.add_parser(name).add_argument("cache", type=Path)
     args = parser.parse_args()
     if args.command == "describe":
-        describe(args.bench, args.out)
+        describe(args.bench, args.out, args.sscd)
     else:
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache)
 

@@ -55,6 +55,7 @@ class TrainConfig:
     mine_k_negative: int = 0
     mine_graph_k: int = 0
     mine_euclidean_k: int = 0
+    mine_manifold_pool: int = 0
     mine_anchors: str = "stationary"  # "stationary" (the paper's random-walk modes) or "all"
     # reported pairs weighted by relevance (learn/reports.py): a `copyseek triage` queue
     # (query_id,reference_id,relevance), its references among `images`, its queries under pair_queries
@@ -119,7 +120,7 @@ class TrainConfig:
         from copyseek.learn.mining import MiningParams
 
         return MiningParams(self.mine_k_positive, self.mine_k_negative, self.mine_graph_k, self.mine_euclidean_k,
-                            self.mine_anchors)
+                            self.mine_manifold_pool, self.mine_anchors)
 
     def to_dict(self) -> dict:
         return asdict(self)
