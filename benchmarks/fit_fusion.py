@@ -13,7 +13,8 @@ the photos an evaluation benchmark held out, with several seeds for more pairs:
     .venv/bin/python benchmarks/fit_fusion.py bench/fusion-train bench/fusion-train8 bench/fusion-train9 \
         bench/fusion-train10
 
-Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
+With `--local-descriptor mkd` (or any other) the weights are fitted for fused indexes whose local
+branch uses that descriptor (FITTED_WEIGHTS in fusion.py). Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
 raw) to paste into fusion.py, with the training muAP of each benchmark, and the muAP of each
 benchmark under weights fitted on the others (leave-one-benchmark-out), a check of overfitting.
 """
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("benches", type=Path, nargs="+", help="training benchmarks (copyseek bench build)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--cache", type=Path, help="evidence file: written after collecting, read if it exists")
+    parser.add_argument(
+        "--local-descriptor", default="rootsift", help="the local branch's descriptor the weights are for (default rootsift)"
+    )
     args = parser.parse_args()
     collected = load_or_collect(args)
     for label in ("normalised", "raw"):
@@ -101,7 +105,7 @@ def load_or_collect(args: argparse.Namespace) -> dict[Path, dict[str, tuple]]:
         if bench in cached:
             continue
         with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
-            with Index.create(Path(scratch) / "idx", "fused") as index:
+            with Index.create(Path(scratch) / "idx", "fused", {"local": {"descriptor": args.local_descriptor}}) as index:
                 index.add(bench / "references", progress=True)
                 cached[bench] = {
                     label: (index.ids, *collect(index, bench, background))

@@ -71,7 +71,7 @@ def add_index_parser(sub) -> None:
     )
     p.add_argument("--resize", default=None, metavar="MODE:SIZE", help="model input: square:320, short:288, or several joined by + whose vectors are averaged, "
         "e.g. square:224+short:256 (default: the model's own; square:224+short:256 for fused)")
-    p.add_argument("--factory", default=None, help="Faiss index factory string for the global branch (default Flat = exact)")
+    p.add_argument("--factory", default=None, help="Faiss index factory string for the global branch (default auto: exact below 50,000 references, IVF + 4-bit PQ past it; Flat: always exact)")
     p.add_argument(
         "--flip-average",
         action=argparse.BooleanOptionalAction,

@@ -53,3 +53,50 @@ def test_shared_raw_mkd_equals_each_describers_own():
     shared = describe_all(describers, pair.edited, pair.edited_frames)
     for name, describer in describers.items():
         assert np.allclose(shared[name], describer.describe(pair.edited, pair.edited_frames)[0], atol=1e-5)
+
+
+def test_conditions_parse_by_name_and_level():
+    from copyseek.bench.patches import CONDITIONS, parse_condition
+    from copyseek.local.patch_pairs import Misregistration
+
+    assert parse_condition("clean") == ("clean", Misregistration())
+    assert parse_condition("orientation") == ("orientation", CONDITIONS["orientation"])
+    assert parse_condition("position:0.8") == ("position:0.8", Misregistration(position=0.8))
+    assert parse_condition("orientation:45") == ("orientation:45", Misregistration(orientation=45.0))
+    for bad in ("scale:2", "position:x", "orientation:-5", "position:0"):
+        with pytest.raises(CopyseekError, match="condition"):
+            parse_condition(bad)
+
+
+def test_more_orientation_noise_hurts_rootsift_more():
+    from copyseek.bench.patches import parse_condition
+
+    pairs = list(make_pairs([photo(7)], ("rotation",), sift=SiftParams(max_keypoints=96)))
+    conditions = dict(parse_condition(c) for c in ("orientation:5", "orientation:40"))
+    (result,) = run_patch_benchmark(pairs, {"rootsift": RootSift()}, conditions, progress=False)
+    assert set(result.ap) == set(conditions)
+    assert result.mean_ap("orientation:40") < result.mean_ap("orientation:5") - 0.1
+    assert "| describer | mAP orientation:5 | mAP orientation:40 |" in results_table([result], tuple(conditions))
+
+
+def test_cli_reads_a_runs_kdp_weights_and_chosen_conditions(tmp_path, capsys):
+    import cv2
+    import torch
+
+    from copyseek.cli import main
+    from copyseek.local.kdp import KDPNet, save_weights
+
+    photos, run = tmp_path / "photos", tmp_path / "run"
+    photos.mkdir()
+    run.mkdir()
+    cv2.imwrite(str(photos / "a.png"), photo(5, 256, 192)[:, :, ::-1])
+    argv = ["bench", "patches", "--images", str(photos), "--photos", "1", "--holdout", "0", "-q"]
+    argv += ["--describers", "kdp:cart", "--kdp-weights", str(run)]
+    assert main(argv) == 2 and "cannot read KDP weights" in capsys.readouterr().err  # the run's folder, not the package's
+    torch.manual_seed(0)
+    save_weights(KDPNet("cart").eval(), run / "kdp_cart.npz", support=8.0)
+    assert main(argv + ["--conditions", "position:-1"]) == 2 and "condition" in capsys.readouterr().err
+    assert main(argv + ["--conditions", "clean", "orientation:30"]) == 0
+    out = capsys.readouterr().out
+    assert "| describer | mAP clean | mAP orientation:30 | NN acc clean | NN acc orientation:30 |" in out
+    assert "| kdp:cart |" in out and "mAP per edit kind (clean frames)" in out

@@ -25,7 +25,7 @@ CHEAP_OPTIONS = {
 }
 """Branch name -> options that make it cheap (given the test's models), else its defaults."""
 
-VARIANTS = {"global": [{"factory": "Flat"}, {"factory": "IVF4,Flat"}, {"factory": "HNSW8"}, {"factory": "IVF2,SQ8"}]}
+VARIANTS = {"global": [{"factory": "auto"}, {"factory": "Flat"}, {"factory": "IVF4,Flat"}, {"factory": "HNSW8"}, {"factory": "IVF2,SQ8"}]}
 """Branch name -> option sets, one contract run each (each a different searcher)."""
 
 CASES = [(name, extra) for name in sorted(BRANCHES) for extra in VARIANTS.get(name, [{}])]

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from copyseek.describe.global_branch import VectorSearcher, auto_factory
 from copyseek.describe.preprocess import Preprocess
 from copyseek.registry import make_branch
 from copyseek.errors import CopyseekError
@@ -44,7 +45,7 @@ def test_views_are_named_in_the_spec_and_one_view_keeps_the_old_spec(tiny_onnx):
     default = make_branch("global", {"model": f"onnx:{tiny_onnx}"})
     same = make_branch("global", {"model": f"onnx:{tiny_onnx}", "resize": str(default.model.preprocess)})
     two = make_branch("global", {"model": f"onnx:{tiny_onnx}", "resize": "square:32+short:48"})
-    assert default.spec() == same.spec() == default.model.spec() | {"factory": "Flat"}
+    assert default.spec() == same.spec() == default.model.spec() | {"factory": "auto"}
     assert two.spec()["preprocess"] == "square:32+short:48"
 
 
@@ -54,3 +55,77 @@ def test_bad_view_lists_are_clear_errors():
         Preprocess.parse_views("square:256+square:256")
     with pytest.raises(CopyseekError, match="square:224\\+short:256"):
         Preprocess.parse_views("square:256+wide")
+
+
+@pytest.mark.parametrize(
+    ("references", "dim", "expected"),
+    [
+        (0, 512, "Flat"),
+        (49_999, 512, "Flat"),
+        (50_000, 512, "IVF256,PQ128x4fs"),
+        (1_000_000, 512, "IVF1024,PQ128x4fs"),
+        (1_000_000, 1024, "IVF1024,PQ256x4fs"),
+        (3_999_999, 512, "IVF2048,PQ128x4fs"),
+        (100_000_000, 512, "IVF32768_HNSW32,PQ128x4fs"),
+        (1_000_000, 100, "Flat"),  # no PQ split of a dimension that 8 does not divide
+    ],
+)
+def test_auto_factory_grows_with_the_collection(references, dim, expected):
+    assert auto_factory(references, dim) == expected
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(64, dim))[rng.integers(0, 64, n)] + rng.normal(scale=0.6, size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_auto_is_exact_for_small_collections_and_compressed_past_the_threshold(monkeypatch):
+    from copyseek.describe import global_branch
+
+    vectors = clustered(2000, 32, 0)
+    copies = vectors[:40] + np.random.default_rng(1).normal(scale=0.02, size=(40, 32)).astype(np.float32)
+    small = VectorSearcher(32)
+    small.add({"vectors": vectors})
+    assert small.structure == "Flat" and small.search_parameters() == {}
+    # a cheap stand-in for the IVF + PQ structure (whose k-means take seconds even here)
+    monkeypatch.setattr(global_branch, "auto_factory", lambda n, dim: "Flat" if n < 1000 else "IVF64,SQ8")
+    monkeypatch.setattr(global_branch, "TRAIN_MAX", 10)
+    monkeypatch.setattr(global_branch, "TRAIN_MIN", 500)  # trains on 640 vectors evenly spaced by row
+    results = []
+    for splits in ([2000], [7, 1500, 2000]):
+        searcher = VectorSearcher(32)
+        for lo, hi in zip([0, *splits], splits):
+            searcher.add({"vectors": vectors[lo:hi]})
+        assert searcher.structure == "IVF64,SQ8" and searcher.search_parameters() == {"nprobe": 16}  # 1/4 of the lists
+        assert len(searcher._training_sample()) == 640
+        assert searcher.nbytes() < vectors.nbytes / 2
+        results.append(searcher.search_vectors(copies, 3))
+    for sims, rows in results[1:]:  # the same references train the same index, whatever the chunks
+        np.testing.assert_array_equal(rows, results[0][1])
+        np.testing.assert_allclose(sims, results[0][0], rtol=1e-5)
+    assert (results[0][1][:, 0] == np.arange(40)).mean() >= 0.9
+
+
+def test_auto_chooses_once_and_later_references_join_that_structure(monkeypatch):
+    from copyseek.describe import global_branch
+
+    monkeypatch.setattr(global_branch, "EXACT_BELOW", 1000)
+    vectors = clustered(1500, 32, 2)
+    searcher = VectorSearcher(32)
+    searcher.add({"vectors": vectors[:900]})
+    assert searcher.structure == "Flat"
+    searcher.add({"vectors": vectors[900:]})
+    assert searcher.structure == "Flat" and searcher.ntotal == 1500
+    assert searcher.search_vectors(vectors[1400:1401], 1)[1][0, 0] == 1400
+    with pytest.raises(CopyseekError, match="'Flat' has no search-time parameter 'nprobe'"):
+        searcher.set_search_parameters(nprobe=4)
+
+
+def test_an_index_built_when_the_default_was_flat_stays_flat(tiny_onnx):
+    from copyseek.registry import options_from_spec
+
+    old = {**make_branch("global", {"model": f"onnx:{tiny_onnx}", "factory": "Flat"}).spec()}
+    reopened = make_branch("global", {**options_from_spec("global", old), "model": f"onnx:{tiny_onnx}"})
+    assert reopened.spec() == old and reopened.new_searcher().factory == "Flat"
+    assert make_branch("global", {"model": f"onnx:{tiny_onnx}"}).spec()["factory"] == "auto"

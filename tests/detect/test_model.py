@@ -14,6 +14,17 @@ def test_output_shapes_and_stages():
     assert strides == [4, 8, 16, 32, 4]
 
 
+def test_split_heads_cost_three_shared_ones_and_give_the_same_outputs():
+    shared, split = DetectorNet(NetConfig.preset("tiny")), DetectorNet(NetConfig.preset("tiny", split_heads=True))
+    assert split.heads.macs_per_cell() == pytest.approx(3 * shared.heads.macs_per_cell(), rel=0.1)
+    out = split(torch.rand(1, 3, 64, 64))
+    assert out["heat"].shape == (1, 2, 16, 16) and out["size"].shape == (1, 2, 16, 16) and out["offset"].shape == (1, 2, 16, 16)
+    assert torch.all(out["size"] > 0)  # sizes are exp(log size)
+    g = 64 // STRIDE  # macs() sees the heads' 3x3 convolutions: the split adds two branches
+    extra = macs(NetConfig.preset("tiny", split_heads=True)) - macs(NetConfig.preset("tiny"))
+    assert extra == g * g * (split.heads.macs_per_cell() - shared.heads.macs_per_cell())
+
+
 def test_teacher_costs_about_three_and_a_half_students():
     ratio = macs(NetConfig.preset("teacher")) / macs(NetConfig.preset("student"))
     assert 3.0 <= ratio <= 4.5

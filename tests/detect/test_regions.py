@@ -21,6 +21,17 @@ def test_decode_reads_peaks_sizes_and_offsets():
     assert np.allclose(regions.scores, [0.9, 0.6])
 
 
+def test_max_copies_keeps_the_best_copy_peaks_and_every_overlay():
+    heat = np.zeros((2, 8, 8), np.float32)
+    heat[0, 1, 1], heat[0, 5, 5], heat[0, 1, 6] = 0.4, 0.7, 0.5
+    heat[1, 3, 3], heat[1, 6, 1] = 0.6, 0.3
+    args = (np.ones((2, 8, 8)), np.zeros((2, 8, 8)), (80, 80))
+    one = decode(heat, *args, max_copies=1)
+    assert np.allclose(one.of("copy").scores, [0.7]) and np.allclose(one.of("overlay").scores, [0.6, 0.3])
+    assert np.allclose(decode(heat, *args, max_copies=2).of("copy").scores, [0.7, 0.5])
+    assert len(decode(heat, *args).of("copy")) == 3
+
+
 def test_min_score_top_k_and_class_filter():
     heat = np.zeros((2, 6, 6), np.float32)
     heat[0, 1, 1], heat[0, 4, 4], heat[1, 1, 4] = 0.8, 0.3, 0.04

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from copyseek.detect.model import DetectorNet, NetConfig
@@ -6,9 +7,10 @@ from copyseek.detect.scn import EMPTY_HEAT, TILE, guide_loss, guide_targets, til
 from copyseek.detect.targets import make_targets
 
 
-def test_tiles_compute_what_the_dense_heads_compute_and_nothing_elsewhere():
+@pytest.mark.parametrize("split", [False, True])
+def test_tiles_compute_what_the_dense_heads_compute_and_nothing_elsewhere(split):
     torch.manual_seed(0)
-    net = DetectorNet(NetConfig.preset("tiny", selective=True)).eval()
+    net = DetectorNet(NetConfig.preset("tiny", selective=True, split_heads=split)).eval()
     with torch.no_grad():
         neck = net.neck(net.backbone(torch.rand(2, 3, 64, 64)))
         dense = net.heads(neck)

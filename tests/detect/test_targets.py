@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from copyseek.detect.targets import detection_loss, focal_map, gaussian_radius, make_targets
@@ -22,9 +23,21 @@ def test_loss_is_lower_for_the_right_answer():
     t = make_targets(np.array([[8.0, 8.0, 40.0, 24.0]]), np.array([0]), 16, 4)
     targets = {k: torch.from_numpy(v)[None] for k, v in t.items()}
     right = {"heat": torch.logit(torch.from_numpy(t["heat"]).clamp(1e-3, 1 - 1e-3))[None],
-             "size": targets["size"].clone(), "offset": targets["offset"].clone()}
-    wrong = {"heat": torch.zeros(1, 2, 16, 16), "size": torch.zeros(1, 2, 16, 16), "offset": torch.zeros(1, 2, 16, 16)}
+             "log_size": torch.log(targets["size"].clamp(min=1e-3)), "offset": targets["offset"].clone()}
+    wrong = {"heat": torch.zeros(1, 2, 16, 16), "log_size": torch.zeros(1, 2, 16, 16), "offset": torch.zeros(1, 2, 16, 16)}
     assert detection_loss(right, targets)["total"] < 0.1 * detection_loss(wrong, targets)["total"]
     # the focal term is reduced near the peak: a confident miss next to the centre costs less than far away
     near = focal_map(torch.full((1, 2, 16, 16), 3.0), targets["heat"])[0, 0]
     assert near[4, 7] < near[12, 12]
+
+
+def test_size_loss_is_relative():
+    """A box twice too large costs the same for an 8-cell box as for a 40-cell one (log space)."""
+    losses = []
+    for side in (8.0, 40.0):
+        t = make_targets(np.array([[0.0, 0.0, 4 * side, 4 * side]]), np.array([0]), 48, 4)
+        targets = {k: torch.from_numpy(v)[None] for k, v in t.items()}
+        guess = {"heat": torch.zeros(1, 2, 48, 48), "offset": targets["offset"].clone(),
+                 "log_size": torch.log(2 * targets["size"].clamp(min=1e-3))}
+        losses.append(detection_loss(guess, targets)["size"].item())
+    assert losses[0] == pytest.approx(losses[1]) and losses[0] == pytest.approx(2 * np.log(2), rel=1e-4)

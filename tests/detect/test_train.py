@@ -8,6 +8,7 @@ import torch
 
 from copyseek.cli import main
 from copyseek.detect.evaluate import TorchDetector
+from copyseek.detect.model import DetectorNet, NetConfig
 from copyseek.detect.runtime import Detector
 from copyseek.detect.train import DetectorTrainConfig, load_checkpoint, train
 from copyseek.errors import CopyseekError
@@ -60,3 +61,42 @@ def test_cli_train_and_detect(photo_list, tmp_path, capsys):
     assert main(["detect", image, "--model", str(run / "detector.onnx"), "--min-score", "0"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["image"] == image and all(r["label"] in ("copy", "overlay") for r in line["regions"])
+
+
+def test_validation_writes_a_learning_curve_and_cpu_clock(photo_list, tmp_path):
+    """With `val`, the run scores the benchmark's queries (layouts.json is the truth) into val.csv;
+    the "cpu" clock budgets process time."""
+    from PIL import Image
+
+    bench = tmp_path / "bench"
+    (bench / "queries").mkdir(parents=True)
+    layouts = {}
+    for i in range(3):
+        Image.open(photo_list.parent / f"p{i}.jpg").save(bench / "queries" / f"Q{i:05d}.jpg")
+        layouts[f"Q{i:05d}"] = {"size": [128, 96], "copy": [0, 0, 128, 96], "overlays": [[10, 10, 40, 30]]}
+    (bench / "layouts.json").write_text(json.dumps(layouts))
+    run = tmp_path / "val"
+    train(tiny(photo_list, steps=0, minutes=0.002, clock="cpu", val=str(bench), val_minutes=0.001), run, progress=False)
+    rows = (run / "val.csv").read_text().strip().splitlines()
+    assert rows[0] == "step,elapsed_s,copy_AP50,copy_AP,overlay_AP50,overlay_AP"
+    last = rows[-1].split(",")
+    assert len(rows) >= 2 and int(last[0]) >= 1 and all(0.0 <= float(v) <= 1.0 for v in last[2:])
+    with pytest.raises(CopyseekError, match="clock"):
+        tiny(photo_list, clock="sundial")
+
+
+def test_guide_alone_learns_on_a_frozen_initialised_net(photo_list, tmp_path):
+    torch.set_num_threads(1)
+    train(tiny(photo_list), tmp_path / "dense", progress=False)
+    dense, _ = load_checkpoint(tmp_path / "dense" / "checkpoint.pt")
+    config = tiny(photo_list, net={"selective": True}, init=str(tmp_path / "dense" / "checkpoint.pt"), trainable="guide")
+    train(config, tmp_path / "scn", progress=False)
+    scn, _ = load_checkpoint(tmp_path / "scn" / "checkpoint.pt")
+    frozen, fresh = dense.state_dict(), scn.state_dict()
+    assert all(torch.equal(frozen[k], fresh[k]) for k in frozen)  # weights and batch-norm statistics
+    assert set(fresh) - set(frozen) == {k for k in fresh if k.startswith("selective.guide")}
+    torch.manual_seed(0)  # train() seeds with config.seed (0) before making the net: the guide's initial weights
+    untrained = DetectorNet(NetConfig.preset("tiny", selective=True)).state_dict()
+    assert not torch.equal(fresh["selective.guide.0.weight"], untrained["selective.guide.0.weight"])
+    with pytest.raises(CopyseekError, match="trainable=guide needs"):
+        tiny(photo_list, trainable="guide")

@@ -114,3 +114,20 @@ def test_verify_pair_explains_a_match(branch, references, queries):
 def test_rejects_bad_search_parameters(kwargs):
     with pytest.raises(CopyseekError):
         SearchParams(**kwargs)
+
+
+@pytest.mark.parametrize("flat_max", [1_000_000, 1000])
+def test_index_built_in_blocks_equals_one_block(branch, reference_features, queries, monkeypatch, flat_max):
+    from copyseek.local import search
+
+    features = branch.extract([image for image, _ in queries.values()], query=True)
+    found = []
+    for block in (search.BUILD_BLOCK, 777):  # 777: several blocks, the last one partial
+        monkeypatch.setattr(search, "BUILD_BLOCK", block)
+        searcher = LocalBranch(search=SearchParams(flat_max=flat_max, nprobe=8)).new_searcher()
+        searcher.add(branch.pack(reference_features))
+        found.append(searcher.search(features, k=5))
+        assert searcher.index.ntotal == len(searcher.codes) > 2 * 777
+    for a, b in zip(*found):
+        np.testing.assert_array_equal(a.rows, b.rows)
+        np.testing.assert_array_equal(a.scores, b.scores)

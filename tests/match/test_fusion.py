@@ -154,3 +154,20 @@ def test_shipped_weights_warn_only_for_a_global_descriptor_they_were_not_fitted_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FusedScorer(old, None, weights=FusionWeights(0.0, (1.0,) * len(FEATURES)))  # own weights: silent
+
+
+def test_a_local_descriptor_without_fitted_weights_warns_and_uses_rootsifts(fused_setup, tmp_path, monkeypatch):
+    from copyseek.match import fusion
+
+    monkeypatch.setattr(fusion, "FITTED_WEIGHTS", {"rootsift": fusion.FITTED_WEIGHTS["rootsift"]})
+    index, _ = fused_setup
+    assert index.branches["local"].spec()["features"] == "rootsift"
+    rootsift = fusion.FITTED_WEIGHTS["rootsift"]
+    assert fusion.weights_for("rootsift", True) == rootsift[0] != fusion.weights_for("rootsift", False)
+    fitted_global = {"model": "sscd,copyseek-small@0.4", "preprocess": "square:224+short:256"}
+    with pytest.warns(UserWarning, match="local descriptor kdp:polar"):
+        warn_if_not_fitted_for(fitted_global, "kdp:polar")
+    other = Index.create(tmp_path / "kdp", "fused", {"local": {"descriptor": "kdp"}})
+    with pytest.warns(UserWarning, match="local descriptor kdp:polar"):
+        scorer = FusedScorer(other, None)
+    assert scorer.weights == fusion.weights_for("kdp:polar", False) == rootsift[1]

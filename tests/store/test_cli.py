@@ -94,7 +94,7 @@ def test_explicit_defaults_are_accepted(tmp_path, capsys, tiny_onnx):
     assert run(capsys, *common)[0] == 0
     code, out, _ = run(capsys, "info", tmp_path / "idx")
     resize = out.split("preprocess=")[1].split(",")[0].split()[0]
-    for extra in (["--factory", "Flat"], ["--resize", resize]):
+    for extra in (["--factory", "auto"], ["--resize", resize]):
         code, _, err = run(capsys, *common, *extra)
         assert code == 0, err
 

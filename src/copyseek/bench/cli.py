@@ -257,23 +257,50 @@ def add_patches_parser(bench_sub) -> None:
         default=None,
         help="describer names (default: rootsift mkd:raw mkd:pcawt mkd:lw kdp:cart kdp:polar kdp:fc)",
     )
+    p.add_argument(
+        "--conditions",
+        nargs="+",
+        default=None,
+        metavar="COND",
+        help="misregistration of the edited frames: clean, position:SIZES, orientation:DEGREES "
+        "(default: clean position:0.4 orientation:20)",
+    )
+    p.add_argument(
+        "--kdp-weights", type=Path, default=None, metavar="DIR", help="read kdp:HEAD from DIR/kdp_HEAD.npz (a training run's)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the edits and noise (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_patches)
 
 
 def run_patches(args: argparse.Namespace) -> int:
-    from copyseek.bench.patches import DESCRIBERS, kind_table, load_pairs, results_table, run_patch_benchmark
-    from copyseek.local.describers import make_describer
+    from copyseek.bench.patches import (
+        CONDITIONS,
+        DESCRIBERS,
+        kind_table,
+        load_pairs,
+        parse_condition,
+        results_table,
+        run_patch_benchmark,
+    )
+    from copyseek.local.describers import kdp_from_file, make_describer, resolve_name
 
-    describers = {name: make_describer(name) for name in args.describers or DESCRIBERS}
+    def describer(name: str):
+        resolved = resolve_name(name)
+        if args.kdp_weights is not None and resolved.startswith("kdp:"):
+            return kdp_from_file(args.kdp_weights / f"kdp_{resolved.partition(':')[2]}.npz", resolved)
+        return make_describer(name)
+
+    describers = {name: describer(name) for name in args.describers or DESCRIBERS}
+    conditions = dict(parse_condition(c) for c in args.conditions) if args.conditions else CONDITIONS
     pairs = load_pairs(args.images, args.photos, args.holdout, args.seed, progress=not args.quiet)
-    results = run_patch_benchmark(pairs, describers, seed=args.seed, progress=not args.quiet)
+    results = run_patch_benchmark(pairs, describers, conditions, seed=args.seed, progress=not args.quiet)
     photos = len({id(p.gray) for p in pairs})
     print(f"{len(pairs)} pairs from {photos} photos, {sum(len(p.frames) for p in pairs)} correspondences\n")
-    print(results_table(results))
-    print("\nmAP per edit kind (clean frames):\n")
-    print(kind_table(results, [p.kind for p in pairs]))
+    print(results_table(results, tuple(conditions)))
+    first = next(iter(conditions))
+    print(f"\nmAP per edit kind ({first} frames):\n")
+    print(kind_table(results, [p.kind for p in pairs], first))
     return 0
 
 

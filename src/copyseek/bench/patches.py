@@ -35,6 +35,21 @@ CONDITIONS: dict[str, Misregistration] = {
 orientation std 20 degrees."""
 
 
+def parse_condition(text: str) -> tuple[str, Misregistration]:
+    """'clean', 'position:S' (std S keypoint sizes) or 'orientation:D' (std D degrees) -> (name,
+    noise); a bare 'position' / 'orientation' is the default level of CONDITIONS."""
+    if text in CONDITIONS:
+        return text, CONDITIONS[text]
+    kind, _, level = text.partition(":")
+    try:
+        value = float(level)
+    except ValueError:
+        value = None
+    if kind not in ("position", "orientation") or value is None or not value > 0:
+        raise CopyseekError(f"unknown misregistration condition {text!r}; use clean, position:SIZES or orientation:DEGREES")
+    return text, Misregistration(**{kind: value})
+
+
 def pair_scores(desc: np.ndarray, edited: np.ndarray) -> tuple[float, float]:
     """(n, d) descriptors of a photo's frames and (n, d) of the same frames in the edit, unit norm
     -> (matching AP, NN accuracy)."""

@@ -53,6 +53,7 @@ PIPELINES: dict[str, BenchPipeline] = {
     "sscd-fast+sn": BenchPipeline("sscd-fast+sn", "global", {"global": {"model": "sscd-fast"}}, normalize=True),
     "copyseek-small": BenchPipeline("copyseek-small", "global", {"global": {"model": "copyseek-small"}}),
     "local": BenchPipeline("local", "local"),
+    "local-rootsift": BenchPipeline("local-rootsift", "local", {"local": {"descriptor": "rootsift"}}),
     "local-mkd": BenchPipeline("local-mkd", "local", {"local": {"descriptor": "mkd"}}),
     "local-kdp": BenchPipeline("local-kdp", "local", {"local": {"descriptor": "kdp"}}),
     "fused": BenchPipeline("fused", "fused"),

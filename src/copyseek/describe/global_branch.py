@@ -17,14 +17,15 @@ from copyseek.validation import check_bool, check_images, check_int, check_vecto
 class GlobalOptions:
     """The global branch's options, as an index stores them (the one place their defaults live).
 
-    model: a model spec (`copyseek.describe.models`); factory: a Faiss index_factory string;
+    model: a model spec (`copyseek.describe.models`); factory: a Faiss index_factory string, or
+    "auto" (the default: chosen by the number of references when searched, see `auto_factory`);
     resize: views such as "square:224+short:256" (None: the model's own); flip_average: also
     describe mirrors. batch_size (images per model call) and threads (0: all cores) change speed
     only and are not stored.
     """
 
     model: str = "sscd"
-    factory: str = "Flat"
+    factory: str = "auto"
     resize: str | None = None
     flip_average: bool = False
     batch_size: int = field(default=16, metadata={"runtime": True})
@@ -44,9 +45,10 @@ class GlobalOptions:
 class GlobalBranch(Branch):
     """Global descriptors (SSCD by default) in a Faiss index named by a factory string.
 
-    factory: "Flat" (exact inner product, the default) or any Faiss index_factory string such as
-    "IVF1024,PQ64" or "OPQ32,IVF4096,PQ32" for compressed search at scale; a trainable index is
-    trained on the references the first time it is searched.
+    factory: "auto" (the default: exact below EXACT_BELOW references, compressed IVF past it; see
+    `auto_factory`), "Flat" (always exact) or any Faiss index_factory string such as "IVF1024,PQ64"
+    or "OPQ32,IVF4096,PQ32"; a trainable index is trained on the references the first time it is
+    searched.
     views: the resizings each image is described at (default: the model's own); with several, the
     image's vector is the normalised sum of the model's vectors at each. A squashed square view and
     an aspect-keeping one see an edited copy differently: SSCD at square:224+short:256 scores muAP
@@ -61,7 +63,7 @@ class GlobalBranch(Branch):
     def __init__(
         self,
         model: GlobalModel,
-        factory: str = "Flat",
+        factory: str = "auto",
         batch_size: int = 16,
         flip_average: bool = False,
         views: tuple[Preprocess, ...] | None = None,
@@ -90,6 +92,11 @@ class GlobalBranch(Branch):
             flip_average=chosen.flip_average,
             views=Preprocess.parse_views(chosen.resize) if chosen.resize else None,
         )
+
+    @classmethod
+    def options_from_spec(cls, spec: dict) -> dict:
+        """The factory a stored spec names: an index built when the default was "Flat" stays exact."""
+        return {"factory": spec["factory"]} if "factory" in spec else {}
 
     @property
     def decode_side(self) -> int:
@@ -153,9 +160,69 @@ def default_nprobe(nlist: int) -> int:
 DEFAULT_EF_SEARCH = 64
 """HNSW candidate-list length by default (Faiss's is 16); raised to k when k is larger."""
 
+AUTO = "auto"
+"""The factory that `auto_factory` resolves by the number of references when first searched."""
+EXACT_BELOW = 50_000
+"""References below which "auto" searches exactly: one query then costs under ~3 ms on one core
+and 2 KB per reference (512-d float32) is still small."""
+HNSW_COARSE_FROM = 4_000_000
+"""References from which "auto" finds the IVF lists to visit with an HNSW graph over the list
+centres (their number grows with the square root of the references; an exact scan of 16k+
+centres per query would cost more than the lists)."""
+AUTO_PROBE_SHARE = 4
+"""The structures "auto" chooses visit 1/AUTO_PROBE_SHARE of their lists by default, not the 1/16 of
+`default_nprobe`: SSCD vectors of unrelated photos are nearly orthogonal (no clusters for the lists
+to follow), and a heavily edited copy is often in none of the 16 lists nearest the query. On 100k
+real-like references recall@1 of exact on true copies was 0.91 at 1/16, 0.94 at 1/8 and 0.965 at
+1/4 of 1024 lists (BENCHMARKS.md, issue 13); the 4-bit codes scan fast enough to afford it."""
+TRAIN_MAX = 64
+"""Training vectors per IVF list at most, and at least TRAIN_MIN in all: a sample of the references,
+evenly spaced by row, so the same references train the same index whatever chunks they came in
+(k-means on every reference would take an hour on one core at 1M)."""
+TRAIN_MIN = 1 << 16
+
+
+def auto_factory(references: int, dim: int) -> str:
+    """The Faiss factory string "auto" stands for at `references` vectors of `dim`.
+
+    - below EXACT_BELOW: "Flat" (exact);
+    - past it: IVF with about sqrt(references) lists (a power of two; a list then holds about
+      sqrt(references) codes) and 4-bit PQ codes read by Faiss's SIMD fast scan, dim / 4
+      sub-quantizers = dim / 8 bytes (64 B at 512-d, ~72 B per reference with the list's 8-byte
+      id). 8-bit PQ or an OPQ rotation train 10-50x longer on one core (k-means of 256 centroids per
+      sub-quantizer) for codes that are slower to scan; recall and speed: BENCHMARKS.md, issue 13;
+    - from HNSW_COARSE_FROM: about 4 sqrt(references) lists found through an HNSW32 graph.
+
+    >>> auto_factory(10_000, 512), auto_factory(1_000_000, 512), auto_factory(20_000_000, 1024)
+    ('Flat', 'IVF1024,PQ128x4fs', 'IVF16384_HNSW32,PQ256x4fs')
+    """
+    check_int("references", references, minimum=0)
+    check_int("vector dimension", dim, minimum=1)
+    if references < EXACT_BELOW or dim % 8:
+        return "Flat"
+    codes = f"PQ{dim // 4}x4fs"
+    if references < HNSW_COARSE_FROM:
+        return f"IVF{2 ** round(np.log2(np.sqrt(references)))},{codes}"
+    return f"IVF{2 ** round(np.log2(4 * np.sqrt(references)))}_HNSW32,{codes}"
+
+
+def make_faiss_index(dim: int, factory: str):
+    """An empty Faiss inner-product index from a factory string; a bad string raises CopyseekError."""
+    import faiss
+
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise CopyseekError(f"invalid Faiss factory string {factory!r}: {str(exc).splitlines()[-1]}") from None
+
 
 class VectorSearcher(Searcher):
     """Inner-product search over unit vectors with a Faiss index built from a factory string.
+
+    factory "auto" (`auto_factory`) is resolved to a concrete structure when the searcher is first
+    used (searched, asked its size or its parameters), by the number of references it holds then;
+    references added afterwards join that structure. The index reads an index's chunks before it is
+    searched, so the structure follows the collection's size each time it is opened.
 
     Search-time parameters (Faiss's ParameterSpace) are apart from the structure: `nprobe` for IVF
     indexes, `efSearch` for HNSW ones, with the defaults above, set per run with
@@ -173,20 +240,39 @@ class VectorSearcher(Searcher):
     Traceback (most recent call last):
     ...
     copyseek.errors.CopyseekError: global query vectors must have shape (n, 4), got (1, 3)
+    >>> auto = VectorSearcher(4)
+    >>> auto.add({"vectors": np.eye(4, dtype=np.float32)})
+    >>> auto.structure
+    'Flat'
     """
 
-    def __init__(self, dim: int, factory: str = "Flat"):
-        import faiss
-
+    def __init__(self, dim: int, factory: str = AUTO):
         self.dim = check_int("vector dimension", dim, minimum=1)
+        if not isinstance(factory, str) or not factory:
+            raise CopyseekError(f"global factory must be a Faiss index_factory string or 'auto', got {factory!r}")
         self.factory = factory
-        try:
-            self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as exc:
-            raise CopyseekError(f"invalid Faiss factory string {factory!r}: {str(exc).splitlines()[-1]}") from None
-        self._pending: list[np.ndarray] = []  # vectors waiting for a trainable index to be trained
-        self._defaults = self._default_parameters()
+        self.index = None if factory == AUTO else make_faiss_index(dim, factory)
+        self._resolved_at = 0  # references held when "auto" was resolved
+        self._pending: list[np.ndarray] = []  # vectors waiting for the structure to be chosen or trained
+        self._defaults: dict[str, int] = {} if self.index is None else self._default_parameters()
         self._chosen: dict[str, int] = {}
+
+    @property
+    def structure(self) -> str:
+        """The factory string of the index searched (what "auto" resolved to; resolves it now)."""
+        self._resolve()
+        return self.factory if self.factory != AUTO else auto_factory(self._resolved_at, self.dim)
+
+    def _resolve(self) -> None:
+        """Build the index "auto" stands for at the number of references held now (once)."""
+        if self.index is None:
+            import faiss
+
+            self._resolved_at = self.ntotal
+            self.index = make_faiss_index(self.dim, auto_factory(self._resolved_at, self.dim))
+            self._defaults = self._default_parameters()
+            if "nprobe" in self._defaults:
+                self._defaults["nprobe"] = max(8, faiss.extract_index_ivf(self.index).nlist // AUTO_PROBE_SHARE)
 
     def _default_parameters(self) -> dict[str, int]:
         import faiss
@@ -205,15 +291,19 @@ class VectorSearcher(Searcher):
 
     def search_parameters(self) -> dict[str, int]:
         """Search-time parameter name -> the value searches use now (empty for exact indexes)."""
+        self._resolve()
         return {**self._defaults, **self._chosen}
 
     def set_search_parameters(self, **values: int | None) -> None:
         """Set search-time parameters (nprobe, efSearch); None restores a parameter's default.
         A parameter this index does not have raises."""
+        self._resolve()
         for name, value in values.items():
             if name not in self._defaults:
                 takes = ", ".join(self._defaults) or "none (exact or flat search)"
-                raise CopyseekError(f"the Faiss index {self.factory!r} has no search-time parameter {name!r}; it takes: {takes}")
+                raise CopyseekError(
+                    f"the Faiss index {self.structure!r} has no search-time parameter {name!r}; it takes: {takes}"
+                )
             if value is None:
                 self._chosen.pop(name, None)
             else:
@@ -229,31 +319,49 @@ class VectorSearcher(Searcher):
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal) + sum(len(p) for p in self._pending)
+        return (0 if self.index is None else int(self.index.ntotal)) + sum(len(p) for p in self._pending)
 
     def add(self, chunk: Chunk) -> None:
         if "vectors" not in chunk:
             raise CopyseekError(f"global chunk lacks 'vectors' (has {sorted(chunk)}); was it packed by the global branch?")
         vectors = check_vectors(chunk["vectors"], self.dim, "global chunk vectors")
-        if self.index.is_trained and not self._pending:
+        if self.index is not None and self.index.is_trained and not self._pending:
             self.index.add(vectors)
         else:
             self._pending.append(vectors)
 
     def _flush(self) -> None:
+        self._resolve()
         if not self._pending:
             return
-        vectors = np.concatenate(self._pending)
         if not self.index.is_trained:
+            sample = self._training_sample()
             try:
-                self.index.train(vectors)
+                self.index.train(sample)
             except RuntimeError as exc:
                 raise CopyseekError(
-                    f"Faiss index {self.factory!r} cannot be trained on {len(vectors)} references "
+                    f"Faiss index {self.structure!r} cannot be trained on {len(sample)} references "
                     f"({str(exc).splitlines()[-1]}); use a smaller index or 'Flat'"
                 ) from None
-        self.index.add(vectors)
-        self._pending = []
+        while self._pending:  # part by part: the pending vectors are never copied whole
+            self.index.add(self._pending.pop(0))
+
+    def _training_sample(self) -> np.ndarray:
+        """The pending vectors, or TRAIN_MAX per IVF list of them (at least TRAIN_MIN) evenly spaced by row."""
+        import faiss
+
+        total = sum(len(p) for p in self._pending)
+        try:
+            limit = max(TRAIN_MAX * faiss.extract_index_ivf(self.index).nlist, TRAIN_MIN)
+        except RuntimeError:  # not an IVF index (e.g. PQ alone): Faiss samples what it needs
+            limit = total
+        if total <= limit:
+            return np.concatenate(self._pending)
+        rows = np.linspace(0, total - 1, limit).astype(np.int64)
+        offsets = np.cumsum([0] + [len(p) for p in self._pending])
+        return np.concatenate(
+            [p[rows[(rows >= lo) & (rows < hi)] - lo] for p, lo, hi in zip(self._pending, offsets[:-1], offsets[1:])]
+        )
 
     def search_vectors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, dim) queries -> (n, k) similarities and rows (-1 where fewer than k references)."""

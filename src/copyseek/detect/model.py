@@ -3,6 +3,7 @@
     net = DetectorNet(NetConfig())                 # or NetConfig.preset("teacher")
     out = net(images)                              # (B, 3, S, S) float in [0, 1]
     out["heat"], out["size"], out["offset"]        # (B, C, S/4, S/4) logits, (B, 2, ...) cells, (B, 2, ...)
+    out["log_size"]                                # (B, 2, S/4, S/4) what the size head predicts (log cells)
     out["stages"]                                  # feature maps at strides 4, 8, 16, 32 and the neck (HGD)
 
 Widths and depths are parameters so that a teacher and a student of about a third of its cost share
@@ -24,6 +25,9 @@ from copyseek.errors import CopyseekError
 STRIDE = 4
 """Output cell size in input pixels."""
 
+MAX_LOG_SIZE = 6.0
+"""Largest predicted log box side in cells (e^6 = 400 cells): keeps exp() finite early in training."""
+
 HEAT_PRIOR = 0.1
 """Initial centre probability, so the focal loss starts small (CenterNet's bias init)."""
 
@@ -32,13 +36,15 @@ HEAT_PRIOR = 0.1
 class NetConfig:
     """widths: channels of the stem (stride 2) and the stages at strides 4, 8, 16, 32;
     depth: convolutions per stage after its strided one; neck: channels at stride 4;
-    input_size: square input side in pixels (a multiple of 32); selective: run the neck and heads
-    only on the tiles a guidance head selects (SCN, detect/scn.py)."""
+    input_size: square input side in pixels (a multiple of 32); split_heads: one head branch per
+    output (heat, size, offset) as CenterNet, instead of one shared; selective: run the heads only
+    on the tiles a guidance head selects (SCN, detect/scn.py)."""
 
     widths: tuple[int, ...] = (16, 24, 48, 64, 96)
     depth: int = 1
     neck: int = 32
     input_size: int = 160
+    split_heads: bool = False
     selective: bool = False
 
     def __post_init__(self):
@@ -110,20 +116,43 @@ class GlobalContext(nn.Module):
         return x + torch.relu(self.project(x.mean(dim=(2, 3), keepdim=True)))
 
 
-class Heads(nn.Module):
-    """Stride-4 neck features (B, neck, h, w) -> heat logits (B, C, h, w), size and offset (B, 2, h, w)."""
+class HeadBranch(nn.Module):
+    """A 3x3 convolution + BN + ReLU, then a 1x1 convolution to `outputs` channels."""
 
-    def __init__(self, channels: int, classes: int):
+    def __init__(self, channels: int, outputs: int):
         super().__init__()
         self.smooth = conv(channels, channels)
-        self.out = nn.Conv2d(channels, classes + 4, 1)
-        with torch.no_grad():
-            self.out.bias.zero_()
-            self.out.bias[:classes] = float(torch.logit(torch.tensor(HEAT_PRIOR)))
-        self.classes = classes
+        self.out = nn.Conv2d(channels, outputs, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.smooth(x))
+    def forward(self, x: Tensor, padding: int = 1) -> Tensor:
+        """padding 0 reads a one-cell halo and returns 2 cells less per side (SCN's tiles)."""
+        smooth = self.smooth[0]
+        # the module itself when it can be (its forward hooks count MACs: model.macs)
+        x = smooth(x) if padding == smooth.padding[0] else F.conv2d(x, smooth.weight, None, 1, padding)
+        return self.out(self.smooth[2](self.smooth[1](x)))
+
+
+class Heads(nn.Module):
+    """Stride-4 neck features (B, neck, h, w) -> heat logits (B, C, h, w), log size and offset
+    (B, 2, h, w), stacked as (B, C + 4, h, w). One shared branch, or (split) one branch per
+    output as CenterNet does: three times the cost, which is the part SCN can skip."""
+
+    def __init__(self, channels: int, classes: int, split: bool = False):
+        super().__init__()
+        widths = (classes, 2, 2) if split else (classes + 4,)
+        self.branches = nn.ModuleList(HeadBranch(channels, w) for w in widths)
+        with torch.no_grad():
+            self.branches[0].out.bias.zero_()
+            self.branches[0].out.bias[:classes] = float(torch.logit(torch.tensor(HEAT_PRIOR)))
+        self.classes = classes
+        self.outputs = classes + 4
+
+    def forward(self, x: Tensor, padding: int = 1) -> Tensor:
+        return torch.cat([branch(x, padding) for branch in self.branches], dim=1)
+
+    def macs_per_cell(self) -> int:
+        """Multiply-accumulates per output cell."""
+        return sum(b.smooth[0].weight.numel() + b.out.weight.numel() for b in self.branches)
 
 
 class DetectorNet(nn.Module):
@@ -137,7 +166,7 @@ class DetectorNet(nn.Module):
         self.stages = nn.ModuleList(Stage(w[i], w[i + 1], d) for i in range(4))
         self.context = GlobalContext(w[4])
         self.lateral = nn.ModuleList(nn.Conv2d(w[i + 1], n, 1) for i in range(4))
-        self.heads = Heads(n, len(CLASSES))
+        self.heads = Heads(n, len(CLASSES), config.split_heads)
         self.selective = None
         if config.selective:
             from copyseek.detect.scn import Selective
@@ -170,7 +199,10 @@ class DetectorNet(nn.Module):
         else:
             raw = self.heads(neck)
         c = self.heads.classes
-        out.update(heat=raw[:, :c], size=raw[:, c : c + 2], offset=raw[:, c + 2 :], stages=[*features, neck])
+        # sizes are learnt in log space: a 10% error costs the same for an emoji and the whole frame
+        log_size = raw[:, c : c + 2].clamp(max=MAX_LOG_SIZE)
+        out.update(heat=raw[:, :c], log_size=log_size, size=torch.exp(log_size), offset=raw[:, c + 2 :],
+                   stages=[*features, neck])
         return out
 
 

@@ -11,6 +11,11 @@ from copyseek.errors import CopyseekError
 CLASSES = ("copy", "overlay")
 """Label i of a region is CLASSES[i]: the copied photo, or something drawn over it."""
 
+COPIES_PER_IMAGE = 1
+"""Copy boxes the detector reports per query: an edit chain places one copy of the photo (the
+ISC2021 3rd-place solution likewise keeps only its best box). Extra copy peaks are near-duplicates
+of the same copy at a lower score, and as false positives they cost AP and crops."""
+
 
 @dataclass(frozen=True)
 class Regions:
@@ -63,6 +68,7 @@ def decode(
     *,
     top_k: int = 20,
     min_score: float = 0.05,
+    max_copies: int = 0,
 ) -> Regions:
     """Boxes from one image's head outputs.
 
@@ -70,10 +76,15 @@ def decode(
     size:   (2, h, w) box width and height in cells at each centre.
     offset: (2, h, w) the centre's sub-cell position (x, y) 0..1.
     image_size: (width, height) of the image the boxes are for; a cell is width / w by height / h.
-    Keeps the `top_k` best local maxima scoring at least `min_score`.
+    Keeps the `top_k` best local maxima scoring at least `min_score`, and of the copy class only
+    the `max_copies` best (0: no limit).
     """
     classes, h, w = heat.shape
-    scores = np.where(_peaks(heat), heat, 0.0).reshape(-1)
+    peaks = np.where(_peaks(heat), heat, 0.0)
+    if max_copies > 0:
+        copy_peaks = peaks[CLASSES.index("copy")].reshape(-1)  # a view: zeroing it edits `peaks`
+        copy_peaks[np.argsort(-copy_peaks, kind="stable")[max_copies:]] = 0.0
+    scores = peaks.reshape(-1)
     order = np.argsort(-scores)[:top_k]
     order = order[scores[order] >= min_score]
     label, cell = np.divmod(order, h * w)

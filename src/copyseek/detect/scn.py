@@ -1,4 +1,4 @@
-"""Selective Convolutional Network (SCN) for the detector's stride-4 heads.
+"""Selective Convolutional Network (SCN) for the detector's stride-4 heads (model.Heads).
 
 A guidance head reads the stride-16 features and predicts, per tile of TILE x TILE output cells,
 whether the heads must compute there. CenterNet reads boxes only at heat-map peaks, so the
@@ -67,20 +67,18 @@ def tiled_heads(heads: nn.Module, neck: Tensor, selected: Tensor) -> Tensor:
     batch of patches, scatter back. neck (B, C, H, W); selected (B, H/TILE, W/TILE) bool."""
     batch, channels, height, width = neck.shape
     ty, tx = height // TILE, width // TILE
-    k = heads.out.out_channels
-    out = neck.new_zeros(batch, ty * tx, k, TILE, TILE)
-    out[:, :, : heads.classes] = EMPTY_HEAT
-    flat = selected.reshape(batch, ty * tx)
-    if flat.any():
+    k = heads.outputs
+    out = neck.new_zeros(batch, ty, tx, k, TILE, TILE)
+    out[..., : heads.classes, :, :] = EMPTY_HEAT
+    if selected.any():
         side = TILE + 2 * HALO
-        patches = F.unfold(F.pad(neck, (HALO,) * 4), kernel_size=side, stride=TILE)  # (B, C*side^2, L)
-        chosen = patches.transpose(1, 2)[flat].reshape(-1, channels, side, side)
-        # the smoothing convolution without padding reads the halo and returns TILE x TILE
-        smooth = heads.smooth
-        x = F.conv2d(chosen, smooth[0].weight, None, 1, 0)
-        x = smooth[2](smooth[1](x))
-        out[flat] = heads.out(x)
-    return out.reshape(batch, ty, tx, k, TILE, TILE).permute(0, 3, 1, 4, 2, 5).reshape(batch, k, height, width)
+        # a strided view of every tile with its halo (no copy); only the selected ones are gathered
+        windows = F.pad(neck, (HALO,) * 4).unfold(2, side, TILE).unfold(3, side, TILE)  # (B, C, ty, tx, side, side)
+        b, y, x = selected.nonzero(as_tuple=True)
+        chosen = windows.permute(0, 2, 3, 1, 4, 5)[b, y, x]  # (n, C, side, side)
+        # the 3x3 convolutions without padding read the halo and return TILE x TILE
+        out[b, y, x] = heads(chosen, padding=0)
+    return out.permute(0, 3, 1, 4, 2, 5).reshape(batch, k, height, width)
 
 
 def guide_targets(heat: Tensor, level: float = 0.1) -> Tensor:

@@ -14,8 +14,9 @@ from torch import Tensor
 
 from copyseek.detect.regions import CLASSES
 
-SIZE_WEIGHT = 0.1
-"""Weight of the size L1 loss (in cells) against the focal and offset losses (CenterNet's)."""
+SIZE_WEIGHT = 1.0
+"""Weight of the size L1 loss in log cells against the focal and offset losses. CenterNet's 0.1 on
+sides in cells let the whole-frame copies (40 cells) dominate; in log space every box counts alike."""
 
 
 def gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
@@ -74,10 +75,11 @@ def focal_map(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def detection_loss(out: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The three CenterNet terms and their total: focal heat, L1 size (x SIZE_WEIGHT), L1 offset."""
+    """The three CenterNet terms and their total: focal heat, L1 of the log size (x SIZE_WEIGHT), L1 offset."""
     mask = targets["mask"].unsqueeze(1)
     n = mask.sum().clamp(min=1)
     heat = focal_loss(out["heat"], targets["heat"])
-    size = (F.l1_loss(out["size"], targets["size"], reduction="none") * mask).sum() / n
+    log_target = torch.log(targets["size"].clamp(min=1e-3))  # cells without a centre are masked out
+    size = (F.l1_loss(out["log_size"], log_target, reduction="none") * mask).sum() / n
     offset = (F.l1_loss(out["offset"], targets["offset"], reduction="none") * mask).sum() / n
     return {"heat": heat, "size": size, "offset": offset, "total": heat + SIZE_WEIGHT * size + offset}

@@ -6,7 +6,8 @@
 
 A run directory holds config.json (the settings; --resume reuses them), checkpoint.pt (model,
 optimiser, step, elapsed time, random state; written atomically every `checkpoint_minutes`),
-metrics.csv (losses per logged step) and, at the end, detector.onnx (+ detector.json).
+metrics.csv (losses per logged step), val.csv (box AP on a benchmark's first queries every
+`val_minutes`, when `val` names one: the learning curve) and, at the end, detector.onnx (+ detector.json).
 The learning rate follows a cosine over the time budget (or the step budget), so a run of N
 minutes ends annealed whatever the machine's speed.
 """
@@ -30,6 +31,17 @@ from copyseek.detect.targets import detection_loss, make_targets
 from copyseek.errors import CopyseekError
 
 DISTILL = ("none", "plain", "hgd")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+TRAINABLE = ("all", "guide")
+
+
+def training_mode(net: DetectorNet, trainable: str) -> None:
+    """Train mode for what learns; frozen parts stay in eval mode (their batch norm statistics fixed)."""
+    if trainable == "all":
+        net.train()
+    else:
+        net.eval()
+        net.selective.train()
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,14 @@ class DetectorTrainConfig:
     teacher: checkpoint.pt of a trained detector to distil from, with `distill` "plain" (the neck
     alone, one adaptor, uniform weights) or "hgd" (detect/hgd.py); distill_weight: its loss weight;
     scn_direct: weight of the guidance head's direct supervision (masks from the boxes; 0 leaves
-    only the indirect signal through the detection loss) when the net is selective.
+    only the indirect signal through the detection loss) when the net is selective;
+    clock: what `minutes` counts: "wall" time of the training steps, or the process's "cpu" time
+    (fair between runs on a shared machine, whose share of the cores changes from minute to minute);
+    init: a checkpoint.pt whose weights the net starts from (parts it lacks, e.g. a new SCN guide,
+    start fresh); trainable: "all", or "guide" (only the SCN guidance head learns: the rest of the
+    initialised net stays frozen, batch norm statistics included);
+    val: a built benchmark (with layouts.json) whose first `val_limit` queries are scored every
+    `val_minutes` of training (the time spent validating is not counted in the budget).
     """
 
     images: str = ""
@@ -65,6 +84,12 @@ class DetectorTrainConfig:
     distill: str = "none"
     distill_weight: float = 1.0
     scn_direct: float = 1.0
+    clock: str = "wall"
+    init: str = ""
+    trainable: str = "all"
+    val: str = ""
+    val_limit: int = 64
+    val_minutes: float = 3.0
 
     def __post_init__(self):
         if self.minutes <= 0 and self.steps <= 0:
@@ -72,6 +97,14 @@ class DetectorTrainConfig:
         if self.batch < 1 or self.pool < 0 or self.photo_side < 32:
             raise CopyseekError(f"batch must be >= 1, pool >= 0 and photo_side >= 32, got "
                                 f"{self.batch}, {self.pool}, {self.photo_side}")
+        if self.val_limit < 1 or self.val_minutes <= 0:
+            raise CopyseekError(f"val_limit must be >= 1 and val_minutes > 0, got {self.val_limit}, {self.val_minutes}")
+        if self.trainable not in TRAINABLE:
+            raise CopyseekError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
+        if self.trainable == "guide" and not (self.init and (self.net or {}).get("selective")):
+            raise CopyseekError("trainable=guide needs a selective net and an init checkpoint to freeze")
+        if self.clock not in CLOCKS:
+            raise CopyseekError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.distill not in DISTILL:
             raise CopyseekError(f"distill must be one of {', '.join(DISTILL)}, got {self.distill!r}")
         if (self.distill != "none") != bool(self.teacher):
@@ -143,6 +176,34 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class _Validation:
+    """Box AP of the training net on a benchmark's first queries, appended to RUN_DIR/val.csv."""
+
+    COLUMNS = ["step", "elapsed_s", "copy_AP50", "copy_AP", "overlay_AP50", "overlay_AP"]
+
+    def __init__(self, config: DetectorTrainConfig, out: Path):
+        from copyseek.detect.evaluate import load_queries
+
+        self.images, self.truths = load_queries(config.val, config.val_limit)
+        self.path = out / "val.csv"
+        if not self.path.exists():
+            self.path.write_text(",".join(self.COLUMNS) + "\n", encoding="utf-8")
+
+    def __call__(self, net: DetectorNet, step: int, elapsed: float) -> dict:
+        from copyseek.detect.evaluate import TorchDetector, evaluate_detector
+
+        was_training = {m: m.training for m in net.modules()}
+        net.eval()
+        with torch.no_grad():
+            result = evaluate_detector(TorchDetector(net), self.images, self.truths, batch=16)
+        for module, mode in was_training.items():
+            module.train(mode)
+        row = [step, round(elapsed, 1), *(f"{result[c][k]:.4f}" for c in ("copy", "overlay") for k in ("AP50", "AP"))]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(",".join(map(str, row)) + "\n")
+        return result
+
+
 class _Batches:
     """Batches from a pool made once (or fresh samples when pool == 0), mirrored at random."""
 
@@ -188,7 +249,16 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
 
         teacher, _ = load_checkpoint(config.teacher)
         distiller = make_distiller(config.distill, net, teacher)
-    params = list(net.parameters()) + (list(distiller.parameters()) if distiller is not None else [])
+    if config.init:
+        missing, unexpected = net.load_state_dict(load_checkpoint(config.init)[0].state_dict(), strict=False)
+        if unexpected or any(not key.startswith("selective.") for key in missing):
+            raise CopyseekError(f"--set init={config.init}: its net differs from this one "
+                                f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if config.trainable == "guide":
+        for name, p in net.named_parameters():
+            p.requires_grad_(name.startswith("selective.guide"))
+    learning = [p for p in net.parameters() if p.requires_grad]
+    params = learning + (list(distiller.parameters()) if distiller is not None else [])
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     step, elapsed = 0, 0.0
     if resume and checkpoint.exists():
@@ -202,6 +272,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
         torch.set_rng_state(state["torch_rng"])
 
     batches = _Batches(config, net_config.input_size, rng, progress)
+    validate = _Validation(config, out) if config.val else None
     grid = net_config.input_size // STRIDE
 
     def save() -> None:
@@ -222,11 +293,12 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
     writer = csv.writer(metrics)
     if metrics.tell() == 0:
         writer.writerow(["step", "elapsed_s", "lr", "loss", "heat", "size", "offset", "distill", "guide"])
-    last_save = elapsed
-    net.train()
+    last_save = last_val = elapsed
+    training_mode(net, config.trainable)
+    clock = CLOCKS[config.clock]
     with progress_bar(100, "train-detector", disable=not progress, unit="%") as bar:
         while fraction() < 1.0:
-            started = time.perf_counter()
+            started = clock()
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction())))
             for group in optimiser.param_groups:
                 group["lr"] = lr
@@ -249,7 +321,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
             total.backward()
             optimiser.step()
             step += 1
-            elapsed += time.perf_counter() - started
+            elapsed += clock() - started
             if step % config.log_every == 0:
                 writer.writerow([step, round(elapsed, 1), f"{lr:.2e}", f"{total.item():.4f}",
                                  *(f"{losses[k].item():.4f}" for k in ("heat", "size", "offset")),
@@ -261,6 +333,12 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
             if elapsed - last_save >= 60 * config.checkpoint_minutes:
                 save()
                 last_save = elapsed
+            if validate is not None and elapsed - last_val >= 60 * config.val_minutes:
+                result = validate(net, step, elapsed)
+                bar.set_postfix(loss=f"{total.item():.3f}", step=step, val_copy_AP50=f"{result['copy']['AP50']:.3f}")
+                last_val = elapsed
     metrics.close()
+    if validate is not None:
+        validate(net, step, elapsed)
     save()
     return export_detector(net.eval(), out / "detector.onnx")

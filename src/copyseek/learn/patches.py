@@ -184,7 +184,7 @@ def train_kdp(
     as_tensor = lambda x: torch.from_numpy(x[:, None].astype(np.float32) / 255)  # noqa: E731
     log = []
     bar = progress_bar(steps, f"training kdp:{head}", disable=not progress, unit="step")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(steps):
         ids = rng.choice(len(train.anchors), batch, replace=False)
         a, p = train.anchors[ids], train.positives[ids]
@@ -200,7 +200,7 @@ def train_kdp(
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % max(1, steps // 5) == 0 or step + 1 == steps:
             score = validation_map(net, val, as_tensor)
-            log.append(f"step {step + 1}: loss {loss.item():.3f}, validation mAP {score:.3f}, {time.perf_counter() - start:.0f} s")
+            log.append(f"step {step + 1}: loss {loss.item():.3f}, validation mAP {score:.3f}, {time.perf_counter() - start:.0f} s wall, {time.process_time() - cpu_start:.0f} s CPU")
     bar.close()
     return net.eval(), log
 

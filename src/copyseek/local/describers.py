@@ -41,6 +41,8 @@ MKD_RAW_DIM = 238
 DEFAULT_SUPPORT = 6.0
 """Patch side in keypoint sizes when a describer's file does not say (SIFT's own window)."""
 DESCRIBE_BATCH = 1024
+MIRROR_CHECK = 64
+"""Synthetic patches on which the signs of MKD's mirrored components are derived and checked."""
 
 
 class PatchDescriber:
@@ -110,13 +112,15 @@ class PatchBased(PatchDescriber):
         n = len(patches)
         if mirrored:
             patches = np.concatenate([patches, patches[:, ::-1]])
-        if len(patches) == 0:
-            desc = np.zeros((0, self.dim), np.float32)
-        else:
-            desc = np.concatenate(
-                [self.describe_patches(patches[i : i + DESCRIBE_BATCH]) for i in range(0, len(patches), DESCRIBE_BATCH)]
-            )
+        desc = batched(self.describe_patches, patches, self.dim)
         return desc[:n], (desc[n:] if mirrored else None)
+
+
+def batched(describe: Callable[[np.ndarray], np.ndarray], patches: np.ndarray, dim: int) -> np.ndarray:
+    """describe() over (B, 32, 32) patches in batches of DESCRIBE_BATCH -> (B, dim) float32."""
+    if len(patches) == 0:
+        return np.zeros((0, dim), np.float32)
+    return np.concatenate([describe(patches[i : i + DESCRIBE_BATCH]) for i in range(0, len(patches), DESCRIBE_BATCH)])
 
 
 def _torch():
@@ -154,8 +158,32 @@ class MKD(PatchBased):
             return self._kernel(torch.from_numpy(np.ascontiguousarray(patches[:, None], np.float32))).numpy()
 
     def describe_patches(self, patches):
-        raw = self.raw(patches)
+        return self._whiten(self.raw(patches))
+
+    def _whiten(self, raw: np.ndarray) -> np.ndarray:
         return raw if self.whitening is None else self.whitening.transform(raw)
+
+    def describe(self, gray, frames, *, mirrored=False):
+        # Mirrored descriptors from the raw ones (raw_mirror_signs), then both whitened: half the
+        # kernel cost of describing the row-reversed patches.
+        if not mirrored or self.raw_mirror_signs is None:
+            return super().describe(gray, frames, mirrored=mirrored)
+        raw = batched(self.raw, extract_patches(gray, frames, self.support), MKD_RAW_DIM)
+        return self._whiten(raw), self._whiten(raw * self.raw_mirror_signs)
+
+    @cached_property
+    def raw_mirror_signs(self) -> np.ndarray | None:
+        """(238,) +-1 such that the raw MKD of a patch with its rows reversed is raw * signs:
+        reversing the rows negates the y coordinate, the polar angle and the gradient's
+        orientation, and each of MKD's components (products of cosines and sines of those) is
+        even or odd in them. Derived once on synthetic patches and checked there; None (describe
+        the reversed patches instead) if the kernel's layout ever stops allowing it."""
+        rng = np.random.default_rng(0)
+        strip = cv2.GaussianBlur(rng.random((32, 32 * MIRROR_CHECK)).astype(np.float32), (0, 0), 1.5)
+        patches = np.ascontiguousarray(strip.reshape(32, MIRROR_CHECK, 32).transpose(1, 0, 2))
+        raw, reversed_raw = self.raw(patches), self.raw(np.ascontiguousarray(patches[:, ::-1]))
+        signs = np.where((raw * reversed_raw).sum(axis=0) >= 0, 1.0, -1.0).astype(np.float32)
+        return signs if np.abs(raw * signs - reversed_raw).max() <= 1e-4 else None
 
     def fingerprint(self) -> str:
         return self._data
@@ -204,14 +232,23 @@ def kdp_path(head: str) -> Path:
 
 def _kdp(variant: str) -> PatchDescriber:
     _torch()
-    from copyseek.local.kdp import HEADS, load_weights
+    from copyseek.local.kdp import HEADS
 
     if variant not in HEADS:
         raise CopyseekError(f"unknown KDP variant {variant!r}; choose from {', '.join(HEADS)}")
-    path = kdp_path(variant)
+    return kdp_from_file(kdp_path(variant), f"kdp:{variant}")
+
+
+def kdp_from_file(path: Path, name: str) -> KDP:
+    """A KDP describer from a `copyseek.learn.patches kdp` weights file (e.g. a new training run,
+    for `copyseek bench patches --kdp-weights`), named `name`."""
+    _torch()
+    from copyseek.local.kdp import load_weights
+
+    net = load_weights(path)
     with np.load(path) as data:
         support = float(data["support"]) if "support" in data.files else DEFAULT_SUPPORT
-    return KDP(load_weights(path), support, f"kdp:{variant}", file_fingerprint(path))
+    return KDP(net, support, name, file_fingerprint(path))
 
 
 FAMILIES: dict[str, Callable[[str], PatchDescriber]] = {

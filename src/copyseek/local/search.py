@@ -27,6 +27,8 @@ from copyseek.validation import check_int, check_number, check_vectors
 XY_SCALE = 65535
 """Stored keypoint positions are uint16 fractions of the image's width / height."""
 CHUNK_ARRAYS = ("codes", "lists", "xy", "counts", "sizes")
+BUILD_BLOCK = 1 << 20
+"""Descriptors handed to Faiss at a time when the index is built."""
 
 
 @dataclass(frozen=True)
@@ -139,17 +141,20 @@ class LocalSearcher(Searcher):
         import faiss
 
         codec = self.codec
-        if len(self.codes) <= self.params.flat_max:
+        flat = len(self.codes) <= self.params.flat_max
+        if flat:
             builder = faiss.IndexPQ(codec.dim, codec.m, codec.nbits)
-            stored = self.codes
         else:
             builder = faiss.IndexIVFPQ(codec.coarse_index, codec.dim, codec.nlist, codec.m, codec.nbits)
             builder.by_residual = False
-            list_bytes = self.lists.astype("<i8").view(np.uint8).reshape(-1, 8)[:, : builder.coarse_code_size()]
-            stored = np.hstack([list_bytes, self.codes])
         faiss.copy_array_to_vector(codec.centroids.ravel(), builder.pq.centroids)
         builder.is_trained = True
-        builder.add_sa_codes(stored)
+        for lo in range(0, len(self.codes), BUILD_BLOCK):  # block by block: no second copy of all codes
+            codes = self.codes[lo : lo + BUILD_BLOCK]
+            if not flat:  # an IVF code is the list number's low bytes, then the PQ code
+                lists = self.lists[lo : lo + BUILD_BLOCK].astype("<i8").view(np.uint8).reshape(-1, 8)
+                codes = np.hstack([lists[:, : builder.coarse_code_size()], codes])
+            builder.add_sa_codes(codes)
         if isinstance(builder, faiss.IndexPQ):
             return faiss.IndexPQFastScan(builder)
         index = faiss.IndexIVFPQFastScan(builder)

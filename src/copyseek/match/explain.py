@@ -24,7 +24,7 @@ import numpy as np
 from copyseek.registry import make_branch
 from copyseek.errors import CopyseekError
 from copyseek.io.images import load_rgb
-from copyseek.match.fusion import WEIGHTS_RAW, excess_inliers
+from copyseek.match.fusion import excess_inliers, weights_for
 
 if TYPE_CHECKING:
     from copyseek.describe.global_branch import GlobalBranch
@@ -96,7 +96,7 @@ def explain_images(
     crop_sims = global_branch.embed(crops) @ reference_vector if crops else np.zeros(0)
     region = max(whole, float(crop_sims.max()) if len(crop_sims) else whole)
     evidence = [whole, region, excess_inliers(verification.inliers), 0.0, region]  # in FEATURES order
-    fused = float(WEIGHTS_RAW.log_odds(np.array([evidence]))[0])
+    fused = float(weights_for(local_branch.describer.name, normalised=False).log_odds(np.array([evidence]))[0])
     scores = {"global": whole, "region-global": region, "local inliers": float(verification.inliers), "fused (pair alone)": fused}
     if as_match is not None:
         scores["fused (as match)"] = as_match

@@ -101,13 +101,34 @@ class FusionWeights:
 WEIGHTS_NORMALISED = FusionWeights(-3.812, (5.894, 10.153, 4.643, -1.471, 14.022))
 WEIGHTS_RAW = FusionWeights(-4.649, (3.475, 6.455, 4.623, 0.0, 17.185))
 
+FITTED_WEIGHTS: dict[str, tuple[FusionWeights, FusionWeights]] = {"rootsift": (WEIGHTS_NORMALISED, WEIGHTS_RAW)}
+"""Local descriptor (resolved name, as the local branch's spec records it) -> (normalised, raw)
+weights fitted with its inlier counts. Another descriptor verifies a different number of inliers
+per copy, so an index scores with the weights of its own descriptor; one without fitted weights
+uses RootSIFT's, with a warning."""
 
-def warn_if_not_fitted_for(global_spec: dict) -> None:
-    """Warns when the shipped weights meet a global descriptor they were not fitted for.
+
+def weights_for(local_descriptor: str, normalised: bool) -> FusionWeights:
+    """The shipped weights for an index whose local branch uses `local_descriptor`."""
+    normalised_weights, raw_weights = FITTED_WEIGHTS.get(local_descriptor, FITTED_WEIGHTS["rootsift"])
+    return normalised_weights if normalised else raw_weights
+
+
+def warn_if_not_fitted_for(global_spec: dict, local_descriptor: str = "rootsift") -> None:
+    """Warns when the shipped weights meet a global descriptor or a local descriptor they were not
+    fitted for.
 
     `global_spec` is the global branch's spec (model, preprocess, flip_average). Another descriptor
-    shifts the similarities g and c, so the scores still rank pairs but 0.9 no longer means 90%.
+    shifts the similarities g and c (or the inlier counts e), so the scores still rank pairs but 0.9
+    no longer means 90%.
     """
+    if local_descriptor not in FITTED_WEIGHTS:
+        warnings.warn(
+            f"no fusion weights were fitted for the local descriptor {local_descriptor} (only for "
+            f"{', '.join(FITTED_WEIGHTS)}): scores still rank pairs but are not calibrated probabilities; "
+            "fit weights with benchmarks/fit_fusion.py --local-descriptor and pass them as FusedScorer(weights=...)",
+            stacklevel=3,
+        )
     fitted = PIPELINE_DEFAULTS["fused"]["global"]
     used = {"model": global_spec.get("model"), "resize": global_spec.get("preprocess")}
     flip = bool(global_spec.get("flip_average"))
@@ -181,9 +202,10 @@ class FusedScorer:
         self.global_searcher = index.searchers()["global"]
         self.normalizer = normalizer
         self.params = params
+        local_descriptor = index.branches["local"].spec()["features"]
         if weights is None:
-            warn_if_not_fitted_for(self.global_branch.spec())
-        self.weights = weights or (WEIGHTS_NORMALISED if normalizer is not None else WEIGHTS_RAW)
+            warn_if_not_fitted_for(self.global_branch.spec(), local_descriptor)
+        self.weights = weights or weights_for(local_descriptor, normalizer is not None)
         self._reference_offsets: dict[int, float] = {}
         self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
         self.queries_cropped = 0
