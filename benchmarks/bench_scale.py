@@ -160,6 +160,7 @@ def global_rows(data: RealLike, size: int, factories: list[str], nprobes: list[i
         )
 
     rows.append(row("Flat (exact)", exact, wall, cpu))
+    print(rows[-1], flush=True)
     del exact
     for factory in factories:
         searcher, wall, cpu = build(data, size, factory)
@@ -171,9 +172,10 @@ def global_rows(data: RealLike, size: int, factories: list[str], nprobes: list[i
                 searcher.set_search_parameters(nprobe=nprobe)
                 label = f"nprobe={nprobe}" + (" (default)" if nprobe == default else "")
                 rows.append(row(name, searcher, wall, cpu, label))
+                print(rows[-1], flush=True)
         else:
             rows.append(row(name, searcher, wall, cpu))
-        print(rows[-1], flush=True)
+            print(rows[-1], flush=True)
         del searcher
     return rows
 

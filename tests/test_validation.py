@@ -67,6 +67,8 @@ def test_every_parameter_class_is_frozen_and_refuses_unknown_keys(cls):
         (lambda: FusionParams(candidates=0), "fusion candidates must be an integer >= 1, got 0"),
         (lambda: FusionParams(region_k=-1), "fusion region_k must be an integer >= 1, got -1"),
         (lambda: FusionParams(skip_crops_above=1.5), "skip_crops_above"),
+        (lambda: FusionParams(max_crops=0), "fusion max_crops must be an integer >= 1, got 0"),
+        (lambda: FusionParams(crop_size=8), "fusion crop_size must be an integer >= 32, got 8"),
         (lambda: GlobalOptions(batch_size=0), "global batch_size"),
     ],
 )

@@ -43,13 +43,17 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "global": ("global",),
     "local": ("local",),
     "fused": ("global", "local"),
+    "fused-fast": ("global", "local"),
     "pdq": ("pdq",),
     "asmk": ("how",),
 }
 """Pipeline name -> the branches it indexes and searches."""
 
 PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {
-    "fused": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"}}
+    "fused": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"}},
+    # the fused pipeline at about twice the speed: one resizing, fewer and smaller crops
+    # (match/fusion.py PRESET_PARAMS), fused's weights; accuracy in BENCHMARKS.md (issue 13)
+    "fused-fast": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224"}},
 }
 """Pipeline name -> branch name -> option defaults that differ from the branch's own (options given
 when an index is made override them)."""
@@ -57,6 +61,7 @@ when an index is made override them)."""
 SCORERS: dict[str, Any] = {
     "global": "copyseek.match.scoring:global_scorer",
     "fused": "copyseek.match.fusion:FusedScorer",
+    "fused-fast": "copyseek.match.fusion:FusedScorer",
 }
 """Pipeline name -> its scorer factory `(index, normaliser or None) -> scorer` (see
 `copyseek.match.scoring`), or a lazy "module:attribute" string naming one. A one-branch pipeline

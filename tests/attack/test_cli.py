@@ -19,7 +19,7 @@ def files(tmp_path, pictures, tiny_model):
 def test_attack_writes_a_png_of_the_carrier_size_and_reports_the_cosines(files, capsys):
     folder, model = files
     code = main(["attack", "--target", str(folder / "target.png"), "--carrier", str(folder / "carrier.jpg"),
-                 "--model", f"torchscript:{model}", "--loss", "global", "--steps", "6", "--lr", "0.01",
+                 "--model", f"torchscript:{model}", "--loss", "global", "--steps", "6", "--lr", "0.01", "--goal", "0",
                  "--output", str(folder / "out" / "adv.png"), "-q"])
     assert code == 0
     adversarial = np.asarray(Image.open(folder / "out" / "adv.png"))
@@ -41,3 +41,19 @@ def test_errors_are_one_line_with_exit_code_2(files, capsys, args, message):
             "--model", f"torchscript:{model}"]
     assert main(base + args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_tuning_options_reach_the_attack_parameters():
+    import argparse
+
+    from copyseek.attack.cli import add_parser, attack_params
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["attack", "--schedule", "cosine", "--goal", "0.97", "--lowres", "160", "--steps", "300",
+                              "--budget", "0.07"])
+    params = attack_params(args, 160)
+    assert (params.schedule, params.goal, params.budget, params.lowres, params.steps, params.sizes) == ("cosine", 0.97, 0.07, 160, 300, (160,))
+    default = attack_params(parser.parse_args(["attack"]), 160)
+    assert (default.goal, default.lowres) == (0.99, 160)  # the measured recipe, on the model's own grid
+    assert attack_params(parser.parse_args(["attack", "--sizes", "128", "192"]), 160).lowres == 0

@@ -6,7 +6,9 @@ from copyseek.attack.mismatch import AttackParams, TargetedMismatch, gaussian_bl
 from copyseek.attack.models import ScriptedModel
 from copyseek.errors import CopyseekError
 
-FEW = dict(sizes=(48,), steps=8, lr=0.01)
+# A few plain steps (no goal, budget or decay): the tiny random model describes every picture alike
+# (cosine ~0.99, past the default goal), and the closeness terms must count from the first change.
+FEW = dict(sizes=(48,), steps=8, lr=0.01, goal=0.0, budget=0.0, schedule="constant")
 
 
 def cosine(attack, a, b, size=48):
@@ -40,7 +42,7 @@ class TestAttack:
 
     def test_multi_resolution_and_jitter_see_every_size(self, tiny_model, pictures):
         target, carrier = pictures
-        attack = TargetedMismatch(tiny_model, AttackParams(sizes=(40, 56), jitter=3, steps=4, lr=0.01)).fit(target)
+        attack = TargetedMismatch(tiny_model, AttackParams(sizes=(40, 56), jitter=3, steps=4, lr=0.01, goal=0.0)).fit(target)
         attack.transform(carrier)
         assert {40, 56} <= set(attack.references_) and len(attack.references_) > 2
         assert all(abs(s - 40) <= 3 or abs(s - 56) <= 3 for s in attack.references_)
@@ -52,6 +54,58 @@ class TestAttack:
         again = targeted_mismatch(tiny_model, target, carrier, params)
         other = targeted_mismatch(tiny_model, target, carrier, AttackParams(noise=0.05, jitter=4, seed=1, **FEW))
         assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+    def test_goal_stops_the_pull_and_lets_the_carrier_term_restore_the_image(self, tiny_model, pictures):
+        target, carrier = pictures
+        params = dict(loss="global+carrier@100", sizes=(48,), steps=30, lr=0.02, budget=0.0)
+        free = TargetedMismatch(tiny_model, AttackParams(goal=0.0, **params)).fit(target)
+        free.transform(carrier)
+        reached = 1 - min(free.result_.model_history)  # the best cosine the free attack reaches
+        goal = 1 - (1 - reached) * 3  # a goal well short of it
+        held = TargetedMismatch(tiny_model, AttackParams(goal=goal, **params)).fit(target)
+        held.transform(carrier)
+        change = lambda attack: float((attack.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255).abs().mean())  # noqa: E731
+        assert change(held) < change(free)
+        assert min(held.result_.model_history) <= 1 - goal  # it did get there
+
+    def test_budget_lets_the_attack_change_the_carrier_down_to_it(self, tiny_model, pictures):
+        target, carrier = pictures
+        params = dict(loss="global+carrier@1000", sizes=(48,), steps=10, lr=0.02, goal=0.0)
+        runs = {}
+        for budget in (0.0, 0.01):
+            attack = TargetedMismatch(tiny_model, AttackParams(budget=budget, **params)).fit(target)
+            attack.transform(carrier)
+            runs[budget] = attack.result_
+        held, free = runs[0.0], runs[0.01]
+        assert min(free.model_history) < min(held.model_history)  # within the budget the pull is unopposed
+        mse = lambda r: float((r.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255).pow(2).mean())  # noqa: E731
+        assert mse(held) < mse(free) <= 0.01 * 1.5  # and it stays about within the budget
+
+    def test_lowres_change_is_smooth_and_still_moves_the_descriptor(self, tiny_model, pictures):
+        target, carrier = pictures
+        attack = TargetedMismatch(tiny_model, AttackParams(lowres=8, loss="global", sizes=(48,), steps=8, lr=0.05, goal=0.0)).fit(target)
+        adversarial = attack.transform(carrier)
+        assert adversarial.shape == carrier.shape
+        assert cosine(attack, adversarial, target) > cosine(attack, carrier, target)
+        change = attack.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255
+        per_pixel = TargetedMismatch(tiny_model, AttackParams(loss="global", sizes=(48,), steps=8, lr=0.05, goal=0.0)).fit(target)
+        per_pixel.transform(carrier)
+        full = per_pixel.result_.image - torch.from_numpy(carrier).permute(2, 0, 1) / 255
+        roughness = lambda d: float((d[:, :, 1:] - d[:, :, :-1]).abs().mean() / d.abs().mean())  # noqa: E731
+        assert roughness(change) < 0.5 * roughness(full)
+
+    def test_cosine_schedule_ends_with_small_steps(self, tiny_model, pictures):
+        target, carrier = pictures
+        images = []
+        for schedule in ("constant", "cosine"):
+            attack = TargetedMismatch(tiny_model, AttackParams(**{**FEW, "loss": "global", "schedule": schedule})).fit(target)
+            attack.transform(carrier)
+            images.append(attack.result_.image)
+        assert not torch.equal(*images)
+        # the first step is the same (full lr), so only the later, shorter steps differ
+        first = [TargetedMismatch(tiny_model, AttackParams(loss="global", schedule=s, sizes=(48,), steps=1, lr=0.01, goal=0.0))
+                 .fit(target) for s in ("constant", "cosine")]
+        assert np.array_equal(*(a.transform(carrier) for a in first))
 
     def test_transform_before_fit(self, tiny_model, pictures):
         with pytest.raises(CopyseekError, match="fit"):
@@ -86,6 +140,7 @@ class TestParams:
     @pytest.mark.parametrize("values, message", [
         ({"steps": 0}, "steps"), ({"lr": 0}, "learning rate"), ({"sizes": ()}, "sizes"), ({"sizes": (8,)}, "attack size"),
         ({"jitter": 100}, "jitter"), ({"noise": 2.0}, "noise"), ({"blur": -1.0}, "blur"), ({"loss": "foo"}, "unknown attack loss"),
+        ({"schedule": "linear"}, "schedule"), ({"goal": 1.5}, "goal"), ({"budget": -0.1}, "budget"), ({"lowres": 4}, "lowres"),
     ])
     def test_bad_values_are_named(self, values, message):
         with pytest.raises(CopyseekError, match=message):
@@ -94,3 +149,5 @@ class TestParams:
     def test_spec_names_what_changes_results(self):
         text = AttackParams(loss="global", sizes=(128, 160), jitter=8, blur=0.5).spec()
         assert "global" in text and "128+160" in text and "jitter 8" in text and "blur 0.5" in text
+        text = AttackParams(schedule="cosine", goal=0.97, budget=0.07, lowres=160).spec()
+        assert "cosine" in text and "goal 0.97" in text and "budget 0.07" in text and "lowres 160" in text

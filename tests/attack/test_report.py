@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -38,16 +40,29 @@ def test_pairs_are_copies_and_holdout_photos_drawn_by_the_seed(bench):
 def test_adversarial_images_and_variants_are_written_once(bench, tiny_model):
     pairs = draw_pairs(bench, 2, seed=0)
     params = ReportParams(pairs=2, max_side=40, pipelines=())
-    attack = AttackParams(loss="global", sizes=(32,), steps=2)
+    attack = AttackParams(loss="global", sizes=(32,), steps=2, budget=0.0)
     run = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
     assert set(run.sets) == {"carrier", "target", "adversarial", "adversarial+jpeg75", "adversarial+x0.5"}
     adversarial = np.asarray(Image.open(run.sets["adversarial"][pairs[0].pid]))
     assert max(adversarial.shape[:2]) == 40
     assert np.asarray(Image.open(run.sets["adversarial+x0.5"][pairs[0].pid])).shape[:2] == tuple(round(n / 2) for n in adversarial.shape[:2])
     assert len(run.ssim_carrier) == 2 and all(0 < s <= 1 for s in run.ssim_carrier)
+    assert 0 < run.cpu_seconds_per_pair < 60 and run.seconds_per_pair > 0  # CPU time is kept beside wall time
     stamp = run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns
     again = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
+    assert again.cpu_seconds_per_pair == run.cpu_seconds_per_pair
     assert again.ssim_carrier == run.ssim_carrier and run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns == stamp
+    # a record written before a parameter existed still matches while that parameter has its default
+    record_path = bench / "run" / "pairs" / f"{pairs[0].pid}.json"
+    record = json.loads(record_path.read_text())
+    del record["settings"]["attack"]["budget"]
+    record_path.write_text(json.dumps(record))
+    make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)
+    assert run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns == stamp
+    budgeted = AttackParams(loss="global", sizes=(32,), steps=2, budget=0.1)
+    make_adversarials(tiny_model, pairs, budgeted, params, bench / "run", progress=False)
+    assert run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns != stamp  # not its default: attacked anew
+    stamp = run.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns
     changed = make_adversarials(tiny_model, pairs, AttackParams(loss="global", sizes=(32,), steps=3), params, bench / "run", progress=False)
     assert changed.sets["adversarial"][pairs[0].pid].stat().st_mtime_ns != stamp  # other settings: attacked anew
 
@@ -81,6 +96,8 @@ def test_shards_share_the_work_and_a_full_run_finds_it_done(bench, tiny_model):
     attack = AttackParams(loss="global", sizes=(32,), steps=2)
     make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False, shard=(1, 2))
     assert [p.pid for p in pairs if (bench / "run" / "pairs" / f"{p.pid}.json").exists()] == [pairs[1].pid]
+    so_far = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False, shard=(-1, 1))
+    assert so_far.finished == [pairs[1].pid] and len(so_far.ssim_carrier) == 1  # what a cut-short report tabulates
     make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False, shard=(0, 2))
     stamps = [path.stat().st_mtime_ns for path in (bench / "run" / "adversarial").iterdir()]
     run = make_adversarials(tiny_model, pairs, attack, params, bench / "run", progress=False)

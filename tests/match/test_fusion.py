@@ -5,7 +5,8 @@ from PIL import Image
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
-    CHANCE_INLIERS, FEATURES, FusedScorer, FusionWeights, excess_inliers, fit_weights, margins,
+    CHANCE_INLIERS, FEATURES, FITTED_WEIGHTS, PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights,
+    excess_inliers, fit_weights, margins,
     warn_if_not_fitted_for,
 )
 from copyseek.match.normalize import BackgroundNormalizer
@@ -154,6 +155,49 @@ def test_shipped_weights_warn_only_for_a_global_descriptor_they_were_not_fitted_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         FusedScorer(old, None, weights=FusionWeights(0.0, (1.0,) * len(FEATURES)))  # own weights: silent
+
+
+def test_crops_of_several_queries_searched_at_once_score_as_one_by_one(fused_setup):
+    index, root = fused_setup
+    scorer = FusedScorer(index, None)
+    image = np.asarray(Image.open(root / "queries" / "paste.jpg").convert("RGB"))
+    first, second = [image[300:450, 400:600], image[:240, :320]], [image[100:400, 100:500]]
+    batched = scorer.search_crops_of([first, [], second])
+    assert batched[1] == {}
+    for got, crops in zip((batched[0], batched[2]), (first, second)):
+        assert got.keys() == scorer.search_crops(crops).keys()
+        assert got == pytest.approx(scorer.search_crops(crops), abs=1e-4)
+
+
+def test_max_crops_and_crop_size_bound_what_a_query_costs(fused_setup):
+    index, root = fused_setup
+    everything = FusedScorer(index, None, FusionParams(skip_crops_above=1.0))
+    match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=everything)
+    capped = FusedScorer(index, None, FusionParams(skip_crops_above=1.0, max_crops=2, crop_size=96))
+    result = match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=capped)
+    assert everything.queries_cropped == capped.queries_cropped == 2
+    assert everything.crops_described > 4 == capped.crops_described
+    assert result.predictions[0].query_id in ("paste", "nothing")
+    crop = np.asarray(Image.open(root / "queries" / "paste.jpg").convert("RGB"))[300:450, 400:600]
+    small = index.branches["global"].embed([crop], views=(Preprocess("square", 96),))
+    sims, rows = capped.global_searcher.search_vectors(small, capped.params.region_k)
+    assert capped.search_crops([crop]) == pytest.approx({int(r): float(s) for s, r in zip(sims[0], rows[0])})
+
+
+def test_the_fast_preset_describes_one_view_and_uses_its_own_crop_settings(tmp_path, fused_setup):
+    import warnings
+
+    _, root = fused_setup
+    with Index.create(tmp_path / "fast", "fused-fast") as index:
+        index.add(root / "refs", progress=False)
+        assert index.branches["global"].views == (Preprocess("square", 224),)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # its own global descriptor: no "not fitted" warning
+            scorer = FusedScorer(index, None)
+        assert scorer.params == PRESET_PARAMS["fused-fast"] != FusionParams()
+        assert scorer.weights == FITTED_WEIGHTS["rootsift"][1]  # fused's weights, not refitted
+        best = match(index, root / "queries", MatchOptions(k=1), progress=False).predictions
+        assert [p.reference_id for p in best if p.query_id == "paste"] == ["img0005"]
 
 
 def test_a_local_descriptor_without_fitted_weights_warns_and_uses_rootsifts(fused_setup, tmp_path, monkeypatch):

@@ -269,3 +269,25 @@ def test_an_index_from_before_checksums_and_removal_opens_and_is_upgraded_by_a_w
         assert top_ids(index, small) == before and not index.manifest.upgraded
         assert index.remove(["img0002"]).removed == ["img0002"]
         assert index.manifest.upgraded and index.list(["removed"])[0].id == "img0002"
+
+
+def test_the_branches_of_a_pipeline_extract_side_by_side():
+    import threading
+
+    from types import SimpleNamespace
+
+    from copyseek.store.index import extract_all
+
+    meeting = threading.Barrier(2, timeout=5)  # broken (an error) unless both branches run at once
+
+    class Meets:  # the one method of a Branch that extraction calls
+        def __init__(self, name):
+            self.name = name
+
+        def extract(self, images, *, query=False):
+            meeting.wait()
+            return [{"who": self.name, "query": query} for _ in images]
+
+    images = [SimpleNamespace(pixels=np.zeros((8, 8, 3), np.uint8))] * 3  # decoded images, as extract_all sees them
+    features = extract_all({"a": Meets("a"), "b": Meets("b")}, images, query=True)
+    assert features == [{name: {"who": name, "query": True} for name in "ab"}] * 3

@@ -32,14 +32,24 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default="copyseek-small",
                    help="attacked model: copyseek-small (default), onnx:PATH (a copyseek train export), learn:RUN, torchscript:PATH")
     p.add_argument("--loss", default=None, help="loss terms joined by +, NAME@WEIGHT: global, avg, gem, max, pooling, hist, tensor, "
-                   "carrier, ssim (default global+ssim)")
+                   "carrier, ssim (default global+ssim@10)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="PX",
                    help="model input sizes (square); several = multi-resolution (default: the model's own)")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps (default 200)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate on pixels in 0..1 (default 0.002)")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps (default 400)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate on pixels in 0..1 (default 0.005)")
     p.add_argument("--jitter", type=int, default=None, help="random size offset per step, pixels (default 0)")
     p.add_argument("--blur", type=float, default=None, help="Gaussian blur sigma the model sees, pixels (default 0)")
     p.add_argument("--noise", type=float, default=None, help="uniform start noise amplitude, pixels in 0..1 (default 0)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning rate: constant, or decayed along half a cosine (default cosine)")
+    p.add_argument("--goal", type=float, default=None,
+                   help="descriptor cosine goal: past it only the closeness terms act (default 0.99; 0: none)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="closeness budget: the closeness terms count only beyond it, e.g. 0.08 with --loss global+ssim@10 "
+                   "keeps SSIM to the carrier at about 0.92 (default 0.08; 0: none)")
+    p.add_argument("--lowres", type=int, default=None, metavar="PX",
+                   help="optimise the change on a PX x PX grid, upsampled to the carrier (default: the input size when "
+                   "one is attacked, else 0: every pixel)")
     p.add_argument("--seed", type=int, default=None, help="seed of the attack's random generator and of the pair draw (default 0)")
     p.add_argument("--max-side", type=int, default=256, help="the carrier is shrunk to this longer side first (default 256)")
     report = p.add_argument_group("report")
@@ -57,8 +67,12 @@ def attack_params(args: argparse.Namespace, model_size: int):
     from copyseek.attack.mismatch import AttackParams
 
     given = {"loss": args.loss, "sizes": args.sizes, "steps": args.steps, "lr": args.lr, "jitter": args.jitter,
-             "blur": args.blur, "noise": args.noise, "seed": args.seed}
-    return AttackParams.from_dict({"sizes": (model_size,), **{k: v for k, v in given.items() if v is not None}})
+             "blur": args.blur, "noise": args.noise, "seed": args.seed, "schedule": args.schedule, "goal": args.goal,
+             "budget": args.budget, "lowres": args.lowres}
+    values = {"sizes": (model_size,), **{k: v for k, v in given.items() if v is not None}}
+    if args.lowres is None and len(values["sizes"]) == 1:
+        values["lowres"] = values["sizes"][0]  # one input size: the change lives on its grid
+    return AttackParams.from_dict(values)
 
 
 def run_attack(args: argparse.Namespace) -> int:

@@ -123,6 +123,9 @@ class AttackRun:
     ssim_carrier: list[float] = field(default_factory=list)
     ssim_target: list[float] = field(default_factory=list)
     seconds_per_pair: float = 0.0
+    cpu_seconds_per_pair: float | None = None
+    finished: list[str] = field(default_factory=list)
+    """pids of the pairs whose adversarial image exists (the SSIM lists follow this order)."""
 
 
 def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParams, params: ReportParams, folder: Path,
@@ -139,17 +142,17 @@ def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParam
         (folder / name).mkdir(parents=True, exist_ok=True)
     run = AttackRun(folder, {name: {p.pid: folder / name / f"{p.pid}.png" for p in pairs} for name in names})
     index, count = shard
-    seconds = []
+    seconds, cpu_seconds = [], []
     with progress_bar(len(pairs[index::count]), "attacking", disable=not progress, unit="pair") as bar:
         for i, pair in enumerate(pairs):
             record_path = folder / "pairs" / f"{pair.pid}.json"
             # through JSON, so that it compares equal to a stored record (tuples come back as lists)
             expected = json.loads(json.dumps({**settings, "target": str(pair.target), "carrier": str(pair.carrier)}))
             record = json.loads(record_path.read_text()) if record_path.exists() else {}
-            if record.get("settings") != expected:
+            if not _same_settings(record.get("settings"), expected):
                 if i % count != index:
                     continue
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 target = load_rgb(pair.target)
                 carrier = fit_side(load_rgb(pair.carrier), params.max_side)
                 adversarial = TargetedMismatch(model, attack).fit(fit_side(target, params.max_side)).transform(carrier)
@@ -157,14 +160,32 @@ def make_adversarials(model: AttackModel, pairs: list[Pair], attack: AttackParam
                 for name, rgb in zip(names, made):
                     Image.fromarray(rgb).save(run.sets[name][pair.pid])
                 record = {"settings": expected, "ssim_carrier": ssim(carrier, adversarial), "ssim_target": ssim(adversarial, target),
-                          "seconds": time.perf_counter() - start}
+                          "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
                 record_path.write_text(json.dumps(record))
                 bar.update(1)
+            run.finished.append(pair.pid)
             run.ssim_carrier.append(record["ssim_carrier"])
             run.ssim_target.append(record["ssim_target"])
             seconds.append(record["seconds"])
+            cpu_seconds.append(record.get("cpu_seconds"))  # records of older runs have wall time only
     run.seconds_per_pair = float(np.mean(seconds)) if seconds else 0.0
+    if cpu_seconds and None not in cpu_seconds:
+        run.cpu_seconds_per_pair = float(np.mean(cpu_seconds))
     return run
+
+
+ADDED_PARAMETERS = {"schedule": "constant", "goal": 0.0, "budget": 0.0, "lowres": 0}
+"""Attack parameters added after the first records were written, at the values that reproduce the
+attack of those records."""
+
+
+def _same_settings(stored: dict | None, expected: dict) -> bool:
+    """Whether a stored record was made with the expected settings; a record without one of the
+    ADDED_PARAMETERS matches an attack that has it at its old-behaviour value."""
+    if stored is None or {k: v for k, v in stored.items() if k != "attack"} != {k: v for k, v in expected.items() if k != "attack"}:
+        return False
+    old = {**ADDED_PARAMETERS, **stored["attack"]}
+    return set(old) == set(expected["attack"]) and all(old[key] == value for key, value in expected["attack"].items())
 
 
 def _embed_files(model, files: list[Path], batch: int = 32) -> np.ndarray:
@@ -299,14 +320,15 @@ def _reference_of(pairs: list[Pair], pid: str) -> str:
 
 def attack_table(rows: dict[str, dict], runs: dict[str, AttackRun], views: dict[str, tuple[str, str]]) -> str:
     """Markdown: one row per attack configuration, per retrieval view rank-1 / top-10 / cosine."""
-    header = "| attack | s/pair | SSIM to carrier | SSIM to target | " + " | ".join(
+    header = "| attack | s/pair wall (CPU) | SSIM to carrier | SSIM to target | " + " | ".join(
         f"{name}: rank-1 / top-10 / cos / rank-1 after JPEG, resize" for name in views) + " |"
     lines = [header, "|" + "---|" * (4 + len(views))]
     for config, per_view in rows.items():
         run = runs[config]
         cells = [f"{per_view[v]['rank1']:.2f} / {per_view[v]['top10']:.2f} / {per_view[v]['cosine']:.2f} / "
                  + ", ".join(f"{value:.2f}" for key, value in per_view[v].items() if key.startswith("rank1 ")) for v in views]
-        lines.append(f"| {config} | {run.seconds_per_pair:.1f} | {np.mean(run.ssim_carrier):.3f} (min {np.min(run.ssim_carrier):.2f}) "
+        cpu = f" ({run.cpu_seconds_per_pair:.1f})" if run.cpu_seconds_per_pair is not None else ""
+        lines.append(f"| {config} | {run.seconds_per_pair:.1f}{cpu} | {np.mean(run.ssim_carrier):.3f} (min {np.min(run.ssim_carrier):.2f}) "
                      f"| {np.mean(run.ssim_target):.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -324,9 +346,12 @@ def robustness_table(verdicts: list[PipelineVerdicts]) -> str:
 
 
 def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackParams], params: ReportParams | None = None,
-               workdir: str | Path | None = None, progress: bool = True, robustness: str | None = None) -> str:
+               workdir: str | Path | None = None, progress: bool = True, robustness: str | None = None,
+               finished_only: bool = False) -> str:
     """Both tables as markdown. configs: attack name -> parameters, all run on the same pairs;
-    robustness: the configuration whose images the pipelines judge (default: the last one)."""
+    robustness: the configuration whose images the pipelines judge (default: the last one);
+    finished_only: attack nothing, tabulate the pairs that every configuration has finished (for a
+    run cut short; the first line says how many)."""
     from copyseek.attack.models import load_attack_model
 
     bench, params = Path(bench), params or ReportParams()
@@ -342,10 +367,16 @@ def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackPara
     views = {f"{model_spec} square:{s} (attacked)": (model_spec, f"square:{s}") for s in attacked}
     views[f"{model_spec} square:{params.unseen} (unseen size)"] = (model_spec, f"square:{params.unseen}")
     views["sscd square:320 (transfer)"] = ("sscd", "square:320")
-    runs = {}
-    for name, attack in configs.items():
-        folder = workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        runs[name] = make_adversarials(model, pairs, attack, params, folder, progress)
+    folders = {name: workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in name) for name in configs}
+    shard = (0, 1)
+    if finished_only:
+        shard = (-1, 1)  # no pair index matches: nothing is attacked
+        done = [set(make_adversarials(model, pairs, attack, params, folders[name], False, shard).finished)
+                for name, attack in configs.items()]
+        pairs = [p for p in pairs if all(p.pid in d for d in done)]
+        if not pairs:
+            raise CopyseekError("no pair is finished by every configuration yet")
+    runs = {name: make_adversarials(model, pairs, attack, params, folders[name], progress, shard) for name, attack in configs.items()}
     rows = retrieval_rows(runs, pairs, bench, views, cache=workdir)
     lines = [f"{len(pairs)} (target, carrier) pairs of {bench}, attacked model {model_spec}, carriers at <= {params.max_side} px",
              "", attack_table(rows, runs, views)]

@@ -58,6 +58,8 @@ PIPELINES: dict[str, BenchPipeline] = {
     "local-kdp": BenchPipeline("local-kdp", "local", {"local": {"descriptor": "kdp"}}),
     "fused": BenchPipeline("fused", "fused"),
     "fused+sn": BenchPipeline("fused+sn", "fused", normalize=True),
+    "fused-fast": BenchPipeline("fused-fast", "fused-fast"),
+    "fused-fast+sn": BenchPipeline("fused-fast+sn", "fused-fast", normalize=True),
     "asmk": BenchPipeline("asmk", "asmk"),
 }
 """Pipelines by name; other domains register theirs (local, fused...). Any global model also works

@@ -371,8 +371,8 @@ class VectorSearcher(Searcher):
         k = max(1, min(k, max(self.ntotal, 1)))
         if self.ntotal == 0:
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
-        self._apply_search_parameters(k)
-        return self.index.search(vectors, k)
+        self._apply_search_parameters(k + 1)
+        return search_in_order(self.index, vectors, k, self.ntotal)
 
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
         """(m,) rows -> (m, dim) stored vectors (decoded, for compressed indexes)."""
@@ -404,3 +404,28 @@ class VectorSearcher(Searcher):
         if isinstance(self.index, faiss.IndexFlat):
             return self.index.ntotal * self.dim * 4
         return int(faiss.serialize_index(self.index).nbytes)
+
+
+def search_in_order(index, vectors: np.ndarray, k: int, ntotal: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Faiss index's top k for (n, dim) queries, with ties in one order: similarity descending,
+    then row ascending, and the lowest rows kept of a tie cut at the k-th place. Faiss orders a
+    tie differently depending on k and on how many queries are searched together, so an index
+    split into shards (`copyseek.distributed.shards`) could not give the same results; here one
+    more neighbour is searched, and more while the k-th and the last found still tie.
+
+    >>> import faiss
+    >>> index = faiss.IndexFlatIP(2)
+    >>> index.add(np.array([[1, 0], [0, 1], [1, 0], [1, 0]], np.float32))
+    >>> search_in_order(index, np.array([[1, 0]], np.float32), 2, 4)[1].tolist()
+    [[0, 2]]
+    """
+    fetch = min(k + 1, ntotal)
+    while True:
+        sims, rows = index.search(vectors, fetch)
+        open_tie = (sims[:, k - 1] == sims[:, -1]) & (rows[:, -1] >= 0) if fetch > k else np.zeros(len(rows), bool)
+        if fetch >= ntotal or not open_tie.any():
+            break
+        fetch = min(2 * fetch, ntotal)
+    missing = rows < 0
+    order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, rows), np.where(missing, np.inf, -sims)), axis=1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(rows, order, axis=1)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from copyseek.describe.base import Candidates
+from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.match.scoring import QueryBatch, normalized_global
@@ -114,9 +115,9 @@ def weights_for(local_descriptor: str, normalised: bool) -> FusionWeights:
     return normalised_weights if normalised else raw_weights
 
 
-def warn_if_not_fitted_for(global_spec: dict, local_descriptor: str = "rootsift") -> None:
+def warn_if_not_fitted_for(global_spec: dict, local_descriptor: str = "rootsift", pipeline: str = "fused") -> None:
     """Warns when the shipped weights meet a global descriptor or a local descriptor they were not
-    fitted for.
+    fitted for (`pipeline`: the fused preset whose global descriptor the index should have).
 
     `global_spec` is the global branch's spec (model, preprocess, flip_average). Another descriptor
     shifts the similarities g and c (or the inlier counts e), so the scores still rank pairs but 0.9
@@ -129,7 +130,7 @@ def warn_if_not_fitted_for(global_spec: dict, local_descriptor: str = "rootsift"
             "fit weights with benchmarks/fit_fusion.py --local-descriptor and pass them as FusedScorer(weights=...)",
             stacklevel=3,
         )
-    fitted = PIPELINE_DEFAULTS["fused"]["global"]
+    fitted = PIPELINE_DEFAULTS[pipeline if pipeline in PRESET_PARAMS else "fused"]["global"]
     used = {"model": global_spec.get("model"), "resize": global_spec.get("preprocess")}
     flip = bool(global_spec.get("flip_average"))
     if used != fitted or flip:
@@ -157,7 +158,11 @@ class FusionParams:
     0.879 vs 0.884 on the fresh benchmark);
     crop_policy: which crops to describe (match/crops.py: grid, best, boxes, boxes+grid; the
     detector-based ones run `copyseek.detect` on the query); box_threshold: least score of a
-    detected box; detector: an exported detector.onnx (default: the shipped one)."""
+    detected box; detector: an exported detector.onnx (default: the shipped one);
+    max_crops: describe at most this many of a query's crops, in the policy's order (the grid
+    policy: the local regions, the 2x2 grid, the centre, then the halves); None: all;
+    crop_size: describe crops squashed to crop_size x crop_size pixels instead of at the global
+    branch's first view (a crop at 160 costs half of one at 224)."""
 
     candidates: int = 30
     region_k: int = 5
@@ -169,6 +174,8 @@ class FusionParams:
     crop_policy: str = "grid"
     box_threshold: float = 0.3
     detector: str | None = None
+    max_crops: int | None = None
+    crop_size: int | None = None
 
     def __post_init__(self) -> None:
         from copyseek.match.crops import check_policy
@@ -184,6 +191,21 @@ class FusionParams:
         check_number("fusion skip_crops_above", self.skip_crops_above, minimum=0.0, maximum=1.0, open_minimum=True)
         for name in ("flip_average_crops", "all_views_for_crops"):
             check_bool(f"fusion {name}", getattr(self, name))
+        if self.max_crops is not None:
+            check_int("fusion max_crops", self.max_crops, minimum=1)
+        if self.crop_size is not None:
+            check_int("fusion crop_size", self.crop_size, minimum=32)
+
+
+PRESET_PARAMS: dict[str, FusionParams] = {
+    "fused": FusionParams(),
+    # the fixed crops (2x2 grid, centre, halves) are most of a query's cost and add little: only
+    # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
+    "fused-fast": FusionParams(crop_policy="local"),
+}
+"""Pipeline preset -> the FusionParams its scorer uses. fused-fast scores with the shipped weights
+(FITTED_WEIGHTS), fitted for fused's two-view descriptor, not refitted for its one view: its
+accuracy and calibration (threshold at P90) are measured in BENCHMARKS.md (issue 13)."""
 
 
 class FusedScorer:
@@ -193,26 +215,35 @@ class FusedScorer:
         self,
         index: Index,
         normalizer: BackgroundNormalizer | None,
-        params: FusionParams = FusionParams(),
+        params: FusionParams | None = None,
         weights: FusionWeights | None = None,
     ):
+        """params: default, the preset's (PRESET_PARAMS of the index's pipeline); weights: default,
+        the shipped ones for the index's local descriptor (FITTED_WEIGHTS), with a warning if the
+        index's global descriptor is not its preset's."""
         if "global" not in index.branches or "local" not in index.branches:
             raise CopyseekError("the fused pipeline needs an index with the global and local branches")
         self.global_branch = index.branches["global"]
         self.global_searcher = index.searchers()["global"]
         self.normalizer = normalizer
-        self.params = params
+        self.params = params or PRESET_PARAMS.get(index.pipeline, FusionParams())
         local_descriptor = index.branches["local"].spec()["features"]
         if weights is None:
-            warn_if_not_fitted_for(self.global_branch.spec(), local_descriptor)
+            warn_if_not_fitted_for(self.global_branch.spec(), local_descriptor, index.pipeline)
         self.weights = weights or weights_for(local_descriptor, normalizer is not None)
         self._reference_offsets: dict[int, float] = {}
         self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
         self.queries_cropped = 0
 
     def __call__(self, batch: QueryBatch) -> list[Candidates]:
+        from threadpoolctl import threadpool_limits
+
         scored = []
-        for rows, evidence in self.evidence(batch):
+        # The products here are small (tens of candidates); BLAS threads only spin against the
+        # model's threads (0.1 s per product instead of 1 ms on a loaded 2-core machine).
+        with threadpool_limits(1, user_api="blas"):
+            per_query = self.evidence(batch)
+        for rows, evidence in per_query:
             log_odds = self.weights.log_odds(evidence)
             named = {name: evidence[:, k] for k, name in enumerate(FEATURES)}
             extra = {"evidence": evidence, **named, "probability": 1.0 / (1.0 + np.exp(-log_odds))}
@@ -233,22 +264,23 @@ class FusedScorer:
 
             detector = load_detector(self.params.detector)
         whole = normalized_global(batch, self.normalizer)
-        out = []
-        for q, image in enumerate(batch.images):
+        out = [self.pair_evidence(batch, q, whole[q].rows, {}) for q in range(len(batch.images))]
+        cropped = [
+            q for q, (rows, evidence) in enumerate(out)
+            if not (len(rows) and self.weights.probability(evidence).max() >= self.params.skip_crops_above)
+        ]  # fmt: skip
+        crops = []
+        for q in cropped:
             local = batch.candidates["local"][q]
-            rows, evidence = self.pair_evidence(batch, q, whole[q].rows, {})
-            if len(rows) and self.weights.probability(evidence).max() >= self.params.skip_crops_above:
-                out.append((rows, evidence))
-                continue
             # regions of chance fits (a few inliers) are arbitrary boxes: crop only trusted ones
             trusted = local.extra.get("inliers", local.scores) >= self.params.min_region_inliers
             regions = local.extra.get("region", np.zeros((0, 4)))[trusted][: self.params.max_regions]
-            detected = detector.detect(image) if detector is not None else None
-            crops = policy(CropRequest(image, regions, detected, self.params.box_threshold))
-            self.crops_described += len(crops)
-            self.queries_cropped += 1
-            region_best = self.search_crops(crops)
-            out.append(self.pair_evidence(batch, q, whole[q].rows, region_best))
+            detected = detector.detect(batch.images[q]) if detector is not None else None
+            crops.append(policy(CropRequest(batch.images[q], regions, detected, self.params.box_threshold))[: self.params.max_crops])
+        self.crops_described += sum(map(len, crops))
+        self.queries_cropped += len(cropped)
+        for q, region_best in zip(cropped, self.search_crops_of(crops)):
+            out[q] = self.pair_evidence(batch, q, whole[q].rows, region_best)
         return out
 
     def pair_evidence(
@@ -288,17 +320,32 @@ class FusedScorer:
 
     def search_crops(self, crops: list[np.ndarray]) -> dict[int, float]:
         """Best normalised similarity of any crop to each reference found."""
-        if not crops:
-            return {}
-        views = None if self.params.all_views_for_crops else self.global_branch.views[:1]
-        vectors = self.global_branch.embed(crops, flip_average=self.params.flip_average_crops, views=views)
+        return self.search_crops_of([crops])[0]
+
+    def search_crops_of(self, crops: list[list[np.ndarray]]) -> list[dict[int, float]]:
+        """search_crops for the crops of several queries at once: one model batch and one search for
+        all of them."""
+        flat = [crop for of_query in crops for crop in of_query]
+        if not flat:
+            return [{} for _ in crops]
+        if self.params.crop_size is not None:
+            views = (Preprocess("square", self.params.crop_size),)
+        else:
+            views = None if self.params.all_views_for_crops else self.global_branch.views[:1]
+        vectors = self.global_branch.embed(flat, flip_average=self.params.flip_average_crops, views=views)
         sims, rows = self.global_searcher.search_vectors(vectors, self.params.region_k)
         sims = sims - self.offsets(vectors)[:, None]
-        best: dict[int, float] = {}
-        for s, r in zip(sims.ravel(), rows.ravel()):
-            if r >= 0 and s > best.get(int(r), -np.inf):
-                best[int(r)] = float(s)
-        return best
+        found = []
+        start = 0
+        for of_query in crops:
+            best: dict[int, float] = {}
+            end = start + len(of_query)
+            for s, r in zip(sims[start:end].ravel(), rows[start:end].ravel()):
+                if r >= 0 and s > best.get(int(r), -np.inf):
+                    best[int(r)] = float(s)
+            found.append(best)
+            start = end
+        return found
 
 
 def fit_weights(evidence: np.ndarray, is_copy: np.ndarray, l2: float = 1e-6) -> FusionWeights:

@@ -40,7 +40,7 @@ UPLOADS = "uploads"
 
 REFERENCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
-DEFAULT_THRESHOLDS = {"global": 0.5, "fused": 0.0, "local": 20.0, "pdq": 0.88}
+DEFAULT_THRESHOLDS = {"global": 0.5, "fused": 0.0, "fused-fast": 0.0, "local": 20.0, "pdq": 0.88}
 """Score at which the page calls a match a copy, per pipeline, unless `--threshold` says otherwise:
 fused scores are log-odds (0 = even odds, i.e. probability 0.5); global ones cosine similarities (SSCD's copies mostly score above
 0.5); local ones RANSAC inliers; pdq 1 - Hamming/256 (0.88 is ThreatExchange's 31 bits)."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,7 @@ class Index:
         self._raw: dict[str, Searcher] = {}
         self._searchers: dict[str, Searcher] | None = None
         self._ids: list[str | None] = []
+        self._searcher_source: SearcherSource | None = None
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -351,12 +353,16 @@ class Index:
         progress: bool = True,
         on_skip=None,
         ids: str = "stem",
+        describer: "Describer | None" = None,
     ) -> AddReport:
         """Index the images of a folder (recursive) or a list of ImageFile, skipping known ones.
 
         ids: for a folder, how ids are made (io.images.ID_SCHEMES: file stems, or relative paths).
 
         on_skip(file, reason) is called for each image that cannot be used (default: a line on stderr).
+        describer: what decodes and describes the images (default: `LocalDescriber(batch_size,
+        workers)`, in this process; `copyseek.distributed` has one on a Ray cluster). Whatever
+        describes them, the commits are the same.
         Work is committed every `commit_every` images: an interrupted run keeps what was committed,
         and running it again completes it. Removed references are not added again (unless the file
         changed).
@@ -373,22 +379,19 @@ class Index:
         on_skip = on_skip or print_skip
         with self.writing(check="checksums"):  # a re-run must not report a damaged index as complete
             todo = self._plan(files, report)
-            decode_side = max(b.decode_side for b in self.branches.values())
-            decoded = iter_decoded(todo, min_side=decode_side, workers=workers)
+            describe = describer or LocalDescriber(batch_size, workers)
             pending = PendingChunk()
             with progress_bar(len(todo), "indexing", disable=not progress) as bar:
-                for images, skipped in batched_decodes(decoded, batch_size):
-                    for image, per_branch in zip(images, extract_all(self.branches, images)):
-                        if isinstance(per_branch, str):
-                            skipped.append((image.file, per_branch))
+                for group in describe(self.branches, todo):
+                    for item in group:
+                        if item.features is None:
+                            on_skip(item.file, item.reason)
+                            pending.skipped.append((item.file, item.reason))
+                            report.skipped.append((item.file, item.reason))
                         else:
-                            pending.rows.append(row_of(image.file, image.sha1, image.nbytes, image.width, image.height, "indexed"))
-                            pending.features.append(per_branch)
-                    for file, reason in skipped:
-                        on_skip(file, reason)
-                    pending.skipped += skipped
-                    report.skipped += skipped
-                    bar.update(len(images) + len(skipped))
+                            pending.rows.append(row_of(item.file, item.sha1, item.nbytes, item.width, item.height, "indexed"))
+                            pending.features.append(item.features)
+                    bar.update(len(group))
                     if len(pending.rows) >= commit_every:
                         report.added += self._commit(pending)
                         pending = PendingChunk()
@@ -519,11 +522,14 @@ class Index:
             return
         with ChunkFilesLock(self.path / "chunks", exclusive=False):
             snapshot = self.manifest.snapshot()
-            raw = {name: branch.new_searcher() for name, branch in self.branches.items()}
+            served = self._searcher_source(self, snapshot) if self._searcher_source is not None else {}
+            loaded = {name: branch.new_searcher() for name, branch in self.branches.items() if name not in served}
             ids: list[str | None] = []
             for record in snapshot.chunks:
-                self._add_chunk(raw, record)
+                if loaded:
+                    self._add_chunk(loaded, record)
                 ids += [snapshot.live.get(r) for r in range(record.first_row, record.first_row + record.count)]
+            raw = {name: served[name] if name in served else loaded[name] for name in self.branches}
         self._snapshot, self._raw, self._ids = snapshot, raw, ids
         self._wrap_searchers()
 
@@ -572,6 +578,14 @@ class Index:
         self._ids = [snapshot.live.get(r) for c in snapshot.chunks for r in range(c.first_row, c.first_row + c.count)]
         self._wrap_searchers()
         return True
+
+    def use_searcher_source(self, source: "SearcherSource | None") -> None:
+        """Let `source(index, snapshot)` provide the searchers of some branches (e.g. an index split
+        into shards served by other processes, `copyseek.distributed.shards`) instead of loading
+        their chunks here; branches it does not return are loaded as usual. None: load everything
+        here again. The next search loads a new snapshot."""
+        self._searcher_source = source
+        self._forget_snapshot()
 
     def searchers(self) -> dict[str, Searcher]:
         """Each branch's searcher over the references of the snapshot (built on first use); removed
@@ -681,12 +695,24 @@ def extract_all(branches: dict[str, Branch], batch: list[DecodedImage], query: b
     (a string) instead, found by retrying the batch one image at a time."""
     pixels = [i.pixels for i in batch]
     try:
-        per_branch = {name: branch.extract(pixels, query=query) for name, branch in branches.items()}
+        per_branch = extract_side_by_side(branches, pixels, query)
         return [{name: per_branch[name][k] for name in branches} for k in range(len(batch))]
     except (ValueError, RuntimeError, MemoryError, CopyseekError) as exc:
         if len(batch) == 1:
             return [f"feature extraction failed: {one_line(exc)}"]
     return [result for image in batch for result in extract_all(branches, [image], query)]
+
+
+def extract_side_by_side(branches: dict[str, Branch], pixels: list[np.ndarray], query: bool) -> dict[str, list[Features]]:
+    """Each branch's features of the images, the branches running at the same time in threads: the
+    models (onnxruntime) and OpenCV release the GIL, so one branch's Python and single-threaded
+    parts overlap another's native work (the fused pipeline's SIFT beside its model passes). The
+    first branch's error, if any, is raised."""
+    if len(branches) == 1:
+        return {name: branch.extract(pixels, query=query) for name, branch in branches.items()}
+    with ThreadPoolExecutor(len(branches), thread_name_prefix="branch") as pool:
+        running = {name: pool.submit(branch.extract, pixels, query=query) for name, branch in branches.items()}
+        return {name: future.result() for name, future in running.items()}
 
 
 @dataclass
@@ -696,6 +722,66 @@ class PendingChunk:
     rows: list[ImageRow] = field(default_factory=list)
     features: list[dict[str, Features]] = field(default_factory=list)
     skipped: list[tuple[ImageFile, str]] = field(default_factory=list)
+
+
+SearcherSource = Callable[["Index", Snapshot], dict[str, Searcher]]
+"""(index, snapshot) -> searchers, by branch name, over exactly the snapshot's chunks (rows numbered
+as the index numbers them); see `Index.use_searcher_source`."""
+
+
+@dataclass
+class Described:
+    """One image as a describer hands it to `Index.add`: its features per branch, or the reason it
+    cannot be used (features None). width and height are None for an image that was not decoded;
+    a decoded image counts towards a model batch even if extraction then failed."""
+
+    file: ImageFile
+    features: dict[str, Features] | None
+    reason: str | None = None
+    sha1: str = ""
+    nbytes: int = 0
+    width: int | None = None
+    height: int | None = None
+
+
+Describer = Callable[[dict[str, Branch], list[ImageFile]], Iterable[list[Described]]]
+"""(branches, files) -> groups of `Described`, every file once, in the files' order (an image that
+could not be decoded may come earlier in its group). `Index.add` commits after a group
+once `commit_every` images are pending, so a describer that groups as `LocalDescriber` does (model
+batches of `batch_size` decoded images) makes the same chunks."""
+
+
+@dataclass(frozen=True)
+class LocalDescriber:
+    """Describe in this process: decoding on `workers` threads overlapped with model batches of
+    `batch_size` decoded images."""
+
+    batch_size: int = 16
+    workers: int = 2
+
+    def __call__(self, branches: dict[str, Branch], files: list[ImageFile]) -> Iterator[list[Described]]:
+        decode_side = max(b.decode_side for b in branches.values())
+        for images, skipped in batched_decodes(iter_decoded(files, min_side=decode_side, workers=self.workers), self.batch_size):
+            yield [Described(file, None, reason) for file, reason in skipped] + describe_decoded(branches, images)
+
+
+def describe_decoded(branches: dict[str, Branch], images: list[DecodedImage]) -> list[Described]:
+    """`Described` for each decoded image of one model batch (features, or why extraction failed)."""
+    out = []
+    for image, per_branch in zip(images, extract_all(branches, images)):
+        failed = isinstance(per_branch, str)
+        out.append(
+            Described(
+                image.file,
+                None if failed else per_branch,
+                per_branch if failed else None,
+                image.sha1,
+                image.nbytes,
+                image.width,
+                image.height,
+            )
+        )
+    return out
 
 
 def batched_decodes(decoded: Iterator, size: int) -> Iterator[tuple[list[DecodedImage], list[tuple[ImageFile, str]]]]:
