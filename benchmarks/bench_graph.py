@@ -14,6 +14,7 @@ block, divided), offline time, eigenvector memory, CG iterations.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -43,10 +44,20 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
 
 
-def split_queries(family: np.ndarray, original: np.ndarray, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(query rows, database rows): one edited member each of n_queries random families."""
+def split_families(family: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Family ids in two seeded halves: "dev" (settings are tuned there) and "test" (reported)."""
+    order = np.random.default_rng([seed, 31]).permutation(np.unique(family))
+    return {"dev": np.sort(order[: len(order) // 2]), "test": np.sort(order[len(order) // 2 :])}
+
+
+def split_queries(
+    family: np.ndarray, original: np.ndarray, n_queries: int, seed: int, among: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, database rows): one edited member each of n_queries random families (of `among`,
+    all families by default)."""
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(int(family.max()) + 1, size=n_queries, replace=False)
+    pool = np.unique(family) if among is None else among
+    chosen = rng.choice(pool, size=min(n_queries, len(pool)), replace=False)
     queries = []
     for f in chosen:
         members = np.flatnonzero((family == f) & ~original)
@@ -56,55 +67,86 @@ def split_queries(family: np.ndarray, original: np.ndarray, n_queries: int, seed
     return queries, database
 
 
-COLUMNS = ["method", "r", "mAP", "top100", "ms/query", "offline s", "MB", "CG iters"]
+COLUMNS = ["method", "r", "mAP", "top100", "ms/query", "CPU ms/query", "offline s", "MB", "CG iters"]
 
 
-def diffusion_sweep(data: dict, ranks: list[int], n_queries: int, k: int, seed: int) -> list[dict]:
+def query_setup(data: dict, n_queries: int, k: int, seed: int, split: str, kq: int = 10, gamma: float = 3.0):
+    """The left-out queries of `split`'s families, the graph over the rest, the queries' kq nearest
+    database rows (the seeds) and each query's positives (its family's other members)."""
     vectors, family = data["vectors"], data["family"]
-    queries, database = split_queries(family, data["original"], n_queries, seed)
+    among = split_families(family, seed)[split]
+    queries, database = split_queries(family, data["original"], n_queries, seed, among)
     db = np.ascontiguousarray(vectors[database])
-    params = GraphParams(k=k, factory="IVF1024,Flat" if len(db) > 50_000 else "Flat")
-    start = time.perf_counter()
+    params = GraphParams(k=k, gamma=gamma, factory="IVF1024,Flat" if len(db) > 50_000 else "Flat")
     graph = knn_graph(db, **params.spec())
+    q = vectors[queries]
+    sims, rows = search(db, q, kq, params)
+    positives = [family[database] == family[r] for r in queries]
+    return graph, q, db, sims, rows, positives
+
+
+def mean_ap(scores: np.ndarray, positives: list[np.ndarray]) -> float:
+    return float(np.mean([average_precision(scores[:, j], positives[j]) for j in range(len(positives))]))
+
+
+def diffusion_sweep(data: dict, ranks: list[int], n_queries: int, k: int, seed: int, whole_ranks: list[int]) -> list[dict]:
+    """Temporal (whole graph, per component, truncated), spectral and hybrid at each r (eigenpairs per
+    connected component), and hybrid on the whole graph at `whole_ranks`, on the test families."""
+    start = time.perf_counter()
+    graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, "test")
     graph.normalized()
     graph_seconds = time.perf_counter() - start
-    q = vectors[queries]
-    sims, rows = search(db, q, k, params)
-    positives = [family[database] == family[r] for r in queries]
-    cosine = q @ db.T
+    n_queries = len(positives)
     rows_out: list[dict] = []
 
-    def evaluate(name: str, r: int | str, scores: np.ndarray, seconds: float, offline: float, nbytes: int, iterations: int, exact=None):
-        m = np.mean([average_precision(scores[:, j], positives[j]) for j in range(len(queries))])
+    def evaluate(name, r, d: Diffusion | None, scores=None, offline=0.0, exact=None):
+        wall, cpu = time.perf_counter(), time.process_time()
+        if d is not None:
+            scores = d.rank(y)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         overlap = float("nan")
         if exact is not None:
             top = lambda s: set(np.argsort(-s, kind="stable")[:100])  # noqa: E731
-            overlap = np.mean([len(top(scores[:, j]) & top(exact[:, j])) / 100 for j in range(len(queries))])
+            overlap = np.mean([len(top(scores[:, j]) & top(exact[:, j])) / 100 for j in range(n_queries)])
         rows_out.append(
-            {"method": name, "r": r, "mAP": m, "top100": overlap, "ms/query": 1000 * seconds / len(queries),
-             "offline s": offline, "MB": nbytes / 1e6, "CG iters": iterations}
+            {"method": name, "r": r, "mAP": mean_ap(scores, positives), "top100": overlap,
+             "ms/query": 1000 * wall / n_queries if d else 0.0, "CPU ms/query": 1000 * cpu / n_queries if d else 0.0,
+             "offline s": offline, "MB": (d.solver_.nbytes() if d else 0) / 1e6, "CG iters": d.iterations_ if d else 0}
         )
         print(table(rows_out[-1:], COLUMNS).splitlines()[-1], flush=True)  # each row as soon as it is measured
+        return scores
 
-    evaluate("cosine", "-", cosine.T, 0.0, 0.0, 0, 0)
-    exact_d = Diffusion(0.99, "temporal", tol=1e-8, max_iter=2000).fit(graph)
+    def fitted(name: str, **options) -> tuple[Diffusion, float]:
+        start = time.perf_counter()
+        d = Diffusion(0.99, name, **options).fit(graph)
+        return d, time.perf_counter() - start
+
+    evaluate("cosine", "-", None, scores=(q @ db.T).T)
+    exact_d = Diffusion(0.99, "temporal", tol=1e-8, max_iter=3000, components=True).fit(graph)
     y = exact_d.seeds(rows, sims)
     exact = exact_d.rank(y)
-    for tol in (1e-4,):
-        d = Diffusion(0.99, "temporal", tol=tol, max_iter=2000).fit(graph)
-        start = time.perf_counter()
-        f = d.rank(y)
-        evaluate(f"temporal (tol {tol:g})", "-", f, time.perf_counter() - start, 0.0, 0, d.iterations_, exact)
+    evaluate("temporal", "-", fitted("temporal", tol=1e-4, max_iter=3000)[0], exact=exact)
+    evaluate("temporal, truncated 1000", "-", fitted("temporal", tol=1e-4, max_iter=3000, truncate=1000)[0], exact=exact)
+    d, offline = fitted("temporal", tol=1e-4, max_iter=3000, components=True)
+    evaluate("temporal, per component", "-", d, offline=offline, exact=exact)
+    # The eigenpairs are computed once, at the largest r (per component, dense eigh or eigsh as
+    # component_eigenpairs chooses); a smaller r keeps their prefix, which is what it would compute.
+    start = time.perf_counter()
+    largest = Diffusion(0.99, "hybrid", rank=max(ranks), tol=1e-4, max_iter=3000, components=True).fit(graph)
+    offline = time.perf_counter() - start
+    print(f"eigenpairs at r={max(ranks)}: {offline:.1f} s; lambda_r at each r: "
+          + ", ".join(f"{r}: {largest.solver_.values_[r - 1]:.4f}" for r in ranks), flush=True)
     for r in ranks:
-        for name in ("spectral", "hybrid"):
-            options = {"rank": r} if name == "spectral" else {"rank": r, "tol": 1e-4, "max_iter": 2000}
-            start = time.perf_counter()
-            d = Diffusion(0.99, name, **options).fit(graph)
-            offline = time.perf_counter() - start
-            start = time.perf_counter()
-            f = d.rank(y)
-            evaluate(name, r, f, time.perf_counter() - start, offline, d.solver_.nbytes(), d.iterations_, exact)
-    rows_out.append({"graph s": graph_seconds, "n": len(db), "k": k, "edges": graph.affinity().nnz // 2, "isolated": len(graph.isolated())})
+        hybrid = largest.solver_.keep_rank(r)
+        evaluate("spectral", r, Diffusion.from_fitted(graph, hybrid.spectral()), offline=offline, exact=exact)
+        evaluate("hybrid, per component", r, Diffusion.from_fitted(graph, hybrid), offline=offline, exact=exact)
+        if r in whole_ranks:  # the same eigenpairs, CG over the whole graph (the paper's setting)
+            hybrid.params = dataclasses.replace(hybrid.params, components=False)
+            evaluate("hybrid, whole graph", r, Diffusion.from_fitted(graph, hybrid), offline=offline, exact=exact)
+    components = exact_d.solver_.components_
+    sizes = np.bincount(components.labels)
+    rows_out.append({"graph s": graph_seconds, "n": len(db), "k": k, "edges": graph.affinity().nnz // 2,
+                     "isolated": len(graph.isolated()), "components": len(sizes), "largest": int(sizes.max())})
     return rows_out
 
 
@@ -119,14 +161,19 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def labels_benchmark(data: dict, seeds_per_family: list[int], k: int, seed: int, abstain: float) -> list[dict]:
+def labels_benchmark(
+    data: dict, seeds_per_family: list[int], k: int, seed: int, abstain: float, alpha: float, split: str,
+    symmetrize: str = "sum",
+) -> list[dict]:
     """Half the families get seeds (1/2/5 labelled members), the other half none (LP should abstain
-    there). Accuracy on the unlabelled members of seeded families: LP vs the nearest seed (1-NN)."""
+    there). Accuracy on the unlabelled members of the seeded families of `split` (dev or test): LP vs
+    the nearest seed (1-NN)."""
     vectors, family = data["vectors"], data["family"]
     rng = np.random.default_rng(seed)
-    n_fam = int(family.max()) + 1
-    seeded_families = rng.permutation(n_fam)[: n_fam // 2]
-    graph = knn_graph(vectors, k=k, symmetrize="sum", factory="IVF1024,Flat" if len(vectors) > 50_000 else "Flat")
+    present = np.unique(family)
+    seeded_families = rng.permutation(present)[: len(present) // 2]
+    measured = np.intersect1d(seeded_families, split_families(family, seed)[split])
+    graph = knn_graph(vectors, k=k, symmetrize=symmetrize, factory="IVF1024,Flat" if len(vectors) > 50_000 else "Flat")
     results = []
     for n_seeds in seeds_per_family:
         labels = np.full(len(family), -1)
@@ -134,10 +181,10 @@ def labels_benchmark(data: dict, seeds_per_family: list[int], k: int, seed: int,
             members = np.flatnonzero(family == f)
             labels[rng.choice(members, size=min(n_seeds, len(members) - 1), replace=False)] = f
         seeded = labels >= 0
-        in_seeded = np.isin(family, seeded_families) & ~seeded
+        in_seeded = np.isin(family, measured) & ~seeded
         unseeded = ~np.isin(family, seeded_families)
         start = time.perf_counter()
-        lp = LabelPropagation(alpha=0.99, abstain=abstain).fit(graph, labels)
+        lp = LabelPropagation(alpha=alpha, abstain=abstain).fit(graph, labels)
         lp_seconds = time.perf_counter() - start
         seed_rows = np.flatnonzero(seeded)
         sims, nearest = search(np.ascontiguousarray(vectors[seed_rows]), vectors[in_seeded], 1, GraphParams())
@@ -156,6 +203,71 @@ def labels_benchmark(data: dict, seeds_per_family: list[int], k: int, seed: int,
              "CG iters": lp.iterations_, "LP s": lp_seconds}
         )
     return results
+
+
+def tune_labels(data: dict, seed: int, grid: dict[str, list]) -> dict:
+    """The (k, alpha, abstain, symmetrize) of `grid` with the best mean LP accuracy over 1/2/5 seeds
+    per family on the dev families; prints one line per setting."""
+    import itertools
+
+    best, best_acc = {}, -1.0
+    for k, alpha, abstain, symmetrize in itertools.product(grid["k"], grid["alpha"], grid["abstain"], grid["symmetrize"]):
+        rows = labels_benchmark(data, [1, 2, 5], k, seed, abstain, alpha, "dev", symmetrize)
+        acc = float(np.mean([r["LP acc"] for r in rows]))
+        gain = float(np.mean([r["LP acc"] - r["1-NN acc"] for r in rows]))
+        print(f"dev: k={k} alpha={alpha} abstain={abstain} {symmetrize}: LP acc {acc:.4f} ({gain:+.4f} over 1-NN)", flush=True)
+        if acc > best_acc:
+            best, best_acc = {"k": k, "alpha": alpha, "abstain": abstain, "symmetrize": symmetrize}, acc
+    return best
+
+
+def variant_scores(f: np.ndarray, cosine: np.ndarray, reach: float | None, blend: float = 0.0) -> np.ndarray:
+    """Diffusion scores as a ranking of every node. With `reach`, the nodes whose score is at least
+    reach x the query's best come first, by diffusion, and every other node after them by cosine
+    (diffusion gives nodes it barely reaches ~0, in no useful order); None: diffusion alone. With
+    `blend` > 0, the diffusion part is f / (the query's best f) + blend x cosine."""
+    top = np.maximum(f.max(axis=0, keepdims=True), 1e-300)
+    mixed = f / top + blend * cosine if blend else f
+    if reach is None:
+        return mixed
+    return np.where(f >= reach * top, 3.0 + blend + mixed, cosine)  # cosine <= 1 < 3: reached nodes first
+
+
+def variants_benchmark(data: dict, n_queries: int, seed: int, grid: dict[str, list]) -> tuple[list[dict], dict]:
+    """Variant retrieval (one left-out edited member per family queries its family's other members):
+    every setting of `grid` on the dev families, the best one and the defaults on the test families,
+    beside cosine ranking."""
+    import itertools
+
+    def run(split: str, k: int, kq: int, alphas: list[float], mixes: list[tuple]) -> dict:
+        graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, split, kq=kq)
+        cosine = (q @ db.T).T
+        out = {"cosine": mean_ap(cosine, positives)}
+        for alpha in alphas:
+            d = Diffusion(alpha, "temporal", components=True).fit(graph)
+            f = d.rank(d.seeds(rows, sims))
+            for reach, blend in mixes:
+                out[alpha, reach, blend] = mean_ap(variant_scores(f, cosine, reach, blend), positives)
+        return out
+
+    best, best_map = {}, -1.0
+    mixes = list(itertools.product(grid["reach"], grid["blend"]))
+    for k in grid["k"]:
+        for kq in grid["kq"]:
+            found = run("dev", k, kq, grid["alpha"], mixes)
+            for (alpha, reach, blend), m in ((key, v) for key, v in found.items() if key != "cosine"):
+                print(f"dev: k={k} kq={kq} alpha={alpha} reach={reach} blend={blend}: mAP {m:.4f} (cosine {found['cosine']:.4f})", flush=True)
+                if m > best_map:
+                    best, best_map = {"k": k, "kq": kq, "alpha": alpha, "reach": reach, "blend": blend}, m
+    default = {"k": 10, "kq": 10, "alpha": 0.99, "reach": None, "blend": 0.0}
+    rows = []
+    for name, setting in (("diffusion, defaults", default), ("diffusion, tuned on dev", best)):
+        for split in ("dev", "test"):
+            found = run(split, setting["k"], setting["kq"], [setting["alpha"]], [(setting["reach"], setting["blend"])])
+            m = found[setting["alpha"], setting["reach"], setting["blend"]]
+            rows.append({"split": split, "method": name, **{key: str(v) for key, v in setting.items()},
+                         "mAP": m, "cosine mAP": found["cosine"], "gain": m - found["cosine"]})
+    return rows, best
 
 
 def dedup_scale(data: dict, sizes: list[int], seed: int) -> list[dict]:
@@ -200,15 +312,28 @@ def main() -> None:
     d.add_argument("--real", type=Path, required=True)
     d.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     d.add_argument("--ranks", type=int, nargs="+", default=[16, 64, 256])
+    d.add_argument("--whole-ranks", type=int, nargs="*", default=[], help="ranks also solved on the whole graph")
     d.add_argument("--queries", type=int, default=200)
     d.add_argument("--k", type=int, default=10)
     d.add_argument("--seed", type=int, default=0)
     lab = sub.add_parser("labels")
     lab.add_argument("--real", type=Path, required=True)
     lab.add_argument("--size", type=int, default=10_000)
-    lab.add_argument("--k", type=int, default=10)
-    lab.add_argument("--abstain", type=float, default=0.01)
+    lab.add_argument("--k", type=int, nargs="+", default=[10], help="graph k (several: tuned on the dev families)")
+    lab.add_argument("--alpha", type=float, nargs="+", default=[0.99])
+    lab.add_argument("--abstain", type=float, nargs="+", default=[0.01])
+    lab.add_argument("--symmetrize", nargs="+", default=["sum"])
     lab.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("variants")
+    v.add_argument("--real", type=Path, required=True)
+    v.add_argument("--size", type=int, default=10_000)
+    v.add_argument("--queries", type=int, default=200)
+    v.add_argument("--k", type=int, nargs="+", default=[5, 10, 20, 50])
+    v.add_argument("--kq", type=int, nargs="+", default=[5, 10])
+    v.add_argument("--alpha", type=float, nargs="+", default=[0.8, 0.9, 0.99])
+    v.add_argument("--reach", type=float, nargs="+", default=[0.0, 0.01], help="negative: diffusion alone")
+    v.add_argument("--blend", type=float, nargs="+", default=[0.0, 0.5], help="weight of cosine added to diffusion")
+    v.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("dedup-scale")
     s.add_argument("--real", type=Path, required=True)
     s.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
@@ -221,12 +346,22 @@ def main() -> None:
             grown = grow(real, size, args.seed)
             print(f"\n### {size} descriptors ({len(real['family'])} real, the rest grown; mix {grown['mix']:.2f}), {args.queries} queries\n")
             print("\n".join(table([], COLUMNS).splitlines()[:2]), flush=True)
-            info = diffusion_sweep(grown, args.ranks, args.queries, args.k, args.seed).pop()
-            print(f"\nk={info['k']}, {info['n']} nodes, {info['edges']} edges, {info['isolated']} isolated, graph {info['graph s']:.1f} s")
+            info = diffusion_sweep(grown, args.ranks, args.queries, args.k, args.seed, args.whole_ranks).pop()
+            print(f"\nk={info['k']}, {info['n']} nodes, {info['edges']} edges, {info['isolated']} isolated, "
+                  f"{info['components']} components (largest {info['largest']}), graph {info['graph s']:.1f} s")
     elif args.cmd == "labels":
         grown = grow(real, args.size, args.seed)
-        print(f"\n### labels on {args.size} descriptors, half the families seeded, k={args.k}, abstain={args.abstain}\n")
-        rows = labels_benchmark(grown, [1, 2, 5], args.k, args.seed, args.abstain)
+        best = tune_labels(grown, args.seed, {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize})
+        print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best}\n")
+        for split in ("dev", "test"):
+            rows = labels_benchmark(grown, [1, 2, 5], best["k"], args.seed, best["abstain"], best["alpha"], split, best["symmetrize"])
+            print(f"\n{split} families:\n\n" + table(rows, list(rows[0])), flush=True)
+    elif args.cmd == "variants":
+        grown = grow(real, args.size, args.seed)
+        reach = [None if r < 0 else r for r in args.reach]
+        grid = {"k": args.k, "kq": args.kq, "alpha": args.alpha, "reach": reach, "blend": args.blend}
+        rows, best = variants_benchmark(grown, args.queries, args.seed, grid)
+        print(f"\n### variants on {args.size} descriptors, {args.queries} queries per split; tuned on dev: {best}\n")
         print(table(rows, list(rows[0])))
     else:
         print(table(dedup_scale(real, sorted(args.sizes), args.seed), ["images", "P", "R", "F1", "seconds", "peak RSS GB"]))

@@ -2,8 +2,10 @@
 versions of them (families), grown to 10k / 100k by a documented synthetic step.
 
 Real part (`describe`): every photo of --images and --variants edited versions of it (copyseek's
-DISC21-style edits at --severity, without the composite edits that paste in other photos, so a family
-is exactly one photo's versions), described by SSCD (square:320). Family f = photo f.
+DISC21-style edits at --severity), described by SSCD (square:320). Family f = photo f. With
+--donors N, N photos (a seeded draw) are set aside as donors and never head a family; every edit
+chain may then draw the composite edits (paste, overlay, collage, blend), each edit with 4 donors,
+as `copyseek bench build` makes its queries. Without donors, a family is exactly one photo's versions.
 
 Synthetic part (`grow`): a new family is made from a real one, its members keeping their real edit
 offsets: member' = normalise(c' + (member - original)), where the new original c' = normalise(
@@ -12,6 +14,7 @@ the real ones as real photos are (mix is set so that the new originals' cosine t
 matches the cosine between two different real photos' nearest neighbours). Everything is seeded.
 
     python benchmarks/graph_descriptors.py describe --images ../shared/images --out /work/scratch/graph/real.npz
+    python benchmarks/graph_descriptors.py describe --variants 20 --severity 1.6 --donors 64 --out real10k.npz
     python benchmarks/graph_descriptors.py grow /work/scratch/graph/real.npz --size 100000 --out big.npz
 """
 
@@ -25,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 
-def describe(images: Path, out: Path, variants: int, severity: float, seed: int, limit: int | None) -> None:
+def describe(
+    images: Path, out: Path, variants: int, severity: float, seed: int, limit: int | None, n_donors: int = 0
+) -> None:
     from PIL import Image
 
     from copyseek.registry import make_branch
@@ -34,7 +39,10 @@ def describe(images: Path, out: Path, variants: int, severity: float, seed: int,
     from copyseek.progress import progress_bar
 
     files, _ = find_images(images)
-    files = sorted(files, key=lambda f: f.path.name)[:limit]
+    files = sorted(files, key=lambda f: f.path.name)
+    donor_rows = set(np.random.default_rng([seed, 104729]).permutation(len(files))[:n_donors].tolist())
+    donors = [thumbnail(read_image(ImageFile(files[i].id, files[i].path), min_side=320).pixels) for i in sorted(donor_rows)]
+    files = [file for i, file in enumerate(files) if i not in donor_rows][:limit]
     branch = make_branch("global", {"threads": 1})
     vectors, family, original, names = [], [], [], []
     partial = out.with_suffix(".partial.npz")
@@ -55,11 +63,11 @@ def describe(images: Path, out: Path, variants: int, severity: float, seed: int,
                 print(f"skipped {file.path}: {exc}")
                 continue
             rng = np.random.default_rng([seed, f])
-            pil = Image.fromarray(photo)
-            pil.thumbnail((640, 640))
+            pil = thumbnail(photo)
             batch, edit_names = [np.asarray(pil)], ["original"]
             for _ in range(variants):
-                edited, applied = random_edits(pil, rng, severity=severity)
+                picked = rng.choice(len(donors), size=min(4, len(donors)), replace=False) if donors else []
+                edited, applied = random_edits(pil, rng, severity=severity, donors=[donors[i] for i in picked])
                 batch.append(np.asarray(edited))
                 edit_names.append("|".join(applied))
             vectors.append(branch.embed(batch))
@@ -72,6 +80,15 @@ def describe(images: Path, out: Path, variants: int, severity: float, seed: int,
     save(out, vectors, family, original, names)
     partial.unlink(missing_ok=True)
     print(f"{len(family)} descriptors of {len(set(family))} families in {time.perf_counter() - start:.0f} s -> {out}")
+
+
+def thumbnail(pixels: np.ndarray) -> "Image.Image":
+    """The photo at 640 pixels on its longest side at most, as the edits get it."""
+    from PIL import Image
+
+    pil = Image.fromarray(pixels)
+    pil.thumbnail((640, 640))
+    return pil
 
 
 def save(path: Path, vectors: list, family: list, original: list, names: list) -> None:
@@ -107,10 +124,11 @@ def grow(real: dict, size: int, seed: int, mix: float | None = None) -> dict:
         target = float(np.median(sims.max(1)))
         # for a Gaussian direction g nearly orthogonal to the original: cos(o, o + m g) = 1 / sqrt(1 + m^2)
         mix = float(np.sqrt(1 / target**2 - 1))
+    present = np.unique(family)  # a photo that could not be read left its family number unused
     out_v, out_f, out_o = [vectors], [family], [original]
     total, next_family = len(vectors), n_fam
     while total < size:
-        source = int(rng.integers(n_fam))
+        source = int(present[rng.integers(len(present))])
         members = np.flatnonzero(family == source)
         head = vectors[head_of[source]]
         center = unit(head + mix * unit(rng.standard_normal(head.shape)))
@@ -147,6 +165,7 @@ def main() -> None:
     d.add_argument("--severity", type=float, default=1.0)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--limit", type=int, default=None)
+    d.add_argument("--donors", type=int, default=0, help="photos set aside for composite edits (0: none)")
     g = sub.add_parser("grow")
     g.add_argument("real", type=Path)
     g.add_argument("--size", type=int, required=True)
@@ -155,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cmd == "describe":
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        describe(args.images, args.out, args.variants, args.severity, args.seed, args.limit)
+        describe(args.images, args.out, args.variants, args.severity, args.seed, args.limit, args.donors)
     else:
         grown = grow(load(args.real), args.size, args.seed)
         np.savez(args.out, **grown)

@@ -7,8 +7,11 @@ from copyseek.errors import CopyseekError
 from copyseek.graph.diffusion import (
     SOLVERS,
     ConvergenceWarning,
+    Components,
     Diffusion,
     Solver,
+    component_eigenpairs,
+    component_labels,
     conjugate_gradient,
     hop_neighbourhood,
     make_solver,
@@ -90,6 +93,73 @@ class TestSolvers:
         s = graph.normalized()
         nodes = hop_neighbourhood(s, np.array([0]), 1 + s[0].nnz)
         assert set(nodes) == {0} | set(s[0].indices)
+
+
+class TestComponents:
+    """The fixture graph is 8 connected components (8 to 24 nodes): each query is solved on its own."""
+
+    @pytest.mark.parametrize(
+        "name, options",
+        [("temporal", {"tol": 1e-8, "components": True}), ("hybrid", {"rank": 10, "tol": 1e-8, "components": True})],
+    )
+    def test_per_component_solves_are_exact(self, graph, name, options):
+        y = seeds(graph)
+        f = Diffusion(0.99, name, **options).fit(graph).rank(y)
+        np.testing.assert_allclose(f, exact(graph, y), rtol=1e-5, atol=1e-6 * np.abs(exact(graph, y)).max())
+
+    def test_scores_stay_in_the_touched_components(self, graph):
+        labels = component_labels(graph.normalized())
+        assert len(np.unique(labels)) > 2
+        y = seeds(graph, 1)
+        f = Diffusion(0.99, "temporal", components=True).fit(graph).rank(y)
+        touched = np.unique(labels[np.flatnonzero(y[:, 0])])
+        assert np.count_nonzero(f[~np.isin(labels, touched), 0]) == 0
+        assert (f[np.isin(labels, touched), 0] > 0).all()
+
+    @pytest.mark.parametrize("dense_up_to", [1000, 10])  # 10: the larger components go through eigsh
+    def test_component_eigenpairs_are_eigenpairs_of_the_whole_graph(self, graph, monkeypatch, dense_up_to):
+        import copyseek.graph.diffusion as diffusion
+
+        monkeypatch.setattr(diffusion, "DENSE_COMPONENT", dense_up_to)
+        monkeypatch.setattr(diffusion, "DENSE_MANY", dense_up_to)
+        s = graph.normalized()
+        components = Components(component_labels(s))
+        values, vectors, owners = component_eigenpairs(s, 12, 1e-10, components)
+        np.testing.assert_allclose(values, np.sort(np.linalg.eigvalsh(s.toarray()))[::-1][:12], atol=1e-6)
+        np.testing.assert_allclose(s @ vectors, vectors * values, atol=1e-4)
+        for column, owner in enumerate(owners):  # each vector lives on the component it is listed for
+            assert np.abs(vectors[components.labels != owner, column]).max() == 0
+
+    def test_spectral_per_component_is_exact_at_full_rank(self, graph):
+        y = seeds(graph)
+        full = Diffusion(0.99, "spectral", rank=graph.n_nodes, components=True).fit(graph).rank(y)
+        np.testing.assert_allclose(full, exact(graph, y), atol=1e-3 * np.abs(full).max())
+
+    def test_hybrid_iterations_fall_once_every_component_is_captured(self, graph):
+        y = seeds(graph, 1)
+        temporal = Diffusion(0.99, "temporal", tol=1e-6, components=True).fit(graph)
+        temporal.rank(y)
+        hybrid = Diffusion(0.99, "hybrid", rank=40, tol=1e-6, components=True).fit(graph)
+        hybrid.rank(y)
+        assert hybrid.iterations_ < temporal.iterations_
+
+    def test_keep_rank_equals_fitting_at_that_rank(self, graph):
+        y = seeds(graph)
+        large = Diffusion(0.99, "hybrid", rank=30, tol=1e-8, components=True).fit(graph)
+        small = Diffusion(0.99, "hybrid", rank=12, tol=1e-8, components=True).fit(graph)
+        kept = Diffusion.from_fitted(graph, large.solver_.keep_rank(12))
+        np.testing.assert_allclose(kept.solver_.values_, small.solver_.values_, atol=1e-8)
+        np.testing.assert_allclose(kept.rank(y), exact(graph, y), rtol=1e-5, atol=1e-6 * np.abs(exact(graph, y)).max())
+        assert kept.solver_.nbytes() < large.solver_.nbytes() and large.solver_.vectors_.shape[1] == 30
+        spectral = Diffusion.from_fitted(graph, small.solver_.spectral())
+        fitted = Diffusion(0.99, "spectral", rank=12, components=True).fit(graph)
+        np.testing.assert_allclose(spectral.rank(y), fitted.rank(y), atol=1e-5 * np.abs(fitted.rank(y)).max())
+        with pytest.raises(CopyseekError, match="rank"):
+            large.solver_.keep_rank(31)
+
+    def test_truncation_and_components_exclude_each_other(self, graph):
+        with pytest.raises(CopyseekError, match="exclude"):
+            Diffusion(0.99, "temporal", truncate=10, components=True).fit(graph)
 
 
 class TestDiffusion:

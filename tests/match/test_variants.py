@@ -57,7 +57,7 @@ def test_match_command_with_and_without_the_flag(indexed):
     assert rows and set(rows[0]) == {"query_id", "reference_id", "variant_id", "score"}
 
 
-@pytest.mark.parametrize("options", [{"n": 0}, {"min_score": 2.0}, {"alpha": 1.0}])
+@pytest.mark.parametrize("options", [{"n": 0}, {"min_score": 2.0}, {"alpha": 1.0}, {"seeds": 0}])
 def test_bad_options_are_refused(options):
     with pytest.raises(CopyseekError):
         VariantOptions(**options)

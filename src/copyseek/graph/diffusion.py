@@ -10,15 +10,25 @@ Solvers (registered in SOLVERS, all `fit(S, alpha)` then `rank(y) -> f`):
   query's truncated neighbourhood (the M nodes nearest the seeds in hops); nothing stored offline.
 - spectral: the top-r eigenpairs (U, Lambda) of S, computed once (scipy eigsh);
   f = U diag(1 / (1 - alpha Lambda)) U^T y. Exact only when r = n; memory n * r.
-- hybrid: the same r eigenpairs plus CG on the remainder: (I - alpha S)^-1 =
-  U h(Lambda) U^T + (I - alpha S_r)^-1 - U U^T with S_r = S - U Lambda U^T. Exact for any r; S_r's
-  spectrum stops at lambda_{r+1} < 1, so CG needs fewer iterations, and r trades memory for time.
-  The formula is our reading of the paper's spectral/temporal split (the paper's own code was not
-  available to us).
+- hybrid: the same r eigenpairs plus CG on the rest of the spectrum: f = U h(Lambda) U^T y + x with
+  (I - alpha S) x = (I - U U^T) y. The right-hand side has no component on U's invariant subspace,
+  so CG only meets lambda_{r+1}, lambda_{r+2}, ... and needs fewer iterations, each as cheap as
+  temporal's (one sparse product: the eigenvectors are used once per query, not per iteration).
+  This equals the paper's (I - alpha S)^-1 = U h(Lambda) U^T + (I - alpha S_r)^-1 - U U^T with
+  S_r = S - U Lambda U^T (our reading of the paper's spectral/temporal split; its code was not
+  available to us), solved in the deflated form.
+
+`components=True` (every solver): (I - alpha S)^-1 is block diagonal over the graph's connected
+components, so each query is solved exactly on the components its seeds touch, and the eigenpairs are
+computed per component (each eigenvector lives on one component; the r largest over all are kept).
+Copy-detection graphs are many small components (one per photo's versions) beside a few large ones:
+a query of a small component costs a few products on a few dozen nodes, and the eigenpairs go where
+CG is slow, to the large components.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -89,11 +99,13 @@ class Solver(ABC):
 @dataclass(frozen=True)
 class CGParams:
     """tol: relative residual to stop at; max_iter: CG iterations at most; truncate: with a number M,
-    each query is solved on the subgraph of the M nodes nearest its seeds in hops (None: whole graph)."""
+    each query is solved on the subgraph of the M nodes nearest its seeds in hops (None: whole graph);
+    components: each query solved on the connected components its seeds touch (exact)."""
 
     tol: float = 1e-4
     max_iter: int = 500
     truncate: int | None = None
+    components: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.tol < 1:
@@ -102,6 +114,10 @@ class CGParams:
             raise CopyseekError(f"CG max_iter must be a whole number >= 1, got {self.max_iter}")
         if self.truncate is not None and (int(self.truncate) != self.truncate or self.truncate < 1):
             raise CopyseekError(f"truncate must be a whole number >= 1 or None, got {self.truncate}")
+        if not isinstance(self.components, bool):
+            raise CopyseekError(f"components must be True or False, got {self.components!r}")
+        if self.components and self.truncate is not None:
+            raise CopyseekError("truncate and components exclude each other: choose one restriction")
 
 
 def hop_neighbourhood(s: sp.csr_matrix, seeds: np.ndarray, size: int) -> np.ndarray:
@@ -120,6 +136,59 @@ def hop_neighbourhood(s: sp.csr_matrix, seeds: np.ndarray, size: int) -> np.ndar
     return np.flatnonzero(chosen)
 
 
+def component_labels(s: sp.csr_matrix) -> np.ndarray:
+    """(n,) connected-component label of every node of S's graph (an isolated node is its own)."""
+    from scipy.sparse.csgraph import connected_components
+
+    return connected_components(s, directed=False)[1]
+
+
+class Components:
+    """The nodes of each connected component, to restrict a query to the components it touches."""
+
+    def __init__(self, labels: np.ndarray):
+        self.labels = labels
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.arange(labels.max() + 2))
+        self._members = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def touched(self, rows: np.ndarray) -> np.ndarray:
+        """Component labels that `rows` fall in, sorted."""
+        return np.unique(self.labels[rows])
+
+    def nodes(self, labels: np.ndarray) -> np.ndarray:
+        """Sorted rows of the components `labels`."""
+        return np.sort(np.concatenate([self._members[c] for c in labels]))
+
+    def members(self, label: int) -> np.ndarray:
+        return self._members[label]
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
+def solve_by_components(
+    components: Components, y: np.ndarray, solve: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, int]]
+) -> tuple[np.ndarray, int]:
+    """f for (n, m) seeds, each column solved on the components its seeds touch, by
+    `solve(nodes, touched labels, y[nodes] of the columns that touch exactly those)`; the columns with
+    the same touched components are solved as one block. Elsewhere f is 0 (no path leads there)."""
+    f = np.zeros_like(y)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for column in range(y.shape[1]):
+        touched = components.touched(np.flatnonzero(y[:, column]))
+        if len(touched):
+            groups.setdefault(tuple(touched.tolist()), []).append(column)
+    iterations = 0
+    for touched, columns in groups.items():
+        labels = np.asarray(touched)
+        nodes = components.nodes(labels)
+        part, its = solve(nodes, labels, y[np.ix_(nodes, columns)])
+        f[np.ix_(nodes, columns)] = part
+        iterations = max(iterations, its)
+    return f, iterations
+
+
 class TemporalSolver(Solver):
     """CG on (I - alpha S) f = y; nothing precomputed."""
 
@@ -130,9 +199,18 @@ class TemporalSolver(Solver):
 
     def fit(self, s: sp.csr_matrix, alpha: float) -> "TemporalSolver":
         self.s_, self.alpha_ = sp.csr_matrix(s), alpha
+        if self.params.components:
+            self.components_ = Components(component_labels(self.s_))
         return self
 
     def rank(self, y: np.ndarray) -> np.ndarray:
+        if self.params.components:
+            def solve(nodes: np.ndarray, _touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
+                sub = self.s_[nodes][:, nodes]
+                return conjugate_gradient(lambda x: x - self.alpha_ * (sub @ x), part, self.params.tol, self.params.max_iter)
+
+            f, self.iterations_ = solve_by_components(self.components_, y, solve)
+            return f
         if self.params.truncate is None or self.params.truncate >= self.s_.shape[0]:
             f, self.iterations_ = conjugate_gradient(
                 lambda x: x - self.alpha_ * (self.s_ @ x), y, self.params.tol, self.params.max_iter
@@ -153,16 +231,20 @@ class TemporalSolver(Solver):
 
 @dataclass(frozen=True)
 class SpectralParams:
-    """rank: eigenpairs kept (r); tol: eigsh's tolerance (0 = machine precision)."""
+    """rank: eigenpairs kept (r); tol: eigsh's tolerance (0 = machine precision); components: the
+    eigenpairs computed per connected component (see the module docstring)."""
 
     rank: int = 64
     tol: float = 1e-4
+    components: bool = False
 
     def __post_init__(self) -> None:
         if int(self.rank) != self.rank or self.rank < 1:
             raise CopyseekError(f"spectral rank must be a whole number >= 1, got {self.rank}")
         if self.tol < 0:
             raise CopyseekError(f"eigsh tol must be >= 0, got {self.tol}")
+        if not isinstance(self.components, bool):
+            raise CopyseekError(f"components must be True or False, got {self.components!r}")
 
 
 def top_eigenpairs(s: sp.csr_matrix, rank: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +263,45 @@ def top_eigenpairs(s: sp.csr_matrix, rank: int, tol: float) -> tuple[np.ndarray,
     return values.astype(np.float64), vectors.astype(np.float32)
 
 
+DENSE_COMPONENT = 3000
+"""Components up to this many nodes are decomposed densely (eigh): faster than eigsh for many
+eigenpairs of a few thousand nodes."""
+DENSE_MANY = 10_000
+"""Components up to this many nodes are also decomposed densely when more than a sixteenth of their
+eigenpairs is asked for: Lanczos (eigsh) then costs more than a full eigh (n^2 floats of memory)."""
+
+
+def component_eigenpairs(
+    s: sp.csr_matrix, rank: int, tol: float, components: Components
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `rank` largest eigenpairs of the block-diagonal S, each eigenvector computed within its
+    connected component: (values (r,), vectors (n, r) float32, component of each vector (r,)).
+    Ties (every component has an eigenvalue near 1) go to the larger component first."""
+    values, vecs, owners = [], [], []
+    for label in np.argsort([-len(components.members(c)) for c in range(len(components))], kind="stable"):
+        nodes = components.members(label)
+        block = s[nodes][:, nodes]
+        keep = min(rank, len(nodes))
+        many = keep * 16 >= len(nodes) and len(nodes) <= DENSE_MANY
+        if len(nodes) <= DENSE_COMPONENT or many or keep >= len(nodes) - 1:
+            w, v = np.linalg.eigh(block.toarray())
+            w, v = w[::-1][:keep], v[:, ::-1][:, :keep]
+        else:
+            w, v = top_eigenpairs(block, keep, tol)
+        values.append(w)
+        vecs.append((nodes, v.astype(np.float32)))
+        owners.append(np.full(len(w), label))
+    all_values, all_owners = np.concatenate(values), np.concatenate(owners)
+    chosen = np.argsort(-all_values, kind="stable")[:rank]
+    vectors = np.zeros((s.shape[0], len(chosen)), np.float32)
+    starts = np.cumsum([0] + [len(w) for w in values])
+    for column, index in enumerate(chosen):
+        block = np.searchsorted(starts, index, side="right") - 1
+        nodes, v = vecs[block]
+        vectors[nodes, column] = v[:, index - starts[block]]
+    return all_values[chosen].astype(np.float64), vectors, all_owners[chosen]
+
+
 class SpectralSolver(Solver):
     """f = U diag(1 / (1 - alpha Lambda)) U^T y with S's top-r eigenpairs."""
 
@@ -190,7 +311,11 @@ class SpectralSolver(Solver):
         self.params = from_options(SpectralParams, options, "spectral solver")
 
     def fit(self, s: sp.csr_matrix, alpha: float) -> "SpectralSolver":
-        self.values_, self.vectors_ = top_eigenpairs(s, self.params.rank, self.params.tol)
+        if self.params.components:
+            components = Components(component_labels(s))
+            self.values_, self.vectors_, _ = component_eigenpairs(s, self.params.rank, self.params.tol, components)
+        else:
+            self.values_, self.vectors_ = top_eigenpairs(s, self.params.rank, self.params.tol)
         self.filter_ = (1.0 / (1.0 - alpha * self.values_)).astype(np.float32)
         return self
 
@@ -200,18 +325,25 @@ class SpectralSolver(Solver):
     def nbytes(self) -> int:
         return int(self.vectors_.nbytes + self.values_.nbytes)
 
+    def keep_rank(self, rank: int) -> "SpectralSolver":
+        """A fitted copy on the first `rank` eigenpairs (the largest: what fitting at that rank
+        computes), without decomposing again: r swept from one decomposition."""
+        return keep_rank(self, rank)
+
 
 @dataclass(frozen=True)
 class HybridParams:
-    """rank: eigenpairs kept (r); tol, max_iter: CG on the remainder; eig_tol: eigsh's tolerance."""
+    """rank: eigenpairs kept (r); tol, max_iter: CG on the remainder; eig_tol: eigsh's tolerance;
+    components: eigenpairs and solves per connected component (see the module docstring)."""
 
     rank: int = 64
     tol: float = 1e-4
     max_iter: int = 500
     eig_tol: float = 1e-4
+    components: bool = False
 
     def __post_init__(self) -> None:
-        SpectralParams(self.rank, self.eig_tol)
+        SpectralParams(self.rank, self.eig_tol, self.components)
         CGParams(self.tol, self.max_iter)
 
 
@@ -225,23 +357,63 @@ class HybridSolver(Solver):
 
     def fit(self, s: sp.csr_matrix, alpha: float) -> "HybridSolver":
         self.s_, self.alpha_ = sp.csr_matrix(s), alpha
-        self.values_, self.vectors_ = top_eigenpairs(s, self.params.rank, self.params.eig_tol)
-        # spectral part minus the projection U U^T, folded into one filter: h(lambda) - 1
-        self.filter_ = (1.0 / (1.0 - alpha * self.values_) - 1.0).astype(np.float32)
-        self.scaled_values_ = self.values_.astype(np.float32)
+        if self.params.components:
+            self.components_ = Components(component_labels(self.s_))
+            self.values_, self.vectors_, self.owners_ = component_eigenpairs(
+                self.s_, self.params.rank, self.params.eig_tol, self.components_
+            )
+        else:
+            self.values_, self.vectors_ = top_eigenpairs(s, self.params.rank, self.params.eig_tol)
+        self.filter_ = (1.0 / (1.0 - alpha * self.values_)).astype(np.float32)
         return self
 
+    def _solve(self, s: sp.csr_matrix, u: np.ndarray, filter_: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+        """Spectral part on u plus CG on the deflated right-hand side (I - u u^T) y."""
+        coefficients = u.T @ y.astype(np.float32)
+        rest = y - (u @ coefficients).astype(y.dtype)
+        alpha = self.alpha_
+        x, iterations = conjugate_gradient(lambda v: v - alpha * (s @ v), rest, self.params.tol, self.params.max_iter)
+        return x + (u @ (filter_[:, None] * coefficients)).astype(y.dtype), iterations
+
     def rank(self, y: np.ndarray) -> np.ndarray:
-        u, lam, alpha = self.vectors_, self.scaled_values_, self.alpha_
+        if not self.params.components:
+            f, self.iterations_ = self._solve(self.s_, self.vectors_, self.filter_, y)
+            return f
 
-        def remainder(x: np.ndarray) -> np.ndarray:  # (I - alpha (S - U Lambda U^T)) x
-            return x - alpha * (self.s_ @ x) + alpha * (u @ (lam[:, None] * (u.T @ x.astype(np.float32)))).astype(x.dtype)
+        def solve(nodes: np.ndarray, touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
+            mine = np.flatnonzero(np.isin(self.owners_, touched))
+            return self._solve(self.s_[nodes][:, nodes], self.vectors_[nodes][:, mine], self.filter_[mine], part)
 
-        f, self.iterations_ = conjugate_gradient(remainder, y, self.params.tol, self.params.max_iter)
-        return f + (u @ (self.filter_[:, None] * (u.T @ y.astype(np.float32)))).astype(y.dtype)
+        f, self.iterations_ = solve_by_components(self.components_, y, solve)
+        return f
 
     def nbytes(self) -> int:
         return int(self.vectors_.nbytes + self.values_.nbytes)
+
+    def keep_rank(self, rank: int) -> "HybridSolver":
+        """A fitted copy on the first `rank` eigenpairs, as SpectralSolver.keep_rank."""
+        return keep_rank(self, rank)
+
+    def spectral(self) -> SpectralSolver:
+        """The spectral solver on the same eigenpairs (the part of f that hybrid's CG completes)."""
+        spectral = SpectralSolver(rank=self.params.rank, tol=self.params.eig_tol, components=self.params.components)
+        spectral.values_, spectral.vectors_, spectral.filter_ = self.values_, self.vectors_, self.filter_
+        return spectral
+
+
+def keep_rank(solver: Solver, rank: int) -> Any:
+    """`solver` (spectral or hybrid, fitted) copied with its first `rank` eigenpairs."""
+    import copy
+
+    if int(rank) != rank or not 1 <= rank <= len(solver.values_):
+        raise CopyseekError(f"keep_rank needs 1 <= rank <= {len(solver.values_)} (the fitted rank), got {rank}")
+    kept = copy.copy(solver)
+    kept.params = dataclasses.replace(solver.params, rank=rank)
+    kept.values_, kept.filter_ = solver.values_[:rank], solver.filter_[:rank]
+    kept.vectors_ = np.ascontiguousarray(solver.vectors_[:, :rank])
+    if hasattr(solver, "owners_"):
+        kept.owners_ = solver.owners_[:rank]
+    return kept
 
 
 SOLVERS: dict[str, Callable[..., Solver]] = {
@@ -284,6 +456,14 @@ class Diffusion:
         self.solver_ = self.solver if isinstance(self.solver, Solver) else make_solver(self.solver, **self.options)
         self.solver_.fit(graph.normalized("sym"), self.alpha)
         return self
+
+    @classmethod
+    def from_fitted(cls, graph: KnnGraph, solver: Solver, alpha: float = 0.99) -> "Diffusion":
+        """A fitted Diffusion around a solver already fitted on `graph` with `alpha` (e.g. one from
+        `keep_rank`), so that it is not fitted again."""
+        diffusion = cls(alpha, solver)
+        diffusion.graph_, diffusion.solver_ = graph, solver
+        return diffusion
 
     def seeds(self, rows: np.ndarray, similarities: np.ndarray) -> np.ndarray:
         """(n,) or (n, m) seed vectors from the query's (k,) or each of m queries' (m, k) neighbours in

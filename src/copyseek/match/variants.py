@@ -30,16 +30,19 @@ from copyseek.store.index import Index
 @dataclass(frozen=True)
 class VariantOptions:
     """n: variants listed per query at most; min_score: least diffusion score, relative to the query's
-    best-scored reference; k: graph neighbours per reference and query seeds; alpha: diffusion reach."""
+    best-scored reference; k: graph neighbours per reference; seeds: the query's nearest references
+    that diffusion starts from; alpha: diffusion reach. k = 20, seeds = 10, alpha = 0.9 were tuned on
+    hard reference families (BENCHMARKS.md, issue 14): the papers' alpha = 0.99 spreads across families."""
 
     n: int = 10
     min_score: float = 0.05
-    k: int = 10
-    alpha: float = 0.99
+    k: int = 20
+    alpha: float = 0.9
+    seeds: int = 10
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.k < 1:
-            raise CopyseekError(f"variants n and k must be >= 1, got n={self.n}, k={self.k}")
+        if self.n < 1 or self.k < 1 or self.seeds < 1:
+            raise CopyseekError(f"variants n, k and seeds must be >= 1, got n={self.n}, k={self.k}, seeds={self.seeds}")
         if not 0.0 <= self.min_score <= 1.0:
             raise CopyseekError(f"variants min_score must be in [0, 1], got {self.min_score}")
         if not 0.0 < self.alpha < 1.0:
@@ -62,8 +65,9 @@ def rank_variants(
     if "global" not in index.branches:
         raise CopyseekError("--variants needs a pipeline with the global branch (its vectors make the graph)")
     nodes = index_graph(index, GraphParams(k=options.k))
-    diffusion = Diffusion(options.alpha, "temporal").fit(nodes.graph)
-    sims, rows = index.searchers()["global"].search_vectors(query_vectors, options.k)
+    # per component: exact, and a query of a small family costs a few products on its own nodes
+    diffusion = Diffusion(options.alpha, "temporal", components=True).fit(nodes.graph)
+    sims, rows = index.searchers()["global"].search_vectors(query_vectors, options.seeds)
     seeds = nodes.nodes_of_rows(rows)
     matched_nodes = nodes.nodes_of_rows(matched_rows)
     found: list[list[tuple[int, float]]] = []
