@@ -97,7 +97,7 @@ def test_auto_is_exact_for_small_collections_and_compressed_past_the_threshold(m
         searcher = VectorSearcher(32)
         for lo, hi in zip([0, *splits], splits):
             searcher.add({"vectors": vectors[lo:hi]})
-        assert searcher.structure == "IVF64,SQ8" and searcher.search_parameters() == {"nprobe": 16}  # 1/4 of the lists
+        assert searcher.structure == "IVF64,SQ8" and searcher.search_parameters() == {"nprobe": 32}  # half the lists
         assert len(searcher._training_sample()) == 640
         assert searcher.nbytes() < vectors.nbytes / 2
         results.append(searcher.search_vectors(copies, 3))

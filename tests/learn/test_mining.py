@@ -56,7 +56,7 @@ def test_manifold_positives_are_not_euclidean_neighbours_but_knn_positives_are()
 
 def test_manifold_negatives_are_euclidean_neighbours_outside_the_family():
     vectors, family = chains()
-    params = MiningParams(k_positive=2, k_negative=4, graph_k=3, anchors="all")
+    params = MiningParams(k_positive=2, k_negative=4, graph_k=3, manifold_pool=8, anchors="all")
     manifold, knn = ManifoldMiner(params).mine(vectors), KnnMiner(params).mine(vectors)
     assert (manifold.negatives >= 0).any()
     assert mining_precision(manifold, family)[1] == 1.0 > mining_precision(knn, family)[1]

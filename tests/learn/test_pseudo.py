@@ -1,15 +1,11 @@
 """Label propagation as a training loop (learn/pseudo.py)."""
 
-import csv
-
 import numpy as np
 import pytest
 
-from copyseek.cli import main
 from copyseek.errors import CopyseekError
 from copyseek.learn.pseudo import LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels
 from tests.graph.families import families
-from tests.making import write_photos
 
 
 def few_labels(family: np.ndarray, per_family: int) -> np.ndarray:
@@ -66,21 +62,3 @@ def test_labels_csv_names_training_photos(tmp_path):
     path.write_text("image,label\nz,cats\n")
     with pytest.raises(CopyseekError, match="not training photos"):
         read_labels(path, ["a"])
-
-
-def test_copyseek_train_pseudo_labels_lp_runs_rounds(tmp_path, capsys):
-    photos = write_photos(tmp_path / "imgs", 6, size=(64, 48))
-    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f"{p.stem},{i % 2}\n" for i, p in enumerate(photos[:4])))
-    run = tmp_path / "run"
-    code = main(["train", "--images", str(tmp_path / "imgs"), "--out", str(run), "--pseudo-labels", "lp",
-                 "--labels", str(tmp_path / "labels.csv"), "--rounds", "2", "--loss", "contrastive", "-q",
-                 "--set", "steps=1", "--set", "arch=resnet-small", "--set", "dim=16", "--set", "image_size=32",
-                 "--set", "classes_per_batch=2", "--set", "views_per_class=2", "--set", "device=cpu"])
-    assert code == 0 and (run / "model.onnx").exists() and (run / "round-2" / "last.pt").exists()
-    with open(run / "rounds.csv", newline="") as handle:
-        rounds = list(csv.DictReader(handle))
-    assert [r["round"] for r in rounds] == ["1", "2"] and all(int(r["pseudo_labelled"]) >= 4 for r in rounds)
-    with open(run / "round-1" / "pseudo-labels.csv", newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == 6
-    assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "x"), "--pseudo-labels", "lp",
-                 "--set", "steps=1", "-q"]) == 2

@@ -169,12 +169,13 @@ HNSW_COARSE_FROM = 4_000_000
 """References from which "auto" finds the IVF lists to visit with an HNSW graph over the list
 centres (their number grows with the square root of the references; an exact scan of 16k+
 centres per query would cost more than the lists)."""
-AUTO_PROBE_SHARE = 4
+AUTO_PROBE_SHARE = 2
 """The structures "auto" chooses visit 1/AUTO_PROBE_SHARE of their lists by default, not the 1/16 of
 `default_nprobe`: SSCD vectors of unrelated photos are nearly orthogonal (no clusters for the lists
-to follow), and a heavily edited copy is often in none of the 16 lists nearest the query. On 100k
-real-like references recall@1 of exact on true copies was 0.91 at 1/16, 0.94 at 1/8 and 0.965 at
-1/4 of 1024 lists (BENCHMARKS.md, issue 13); the 4-bit codes scan fast enough to afford it."""
+to follow), and a heavily edited copy is often in none of the lists nearest the query. On 1M
+real-like references (BENCHMARKS.md, issue 13) recall@1 of exact on true copies was 0.88 at 1/16,
+0.95 at 1/4 and 0.97 at 1/2 of 1024 lists, for 1.0 / 3.4 / 6.2 ms of CPU per query: next to the
+~50 ms a query's description costs, the copies are worth the milliseconds."""
 TRAIN_MAX = 64
 """Training vectors per IVF list at most, and at least TRAIN_MIN in all: a sample of the references,
 evenly spaced by row, so the same references train the same index whatever chunks they came in

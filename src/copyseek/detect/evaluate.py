@@ -18,8 +18,7 @@ class TorchDetector:
     The net is used as it is (a training net is not switched to eval mode here)."""
 
     def __init__(self, source, *, top_k: int = 20, min_score: float = 0.05, max_copies: int = COPIES_PER_IMAGE):
-        from copyseek.detect.model import DetectorNet
-        from copyseek.detect.train import load_checkpoint
+        from copyseek.detect.model import DetectorNet, load_checkpoint
 
         self.net = source if isinstance(source, DetectorNet) else load_checkpoint(source)[0]
         self.input_size = self.net.config.input_size

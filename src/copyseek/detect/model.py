@@ -14,6 +14,7 @@ module (detect/scn.py) computes them only where a guidance head says the image i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -223,3 +224,14 @@ def macs(config: NetConfig) -> int:
     for h in handles:
         h.remove()
     return total
+
+
+def load_checkpoint(path: str | Path) -> tuple[DetectorNet, dict]:
+    """A trained DetectorNet (eval mode) and the checkpoint's content."""
+    path = Path(path)
+    if not path.is_file():
+        raise CopyseekError(f"no detector checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net = DetectorNet(NetConfig.from_dict(state["net"]))
+    net.load_state_dict(state["model"])
+    return net.eval(), state

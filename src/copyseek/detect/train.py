@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from copyseek.detect.data import Sample, SyntheticQueries, load_photos
-from copyseek.detect.model import STRIDE, DetectorNet, NetConfig
+from copyseek.detect.model import STRIDE, DetectorNet, NetConfig, load_checkpoint
 from copyseek.detect.targets import detection_loss, make_targets
 from copyseek.errors import CopyseekError
 
@@ -139,17 +139,6 @@ def collate(samples: list[Sample], grid: int) -> tuple[torch.Tensor, dict[str, t
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
     targets = [make_targets(s.boxes, s.labels, grid, STRIDE) for s in samples]
     return images, {k: torch.from_numpy(np.stack([t[k] for t in targets])) for k in targets[0]}
-
-
-def load_checkpoint(path: str | Path) -> tuple[DetectorNet, dict]:
-    """A trained DetectorNet (eval mode) and the checkpoint's content."""
-    path = Path(path)
-    if not path.is_file():
-        raise CopyseekError(f"no detector checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    net = DetectorNet(NetConfig.from_dict(state["net"]))
-    net.load_state_dict(state["model"])
-    return net.eval(), state
 
 
 def save_pool(samples: list[Sample], path: str | Path) -> None:

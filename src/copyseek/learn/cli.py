@@ -78,7 +78,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.pseudo_labels:
         if args.resume:
             raise CopyseekError("--resume does not continue label propagation rounds: start a new --out")
-        from copyseek.learn.pseudo import train_lp
+        from copyseek.learn.lploop import train_lp
 
         model = train_lp(settings(args), Path(args.out), args.labels, args.rounds, progress=not args.quiet)
     else:

@@ -55,7 +55,12 @@ class TrainConfig:
     mine_k_negative: int = 0
     mine_graph_k: int = 0
     mine_euclidean_k: int = 0
+    mine_manifold_pool: int = 0
     mine_anchors: str = "stationary"  # "stationary" (the paper's random-walk modes) or "all"
+    # reported pairs weighted by relevance (learn/reports.py): a `copyseek triage` queue
+    # (query_id,reference_id,relevance), its references among `images`, its queries under pair_queries
+    pairs: str = ""
+    pair_queries: str = ""
     distill_direct: float = 1.0  # weight of 1 - cos(student, teacher)
     distill_relational: float = 1.0  # weight of the batch similarity-matrix match
     recall_weight: float = 1.0  # weight of the ranking term when distilling too
@@ -91,6 +96,8 @@ class TrainConfig:
         loss_terms(self.loss)
         check_miner(self.miner)
         self.mining_params()
+        if bool(self.pairs) != bool(self.pair_queries):
+            raise CopyseekError("pairs (a triage queue) and pair_queries (its query images) go together")
         if self.arch not in ARCHS:
             raise CopyseekError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCHS)}")
         if self.head not in HEADS:
@@ -113,7 +120,7 @@ class TrainConfig:
         from copyseek.learn.mining import MiningParams
 
         return MiningParams(self.mine_k_positive, self.mine_k_negative, self.mine_graph_k, self.mine_euclidean_k,
-                            self.mine_anchors)
+                            self.mine_manifold_pool, self.mine_anchors)
 
     def to_dict(self) -> dict:
         return asdict(self)

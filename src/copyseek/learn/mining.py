@@ -45,8 +45,9 @@ ANCHORS = ("stationary", "all")
 @dataclass(frozen=True)
 class MiningParams:
     """k_positive, k_negative: positives and negatives per anchor; graph_k: neighbours per node of the
-    kNN graph; euclidean_k: Euclidean neighbours a manifold positive must not be among (manifold
-    miner only). 0 = scaled to the collection's size n (`resolved`). anchors: "stationary" (local
+    kNN graph; euclidean_k: Euclidean neighbours a manifold positive must not be among, manifold_pool:
+    top manifold neighbours a negative must not be among (manifold miner only). 0 = scaled to the
+    collection's size n (`resolved`). anchors: "stationary" (local
     maxima of the random walk's stationary distribution, the paper's) or "all" images.
     alpha: diffusion's (0.99 in the paper)."""
 
@@ -54,11 +55,12 @@ class MiningParams:
     k_negative: int = 0
     graph_k: int = 0
     euclidean_k: int = 0
+    manifold_pool: int = 0
     anchors: str = "stationary"
     alpha: float = 0.99
 
     def __post_init__(self) -> None:
-        for name in ("k_positive", "k_negative", "graph_k", "euclidean_k"):
+        for name in ("k_positive", "k_negative", "graph_k", "euclidean_k", "manifold_pool"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise CopyseekError(f"mining {name} must be a whole number >= 0 (0: scaled), got {value!r}")
@@ -68,17 +70,21 @@ class MiningParams:
             raise CopyseekError(f"mining alpha must be in (0, 1), got {self.alpha}")
 
     def resolved(self, n: int) -> "MiningParams":
-        """The k values for a collection of n images: the graph's k grows as sqrt(n) / 3 (5..50), the
-        positives and negatives as sqrt(n) / 8 (2..20), euclidean_k is half of k_positive (>= 1).
-        Our own scaling: it keeps a few per anchor on our benchmark families (5 images each)."""
+        """The k values for a collection of n images: the graph's k grows as sqrt(n) / 3 (5..50),
+        k_positive as sqrt(n) / 8 (2..20), k_negative is 3 x k_positive, euclidean_k half of
+        k_positive (>= 1), manifold_pool k_positive + euclidean_k (the manifold neighbours positives
+        are drawn from). Our own scaling, chosen on benchmark families of 5 images (BENCHMARKS.md,
+        issue 15): a larger pool leaves no Euclidean neighbour as a negative."""
         root = math.sqrt(max(n, 1))
         k_positive = self.k_positive or int(np.clip(round(root / 8), 2, 20))
+        euclidean_k = self.euclidean_k or max(1, k_positive // 2)
         return replace(
             self,
             k_positive=k_positive,
-            k_negative=self.k_negative or int(np.clip(round(root / 8), 2, 20)),
+            k_negative=self.k_negative or 3 * k_positive,
             graph_k=min(self.graph_k or int(np.clip(round(root / 3), 5, 50)), max(n - 1, 1)),
-            euclidean_k=self.euclidean_k or max(1, k_positive // 2),
+            euclidean_k=euclidean_k,
+            manifold_pool=self.manifold_pool or k_positive + euclidean_k,
         )
 
 
@@ -120,7 +126,7 @@ class ManifoldMiner(CollectionMiner):
 
     def mine_graph(self, graph: KnnGraph, vectors: np.ndarray, anchors: np.ndarray, params: MiningParams) -> MinedExamples:
         return mine_on_manifold(graph, vectors, anchors, params.k_positive, params.k_negative,
-                                euclidean_k=params.euclidean_k, alpha=params.alpha)
+                                euclidean_k=params.euclidean_k, manifold_pool=params.manifold_pool, alpha=params.alpha)
 
 
 class KnnMiner(CollectionMiner):

@@ -15,29 +15,20 @@ instead: classes are drawn uniformly (the class balance: a large pseudo-class is
 often) and the photos of a class with probability proportional to their confidence (the labelled
 photos weigh 1). In expectation this is the weighted loss.
 
-`copyseek train --pseudo-labels lp --labels labels.csv --rounds R` runs the loop (`train_lp`): round r
-is an ordinary run in RUN_DIR/round-r, started from the previous round's weights, with
-RUN_DIR/rounds.csv (per round: photos with a pseudo-label, their mean confidence) and each round's
-pseudo-labels in RUN_DIR/round-r/pseudo-labels.csv.
+`copyseek train --pseudo-labels lp --labels labels.csv --rounds R` runs the loop (learn/lploop.py).
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from copyseek.errors import CopyseekError
 from copyseek.graph.knn import check_vectors, knn_graph
 from copyseek.graph.propagation import LabelPropagation
-from copyseek.learn.config import TrainConfig
-from copyseek.learn.data import Photos, discover_photos
-from copyseek.learn.mining import PhotoBatches, describe_photos
-from copyseek.learn.train import Trainer
 
 
 @dataclass(frozen=True)
@@ -150,56 +141,6 @@ def read_labels(path: str | Path, names: list[str]) -> tuple[np.ndarray, list[st
     for image, label, *_ in rows:
         labels[index[image]] = classes.index(label)
     return labels, classes
-
-
-class RoundSource:
-    """A round's batches, made from the model's starting weights: describe every photo, propagate the
-    labels, write them to `folder`/pseudo-labels.csv and batch them (Trainer's `source`)."""
-
-    def __init__(self, config: TrainConfig, photos: Photos, labels: np.ndarray, classes: list[str], folder: Path,
-                 params: LPParams | None, progress: bool):
-        self.config, self.photos, self.labels, self.classes = config, photos, labels, classes
-        self.folder, self.params, self.progress = folder, params, progress
-        self.pseudo: PseudoLabels | None = None
-
-    def __call__(self, model: nn.Module) -> PhotoBatches:
-        vectors = describe_photos(model, self.photos.paths, self.config.image_size, progress=self.progress)
-        self.pseudo = propagate_labels(vectors, self.labels, self.params)
-        names = [p.stem for p in self.photos.paths]
-        write_pseudo_labels(self.folder / "pseudo-labels.csv", names, self.classes, self.pseudo)
-        sampler = PseudoLabelBatches(self.pseudo, self.config.classes_per_batch, self.config.views_per_class)
-        return PhotoBatches(self.photos.paths, sampler, self.config.image_size)
-
-
-def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, rounds: int, params: LPParams | None = None,
-             progress: bool = True) -> Path:
-    """Rounds of describe -> graph -> propagate -> train (config.minutes or config.steps per round);
-    returns the last round's ONNX model, also copied to RUN_DIR/model.onnx (+ model.json)."""
-    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
-        raise CopyseekError(f"--rounds must be a whole number >= 1, got {rounds!r}")
-    config = config.validate()
-    if config.head != "global":
-        raise CopyseekError("label propagation rounds train a global descriptor (head 'global')")
-    out = Path(out)
-    photos = discover_photos(config.images)
-    labels, classes = read_labels(labels_csv, [p.stem for p in photos.paths])
-    out.mkdir(parents=True, exist_ok=True)
-    model_path, init = None, config.init
-    with open(out / "rounds.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["round", "pseudo_labelled", "mean_confidence"])
-        for r in range(1, rounds + 1):
-            folder = out / f"round-{r}"
-            source = RoundSource(config, photos, labels, classes, folder, params, progress)
-            model_path = Trainer(replace(config, init=init, seed=config.seed + r), folder, progress=progress,
-                                 source=source).run()
-            init = str(folder / "last.pt")
-            has = source.pseudo.labels >= 0
-            writer.writerow([r, int(has.sum()), f"{source.pseudo.confidence[has].mean():.4f}"])
-            handle.flush()
-    for suffix in (".onnx", ".json"):
-        shutil.copyfile(model_path.with_suffix(suffix), out / f"model{suffix}")
-    return out / "model.onnx"
 
 
 def write_pseudo_labels(path: Path, names: list[str], classes: list[str], pseudo: PseudoLabels) -> None:

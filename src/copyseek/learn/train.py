@@ -114,8 +114,15 @@ def mined_source(config: TrainConfig, model: nn.Module, miner: CollectionMiner, 
 
 def make_source(config: TrainConfig, out: Path, augment: Augment | None, progress: bool,
                 model: nn.Module | None = None) -> BatchSource:
-    """Batches of the configured data: the tuples of a collection miner (described by `model`), a view
-    bank (made first if missing) or fresh views."""
+    """Batches of the configured data: reported pairs weighted by relevance, the tuples of a collection
+    miner (described by `model`), a view bank (made first if missing) or fresh views."""
+    if config.pairs:
+        from copyseek.learn.pseudo import PseudoLabelBatches
+        from copyseek.learn.reports import report_classes
+
+        paths, classes = report_classes(config.images, config.pairs, config.pair_queries)
+        return PhotoBatches(paths, PseudoLabelBatches(classes, config.classes_per_batch, config.views_per_class),
+                            config.image_size)
     miner = MINERS[config.miner]()
     if isinstance(miner, CollectionMiner):
         if model is None or config.head != "global":
