@@ -117,6 +117,7 @@ class CollectionMiner:
         return self.mine_graph(graph, vectors, self.anchors(graph, params), params)
 
     def mine_graph(self, graph: KnnGraph, vectors: np.ndarray, anchors: np.ndarray, params: MiningParams) -> MinedExamples:
+        """The pairs of each anchor: what differs between miners (ManifoldMiner, KnnMiner override it)."""
         raise NotImplementedError
 
 
