@@ -28,6 +28,7 @@ of this process (all its threads), indexing and matching apart.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -68,6 +69,26 @@ def false_match_kinds(predictions: list, ground_truth, threshold: float | None, 
             i = distractor_index(p.reference_id)
             counts["reference" if i is None else recipe.kind(i, n_photos)] += 1
     return counts
+
+
+def top_false_matches(predictions: list, ground_truth, edits_csv: Path, photos: list[Path], recipe: DistractorRecipe, n: int) -> str:
+    """A markdown table of the n highest-scoring false matches: the query's edits (and whether it
+    copies anything), the reference and what it is made from (a benchmark reference, a distractor
+    photo by file name, or a procedural image)."""
+    with open(edits_csv, newline="") as handle:
+        edits = {row["query_id"]: row for row in csv.DictReader(handle)}
+    wrong = sorted((p for p in predictions if (p.query_id, p.reference_id) not in ground_truth.pairs), key=lambda p: -p.score)
+    lines = ["| score | query | copy query? | query edits | reference | made from |", "|---:|---|---|---|---|---|"]
+    for p in wrong[:n]:
+        i = distractor_index(p.reference_id)
+        source = None if i is None else recipe.photo_of(i, len(photos))
+        made_from = "benchmark reference" if i is None else "procedural" if source is None else f"{photos[source].name} ({recipe.edits})"
+        row = edits.get(p.query_id, {})
+        lines.append(
+            f"| {p.score:.3f} | {p.query_id} | {'yes' if row.get('is_copy') == '1' else 'no'} | "
+            f"{row.get('edits', '').replace('|', ', ')} | {p.reference_id} | {made_from} |"
+        )
+    return "\n".join(lines)
 
 
 def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: Path, edits: str) -> dict:
@@ -134,13 +155,20 @@ def main() -> None:
     parser.add_argument("--distractor-edits", choices=DISTRACTOR_EDITS, default="light", help="how distractor photos are edited (docstring above)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table", action="store_true", help="only print the table of the rows measured so far in WORKDIR")
+    parser.add_argument("--false-matches", type=int, default=0, metavar="N", help="with --table: also the N top false matches of each pipeline's largest size")
     args = parser.parse_args()
     photos = read_photo_list(args.distractor_photos)
     recipe = DistractorRecipe(args.distractor_edits, args.seed)
     rows_json = args.workdir / f"rows-{args.distractor_edits}.json"
     if args.table:
         rows = json.loads(rows_json.read_text())
-        print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at, len(photos), args.seed))
+        paths = benchmark_paths(args.bench)
+        print(table(rows, paths["gt"], args.calibrate_at, len(photos), args.seed))
+        for name in dict.fromkeys(r["pipeline"] for r in rows) if args.false_matches else ():
+            largest = max((r for r in rows if r["pipeline"] == name), key=lambda r: r["size"])
+            print(f"\n{name}, {largest['size']:,} references, top {args.false_matches} false matches:\n")
+            predictions = read_predictions(largest["predictions"])
+            print(top_false_matches(predictions, read_ground_truth(paths["gt"]), args.bench / "edits.csv", photos, recipe, args.false_matches))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     if sizes != sorted(set(sizes)):

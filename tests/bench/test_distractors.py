@@ -33,6 +33,8 @@ def test_kinds_alternate_and_none_uses_each_photo_once():
     assert [light.kind(i, 3) for i in range(8)] == ["photo", "procedural"] * 4
     assert [none.kind(i, 3) for i in range(8)] == ["photo", "procedural"] * 3 + ["procedural"] * 2
     assert light.kind(0, 0) == "procedural"
+    assert [light.photo_of(i, 3) for i in range(0, 10, 2)] == [0, 1, 2, 0, 1]  # photos come back in turn
+    assert none.photo_of(6, 3) is None and light.photo_of(1, 3) is None
 
 
 def test_none_is_the_photo_as_it_is(photos):

@@ -56,19 +56,24 @@ class DistractorRecipe:
         if self.max_side < 32:
             raise CopyseekError(f"distractor max_side {self.max_side}: expected at least 32 pixels")
 
+    def photo_of(self, i: int, n_photos: int) -> int | None:
+        """Which of n_photos source photos distractor i is made from; None for a procedural one."""
+        if i % 2 or n_photos == 0 or (self.edits == "none" and i // 2 >= n_photos):
+            return None
+        return (i // 2) % n_photos
+
     def kind(self, i: int, n_photos: int) -> str:
         """`photo` or `procedural`: what distractor i is made from, given n_photos source photos."""
-        if i % 2 or n_photos == 0 or (self.edits == "none" and i // 2 >= n_photos):
-            return "procedural"
-        return "photo"
+        return "procedural" if self.photo_of(i, n_photos) is None else "photo"
 
     def make(self, photos: list[Path], i: int) -> Image.Image:
         """Distractor i (RGB) from the source photos."""
         rng = np.random.default_rng([self.seed, i])
-        if self.kind(i, len(photos)) == "procedural":
+        source = self.photo_of(i, len(photos))
+        if source is None:
             width, height = (int(v) for v in rng.integers(320, 720, size=2))
             return synthetic_photo(rng, width, height)
-        photo = self._load(photos[(i // 2) % len(photos)])
+        photo = self._load(photos[source])
         if self.edits == "none":
             return photo
         if self.edits == "light":
