@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from copyseek.bench.distractors import (
-    DISTRACTOR_EDITS, DISTRACTOR_KINDS, DistractorRecipe, distractor_index, make_distractors, read_photo_list,
+    DISTRACTOR_EDITS, DistractorRecipe, distractor_index, false_match_kinds, make_distractors, one_per_source, read_photo_list,
 )
 from copyseek.bench.run import benchmark_paths, parse_pipeline
 from copyseek.eval.metrics import Metrics, evaluate
@@ -58,33 +58,6 @@ def precision_recall_at(metrics: Metrics, threshold: float | None) -> tuple[floa
         return float("nan"), 0.0
     last = kept[-1]
     return float(metrics.curve.precision[last]), float(metrics.curve.recall[last])
-
-
-def false_match_kinds(predictions: list, ground_truth, threshold: float | None, recipe: DistractorRecipe, n_photos: int) -> dict[str, int]:
-    """Predictions scoring at least `threshold` that are not copies, counted by what their reference
-    is: `reference` (the benchmark's own), or the distractor kind (`photo`, `procedural`)."""
-    counts = dict.fromkeys(("reference", *DISTRACTOR_KINDS), 0)
-    if threshold is None:
-        return counts
-    for p in predictions:
-        if p.score >= threshold and (p.query_id, p.reference_id) not in ground_truth.pairs:
-            i = distractor_index(p.reference_id)
-            counts["reference" if i is None else recipe.kind(i, n_photos)] += 1
-    return counts
-
-
-def one_per_source(predictions: list, recipe: DistractorRecipe, n_photos: int) -> list:
-    """Each query's predictions with only the best-scoring distractor made from each source photo:
-    what the predictions would be if every spare photo were in the collection once (an estimate of
-    how much the recipe's reuse of a few hundred photos costs; procedural images are all distinct)."""
-    best = {}
-    for p in predictions:
-        i = distractor_index(p.reference_id)
-        source = None if i is None else recipe.photo_of(i, n_photos)
-        key = (p.query_id, p.reference_id if source is None else source)
-        if key not in best or best[key].score < p.score:
-            best[key] = p
-    return list(best.values())
 
 
 def top_false_matches(predictions: list, ground_truth, edits_csv: Path, photos: list[Path], recipe: DistractorRecipe, n: int) -> str:
