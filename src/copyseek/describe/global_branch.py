@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -267,13 +268,16 @@ class VectorSearcher(Searcher):
     def _resolve(self) -> None:
         """Build the index "auto" stands for at the number of references held now (once)."""
         if self.index is None:
-            import faiss
+            self._use(make_faiss_index(self.dim, auto_factory(self.ntotal, self.dim)), self.ntotal)
 
-            self._resolved_at = self.ntotal
-            self.index = make_faiss_index(self.dim, auto_factory(self._resolved_at, self.dim))
-            self._defaults = self._default_parameters()
-            if "nprobe" in self._defaults:
-                self._defaults["nprobe"] = max(8, faiss.extract_index_ivf(self.index).nlist // AUTO_PROBE_SHARE)
+    def _use(self, index, resolved_at: int) -> None:
+        """Search `index` ("auto" resolved at `resolved_at` references), with its default parameters."""
+        import faiss
+
+        self.index, self._resolved_at = index, resolved_at
+        self._defaults = self._default_parameters()
+        if self.factory == AUTO and "nprobe" in self._defaults:
+            self._defaults["nprobe"] = max(8, faiss.extract_index_ivf(self.index).nlist // AUTO_PROBE_SHARE)
 
     def _default_parameters(self) -> dict[str, int]:
         import faiss
@@ -397,6 +401,34 @@ class VectorSearcher(Searcher):
         vectors = [check_vectors(q["vector"], self.dim, f"global query {i} vector") for i, q in enumerate(queries)]
         sims, rows = self.search_vectors(np.concatenate(vectors), k)
         return [Candidates(r[r >= 0].astype(np.int64), s[r >= 0].astype(np.float32)) for s, r in zip(sims, rows)]
+
+    def save(self, path: Path) -> bool:
+        """Write the trained, filled Faiss index to `path` (Faiss's own format), unless it is an exact
+        `Flat` one: that is the chunks' vectors themselves, as quick to rebuild as to read."""
+        import faiss
+
+        self._flush()
+        if isinstance(faiss.downcast_index(self.index), faiss.IndexFlat):
+            return False
+        faiss.write_index(self.index, str(path))
+        return True
+
+    def load(self, path: Path) -> bool:
+        """Search the Faiss index `save` wrote to `path`, read with Faiss's memory mapping where the
+        index kind allows it; False (and this searcher left empty) if it is not an inner-product
+        index of this dimension or Faiss cannot read it."""
+        import faiss
+
+        if self.ntotal:
+            raise CopyseekError("a searcher loads a saved index only while it is empty")
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        except RuntimeError:
+            return False
+        if index.d != self.dim or index.metric_type != faiss.METRIC_INNER_PRODUCT or not index.is_trained:
+            return False
+        self._use(index, int(index.ntotal))
+        return True
 
     def nbytes(self) -> int:
         import faiss
