@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from copyseek.store import saved_searchers
 from copyseek.store.index import Index
@@ -69,7 +70,7 @@ def test_a_damaged_saved_searcher_is_rebuilt_from_the_chunks(tmp_path, photos, t
     data = bytearray(binary.read_bytes())
     data[len(data) // 2] ^= 0xFF
     binary.write_bytes(bytes(data))
-    with Index.open(tmp_path / "idx") as index:
+    with Index.open(tmp_path / "idx") as index, pytest.warns(UserWarning, match="saved searcher .* is damaged"):
         after = found(index)
     np.testing.assert_array_equal(after[1], before[1])
     assert saved_searchers._sha256(binary) == json.loads(binary.with_suffix(".json").read_text())["sha256"]
@@ -98,4 +99,21 @@ def test_a_read_only_index_saves_nothing(tmp_path, photos, tiny_onnx, monkeypatc
     with Index.create(tmp_path / "idx", options=options(tiny_onnx, "IVF2,SQ8")) as index:
         index.add(photos[0].parent, progress=False)
         assert len(found(index)[1]) == 12
+    assert saved_files(tmp_path / "idx") == []
+
+
+def test_verify_reports_a_damaged_saved_searcher_and_repair_removes_it(tmp_path, photos, tiny_onnx):
+    from copyseek.store.integrity import repair, verify
+
+    with Index.create(tmp_path / "idx", options=options(tiny_onnx, "IVF2,SQ8")) as index:
+        index.add(photos[0].parent, progress=False)
+        found(index)
+    binary = next((tmp_path / "idx" / saved_searchers.FOLDER).glob("*.bin"))
+    with Index.open(tmp_path / "idx") as index:
+        assert verify(index).damaged == []
+    binary.write_bytes(binary.read_bytes()[:100])
+    with Index.open(tmp_path / "idx") as index:
+        damaged = verify(index).damaged
+        assert [d.path for d in damaged] == [binary] and "checksum mismatch" in damaged[0].problem
+        assert repair(index, progress=False).caches_removed == 1
     assert saved_files(tmp_path / "idx") == []

@@ -44,6 +44,7 @@ from copyseek.store.files import (
     ChunkError,
     ChunkFilesLock,
     WriteLock,
+    check_chunk_size,
     chunk_path,
     load_chunk,
     read_chunk_bytes,
@@ -534,12 +535,20 @@ class Index:
             for record in snapshot.chunks:
                 if built:
                     self._add_chunk(built, record)
+                else:  # nothing reads the chunk, but a missing or cut one is still refused as when read
+                    self._check_chunk_size(record)
                 ids += [snapshot.live.get(r) for r in range(record.first_row, record.first_row + record.count)]
             for name, searcher in built.items():
                 saved_searchers.save(self.path, name, self.branches[name].spec(), snapshot.chunks, searcher)
             raw = {name: served[name] if name in served else built.get(name, saved[name]) for name in self.branches}
         self._snapshot, self._raw, self._ids = snapshot, raw, ids
         self._wrap_searchers()
+
+    def _check_chunk_size(self, record: ChunkRecord) -> None:
+        try:
+            check_chunk_size(self.path / "chunks", record.chunk, record.bytes)
+        except ChunkError as exc:
+            raise IndexDamaged(str(exc), self.path) from None
 
     def _add_chunk(self, raw: dict[str, Searcher], record: ChunkRecord) -> None:
         arrays = self._load_chunk(record)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,14 +44,32 @@ def load_saved(index_path: Path, branch: str, spec: dict, chunks: list[ChunkReco
     """The branch's searcher read from the file saved for exactly these chunks, or None when there
     is none or it does not check out (sha256, row count)."""
     path = saved_path(index_path, branch, fingerprint(spec, chunks))
+    if not path.exists():
+        return None
+    problem = saved_problem(path, sum(c.count for c in chunks))
+    searcher = new_searcher()
+    if problem is None and not searcher.load(path):
+        problem = "its searcher cannot read it"
+    if problem is not None:
+        warnings.warn(f"the saved searcher {path} is damaged ({problem}); rebuilding it from the chunks")
+        return None
+    return searcher
+
+
+def saved_problem(path: Path, rows: int | None = None) -> str | None:
+    """What is wrong with a saved searcher's file and its record (`rows`: the rows it must hold,
+    when known), or None."""
     try:
         record = json.loads(path.with_suffix(".json").read_text())
-        if record["rows"] != sum(c.count for c in chunks) or record["sha256"] != _sha256(path):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    searcher = new_searcher()
-    return searcher if searcher.load(path) and searcher.ntotal == record["rows"] else None
+        if record["sha256"] != _sha256(path):
+            return "checksum mismatch"
+        if rows is not None and record["rows"] != rows:
+            return f"it holds {record['rows']} rows, the chunks {rows}"
+    except FileNotFoundError as exc:
+        return f"{Path(exc.filename).name} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return " ".join(str(exc).split())[:100] or type(exc).__name__
+    return None
 
 
 def save(index_path: Path, branch: str, spec: dict, chunks: list[ChunkRecord], searcher: Searcher) -> bool:
