@@ -150,3 +150,25 @@ def test_a_saved_searcher_loads_with_its_structure_and_defaults(tmp_path, monkey
     exact = VectorSearcher(8, "Flat")
     exact.add({"vectors": vectors})
     assert not exact.save(tmp_path / "flat.bin") and not (tmp_path / "flat.bin").exists()
+
+
+def test_one_query_scanned_by_several_threads_finds_the_same_references():
+    import faiss
+
+    vectors = np.random.default_rng(3).standard_normal((3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    searcher = VectorSearcher(32, "IVF16,PQ8x4fs")
+    searcher.add({"vectors": vectors})
+    assert searcher.search_parameters() == {"nprobe": 8, "threads": 1}
+    single = [searcher.search_vectors(q[None], 5) for q in vectors[:20]]
+    searcher.set_search_parameters(threads=2)
+    threads_before = faiss.omp_get_max_threads()
+    for q, (sims, rows) in zip(vectors[:20], single):
+        found_sims, found_rows = searcher.search_vectors(q[None], 5)
+        np.testing.assert_array_equal(found_rows, rows)
+        np.testing.assert_allclose(found_sims, sims, rtol=1e-5)
+    assert faiss.omp_get_max_threads() == threads_before  # the process's setting is restored
+    exact = VectorSearcher(32, "IVF16,Flat")
+    exact.add({"vectors": vectors})
+    with pytest.raises(CopyseekError, match="no search-time parameter 'threads'"):
+        exact.set_search_parameters(threads=2)
