@@ -35,9 +35,9 @@ class VariantOptions:
 
     The defaults were tuned on the dev half of 483 hard reference families and measured on the other
     half (BENCHMARKS.md, issue 14: +0.054 mAP over cosine ranking): a `union` graph (an edge where
-    either version lists the other: heavily edited versions are rarely mutual neighbours; +0.03 on
-    dev over the papers' `mutual`), edge weight = cosine (gamma 1; gamma 3 was 0.003 lower), three
-    seeds and a short reach (the papers' alpha 0.99 spreads mass across families)."""
+    either version lists the other: heavily edited versions are rarely mutual neighbours; +0.037
+    on dev over `mutual` at the same setting), edge weight = cosine (gamma 1; gamma 3 was 0.003
+    lower), three seeds and a short reach (the papers' alpha 0.99 spreads mass across families)."""
 
     n: int = 10
     min_score: float = 0.05
