@@ -20,14 +20,17 @@ re-run adds only what is missing (an interrupted one resumes from its last commi
 each size every query is matched (normalised against the benchmark's background set for `+sn`
 pipelines). Prints one markdown table: muAP, recall@P90, the score threshold at P90, the precision
 and recall at the threshold calibrated at --calibrate-at references (how far a threshold chosen on a
-small collection keeps its meaning), and what the false matches above that threshold are
-(benchmark references, photo distractors, procedural distractors). Times are wall and CPU seconds
+small collection keeps its meaning), what the false matches above that threshold are (benchmark
+references, photo distractors, procedural distractors), and the muAP with only each query's best
+distractor per source photo (the spare photos come back many times; this estimates what that
+reuse costs). Times are wall and CPU seconds
 of this process (all its threads), indexing and matching apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -36,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from copyseek.bench.distractors import (
-    DISTRACTOR_EDITS, DISTRACTOR_KINDS, DistractorRecipe, distractor_index, make_distractors, read_photo_list,
+    DISTRACTOR_EDITS, DistractorRecipe, distractor_index, false_match_kinds, make_distractors, one_per_source, read_photo_list,
 )
 from copyseek.bench.run import benchmark_paths, parse_pipeline
 from copyseek.eval.metrics import Metrics, evaluate
@@ -57,17 +60,24 @@ def precision_recall_at(metrics: Metrics, threshold: float | None) -> tuple[floa
     return float(metrics.curve.precision[last]), float(metrics.curve.recall[last])
 
 
-def false_match_kinds(predictions: list, ground_truth, threshold: float | None, recipe: DistractorRecipe, n_photos: int) -> dict[str, int]:
-    """Predictions scoring at least `threshold` that are not copies, counted by what their reference
-    is: `reference` (the benchmark's own), or the distractor kind (`photo`, `procedural`)."""
-    counts = dict.fromkeys(("reference", *DISTRACTOR_KINDS), 0)
-    if threshold is None:
-        return counts
-    for p in predictions:
-        if p.score >= threshold and (p.query_id, p.reference_id) not in ground_truth.pairs:
-            i = distractor_index(p.reference_id)
-            counts["reference" if i is None else recipe.kind(i, n_photos)] += 1
-    return counts
+def top_false_matches(predictions: list, ground_truth, edits_csv: Path, photos: list[Path], recipe: DistractorRecipe, n: int) -> str:
+    """A markdown table of the n highest-scoring false matches: the query's edits (and whether it
+    copies anything), the reference and what it is made from (a benchmark reference, a distractor
+    photo by file name, or a procedural image)."""
+    with open(edits_csv, newline="") as handle:
+        edits = {row["query_id"]: row for row in csv.DictReader(handle)}
+    wrong = sorted((p for p in predictions if (p.query_id, p.reference_id) not in ground_truth.pairs), key=lambda p: -p.score)
+    lines = ["| score | query | copy query? | query edits | reference | made from |", "|---:|---|---|---|---|---|"]
+    for p in wrong[:n]:
+        i = distractor_index(p.reference_id)
+        source = None if i is None else recipe.photo_of(i, len(photos))
+        made_from = "benchmark reference" if i is None else "procedural" if source is None else f"{photos[source].name} ({recipe.edits})"
+        row = edits.get(p.query_id, {})
+        lines.append(
+            f"| {p.score:.3f} | {p.query_id} | {'yes' if row.get('is_copy') == '1' else 'no'} | "
+            f"{row.get('edits', '').replace('|', ', ')} | {p.reference_id} | {made_from} |"
+        )
+    return "\n".join(lines)
 
 
 def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: Path, edits: str) -> dict:
@@ -101,9 +111,9 @@ def table(rows: list[dict], ground_truth_csv: Path, calibrate_at: int, n_photos:
     calibrated at `calibrate_at` references (per pipeline and recipe)."""
     ground_truth = read_ground_truth(ground_truth_csv)
     lines = [
-        f"| pipeline | distractors | references | muAP | recall@P90 | threshold at P90 | precision / recall at the {calibrate_at:,}-reference P90 threshold "
+        f"| pipeline | distractors | references | muAP | muAP, one distractor per source photo | recall@P90 | threshold at P90 | precision / recall at the {calibrate_at:,}-reference P90 threshold "
         "| false matches there: references / photo / procedural distractors | index images/s (CPU s per image) | queries/s (CPU s per query) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in dict.fromkeys((r["pipeline"], r["edits"]) for r in rows):
         mine = sorted((r for r in rows if (r["pipeline"], r["edits"]) == key), key=lambda r: r["size"])
@@ -113,10 +123,11 @@ def table(rows: list[dict], ground_truth_csv: Path, calibrate_at: int, n_photos:
             predictions = read_predictions(r["predictions"])
             precision, recall = precision_recall_at(evaluate(predictions, ground_truth), calibrated)
             kinds = false_match_kinds(predictions, ground_truth, calibrated, recipe, n_photos)
+            deduplicated = evaluate(one_per_source(predictions, recipe, n_photos), ground_truth).micro_ap
             threshold = "n/a" if r["threshold_p90"] is None else f"{r['threshold_p90']:.3f}"
             indexing = "-" if not r["added"] else f"{r['added'] / r['index_s']:.1f} ({r['index_cpu_s'] / r['added']:.3f})"
             lines.append(
-                f"| {key[0]} | {key[1]} | {r['size']:,} | {r['muap']:.4f} | {r['recall_p90']:.4f} | {threshold} | "
+                f"| {key[0]} | {key[1]} | {r['size']:,} | {r['muap']:.4f} | {deduplicated:.4f} | {r['recall_p90']:.4f} | {threshold} | "
                 f"{precision:.3f} / {recall:.3f} | {' / '.join(str(v) for v in kinds.values())} | {indexing} | "
                 f"{r['queries'] / r['match_s']:.1f} ({r['match_cpu_s'] / r['queries']:.3f}) |"
             )
@@ -134,13 +145,20 @@ def main() -> None:
     parser.add_argument("--distractor-edits", choices=DISTRACTOR_EDITS, default="light", help="how distractor photos are edited (docstring above)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table", action="store_true", help="only print the table of the rows measured so far in WORKDIR")
+    parser.add_argument("--false-matches", type=int, default=0, metavar="N", help="with --table: also the N top false matches of each pipeline's largest size")
     args = parser.parse_args()
     photos = read_photo_list(args.distractor_photos)
     recipe = DistractorRecipe(args.distractor_edits, args.seed)
     rows_json = args.workdir / f"rows-{args.distractor_edits}.json"
     if args.table:
         rows = json.loads(rows_json.read_text())
-        print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at, len(photos), args.seed))
+        paths = benchmark_paths(args.bench)
+        print(table(rows, paths["gt"], args.calibrate_at, len(photos), args.seed))
+        for name in dict.fromkeys(r["pipeline"] for r in rows) if args.false_matches else ():
+            largest = max((r for r in rows if r["pipeline"] == name), key=lambda r: r["size"])
+            print(f"\n{name}, {largest['size']:,} references, top {args.false_matches} false matches:\n")
+            predictions = read_predictions(largest["predictions"])
+            print(top_false_matches(predictions, read_ground_truth(paths["gt"]), args.bench / "edits.csv", photos, recipe, args.false_matches))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     if sizes != sorted(set(sizes)):

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from copyseek.bench.distractors import DistractorRecipe, distractor_index, make_distractors, read_photo_list
+from copyseek.bench.distractors import (
+    DistractorRecipe, distractor_index, false_match_kinds, make_distractors, one_per_source, read_photo_list,
+)
 from copyseek.errors import CopyseekError
+from copyseek.io.csvfiles import GroundTruth, Prediction
 from tests.making import write_photos
 
 
@@ -33,6 +36,8 @@ def test_kinds_alternate_and_none_uses_each_photo_once():
     assert [light.kind(i, 3) for i in range(8)] == ["photo", "procedural"] * 4
     assert [none.kind(i, 3) for i in range(8)] == ["photo", "procedural"] * 3 + ["procedural"] * 2
     assert light.kind(0, 0) == "procedural"
+    assert [light.photo_of(i, 3) for i in range(0, 10, 2)] == [0, 1, 2, 0, 1]  # photos come back in turn
+    assert none.photo_of(6, 3) is None and light.photo_of(1, 3) is None
 
 
 def test_none_is_the_photo_as_it_is(photos):
@@ -87,3 +92,30 @@ def test_read_photo_list_from_folder_and_file(photos, tmp_path):
     assert read_photo_list(listing) == photos[:2]
     with pytest.raises(CopyseekError, match="missing"):
         read_photo_list(tmp_path / "missing")
+
+
+GROUND_TRUTH = GroundTruth(frozenset({("Q1", "R1")}), frozenset({"Q1", "Q2"}))
+PREDICTIONS = [
+    Prediction("Q1", "R1", 0.9),  # the copy
+    Prediction("Q1", "D0000000", 0.8),  # photo 0
+    Prediction("Q1", "D0000006", 0.7),  # photo 0 again: (6 // 2) % 3 photos = 0
+    Prediction("Q1", "D0000002", 0.4),  # photo 1
+    Prediction("Q2", "D0000001", 0.6),  # procedural
+    Prediction("Q2", "R2", 0.2),  # another benchmark reference
+]
+
+
+def test_false_match_kinds_count_by_what_the_reference_is():
+    recipe = DistractorRecipe("light")
+    assert false_match_kinds(PREDICTIONS, GROUND_TRUTH, 0.5, recipe, 3) == {"reference": 0, "photo": 2, "procedural": 1}
+    assert false_match_kinds(PREDICTIONS, GROUND_TRUTH, 0.1, recipe, 3) == {"reference": 1, "photo": 3, "procedural": 1}
+    assert sum(false_match_kinds(PREDICTIONS, GROUND_TRUTH, None, recipe, 3).values()) == 0
+
+
+def test_one_per_source_keeps_each_querys_best_variant_of_a_photo():
+    kept = one_per_source(PREDICTIONS, DistractorRecipe("light"), 3)
+    assert sorted((p.query_id, p.reference_id) for p in kept) == sorted(
+        [("Q1", "R1"), ("Q1", "D0000000"), ("Q1", "D0000002"), ("Q2", "D0000001"), ("Q2", "R2")]
+    )
+    # with `none`, distractor 6 is procedural (3 photos used once), so nothing merges
+    assert len(one_per_source(PREDICTIONS, DistractorRecipe("none"), 3)) == len(PREDICTIONS)

@@ -28,6 +28,7 @@ from copyseek.edits import random_edits
 from copyseek.edits.geometric import crop, hflip
 from copyseek.edits.photometric import color_jitter
 from copyseek.errors import CopyseekError
+from copyseek.io.csvfiles import GroundTruth, Prediction
 from copyseek.io.images import ImageFile, find_images
 from copyseek.progress import progress_bar
 from copyseek.synthetic import synthetic_photo
@@ -56,19 +57,24 @@ class DistractorRecipe:
         if self.max_side < 32:
             raise CopyseekError(f"distractor max_side {self.max_side}: expected at least 32 pixels")
 
+    def photo_of(self, i: int, n_photos: int) -> int | None:
+        """Which of n_photos source photos distractor i is made from; None for a procedural one."""
+        if i % 2 or n_photos == 0 or (self.edits == "none" and i // 2 >= n_photos):
+            return None
+        return (i // 2) % n_photos
+
     def kind(self, i: int, n_photos: int) -> str:
         """`photo` or `procedural`: what distractor i is made from, given n_photos source photos."""
-        if i % 2 or n_photos == 0 or (self.edits == "none" and i // 2 >= n_photos):
-            return "procedural"
-        return "photo"
+        return "procedural" if self.photo_of(i, n_photos) is None else "photo"
 
     def make(self, photos: list[Path], i: int) -> Image.Image:
         """Distractor i (RGB) from the source photos."""
         rng = np.random.default_rng([self.seed, i])
-        if self.kind(i, len(photos)) == "procedural":
+        source = self.photo_of(i, len(photos))
+        if source is None:
             width, height = (int(v) for v in rng.integers(320, 720, size=2))
             return synthetic_photo(rng, width, height)
-        photo = self._load(photos[(i // 2) % len(photos)])
+        photo = self._load(photos[source])
         if self.edits == "none":
             return photo
         if self.edits == "light":
@@ -105,6 +111,35 @@ def distractor_index(reference_id: str) -> int | None:
     """i of a distractor id (`D0000042` -> 42), None for any other reference id."""
     digits = reference_id[len(ID_PREFIX):]
     return int(digits) if reference_id.startswith(ID_PREFIX) and digits.isdigit() else None
+
+
+def false_match_kinds(
+    predictions: list[Prediction], ground_truth: GroundTruth, threshold: float | None, recipe: DistractorRecipe, n_photos: int
+) -> dict[str, int]:
+    """Predictions scoring at least `threshold` that are not copies, counted by what their reference
+    is: `reference` (the benchmark's own), or the distractor kind (`photo`, `procedural`)."""
+    counts = dict.fromkeys(("reference", *DISTRACTOR_KINDS), 0)
+    if threshold is None:
+        return counts
+    for p in predictions:
+        if p.score >= threshold and (p.query_id, p.reference_id) not in ground_truth.pairs:
+            i = distractor_index(p.reference_id)
+            counts["reference" if i is None else recipe.kind(i, n_photos)] += 1
+    return counts
+
+
+def one_per_source(predictions: list[Prediction], recipe: DistractorRecipe, n_photos: int) -> list[Prediction]:
+    """Each query's predictions with only the best-scoring distractor made from each source photo:
+    what the predictions would be if every spare photo were in the collection once (an estimate of
+    how much the recipe's reuse of a few hundred photos costs; procedural images are all distinct)."""
+    best: dict[tuple[str, object], Prediction] = {}
+    for p in predictions:
+        i = distractor_index(p.reference_id)
+        source = None if i is None else recipe.photo_of(i, n_photos)
+        key = (p.query_id, p.reference_id if source is None else source)
+        if key not in best or best[key].score < p.score:
+            best[key] = p
+    return list(best.values())
 
 
 def make_distractors(photos: list[Path], n: int, out: Path, recipe: DistractorRecipe = DistractorRecipe(), progress: bool = True) -> list[ImageFile]:
