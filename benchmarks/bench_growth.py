@@ -2,86 +2,51 @@
 distractor references, at several collection sizes, for several pipelines side by side.
 
     .venv/bin/python benchmarks/bench_growth.py bench/seed1 --distractor-photos bench/std/holdout.txt \
-        --sizes 200,1000,10000 --pipelines sscd+sn fused+sn --workdir scratch/growth
+        --sizes 200,1000,10000 --pipelines sscd+sn fused+sn --distractor-edits light --workdir scratch/growth
 
-Distractors are made once in WORKDIR/distractors (deterministic per file, so a larger run extends a
-smaller one): edited copies of --distractor-photos (random DISC21-style chains at severity 0.4-1.6,
-pastes and collages drawn from the same photos) and procedural images (`copyseek.synthetic`),
-alternating. The distractor photos must be disjoint from the benchmark's photos (its references,
-query sources, donors and background): `bench/std/holdout.txt` is disjoint from every benchmark
-built from `non-holdout.txt` (seed1, e2-e4). Nothing of a benchmark's queries is ever a distractor.
+Distractors (`copyseek.bench.distractors`) are made once in WORKDIR/distractors-EDITS, deterministic
+per file, so a larger run extends a smaller one: photos of --distractor-photos and procedural images
+(`copyseek.synthetic`), alternating. --distractor-edits says how the photos are edited: `light`
+(default: crop, rescale, flip, mild colour jitter: a collection of ordinary photos), `none` (each
+photo once as it is, then procedural only) or `heavy` (DISC21-style query chains with overlays,
+pastes and collages: an adversarial bank of edited near-copies). The distractor photos must be
+disjoint from the benchmark's photos (its references, query sources, donors and background):
+`bench/std/holdout.txt` is disjoint from every benchmark built from `non-holdout.txt` (seed1,
+e2-e4). Nothing of a benchmark's queries is ever a distractor.
 
-Each pipeline's index lives in WORKDIR/index-NAME and grows incrementally: the benchmark's
+Each pipeline's index lives in WORKDIR/index-NAME-EDITS and grows incrementally: the benchmark's
 references first, then the distractors in file order, so every size is a prefix of the next and a
-re-run adds only what is missing. After each size every query is matched (normalised against the
-benchmark's background set for `+sn` pipelines). Prints one markdown table: muAP, recall@P90,
-the score threshold at P90, and the precision and recall at the threshold calibrated at
---calibrate-at references (how far a threshold chosen on a small collection keeps its meaning).
+re-run adds only what is missing (an interrupted one resumes from its last committed chunk). After
+each size every query is matched (normalised against the benchmark's background set for `+sn`
+pipelines). Prints one markdown table: muAP, recall@P90, the score threshold at P90, the precision
+and recall at the threshold calibrated at --calibrate-at references (how far a threshold chosen on a
+small collection keeps its meaning), what the false matches above that threshold are (benchmark
+references, photo distractors, procedural distractors), and the muAP with only each query's best
+distractor per source photo (the spare photos come back many times; this estimates what that
+reuse costs). Times are wall and CPU seconds
+of this process (all its threads), indexing and matching apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from copyseek.bench.distractors import (
+    DISTRACTOR_EDITS, DistractorRecipe, distractor_index, false_match_kinds, make_distractors, one_per_source, read_photo_list,
+)
 from copyseek.bench.run import benchmark_paths, parse_pipeline
-from copyseek.edits import random_edits
 from copyseek.eval.metrics import Metrics, evaluate
 from copyseek.io.csvfiles import read_ground_truth, read_predictions, write_predictions
 from copyseek.io.images import ImageFile, find_images
 from copyseek.match.matcher import MatchOptions, make_scorer, match
-from copyseek.progress import progress_bar
 from copyseek.store.index import Index
-from copyseek.synthetic import synthetic_photo
-
-DISTRACTOR_MAX_SIDE = 640
-"""Distractor photos are downscaled to this before editing (editing a 1024-px photo costs 3x more
-and changes nothing a 448-px local branch or a 256-px global one sees)."""
-
-
-def read_photo_list(source: Path) -> list[Path]:
-    """Photo paths from a folder or from a text file of paths (one a line)."""
-    if source.is_dir():
-        return [f.path for f in find_images(source)[0]]
-    return [Path(line.strip()) for line in source.read_text().splitlines() if line.strip()]
-
-
-def make_distractor(photos: list[Path], i: int, seed: int) -> Image.Image:
-    """Distractor i: an edited photo (even i) or a procedural image (odd i); a function of (i, seed)."""
-    rng = np.random.default_rng([seed, i])
-    if i % 2:
-        width, height = (int(v) for v in rng.integers(320, 720, size=2))
-        return synthetic_photo(rng, width, height)
-    photo = Image.open(photos[(i // 2) % len(photos)]).convert("RGB")
-    photo.thumbnail((DISTRACTOR_MAX_SIDE, DISTRACTOR_MAX_SIDE))
-    donors = [photos[j] for j in rng.choice(len(photos), size=2, replace=False)]
-    loaded = []
-    for donor in donors:
-        image = Image.open(donor).convert("RGB")
-        image.thumbnail((DISTRACTOR_MAX_SIDE, DISTRACTOR_MAX_SIDE))
-        loaded.append(image)
-    edited, _ = random_edits(photo, rng, severity=float(rng.uniform(0.4, 1.6)), donors=loaded)
-    return edited.convert("RGB")
-
-
-def make_distractors(photos: list[Path], n: int, out: Path, seed: int = 13) -> list[ImageFile]:
-    """The first n distractor files in `out` (made where missing), in order."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = [ImageFile(f"D{i:07d}", out / f"D{i:07d}.jpg") for i in range(n)]
-    missing = [i for i, f in enumerate(files) if not f.path.exists()]
-    with progress_bar(len(missing), "distractors") as bar:
-        for i in missing:
-            target = files[i].path
-            make_distractor(photos, i, seed).save(target.with_suffix(".tmp.jpg"), quality=90)
-            target.with_suffix(".tmp.jpg").rename(target)
-            bar.update(1)
-    return files
 
 
 def precision_recall_at(metrics: Metrics, threshold: float | None) -> tuple[float, float]:
@@ -95,13 +60,33 @@ def precision_recall_at(metrics: Metrics, threshold: float | None) -> tuple[floa
     return float(metrics.curve.precision[last]), float(metrics.curve.recall[last])
 
 
-def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: Path) -> dict:
+def top_false_matches(predictions: list, ground_truth, edits_csv: Path, photos: list[Path], recipe: DistractorRecipe, n: int) -> str:
+    """A markdown table of the n highest-scoring false matches: the query's edits (and whether it
+    copies anything), the reference and what it is made from (a benchmark reference, a distractor
+    photo by file name, or a procedural image)."""
+    with open(edits_csv, newline="") as handle:
+        edits = {row["query_id"]: row for row in csv.DictReader(handle)}
+    wrong = sorted((p for p in predictions if (p.query_id, p.reference_id) not in ground_truth.pairs), key=lambda p: -p.score)
+    lines = ["| score | query | copy query? | query edits | reference | made from |", "|---:|---|---|---|---|---|"]
+    for p in wrong[:n]:
+        i = distractor_index(p.reference_id)
+        source = None if i is None else recipe.photo_of(i, len(photos))
+        made_from = "benchmark reference" if i is None else "procedural" if source is None else f"{photos[source].name} ({recipe.edits})"
+        row = edits.get(p.query_id, {})
+        lines.append(
+            f"| {p.score:.3f} | {p.query_id} | {'yes' if row.get('is_copy') == '1' else 'no'} | "
+            f"{row.get('edits', '').replace('|', ', ')} | {p.reference_id} | {made_from} |"
+        )
+    return "\n".join(lines)
+
+
+def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: Path, edits: str) -> dict:
     """Add what is missing of `files` to pipeline `name`'s index in WORKDIR, match every query and
     evaluate; one row of measurements (CPU time is the process's, all threads)."""
     paths = benchmark_paths(bench)
     chosen = parse_pipeline(name)
     options = MatchOptions(k=10, background=paths["background"] if chosen.normalize else None)
-    with Index.open_or_create(workdir / f"index-{name.removesuffix('+sn')}", chosen.pipeline, chosen.options) as index:
+    with Index.open_or_create(workdir / f"index-{name.removesuffix('+sn')}-{edits}", chosen.pipeline, chosen.options) as index:
         start, cpu = time.perf_counter(), time.process_time()
         added = index.add(files, progress=True, on_skip=lambda f, r: None).added
         index_s, index_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -111,33 +96,40 @@ def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: P
         result = match(index, paths["queries"], options, progress=False, on_skip=lambda f, r: None)
         match_s, match_cpu = time.perf_counter() - start, time.process_time() - cpu
         size = len(index)
-    out = workdir / f"pred-{name}-{size}.csv"
+    out = workdir / f"pred-{name}-{edits}-{size}.csv"
     write_predictions(out, result.predictions)
     metrics = evaluate(read_predictions(out), read_ground_truth(paths["gt"]))
     return {
-        "pipeline": name, "size": size, "added": added, "index_s": index_s, "index_cpu_s": index_cpu,
+        "pipeline": name, "edits": edits, "size": size, "added": added, "index_s": index_s, "index_cpu_s": index_cpu,
         "queries": result.queries, "match_s": match_s, "match_cpu_s": match_cpu, "predictions": str(out),
         "muap": metrics.micro_ap, "recall_p90": metrics.recall_at_p90, "threshold_p90": metrics.threshold_at_p90,
     }
 
 
-def table(rows: list[dict], ground_truth_csv: Path, calibrate_at: int) -> str:
-    """The markdown table, with precision and recall at the threshold calibrated at `calibrate_at`."""
+def table(rows: list[dict], ground_truth_csv: Path, calibrate_at: int, n_photos: int, seed: int) -> str:
+    """The markdown table, with precision, recall and the false matches' kinds at the threshold
+    calibrated at `calibrate_at` references (per pipeline and recipe)."""
     ground_truth = read_ground_truth(ground_truth_csv)
     lines = [
-        f"| pipeline | references | muAP | recall@P90 | threshold at P90 | precision / recall at the {calibrate_at:,}-reference P90 threshold | queries/s (CPU s per query) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| pipeline | distractors | references | muAP | muAP, one distractor per source photo | recall@P90 | threshold at P90 | precision / recall at the {calibrate_at:,}-reference P90 threshold "
+        "| false matches there: references / photo / procedural distractors | index images/s (CPU s per image) | queries/s (CPU s per query) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in dict.fromkeys(r["pipeline"] for r in rows):
-        mine = [r for r in rows if r["pipeline"] == name]
+    for key in dict.fromkeys((r["pipeline"], r["edits"]) for r in rows):
+        mine = sorted((r for r in rows if (r["pipeline"], r["edits"]) == key), key=lambda r: r["size"])
         calibrated = min(mine, key=lambda r: abs(r["size"] - calibrate_at))["threshold_p90"]
+        recipe = DistractorRecipe(key[1], seed)
         for r in mine:
-            metrics = evaluate(read_predictions(r["predictions"]), ground_truth)
-            precision, recall = precision_recall_at(metrics, calibrated)
+            predictions = read_predictions(r["predictions"])
+            precision, recall = precision_recall_at(evaluate(predictions, ground_truth), calibrated)
+            kinds = false_match_kinds(predictions, ground_truth, calibrated, recipe, n_photos)
+            deduplicated = evaluate(one_per_source(predictions, recipe, n_photos), ground_truth).micro_ap
             threshold = "n/a" if r["threshold_p90"] is None else f"{r['threshold_p90']:.3f}"
+            indexing = "-" if not r["added"] else f"{r['added'] / r['index_s']:.1f} ({r['index_cpu_s'] / r['added']:.3f})"
             lines.append(
-                f"| {name} | {r['size']:,} | {r['muap']:.4f} | {r['recall_p90']:.4f} | {threshold} | "
-                f"{precision:.3f} / {recall:.3f} | {r['queries'] / r['match_s']:.1f} ({r['match_cpu_s'] / r['queries']:.3f}) |"
+                f"| {key[0]} | {key[1]} | {r['size']:,} | {r['muap']:.4f} | {deduplicated:.4f} | {r['recall_p90']:.4f} | {threshold} | "
+                f"{precision:.3f} / {recall:.3f} | {' / '.join(str(v) for v in kinds.values())} | {indexing} | "
+                f"{r['queries'] / r['match_s']:.1f} ({r['match_cpu_s'] / r['queries']:.3f}) |"
             )
     return "\n".join(lines)
 
@@ -150,27 +142,39 @@ def main() -> None:
     parser.add_argument("--pipelines", nargs="+", default=["sscd+sn", "fused+sn"])
     parser.add_argument("--calibrate-at", type=int, default=1000, help="size whose P90 threshold is applied to every size")
     parser.add_argument("--workdir", type=Path, required=True, help="keeps the distractors, the indexes and the predictions")
+    parser.add_argument("--distractor-edits", choices=DISTRACTOR_EDITS, default="light", help="how distractor photos are edited (docstring above)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table", action="store_true", help="only print the table of the rows measured so far in WORKDIR")
+    parser.add_argument("--false-matches", type=int, default=0, metavar="N", help="with --table: also the N top false matches of each pipeline's largest size")
     args = parser.parse_args()
+    photos = read_photo_list(args.distractor_photos)
+    recipe = DistractorRecipe(args.distractor_edits, args.seed)
+    rows_json = args.workdir / f"rows-{args.distractor_edits}.json"
     if args.table:
-        rows = json.loads((args.workdir / "rows.json").read_text())
-        print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at))
+        rows = json.loads(rows_json.read_text())
+        paths = benchmark_paths(args.bench)
+        print(table(rows, paths["gt"], args.calibrate_at, len(photos), args.seed))
+        for name in dict.fromkeys(r["pipeline"] for r in rows) if args.false_matches else ():
+            largest = max((r for r in rows if r["pipeline"] == name), key=lambda r: r["size"])
+            print(f"\n{name}, {largest['size']:,} references, top {args.false_matches} false matches:\n")
+            predictions = read_predictions(largest["predictions"])
+            print(top_false_matches(predictions, read_ground_truth(paths["gt"]), args.bench / "edits.csv", photos, recipe, args.false_matches))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     if sizes != sorted(set(sizes)):
         raise SystemExit("--sizes must be increasing")
     references = find_images(benchmark_paths(args.bench)["references"])[0]
-    photos = read_photo_list(args.distractor_photos)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows = json.loads(rows_json.read_text()) if rows_json.exists() else []  # a later run adds its sizes
     for size in sizes:  # every pipeline at one size before the next, so a cut-short run is still side by side
-        distractors = make_distractors(photos, max(0, size - len(references)), args.workdir / "distractors", args.seed)
+        distractors = make_distractors(photos, max(0, size - len(references)), args.workdir / f"distractors-{args.distractor_edits}", recipe)
         for name in args.pipelines:
-            rows.append(grow_and_evaluate(name, args.bench, references + distractors, args.workdir))
+            row = grow_and_evaluate(name, args.bench, references + distractors, args.workdir, args.distractor_edits)
+            rows = [r for r in rows if (r["pipeline"], r["size"]) != (name, row["size"])] + [row]
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-            (args.workdir / "rows.json").write_text(json.dumps(rows, indent=1))
-    print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at))
+            rows_json.write_text(json.dumps(rows, indent=1))
+    print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at, len(photos), args.seed))
+
 
 if __name__ == "__main__":
     main()
