@@ -70,14 +70,17 @@ def split_queries(
 COLUMNS = ["method", "r", "mAP", "top100", "ms/query", "CPU ms/query", "offline s", "MB", "CG iters"]
 
 
-def query_setup(data: dict, n_queries: int, k: int, seed: int, split: str, kq: int = 10, gamma: float = 3.0):
+def query_setup(
+    data: dict, n_queries: int, k: int, seed: int, split: str, kq: int = 10, gamma: float = 3.0, symmetrize: str = "mutual"
+):
     """The left-out queries of `split`'s families, the graph over the rest, the queries' kq nearest
     database rows (the seeds) and each query's positives (its family's other members)."""
     vectors, family = data["vectors"], data["family"]
     among = split_families(family, seed)[split]
     queries, database = split_queries(family, data["original"], n_queries, seed, among)
     db = np.ascontiguousarray(vectors[database])
-    params = GraphParams(k=k, gamma=gamma, factory="IVF1024,Flat" if len(db) > 50_000 else "Flat")
+    factory = "IVF1024,Flat" if len(db) > 50_000 else "Flat"
+    params = GraphParams(k=k, gamma=gamma, symmetrize=symmetrize, factory=factory)
     graph = knn_graph(db, **params.spec())
     q = vectors[queries]
     sims, rows = search(db, q, kq, params)
@@ -163,7 +166,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 def labels_benchmark(
     data: dict, seeds_per_family: list[int], k: int, seed: int, abstain: float, alpha: float, split: str,
-    symmetrize: str = "sum",
+    symmetrize: str = "sum", gamma: float = 3.0,
 ) -> list[dict]:
     """Half the families get seeds (1/2/5 labelled members), the other half none (LP should abstain
     there). Accuracy on the unlabelled members of the seeded families of `split` (dev or test): LP vs
@@ -173,7 +176,8 @@ def labels_benchmark(
     present = np.unique(family)
     seeded_families = rng.permutation(present)[: len(present) // 2]
     measured = np.intersect1d(seeded_families, split_families(family, seed)[split])
-    graph = knn_graph(vectors, k=k, symmetrize=symmetrize, factory="IVF1024,Flat" if len(vectors) > 50_000 else "Flat")
+    factory = "IVF1024,Flat" if len(vectors) > 50_000 else "Flat"
+    graph = knn_graph(vectors, k=k, gamma=gamma, symmetrize=symmetrize, factory=factory)
     results = []
     for n_seeds in seeds_per_family:
         labels = np.full(len(family), -1)
@@ -206,18 +210,21 @@ def labels_benchmark(
 
 
 def tune_labels(data: dict, seed: int, grid: dict[str, list]) -> dict:
-    """The (k, alpha, abstain, symmetrize) of `grid` with the best mean LP accuracy over 1/2/5 seeds
-    per family on the dev families; prints one line per setting."""
+    """The (k, alpha, abstain, symmetrize, gamma) of `grid` with the best mean LP accuracy over 1/2/5
+    seeds per family on the dev families; prints one line per setting."""
     import itertools
 
     best, best_acc = {}, -1.0
-    for k, alpha, abstain, symmetrize in itertools.product(grid["k"], grid["alpha"], grid["abstain"], grid["symmetrize"]):
-        rows = labels_benchmark(data, [1, 2, 5], k, seed, abstain, alpha, "dev", symmetrize)
+    names = ("k", "alpha", "abstain", "symmetrize", "gamma")
+    for values in itertools.product(*(grid[name] for name in names)):
+        setting = dict(zip(names, values))
+        rows = labels_benchmark(data, [1, 2, 5], setting["k"], seed, setting["abstain"], setting["alpha"], "dev",
+                                setting["symmetrize"], setting["gamma"])
         acc = float(np.mean([r["LP acc"] for r in rows]))
-        gain = float(np.mean([r["LP acc"] - r["1-NN acc"] for r in rows]))
-        print(f"dev: k={k} alpha={alpha} abstain={abstain} {symmetrize}: LP acc {acc:.4f} ({gain:+.4f} over 1-NN)", flush=True)
+        gains = " ".join(f"{r['LP acc'] - r['1-NN acc']:+.4f}" for r in rows)
+        print(f"dev: {setting}: LP acc {acc:.4f} (over 1-NN at 1/2/5 seeds: {gains})", flush=True)
         if acc > best_acc:
-            best, best_acc = {"k": k, "alpha": alpha, "abstain": abstain, "symmetrize": symmetrize}, acc
+            best, best_acc = setting, acc
     return best
 
 
@@ -233,40 +240,48 @@ def variant_scores(f: np.ndarray, cosine: np.ndarray, reach: float | None, blend
     return np.where(f >= reach * top, 3.0 + blend + mixed, cosine)  # cosine <= 1 < 3: reached nodes first
 
 
-def variants_benchmark(data: dict, n_queries: int, seed: int, grid: dict[str, list]) -> tuple[list[dict], dict]:
+def variants_benchmark(
+    data: dict, n_queries: int, seed: int, grid: dict[str, list], fixed: dict[str, dict] | None = None
+) -> tuple[list[dict], dict]:
     """Variant retrieval (one left-out edited member per family queries its family's other members):
-    every setting of `grid` on the dev families, the best one and the defaults on the test families,
-    beside cosine ranking."""
+    every setting of `grid` on the dev families, the best one, the papers' defaults and the `fixed`
+    settings (name -> setting) on both halves, beside cosine ranking. "worse" is the fraction of
+    queries whose AP falls below cosine's."""
     import itertools
 
-    def run(split: str, k: int, kq: int, alphas: list[float], mixes: list[tuple]) -> dict:
-        graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, split, kq=kq)
+    def run(split: str, k: int, kq: int, gamma: float, symmetrize: str, alphas: list[float], mixes: list[tuple]) -> dict:
+        graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, split, kq, gamma, symmetrize)
         cosine = (q @ db.T).T
-        out = {"cosine": mean_ap(cosine, positives)}
+        base = np.array([average_precision(cosine[:, j], p) for j, p in enumerate(positives)])
+        out = {"cosine": float(base.mean())}
         for alpha in alphas:
             d = Diffusion(alpha, "temporal", components=True).fit(graph)
             f = d.rank(d.seeds(rows, sims))
             for reach, blend in mixes:
-                out[alpha, reach, blend] = mean_ap(variant_scores(f, cosine, reach, blend), positives)
+                scores = variant_scores(f, cosine, reach, blend)
+                ap = np.array([average_precision(scores[:, j], p) for j, p in enumerate(positives)])
+                out[alpha, reach, blend] = (float(ap.mean()), float((ap < base - 1e-9).mean()))
         return out
 
     best, best_map = {}, -1.0
     mixes = list(itertools.product(grid["reach"], grid["blend"]))
-    for k in grid["k"]:
-        for kq in grid["kq"]:
-            found = run("dev", k, kq, grid["alpha"], mixes)
-            for (alpha, reach, blend), m in ((key, v) for key, v in found.items() if key != "cosine"):
-                print(f"dev: k={k} kq={kq} alpha={alpha} reach={reach} blend={blend}: mAP {m:.4f} (cosine {found['cosine']:.4f})", flush=True)
-                if m > best_map:
-                    best, best_map = {"k": k, "kq": kq, "alpha": alpha, "reach": reach, "blend": blend}, m
-    default = {"k": 10, "kq": 10, "alpha": 0.99, "reach": None, "blend": 0.0}
+    for k, kq, gamma, symmetrize in itertools.product(grid["k"], grid["kq"], grid["gamma"], grid["symmetrize"]):
+        found = run("dev", k, kq, gamma, symmetrize, grid["alpha"], mixes)
+        for (alpha, reach, blend), (m, _) in ((key, v) for key, v in found.items() if key != "cosine"):
+            print(f"dev: k={k} kq={kq} gamma={gamma} {symmetrize} alpha={alpha} reach={reach} blend={blend}: "
+                  f"mAP {m:.4f} (cosine {found['cosine']:.4f})", flush=True)
+            if m > best_map:
+                best_map = m
+                best = {"k": k, "kq": kq, "gamma": gamma, "symmetrize": symmetrize, "alpha": alpha, "reach": reach, "blend": blend}
+    default = {"k": 10, "kq": 10, "gamma": 3.0, "symmetrize": "mutual", "alpha": 0.99, "reach": None, "blend": 0.0}
     rows = []
-    for name, setting in (("diffusion, defaults", default), ("diffusion, tuned on dev", best)):
+    for name, setting in (("diffusion, papers' defaults", default), *(fixed or {}).items(), ("diffusion, tuned on dev", best)):
         for split in ("dev", "test"):
-            found = run(split, setting["k"], setting["kq"], [setting["alpha"]], [(setting["reach"], setting["blend"])])
-            m = found[setting["alpha"], setting["reach"], setting["blend"]]
+            found = run(split, setting["k"], setting["kq"], setting["gamma"], setting["symmetrize"], [setting["alpha"]],
+                        [(setting["reach"], setting["blend"])])
+            m, worse = found[setting["alpha"], setting["reach"], setting["blend"]]
             rows.append({"split": split, "method": name, **{key: str(v) for key, v in setting.items()},
-                         "mAP": m, "cosine mAP": found["cosine"], "gain": m - found["cosine"]})
+                         "mAP": m, "cosine mAP": found["cosine"], "gain": m - found["cosine"], "worse": worse})
     return rows, best
 
 
@@ -323,6 +338,7 @@ def main() -> None:
     lab.add_argument("--alpha", type=float, nargs="+", default=[0.99])
     lab.add_argument("--abstain", type=float, nargs="+", default=[0.01])
     lab.add_argument("--symmetrize", nargs="+", default=["sum"])
+    lab.add_argument("--gamma", type=float, nargs="+", default=[3.0])
     lab.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("variants")
     v.add_argument("--real", type=Path, required=True)
@@ -333,6 +349,8 @@ def main() -> None:
     v.add_argument("--alpha", type=float, nargs="+", default=[0.8, 0.9, 0.99])
     v.add_argument("--reach", type=float, nargs="+", default=[0.0, 0.01], help="negative: diffusion alone")
     v.add_argument("--blend", type=float, nargs="+", default=[0.0, 0.5], help="weight of cosine added to diffusion")
+    v.add_argument("--gamma", type=float, nargs="+", default=[3.0], help="edge weight exponent")
+    v.add_argument("--symmetrize", nargs="+", default=["mutual"], help="graph symmetrisations to try")
     v.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("dedup-scale")
     s.add_argument("--real", type=Path, required=True)
@@ -351,16 +369,22 @@ def main() -> None:
                   f"{info['components']} components (largest {info['largest']}), graph {info['graph s']:.1f} s")
     elif args.cmd == "labels":
         grown = grow(real, args.size, args.seed)
-        best = tune_labels(grown, args.seed, {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize})
+        grid = {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize, "gamma": args.gamma}
+        best = tune_labels(grown, args.seed, grid)
         print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best}\n")
         for split in ("dev", "test"):
-            rows = labels_benchmark(grown, [1, 2, 5], best["k"], args.seed, best["abstain"], best["alpha"], split, best["symmetrize"])
+            rows = labels_benchmark(grown, [1, 2, 5], best["k"], args.seed, best["abstain"], best["alpha"], split,
+                                    best["symmetrize"], best["gamma"])
             print(f"\n{split} families:\n\n" + table(rows, list(rows[0])), flush=True)
     elif args.cmd == "variants":
         grown = grow(real, args.size, args.seed)
         reach = [None if r < 0 else r for r in args.reach]
-        grid = {"k": args.k, "kq": args.kq, "alpha": args.alpha, "reach": reach, "blend": args.blend}
-        rows, best = variants_benchmark(grown, args.queries, args.seed, grid)
+        grid = {"k": args.k, "kq": args.kq, "gamma": args.gamma, "symmetrize": args.symmetrize, "alpha": args.alpha,
+                "reach": reach, "blend": args.blend}
+        # last session's setting (mutual graph) beside this session's search
+        fixed = {"diffusion, last session (mutual)": {"k": 20, "kq": 10, "gamma": 3.0, "symmetrize": "mutual", "alpha": 0.9,
+                                                   "reach": 0.01, "blend": 0.0}}
+        rows, best = variants_benchmark(grown, args.queries, args.seed, grid, fixed)
         print(f"\n### variants on {args.size} descriptors, {args.queries} queries per split; tuned on dev: {best}\n")
         print(table(rows, list(rows[0])))
     else:

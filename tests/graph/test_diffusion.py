@@ -48,6 +48,14 @@ class TestConjugateGradient:
         np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
         assert 0 < iterations <= 20 + 1
 
+    def test_scale_sets_the_residual_it_stops_at(self):
+        a = np.diag(np.linspace(1, 100, 60))
+        b = np.ones((60, 1))
+        _, own = conjugate_gradient(lambda v: a @ v, b, tol=1e-6, max_iter=100)
+        x, larger = conjugate_gradient(lambda v: a @ v, b, tol=1e-6, max_iter=100, scale=np.array([1e3 * np.linalg.norm(b)]))
+        assert larger < own
+        assert np.linalg.norm(a @ x - b) <= 1e-6 * 1e3 * np.linalg.norm(b)
+
     def test_warns_when_it_stops_at_max_iter(self):
         a = np.diag(np.linspace(1, 1000, 50))
         with pytest.warns(ConvergenceWarning, match="max_iter=2"):
@@ -75,6 +83,20 @@ class TestSolvers:
         hybrid = Diffusion(0.99, "hybrid", rank=30, tol=1e-6).fit(graph)
         hybrid.rank(y)
         assert hybrid.iterations_ < temporal.iterations_
+
+    def test_hybrid_stops_at_temporals_residual_on_the_whole_system(self, graph):
+        # seeds mostly on the top eigenvectors: the deflated part is small, and CG must not solve it
+        # to tol relative to its own (small) norm, only to tol x |y| as temporal does
+        hybrid = Diffusion(0.99, "hybrid", rank=30, tol=1e-3).fit(graph)
+        s = graph.normalized().toarray()
+        u = hybrid.solver_.vectors_.astype(np.float64)
+        y = u[:, :1] + 1e-2 * seeds(graph, 1)
+        f = hybrid.rank(y)
+        residual = np.linalg.norm((np.eye(len(s)) - 0.99 * s) @ f - y)
+        assert residual <= 2e-3 * np.linalg.norm(y)
+        relative = Diffusion(0.99, "temporal", tol=1e-3).fit(graph)
+        relative.rank(y - u @ (u.T @ y))
+        assert hybrid.iterations_ < relative.iterations_
 
     def test_memory_is_the_eigenvectors(self, graph):
         d = Diffusion(0.99, "spectral", rank=8).fit(graph)

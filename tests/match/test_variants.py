@@ -9,6 +9,7 @@ from copyseek.cli import main
 from copyseek.errors import CopyseekError
 from copyseek.match.matcher import MatchOptions, match
 from copyseek.match.variants import VariantOptions, match_with_variants
+from copyseek.store.graphs import graph_path
 from copyseek.store.index import Index
 from tests.making import crop_copy, write_photos
 
@@ -57,7 +58,18 @@ def test_match_command_with_and_without_the_flag(indexed):
     assert rows and set(rows[0]) == {"query_id", "reference_id", "variant_id", "score"}
 
 
-@pytest.mark.parametrize("options", [{"n": 0}, {"min_score": 2.0}, {"alpha": 1.0}, {"seeds": 0}])
+def test_the_graph_is_the_one_the_options_name(indexed):
+    with Index.open(indexed / "idx") as index:
+        for options in (VariantOptions(n=3, k=3), VariantOptions(n=3, k=3, symmetrize="mutual", gamma=3.0)):
+            assert not graph_path(index, options.graph_params()).exists()
+            match_with_variants(index, indexed / "queries", MatchOptions(k=3), options, progress=False)
+            assert graph_path(index, options.graph_params()).exists()
+    assert VariantOptions().graph_params().symmetrize == "union"
+
+
+@pytest.mark.parametrize(
+    "options", [{"n": 0}, {"min_score": 2.0}, {"alpha": 1.0}, {"seeds": 0}, {"symmetrize": "both"}, {"gamma": 0.0}]
+)
 def test_bad_options_are_refused(options):
     with pytest.raises(CopyseekError):
         VariantOptions(**options)
