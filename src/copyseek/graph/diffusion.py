@@ -253,8 +253,8 @@ class SpectralParams:
 SHIFT = 1e-3
 """eigsh works on (S - (1 + SHIFT) I)^-1 (shift-invert): S's eigenvalues are at most 1, and the top
 ones of a copy-detection graph are clustered within 0.01 of it (one per family), where plain Lanczos
-needs many restarts to separate them (over 20 minutes for 256 of them on a 10k-node component);
-inverted, they become the largest and best separated (8 s for the same 256 on 8.7k nodes)."""
+needs many restarts to separate them (256 of them on a 43k-node component: not done in 20 minutes);
+inverted, they become the largest and best separated (32 s for those, 8 s on 8.7k nodes)."""
 
 
 def top_eigenpairs(s: sp.csr_matrix, rank: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
