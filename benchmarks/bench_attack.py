@@ -30,6 +30,10 @@ CONFIGS = {
     # optimised on the model's 160 x 160 input grid, upsampled to the carrier.
     "budget": AttackParams(loss="global+ssim@10", sizes=(160,), steps=400, lr=0.005, schedule="cosine", goal=0.99,
                            budget=0.08, lowres=160),
+    # The budget at the SSIM level (0.905 rather than 0.92), twice the steps and a
+    # closer descriptor goal: the misses of `budget` are targets whose own first result is a near tie.
+    "budget90": AttackParams(loss="global+ssim@10", sizes=(160,), steps=800, lr=0.005, schedule="cosine", goal=0.995,
+                             budget=0.095, lowres=160),
     # The same at two sizes with a random size offset per step, for a system whose input size is
     # unknown; the report's unseen size (224) lies between the sizes it covers (144-176, 240-272).
     "multires": AttackParams(loss="global+ssim@10", sizes=(160, 256), steps=300, lr=0.005, jitter=16, schedule="cosine",

@@ -140,7 +140,8 @@ def build(data: RealLike, size: int, factory: str) -> tuple[VectorSearcher, floa
     return timed(fill)
 
 
-def global_rows(data: RealLike, size: int, factories: list[str], nprobes: list[int], timing_queries: int) -> list[str]:
+def global_rows(data: RealLike, size: int, factories: list[str], nprobes: list[int], timing_queries: int,
+                search_threads: tuple[int, ...] = (1,)) -> list[str]:
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -165,19 +166,36 @@ def global_rows(data: RealLike, size: int, factories: list[str], nprobes: list[i
     for factory in factories:
         searcher, wall, cpu = build(data, size, factory)
         name = f"auto = {searcher.structure}" if factory == "auto" else factory
+        print(f"{name} at {size:,}: reopened from its saved file in {reopen_seconds(searcher, data.dim, factory)}", flush=True)
         parameters = searcher.search_parameters()
         if "nprobe" in parameters:
             default = parameters["nprobe"]
             for nprobe in sorted({default, *nprobes}):
-                searcher.set_search_parameters(nprobe=nprobe)
-                label = f"nprobe={nprobe}" + (" (default)" if nprobe == default else "")
-                rows.append(row(name, searcher, wall, cpu, label))
-                print(rows[-1], flush=True)
+                for threads in search_threads if "threads" in parameters else [1]:
+                    searcher.set_search_parameters(nprobe=nprobe, **({"threads": threads} if "threads" in parameters else {}))
+                    label = f"nprobe={nprobe}" + (" (default)" if nprobe == default else "")
+                    label += f", {threads} threads" if threads > 1 else ""
+                    rows.append(row(name, searcher, wall, cpu, label))
+                    print(rows[-1], flush=True)
         else:
             rows.append(row(name, searcher, wall, cpu))
             print(rows[-1], flush=True)
         del searcher
     return rows
+
+
+def reopen_seconds(searcher: VectorSearcher, dim: int, factory: str) -> str:
+    """Wall / CPU seconds to load the searcher from the file an index saves it to
+    (store/saved_searchers.py) and answer a first query, instead of rebuilding it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "searcher.bin"
+        if not searcher.save(path):
+            return "- (not saved: exact)"
+        reopened = VectorSearcher(dim, factory)
+        _, wall, cpu = timed(lambda: (reopened.load(path), reopened.search_vectors(np.zeros((1, dim), np.float32), 1)))
+        return f"{wall:.2f} s wall / {cpu:.2f} s CPU ({path.stat().st_size / 1e6:.0f} MB file)"
 
 
 GLOBAL_HEADER = [
@@ -310,6 +328,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=REAL, help="real descriptors (benchmarks/graph_descriptors.py describe)")
     parser.add_argument("--factories", nargs="*", default=["auto"], help="global: indexes besides Flat")
     parser.add_argument("--nprobe", default="", help="global: nprobe values besides the default, comma-separated")
+    parser.add_argument("--search-threads", default="1", help="global: threads per query to time, comma-separated "
+                        "(IVF fast-scan indexes; the machine's other cores should be idle)")
     parser.add_argument("--timing-queries", type=int, default=300, help="global: queries timed one at a time")
     parser.add_argument("--images", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "images")
     parser.add_argument("--local-sizes", default="", help="local: sizes if not --sizes (memory: ~15 KB per reference)")
@@ -328,7 +348,8 @@ def main() -> None:
               f"auto: {', '.join(f'{s:,} -> {auto_factory(s, data.dim)}' for s in sizes)}\n")
         lines = list(GLOBAL_HEADER)
         for size in sizes:
-            lines += global_rows(data, size, args.factories, nprobes, args.timing_queries)
+            lines += global_rows(data, size, args.factories, nprobes, args.timing_queries,
+                                 tuple(int(t) for t in args.search_threads.split(",")))
         print("\n".join(lines), flush=True)
     if args.branch in ("local", "both"):
         sim = LocalSimulation.make(args.images, args.local_refs, args.local_queries, args.local_pool)

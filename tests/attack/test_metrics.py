@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from copyseek.attack.metrics import retrieval_agreement, ssim, top_k
+from copyseek.attack.metrics import rank1_by_margin, retrieval_agreement, ssim, top_k
 from copyseek.errors import CopyseekError
 
 
@@ -34,3 +34,20 @@ def test_retrieval_agreement_by_hand():
 def test_retrieval_agreement_refuses_unpaired():
     with pytest.raises(CopyseekError, match="pair up"):
         retrieval_agreement(np.zeros((2, 3)), np.zeros((1, 3)), np.eye(3))
+
+
+def test_rank1_by_margin_splits_near_ties():
+    database = np.eye(3, dtype=np.float32)
+    # target 0 leads clearly (0.9 vs 0.1), target 1 is a near tie (0.50 vs 0.49)
+    targets = np.array([[0.9, 0.1, 0], [0.50, 0.49, 0]], np.float32)
+    adversarial = np.array([[1, 0, 0], [0, 1, 0]], np.float32)  # agrees on 0, not on 1
+    got = rank1_by_margin(adversarial, targets, database, tie_margin=0.03)
+    assert got == {"decided": 0.5, "rank1 decided": 1.0, "rank1 tied": 0.0}
+    everything_decided = rank1_by_margin(adversarial, targets, database, tie_margin=0.0)
+    assert everything_decided["decided"] == 1.0 and everything_decided["rank1 decided"] == 0.5
+    assert np.isnan(everything_decided["rank1 tied"])
+
+
+def test_rank1_by_margin_needs_two_references():
+    with pytest.raises(CopyseekError, match="at least 2"):
+        rank1_by_margin(np.ones((1, 3)), np.ones((1, 3)), np.ones((1, 3)))

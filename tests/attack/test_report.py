@@ -6,7 +6,7 @@ from PIL import Image
 
 from copyseek.attack.mismatch import AttackParams
 from copyseek.attack.report import (
-    PipelineVerdicts, ReportParams, draw_pairs, fit_side, jpeg, make_adversarials, robustness_table, shrink,
+    PipelineVerdicts, ReportParams, draw_pairs, fit_side, jpeg, make_adversarials, margin_table, robustness_table, shrink,
 )
 from copyseek.errors import CopyseekError
 
@@ -72,6 +72,14 @@ def test_variants(pictures):
     assert max(fit_side(carrier, 20).shape[:2]) == 20 and fit_side(carrier, 100).shape == carrier.shape
     assert jpeg(carrier, 30).shape == carrier.shape and not np.array_equal(jpeg(carrier, 30), carrier)
     assert shrink(carrier, 0.5).shape == (24, 28, 3)
+
+
+def test_margin_table():
+    views = {"m square:160 (attacked)": ("m", "square:160")}
+    rows = {"budget": {"m square:160 (attacked)": {"decided": 0.6, "rank1 decided": 1.0, "rank1 tied": 0.25}}}
+    table = margin_table(rows, views).splitlines()
+    assert table[0] == "| attack | m square:160 (attacked): decided targets / rank-1 on them / rank-1 on near ties |"
+    assert table[2] == "| budget | 0.60 / 1.00 / 0.25 |"
 
 
 def test_robustness_table():

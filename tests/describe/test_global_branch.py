@@ -129,3 +129,46 @@ def test_an_index_built_when_the_default_was_flat_stays_flat(tiny_onnx):
     reopened = make_branch("global", {**options_from_spec("global", old), "model": f"onnx:{tiny_onnx}"})
     assert reopened.spec() == old and reopened.new_searcher().factory == "Flat"
     assert make_branch("global", {"model": f"onnx:{tiny_onnx}"}).spec()["factory"] == "auto"
+
+
+def test_a_saved_searcher_loads_with_its_structure_and_defaults(tmp_path, monkeypatch):
+    from copyseek.describe import global_branch
+
+    monkeypatch.setattr(global_branch, "auto_factory", lambda n, dim: "Flat" if n < 100 else "IVF4,SQ8")
+    vectors = np.random.default_rng(0).standard_normal((400, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    auto = VectorSearcher(8)
+    auto.add({"vectors": vectors})
+    assert auto.save(tmp_path / "ivf.bin")
+    loaded = VectorSearcher(8)
+    assert loaded.load(tmp_path / "ivf.bin")
+    assert loaded.structure == "IVF4,SQ8" and loaded.search_parameters() == auto.search_parameters() == {"nprobe": 8}
+    np.testing.assert_array_equal(loaded.search_vectors(vectors[:5], 2)[1], auto.search_vectors(vectors[:5], 2)[1])
+    assert not VectorSearcher(16).load(tmp_path / "ivf.bin")  # another dimension
+    (tmp_path / "junk.bin").write_bytes(b"not a faiss index")
+    assert not VectorSearcher(8).load(tmp_path / "junk.bin")
+    exact = VectorSearcher(8, "Flat")
+    exact.add({"vectors": vectors})
+    assert not exact.save(tmp_path / "flat.bin") and not (tmp_path / "flat.bin").exists()
+
+
+def test_one_query_scanned_by_several_threads_finds_the_same_references():
+    import faiss
+
+    vectors = np.random.default_rng(3).standard_normal((3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    searcher = VectorSearcher(32, "IVF16,PQ8x4fs")
+    searcher.add({"vectors": vectors})
+    assert searcher.search_parameters() == {"nprobe": 8, "threads": 1}
+    single = [searcher.search_vectors(q[None], 5) for q in vectors[:20]]
+    searcher.set_search_parameters(threads=2)
+    threads_before = faiss.omp_get_max_threads()
+    for q, (sims, rows) in zip(vectors[:20], single):
+        found_sims, found_rows = searcher.search_vectors(q[None], 5)
+        np.testing.assert_array_equal(found_rows, rows)
+        np.testing.assert_allclose(found_sims, sims, rtol=1e-5)
+    assert faiss.omp_get_max_threads() == threads_before  # the process's setting is restored
+    exact = VectorSearcher(32, "IVF16,Flat")
+    exact.add({"vectors": vectors})
+    with pytest.raises(CopyseekError, match="no search-time parameter 'threads'"):
+        exact.set_search_parameters(threads=2)

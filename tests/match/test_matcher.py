@@ -22,6 +22,7 @@ from tests.making import write_photos
         ({"beta": -1.0}, "beta must be a number >= 0"),
         ({"nprobe": 0}, "nprobe must be an integer >= 1, got 0"),
         ({"ef_search": "64"}, "ef_search must be an integer"),
+        ({"search_threads": 0}, "search_threads must be an integer >= 1, got 0"),
         ({"background": 3}, "background must be a folder path"),
     ],
 )
@@ -75,3 +76,6 @@ def test_the_command_line_sets_nprobe(ivf_index, tmp_path, capsys):
     assert main(["match", str(root / "refs"), "--index", str(index.path), "--output", str(out), "--nprobe", "2", "-q"]) == 0
     assert main(["match", str(root / "refs"), "--index", str(index.path), "--output", str(out), "--ef-search", "8", "-q"]) == 2
     assert "efSearch=8 applies to none" in capsys.readouterr().err
+    # IVF4,Flat scans no fast-scan lists: one query's scan cannot be split over threads
+    assert main(["match", str(root / "refs"), "--index", str(index.path), "--output", str(out), "--search-threads", "2", "-q"]) == 2
+    assert "threads=2 applies to none" in capsys.readouterr().err

@@ -14,9 +14,7 @@ from copyseek.store.faults import run_cli as run_in_process
 from tests.making import crop_copy, write_photos
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_onnx) -> dict:
-    root = tmp_path_factory.mktemp("faults")
+def make_world(root: Path, tiny_onnx: Path, *index_args: str) -> dict:
     refs = write_photos(root / "refs", 9, seed=11, prefix="R", size=(96, 72))
     (root / "queries").mkdir()
     for ref in refs[:5]:
@@ -25,7 +23,7 @@ def world(tmp_path_factory, tiny_onnx) -> dict:
     index = root / "pristine"
     code, _, err = run_cli(
         ["index", str(root / "refs"), "--index", str(index), "--model", f"onnx:{tiny_onnx}", "--resize", "square:64",
-         "--commit-every", "3", "--batch-size", "3", "-q"]
+         "--commit-every", "3", "--batch-size", "3", "-q", *index_args]
     )  # fmt: skip
     assert code == 0, err
     world = {"root": root, "index": index}
@@ -33,6 +31,17 @@ def world(tmp_path_factory, tiny_onnx) -> dict:
     assert code == 0, err
     world["before"] = read_rows(root / "before.csv")
     return world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_onnx) -> dict:
+    return make_world(tmp_path_factory.mktemp("faults"), tiny_onnx)
+
+
+@pytest.fixture(scope="module")
+def ivf_world(tmp_path_factory, tiny_onnx) -> dict:
+    """An index whose global searcher is trained (IVF), so it is saved in INDEX/searchers."""
+    return make_world(tmp_path_factory.mktemp("faults-ivf"), tiny_onnx, "--factory", "IVF2,SQ8")
 
 
 def match_argv(world: dict, index: str, output: Path) -> list[str]:
@@ -73,6 +82,10 @@ EXPECTED = {  # (file, damage) -> outcome of each command, in the order of `comm
     ("background cache", "delete"): "ok ok ok ok ok ok reported ok ok ok",
     ("background cache", "truncate"): "ok ok reported ok ok ok reported ok ok ok",
     ("background cache", "flip bytes"): "ok ok reported ok ok ok reported ok ok ok",
+    ("saved searcher", "delete"): "ok ok ok ok ok ok reported ok ok ok",
+    # `info` loads the searchers first: it warns, rebuilds the damaged file, and so verify finds it sound
+    ("saved searcher", "truncate"): "ok ok ok ok ok ok reported ok ok ok",
+    ("saved searcher", "flip bytes"): "ok ok ok ok ok ok reported ok ok ok",
     ("manifest", "delete"): "refused refused refused refused refused refused refused refused refused refused",
     ("manifest", "truncate"): "refused refused refused refused refused refused refused refused refused refused",
     ("manifest", "flip bytes"): "refused refused refused refused refused refused refused refused refused refused",
@@ -82,8 +95,9 @@ EXPECTED = {  # (file, damage) -> outcome of each command, in the order of `comm
 }
 
 
-@pytest.mark.parametrize("file_kind", ["chunk", "background cache", "manifest", "lock"])
-def test_every_damage_gives_a_clear_message_or_a_recovery(world, file_kind, tmp_path):
+@pytest.mark.parametrize("file_kind", ["chunk", "background cache", "saved searcher", "manifest", "lock"])
+def test_every_damage_gives_a_clear_message_or_a_recovery(world, ivf_world, file_kind, tmp_path):
+    world = ivf_world if file_kind == "saved searcher" else world
     for damage in DAMAGES:
         outcomes = run_case(main, world["index"], tmp_path / "idx", file_kind, damage, commands(world))
         seen = " ".join(o.kind for o in outcomes)

@@ -45,3 +45,30 @@ def retrieval_agreement(adversarial: np.ndarray, targets: np.ndarray, database: 
     rank1 = float(np.mean(a[:, 0] == t[:, 0]))
     overlap = float(np.mean([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, t)]))
     return {"rank1": rank1, f"top{k}": overlap}
+
+
+TIE_MARGIN = 0.03
+"""A target whose first result leads its second by less than this cosine is a near tie: which of
+the two comes first is decided by noise, and only an almost identical descriptor reproduces it."""
+
+
+def rank1_by_margin(adversarial: np.ndarray, targets: np.ndarray, database: np.ndarray,
+                    tie_margin: float = TIE_MARGIN) -> dict[str, float]:
+    """Rank-1 agreement split by how decided each target's own first result is.
+
+    adversarial, targets: (Q, D) unit rows paired as in `retrieval_agreement`; database: (N >= 2, D)
+    unit rows; tie_margin: cosine. Returns "decided" (share of targets whose first result leads the
+    second by >= tie_margin), and the rank-1 agreement on those ("rank1 decided") and on the near
+    ties ("rank1 tied"), NaN where a group is empty.
+    """
+    if adversarial.shape != targets.shape:
+        raise CopyseekError(f"adversarial and target vectors must pair up, got {adversarial.shape} and {targets.shape}")
+    if len(database) < 2:
+        raise CopyseekError(f"a margin needs at least 2 database vectors, got {len(database)}")
+    order = top_k(targets, database, 2)
+    sims = targets @ database.T
+    rows = np.arange(len(targets))
+    decided = sims[rows, order[:, 0]] - sims[rows, order[:, 1]] >= tie_margin
+    agree = top_k(adversarial, database, 1)[:, 0] == order[:, 0]
+    share = lambda group: float(np.mean(agree[group])) if group.any() else float("nan")  # noqa: E731
+    return {"decided": float(np.mean(decided)), "rank1 decided": share(decided), "rank1 tied": share(~decided)}

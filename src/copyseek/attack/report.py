@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from copyseek.attack.metrics import retrieval_agreement, ssim
+from copyseek.attack.metrics import TIE_MARGIN, rank1_by_margin, retrieval_agreement, ssim
 from copyseek.attack.mismatch import AttackParams, TargetedMismatch
 from copyseek.attack.models import AttackModel
 from copyseek.errors import CopyseekError
@@ -226,6 +226,7 @@ def retrieval_rows(runs: dict[str, AttackRun], pairs: list[Pair], bench: Path, v
             adversarial = _embed_files(model, [run.sets["adversarial"][p.pid] for p in pairs])
             row = retrieval_agreement(adversarial, targets, database, k=10)
             row["cosine"] = float(np.mean(np.sum(adversarial * targets, axis=1)))
+            row.update(rank1_by_margin(adversarial, targets, database))
             for variant in (s for s in run.sets if s.startswith("adversarial+")):
                 changed = _embed_files(model, [run.sets[variant][p.pid] for p in pairs])
                 row[f"rank1 {variant}"] = retrieval_agreement(changed, targets, database, k=10)["rank1"]
@@ -333,6 +334,17 @@ def attack_table(rows: dict[str, dict], runs: dict[str, AttackRun], views: dict[
     return "\n".join(lines)
 
 
+def margin_table(rows: dict[str, dict], views: dict[str, tuple[str, str]]) -> str:
+    """Markdown: per attack configuration and view, the rank-1 agreement on targets whose own first
+    result is decided (leads the second by >= TIE_MARGIN) and on near ties, with the decided share."""
+    lines = [f"| attack | " + " | ".join(f"{name}: decided targets / rank-1 on them / rank-1 on near ties" for name in views) + " |",
+             "|" + "---|" * (1 + len(views))]
+    for config, per_view in rows.items():
+        cells = [f"{per_view[v]['decided']:.2f} / {per_view[v]['rank1 decided']:.2f} / {per_view[v]['rank1 tied']:.2f}" for v in views]
+        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def robustness_table(verdicts: list[PipelineVerdicts]) -> str:
     """Markdown: per pipeline, its P90 threshold and recall, and the share of each image set
     reported as a copy of the target's reference (and, in brackets, flagged as a copy of anything)."""
@@ -379,7 +391,9 @@ def run_report(bench: str | Path, model_spec: str, configs: dict[str, AttackPara
     runs = {name: make_adversarials(model, pairs, attack, params, folders[name], progress, shard) for name, attack in configs.items()}
     rows = retrieval_rows(runs, pairs, bench, views, cache=workdir)
     lines = [f"{len(pairs)} (target, carrier) pairs of {bench}, attacked model {model_spec}, carriers at <= {params.max_side} px",
-             "", attack_table(rows, runs, views)]
+             "", attack_table(rows, runs, views), "",
+             f"Rank-1 agreement by how decided each target's own first result is (margin to its second >= {TIE_MARGIN} cosine):",
+             "", margin_table(rows, views)]
     if params.pipelines:
         judged = robustness or list(configs)[-1]
         verdicts = pipeline_verdicts(bench, params.pipelines, runs[judged], pairs, workdir, progress)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -72,6 +73,18 @@ class Searcher(ABC):
         does not have raise."""
         if values:
             raise CopyseekError(f"{type(self).__name__} has no search-time parameters, got {', '.join(sorted(values))}")
+
+    def save(self, path: Path) -> bool:
+        """Write the built structure to the file `path` when rebuilding it from the chunks costs
+        more than reading it back (a trained Faiss index), and return True; this default keeps
+        nothing (rebuilding is as cheap as reading) and returns False. The index store decides
+        where and when (copyseek.store.saved_searchers)."""
+        return False
+
+    def load(self, path: Path) -> bool:
+        """Make this new, empty searcher the structure `save` wrote to `path`; False if this kind
+        of searcher keeps none (this default) or the file is not one it wrote (then it stays empty)."""
+        return False
 
 
 class Branch(ABC):

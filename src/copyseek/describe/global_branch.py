@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -226,8 +227,10 @@ class VectorSearcher(Searcher):
     searched, so the structure follows the collection's size each time it is opened.
 
     Search-time parameters (Faiss's ParameterSpace) are apart from the structure: `nprobe` for IVF
-    indexes, `efSearch` for HNSW ones, with the defaults above, set per run with
-    `set_search_parameters` and never part of the branch's spec.
+    indexes, `efSearch` for HNSW ones, with the defaults above, and for IVF fast-scan indexes
+    `threads`, the threads one query's lists are scanned with (default 1; batches of queries are
+    spread over the cores either way); set per run with `set_search_parameters` and never part of
+    the branch's spec.
 
     >>> import numpy as np
     >>> searcher = VectorSearcher(4, "IVF2,Flat")
@@ -267,13 +270,16 @@ class VectorSearcher(Searcher):
     def _resolve(self) -> None:
         """Build the index "auto" stands for at the number of references held now (once)."""
         if self.index is None:
-            import faiss
+            self._use(make_faiss_index(self.dim, auto_factory(self.ntotal, self.dim)), self.ntotal)
 
-            self._resolved_at = self.ntotal
-            self.index = make_faiss_index(self.dim, auto_factory(self._resolved_at, self.dim))
-            self._defaults = self._default_parameters()
-            if "nprobe" in self._defaults:
-                self._defaults["nprobe"] = max(8, faiss.extract_index_ivf(self.index).nlist // AUTO_PROBE_SHARE)
+    def _use(self, index, resolved_at: int) -> None:
+        """Search `index` ("auto" resolved at `resolved_at` references), with its default parameters."""
+        import faiss
+
+        self.index, self._resolved_at = index, resolved_at
+        self._defaults = self._default_parameters()
+        if self.factory == AUTO and "nprobe" in self._defaults:
+            self._defaults["nprobe"] = max(8, faiss.extract_index_ivf(self.index).nlist // AUTO_PROBE_SHARE)
 
     def _default_parameters(self) -> dict[str, int]:
         import faiss
@@ -288,7 +294,19 @@ class VectorSearcher(Searcher):
             inner = faiss.downcast_index(inner.index)
         if isinstance(inner, faiss.IndexHNSW):
             defaults["efSearch"] = DEFAULT_EF_SEARCH
+        if self._fast_scan_ivf() is not None:
+            defaults["threads"] = 1
         return defaults
+
+    def _fast_scan_ivf(self):
+        """The IVF fast-scan index inside this one (the structure `auto` builds past EXACT_BELOW), or None."""
+        import faiss
+
+        try:
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
+        except RuntimeError:
+            return None
+        return ivf if isinstance(ivf, faiss.IndexIVFFastScan) and ivf.bbs == 32 else None
 
     def search_parameters(self) -> dict[str, int]:
         """Search-time parameter name -> the value searches use now (empty for exact indexes)."""
@@ -310,13 +328,18 @@ class VectorSearcher(Searcher):
             else:
                 self._chosen[name] = check_int(name, value, minimum=1)
 
-    def _apply_search_parameters(self, k: int) -> None:
+    def _apply_search_parameters(self, k: int) -> int:
+        """Set the Faiss parameters for a search of k results; returns the threads asked for one
+        query's lists (1 where the index has no such parameter)."""
         import faiss
 
         space = faiss.ParameterSpace()
-        for name, value in self.search_parameters().items():
-            # HNSW returns at most efSearch results, so it is never below k
-            space.set_index_parameter(self.index, name, max(value, k) if name == "efSearch" else value)
+        parameters = self.search_parameters()
+        for name, value in parameters.items():
+            if name != "threads":  # not Faiss's: see search_vectors
+                # HNSW returns at most efSearch results, so it is never below k
+                space.set_index_parameter(self.index, name, max(value, k) if name == "efSearch" else value)
+        return parameters.get("threads", 1)
 
     @property
     def ntotal(self) -> int:
@@ -372,8 +395,23 @@ class VectorSearcher(Searcher):
         k = max(1, min(k, max(self.ntotal, 1)))
         if self.ntotal == 0:
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), np.int64)
-        self._apply_search_parameters(k + 1)
-        return search_in_order(self.index, vectors, k, self.ntotal)
+        threads = self._apply_search_parameters(k + 1)
+        if threads == 1:
+            return search_in_order(self.index, vectors, k, self.ntotal)
+        # Faiss's fast-scan implementation 14 splits the (query, list) pairs over the threads, so
+        # one query's lists are scanned in parallel; its default (12) gives each thread whole
+        # queries, which leaves all but one core idle for a single query. Opt-in: on a machine whose
+        # cores are busy, OpenMP threads that wait for each other cost far more than they save.
+        import faiss
+
+        ivf, before = self._fast_scan_ivf(), faiss.omp_get_max_threads()
+        ivf.implem = 14
+        faiss.omp_set_num_threads(threads)
+        try:
+            return search_in_order(self.index, vectors, k, self.ntotal)
+        finally:
+            ivf.implem = 0
+            faiss.omp_set_num_threads(before)
 
     def reconstruct(self, rows: np.ndarray) -> np.ndarray:
         """(m,) rows -> (m, dim) stored vectors (decoded, for compressed indexes)."""
@@ -397,6 +435,34 @@ class VectorSearcher(Searcher):
         vectors = [check_vectors(q["vector"], self.dim, f"global query {i} vector") for i, q in enumerate(queries)]
         sims, rows = self.search_vectors(np.concatenate(vectors), k)
         return [Candidates(r[r >= 0].astype(np.int64), s[r >= 0].astype(np.float32)) for s, r in zip(sims, rows)]
+
+    def save(self, path: Path) -> bool:
+        """Write the trained, filled Faiss index to `path` (Faiss's own format), unless it is an exact
+        `Flat` one: that is the chunks' vectors themselves, as quick to rebuild as to read."""
+        import faiss
+
+        self._flush()
+        if isinstance(faiss.downcast_index(self.index), faiss.IndexFlat):
+            return False
+        faiss.write_index(self.index, str(path))
+        return True
+
+    def load(self, path: Path) -> bool:
+        """Search the Faiss index `save` wrote to `path`, read with Faiss's memory mapping where the
+        index kind allows it; False (and this searcher left empty) if it is not an inner-product
+        index of this dimension or Faiss cannot read it."""
+        import faiss
+
+        if self.ntotal:
+            raise CopyseekError("a searcher loads a saved index only while it is empty")
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        except RuntimeError:
+            return False
+        if index.d != self.dim or index.metric_type != faiss.METRIC_INNER_PRODUCT or not index.is_trained:
+            return False
+        self._use(index, int(index.ntotal))
+        return True
 
     def nbytes(self) -> int:
         import faiss

@@ -32,7 +32,9 @@ class MatchOptions:
     nprobe, ef_search: search-time parameters of the global branch's Faiss index (IVF lists visited,
     HNSW candidate-list length); None keeps the searcher's default (see
     `copyseek.describe.global_branch.default_nprobe`). They trade speed for recall and are not
-    stored in the index.
+    stored in the index. search_threads: threads one query's IVF lists are scanned with (IVF
+    fast-scan indexes, the `auto` structure past 50k references; None: 1), for latency on a
+    machine whose cores are otherwise idle.
     """
 
     k: int = 10
@@ -44,12 +46,13 @@ class MatchOptions:
     workers: int = 2
     nprobe: int | None = None
     ef_search: int | None = None
+    search_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("k", "candidates", "n_background", "batch_size"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("workers", self.workers, minimum=0)
-        for name in ("nprobe", "ef_search"):
+        for name in ("nprobe", "ef_search", "search_threads"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
         check_number("beta", self.beta, minimum=0.0)
@@ -58,7 +61,7 @@ class MatchOptions:
 
     def search_parameters(self) -> dict[str, int | None]:
         """Faiss's names for the search-time parameters (None: the searcher's default)."""
-        return {"nprobe": self.nprobe, "efSearch": self.ef_search}
+        return {"nprobe": self.nprobe, "efSearch": self.ef_search, "threads": self.search_threads}
 
 
 @dataclass
@@ -153,7 +156,7 @@ def set_search_parameters(searchers: dict[str, Searcher], values: dict[str, int 
         if value is not None and not takers:
             raise CopyseekError(
                 f"search-time parameter {name}={value} applies to none of this index's searchers "
-                "(nprobe: IVF factories, efSearch: HNSW factories; see --factory)"
+                "(nprobe: IVF factories, efSearch: HNSW factories, threads: IVF fast-scan factories; see --factory)"
             )
         for searcher in takers:
             searcher.set_search_parameters(**{name: value})

@@ -60,12 +60,16 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
 
 
 def index_files(index: Path) -> dict[str, Path]:
-    """One file of each kind an index holds: a chunk, the manifest, a background cache, the lock."""
+    """One file of each kind an index holds: a chunk, the manifest, a background cache, a saved
+    searcher, the lock."""
     chunks = sorted((index / "chunks").glob("*.npz"))
     caches = sorted((index / "background").glob("*.np[yz]"))
+    saved = sorted((index / "searchers").glob("*.bin"))
     files = {"chunk": chunks[len(chunks) // 2], "manifest": index / "manifest.sqlite", "lock": index / "lock"}
     if caches:
         files["background cache"] = caches[0]
+    if saved:
+        files["saved searcher"] = saved[0]
     return files
 
 

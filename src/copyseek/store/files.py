@@ -74,6 +74,18 @@ def read_chunk_bytes(folder: Path, chunk: int, sha256: str | None) -> bytes:
     return data
 
 
+def check_chunk_size(folder: Path, chunk: int, size: int | None) -> None:
+    """Raise ChunkError if a chunk file is missing or not of its recorded size (when recorded): the
+    check of a chunk that is not read (its branch's searcher was saved, store/saved_searchers.py)."""
+    path = chunk_path(folder, chunk)
+    try:
+        found = path.stat().st_size
+    except FileNotFoundError:
+        raise ChunkError(path, "missing") from None
+    if size is not None and found != size:
+        raise ChunkError(path, f"of {found} bytes, the manifest says {size}")
+
+
 def load_chunk(folder: Path, chunk: int, sha256: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Every branch's arrays of one chunk. Raises ChunkError if the file is missing, does not match
     its checksum, or cannot be decoded (indexes without checksums: the zip's CRC still catches

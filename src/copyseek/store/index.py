@@ -5,6 +5,8 @@ Layout::
     INDEX/manifest.sqlite   configuration, images (id, path, sha1, size, status, row), chunks + sha256
     INDEX/chunks/N.npz      features of a batch of references, every branch's arrays in one file
     INDEX/background/*.npz  cached background descriptors for score normalisation
+    INDEX/searchers/        searchers saved for the current chunks (store/saved_searchers.py)
+    INDEX/graph/            the references' kNN graph (store/graphs.py)
     INDEX/skipped.csv       images that could not be used, with the reason
     INDEX/lock              held by the process that writes
 
@@ -42,6 +44,7 @@ from copyseek.store.files import (
     ChunkError,
     ChunkFilesLock,
     WriteLock,
+    check_chunk_size,
     chunk_path,
     load_chunk,
     read_chunk_bytes,
@@ -49,10 +52,12 @@ from copyseek.store.files import (
     save_chunk,
     writable,
 )
+from copyseek.store import saved_searchers
 from copyseek.store.manifest import ChunkRecord, Entry, ImageRow, Manifest, Snapshot
 
 FORMAT_VERSION = 1
-INDEX_FILES = frozenset({"manifest.sqlite", "manifest.sqlite-journal", "chunks", "background", "skipped.csv", "lock"})
+INDEX_FILES = frozenset({"manifest.sqlite", "manifest.sqlite-journal", "chunks", "background", "skipped.csv", "lock",
+                         "graph", saved_searchers.FOLDER})
 """What an index folder may hold; a folder with anything else is not taken for an index."""
 
 
@@ -523,15 +528,27 @@ class Index:
         with ChunkFilesLock(self.path / "chunks", exclusive=False):
             snapshot = self.manifest.snapshot()
             served = self._searcher_source(self, snapshot) if self._searcher_source is not None else {}
-            loaded = {name: branch.new_searcher() for name, branch in self.branches.items() if name not in served}
+            saved = {name: saved_searchers.load_saved(self.path, name, branch.spec(), snapshot.chunks, branch.new_searcher)
+                     for name, branch in self.branches.items() if name not in served}
+            built = {name: self.branches[name].new_searcher() for name, searcher in saved.items() if searcher is None}
             ids: list[str | None] = []
             for record in snapshot.chunks:
-                if loaded:
-                    self._add_chunk(loaded, record)
+                if built:
+                    self._add_chunk(built, record)
+                else:  # nothing reads the chunk, but a missing or cut one is still refused as when read
+                    self._check_chunk_size(record)
                 ids += [snapshot.live.get(r) for r in range(record.first_row, record.first_row + record.count)]
-            raw = {name: served[name] if name in served else loaded[name] for name in self.branches}
+            for name, searcher in built.items():
+                saved_searchers.save(self.path, name, self.branches[name].spec(), snapshot.chunks, searcher)
+            raw = {name: served[name] if name in served else built.get(name, saved[name]) for name in self.branches}
         self._snapshot, self._raw, self._ids = snapshot, raw, ids
         self._wrap_searchers()
+
+    def _check_chunk_size(self, record: ChunkRecord) -> None:
+        try:
+            check_chunk_size(self.path / "chunks", record.chunk, record.bytes)
+        except ChunkError as exc:
+            raise IndexDamaged(str(exc), self.path) from None
 
     def _add_chunk(self, raw: dict[str, Searcher], record: ChunkRecord) -> None:
         arrays = self._load_chunk(record)

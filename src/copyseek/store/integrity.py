@@ -22,6 +22,7 @@ import numpy as np
 
 from copyseek.errors import CopyseekError, IndexDamaged
 from copyseek.io.images import ImageFile
+from copyseek.store import saved_searchers
 from copyseek.store.files import ChunkError, chunk_path, load_chunk
 from copyseek.store.index import AddReport, Index
 from copyseek.store.manifest import MANIFEST_FIX, ChunkRecord
@@ -128,6 +129,11 @@ def verify(index: Index) -> VerifyReport:
         problem = cache_problem(cache)
         if problem:
             report.damaged.append(Damage(cache, f"{problem} (a damaged cache is recomputed by itself)"))
+    for saved in sorted((index.path / saved_searchers.FOLDER).glob("*.bin")):
+        report.caches += 1
+        problem = saved_searchers.saved_problem(saved)
+        if problem:
+            report.damaged.append(Damage(saved, f"{problem} (a damaged saved searcher is rebuilt by itself)"))
     return report
 
 
@@ -176,6 +182,8 @@ def repair(index: Index, *, progress: bool = True, workers: int = 2, batch_size:
         for damage in found.damaged:
             if damage.chunk is None and damage.path.is_file():
                 damage.path.unlink()
+                if damage.path.parent.name == saved_searchers.FOLDER:
+                    damage.path.with_suffix(".json").unlink(missing_ok=True)
                 report.caches_removed += 1
         missing = {r.chunk: r for r in index.manifest.chunks() if r.sha256 is None}
         if missing:
