@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ from PIL import Image
 
 from copyseek.attack.mismatch import AttackParams
 from copyseek.attack.report import (
-    PipelineVerdicts, ReportParams, draw_pairs, fit_side, jpeg, make_adversarials, margin_table, robustness_table, shrink,
+    AttackRun, PipelineVerdicts, ReportParams, attack_table, draw_pairs, fit_side, jpeg, make_adversarials, margin_table, robustness_table, shrink,
 )
 from copyseek.errors import CopyseekError
 
@@ -72,6 +73,15 @@ def test_variants(pictures):
     assert max(fit_side(carrier, 20).shape[:2]) == 20 and fit_side(carrier, 100).shape == carrier.shape
     assert jpeg(carrier, 30).shape == carrier.shape and not np.array_equal(jpeg(carrier, 30), carrier)
     assert shrink(carrier, 0.5).shape == (24, 28, 3)
+
+
+def test_attack_table_cells():
+    views = {"m square:160 (attacked)": ("m", "square:160")}
+    row = {"rank1": 0.8, "top10": 0.9, "cosine": 0.95, "decided": 0.6, "rank1 decided": 1.0, "rank1 tied": 0.5,
+           "rank1 adversarial+jpeg75": 0.6, "rank1 adversarial+x0.5": 0.4}
+    run = AttackRun(Path("."), {}, ssim_carrier=[0.9, 0.92], ssim_target=[0.1, 0.2], seconds_per_pair=2.0)
+    table = attack_table({"budget": {"m square:160 (attacked)": row}}, {"budget": run}, views).splitlines()
+    assert table[2] == "| budget | 2.0 | 0.910 (min 0.90) | 0.150 | 0.80 / 0.90 / 0.95 / 0.60, 0.40 |"
 
 
 def test_margin_table():

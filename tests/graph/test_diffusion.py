@@ -16,6 +16,7 @@ from copyseek.graph.diffusion import (
     hop_neighbourhood,
     make_solver,
     register_solver,
+    top_eigenpairs,
 )
 from copyseek.graph.knn import knn_graph
 from tests.graph.families import families
@@ -151,6 +152,16 @@ class TestComponents:
         np.testing.assert_allclose(s @ vectors, vectors * values, atol=1e-4)
         for column, owner in enumerate(owners):  # each vector lives on the component it is listed for
             assert np.abs(vectors[components.labels != owner, column]).max() == 0
+
+    def test_top_eigenpairs_of_a_clustered_spectrum(self):
+        # 30 families in one component: 30 eigenvalues in [0.87, 1], then a gap, and below it
+        # eigenvalues of either sign (the largest in magnitude are not all the largest)
+        x, _ = families(n_families=30, size=8, noise=0.5)
+        s = knn_graph(x, k=8, symmetrize="union").normalized()
+        values, vectors = top_eigenpairs(s, 40, 1e-8)
+        dense = np.sort(np.linalg.eigvalsh(s.toarray()))[::-1]
+        np.testing.assert_allclose(values, dense[:40], atol=1e-7)
+        np.testing.assert_allclose(s @ vectors, vectors * values, atol=1e-4)
 
     def test_spectral_per_component_is_exact_at_full_rank(self, graph):
         y = seeds(graph)

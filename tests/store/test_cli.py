@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from copyseek.cli import main
+from copyseek.graph.knn import GraphParams
+from copyseek.store.graphs import graph_path
 from copyseek.store.index import Index
 from tests.making import write_photos
 
@@ -158,6 +160,15 @@ def test_label_command(tmp_path, photos, tiny_options, capsys):
     assert set(rows) == set(ids)
     assert rows[ids[0]]["label"] == "case-a" and rows[ids[0]]["seed"] == "1"
     assert {r["label"] for r in rows.values()} <= {"case-a", "case-b", ""}
+    with Index.open(tmp_path / "idx") as index:  # the graph the options name (default: union, gamma 1)
+        assert graph_path(index, GraphParams(k=3, gamma=1.0, symmetrize="union")).exists()
+        assert not graph_path(index, GraphParams(k=3, gamma=3.0, symmetrize="sum")).exists()
+    base = ["label", str(tmp_path / "idx"), "--seeds", str(seeds), "--output", str(out), "--k", "3"]
+    assert main(base + ["--symmetrize", "sum", "--gamma", "3"]) == 0
+    with Index.open(tmp_path / "idx") as index:
+        assert graph_path(index, GraphParams(k=3, gamma=3.0, symmetrize="sum")).exists()
+    assert main(base + ["--symmetrize", "both"]) == 2
+    assert "symmetrize" in capsys.readouterr().err
     bad = tmp_path / "bad.csv"
     bad.write_text("reference_id,label\nNOPE,x\n")
     assert main(["label", str(tmp_path / "idx"), "--seeds", str(bad), "--output", str(out)]) == 2

@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
                    "carrier, ssim (default global+ssim@10)")
     p.add_argument("--sizes", type=int, nargs="+", default=None, metavar="PX",
                    help="model input sizes (square); several = multi-resolution (default: the model's own)")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps (default 400)")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps (default 800)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate on pixels in 0..1 (default 0.005)")
     p.add_argument("--jitter", type=int, default=None, help="random size offset per step, pixels (default 0)")
     p.add_argument("--blur", type=float, default=None, help="Gaussian blur sigma the model sees, pixels (default 0)")
@@ -43,10 +43,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
                    help="learning rate: constant, or decayed along half a cosine (default cosine)")
     p.add_argument("--goal", type=float, default=None,
-                   help="descriptor cosine goal: past it only the closeness terms act (default 0.99; 0: none)")
+                   help="descriptor cosine goal: past it only the closeness terms act (default 0.995; 0: none)")
     p.add_argument("--budget", type=float, default=None,
-                   help="closeness budget: the closeness terms count only beyond it, e.g. 0.08 with --loss global+ssim@10 "
-                   "keeps SSIM to the carrier at about 0.92 (default 0.08; 0: none)")
+                   help="closeness budget: the closeness terms count only beyond it, e.g. 0.095 with --loss global+ssim@10 "
+                   "keeps SSIM to the carrier at about 0.905 (default 0.095; 0: none)")
     p.add_argument("--lowres", type=int, default=None, metavar="PX",
                    help="optimise the change on a PX x PX grid, upsampled to the carrier (default: the input size when "
                    "one is attacked, else 0: every pixel)")

@@ -327,7 +327,7 @@ def attack_table(rows: dict[str, dict], runs: dict[str, AttackRun], views: dict[
     for config, per_view in rows.items():
         run = runs[config]
         cells = [f"{per_view[v]['rank1']:.2f} / {per_view[v]['top10']:.2f} / {per_view[v]['cosine']:.2f} / "
-                 + ", ".join(f"{value:.2f}" for key, value in per_view[v].items() if key.startswith("rank1 ")) for v in views]
+                 + ", ".join(f"{value:.2f}" for key, value in per_view[v].items() if key.startswith("rank1 adversarial+")) for v in views]
         cpu = f" ({run.cpu_seconds_per_pair:.1f})" if run.cpu_seconds_per_pair is not None else ""
         lines.append(f"| {config} | {run.seconds_per_pair:.1f}{cpu} | {np.mean(run.ssim_carrier):.3f} (min {np.min(run.ssim_carrier):.2f}) "
                      f"| {np.mean(run.ssim_target):.3f} | " + " | ".join(cells) + " |")

@@ -32,8 +32,13 @@ def add_label_parser(sub) -> None:
     p.add_argument("index", metavar="INDEX_DIR")
     p.add_argument("--seeds", required=True, metavar="LABELS.csv")
     p.add_argument("--output", required=True, metavar="LABELS.out.csv")
-    p.add_argument("--k", type=int, default=10, help="graph neighbours per image (default 10)")
-    p.add_argument("--alpha", type=float, default=0.99, help="propagation reach, in (0, 1) (default 0.99)")
+    # k 20, alpha 0.8, union, gamma 1: tuned on the dev half of 483 hard families (BENCHMARKS.md, issue 14)
+    p.add_argument("--k", type=int, default=20, help="graph neighbours per image (default 20)")
+    p.add_argument("--alpha", type=float, default=0.8, help="propagation reach, in (0, 1) (default 0.8)")
+    p.add_argument("--symmetrize", default="union",
+                   help="how the kNN lists become edges: union (default: an edge where either image lists the "
+                   "other), mutual or sum")
+    p.add_argument("--gamma", type=float, default=1.0, help="edge weight = cosine ** gamma (default 1)")
     p.add_argument("--abstain", type=float, default=0.01, help="least propagated mass for a label (default 0.01)")
     p.add_argument("--min-confidence", type=float, default=0.0, help="least confidence for a label (default 0)")
     p.add_argument("--no-balance", action="store_true", help="do not divide each label's scores by its number of seeds")
@@ -68,7 +73,7 @@ def run_label(args: argparse.Namespace) -> int:
     if not output.parent.exists():
         raise CopyseekError(f"output folder does not exist: {output.parent}")
     with Index.open(args.index) as index:
-        nodes = index_graph(index, GraphParams(k=args.k, symmetrize="sum"))
+        nodes = index_graph(index, GraphParams(k=args.k, gamma=args.gamma, symmetrize=args.symmetrize))
     ids, graph = nodes.ids, nodes.graph
     seeds = read_seeds(args.seeds, set(ids))
     names = sorted(set(seeds.values()))
