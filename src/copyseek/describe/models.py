@@ -134,11 +134,8 @@ def parse_ensemble(spec: str) -> list[tuple[str, float]]:
 
 def file_fingerprint(path: Path) -> str:
     """Short content hash of a model file, so an index notices a changed model behind the same name."""
-    digest = hashlib.sha1()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+        return hashlib.file_digest(handle, "sha1").hexdigest()[:16]
 
 
 def model_path(spec: str) -> tuple[str, Path]:
