@@ -41,6 +41,19 @@ class Clock:
         return result
 
 
+def describe_by_stage(clock: Clock, branches: dict, file: Path, side: int, query: bool) -> tuple[np.ndarray, dict]:
+    """One image (decoded) and its features per branch, each stage timed on `clock` (decode, model
+    passes, SIFT)."""
+    image = clock.time("decode", read_image, file, side).pixels
+    features = {}
+    if "global" in branches:
+        features["global"] = {"vector": embed_by_stage(clock, branches["global"], image)}
+    if "local" in branches:
+        label = "local: SIFT (query)" if query else "local: SIFT + RootSIFT + projection"
+        features["local"] = clock.time(label, branches["local"].extract, [image], query=query)[0]
+    return image, features
+
+
 def profile(pipeline: str, references: list, queries: list, background: Path, scratch: Path) -> tuple[dict, dict]:
     """(indexing ms per reference by stage, matching ms per query by stage) of one pipeline."""
     options = {name: {"threads": 1} for name in pipeline_branches(pipeline)}
@@ -50,13 +63,7 @@ def profile(pipeline: str, references: list, queries: list, background: Path, sc
         build, run = Clock(), Clock()
         features = []
         for file in references:
-            image = build.time("decode", read_image, file, side).pixels
-            per_branch = {}
-            if "global" in branches:
-                per_branch["global"] = {"vector": embed_by_stage(build, branches["global"], image)}
-            if "local" in branches:
-                per_branch["local"] = build.time("local: SIFT + RootSIFT + projection", branches["local"].extract, [image])[0]
-            features.append(per_branch)
+            features.append(describe_by_stage(build, branches, file, side, query=False)[1])
         if "local" in branches:
             build.time("local: PQ codes (per chunk)", branches["local"].pack, [f["local"] for f in features])
         index.add(references, progress=False)  # the index itself, untimed, to search
@@ -64,12 +71,7 @@ def profile(pipeline: str, references: list, queries: list, background: Path, sc
         scorer = make_scorer(index, match_options, progress=False)
         searchers = index.searchers()
         for file in queries:
-            image = run.time("decode", read_image, file, side).pixels
-            query = {}
-            if "global" in branches:
-                query["global"] = {"vector": embed_by_stage(run, branches["global"], image)}
-            if "local" in branches:
-                query["local"] = run.time("local: SIFT (query)", branches["local"].extract, [image], query=True)[0]
+            image, query = describe_by_stage(run, branches, file, side, query=True)
             found = {
                 name: run.time(f"{name}: search" + (" + verification" if name == "local" else ""), searchers[name].search, [query[name]], 30)
                 for name in branches
