@@ -110,7 +110,7 @@ def test_verify_pair_explains_a_match(branch, references, queries):
         branch.new_searcher().verification(query, 0)
 
 
-@pytest.mark.parametrize("kwargs", [{"knn": 1}, {"vote_ratio": 0}, {"nprobe": 0}])
+@pytest.mark.parametrize("kwargs", [{"knn": 1}, {"vote_ratio": 0}, {"nprobe": 0}, {"split_nprobe": 0}])
 def test_rejects_bad_search_parameters(kwargs):
     with pytest.raises(CopyseekError):
         SearchParams(**kwargs)

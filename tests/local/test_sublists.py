@@ -100,7 +100,7 @@ def test_split_index_visiting_every_list_finds_what_the_codec_lists_find(branch,
     query = branch.extract([jpeg(crop(references[3], (100, 80, 420, 330)))], query=True)
     found = []
     for split in (1, 4):
-        searcher = searcher_of(small_codec, reference_features, nprobe=32 * split, split=split)
+        searcher = searcher_of(small_codec, reference_features, nprobe=32, split_nprobe=32 * split, split=split)
         found.append(searcher.search(query, k=5)[0])
         assert searcher.index.nlist == 32 * split
     assert found[1].rows[0] == 3
@@ -112,6 +112,7 @@ def test_split_by_collection_size_is_the_default(branch, small_codec, references
     from copyseek.local import sublists as module
 
     monkeypatch.setattr(module, "TARGET_LIST", 16)  # these ~12,000 descriptors then count as a large collection
-    searcher = searcher_of(small_codec, reference_features)
+    searcher = searcher_of(small_codec, reference_features, split_nprobe=7)
     assert searcher.search(branch.extract([references[5]], query=True), k=1)[0].rows[0] == 5
     assert searcher.index.nlist == 32 * auto_split(len(searcher.codes), 32) == 32 * MAX_SPLIT
+    assert searcher.index.nprobe == 7

@@ -41,9 +41,11 @@ class SearchParams:
     vote_ratio:  a neighbour votes when its distance is below vote_ratio x the k-th neighbour's.
     verify_top:  references verified per query (the most voted).
     flat_max:    descriptors up to which the index is flat (every code compared); past it, IVF.
-    nprobe:      IVF lists (sub-lists when split) visited per query descriptor.
+    nprobe:      IVF lists visited per query descriptor.
     split:       sub-lists per codec list (a power of two up to 16), 0 = by collection size
                  (`sublists.auto_split`: 1 up to ~33M descriptors, i.e. ~100k references; 16 at 1M).
+    split_nprobe: sub-lists visited per query descriptor when the lists are split (8 of a 16-way
+                 split scan half a codec list's descriptors: the 10k recall at 100k, BENCHMARKS.md).
     batch:       queries per Faiss call (bounds the (descriptors, knn) result arrays).
     """
 
@@ -53,18 +55,19 @@ class SearchParams:
     flat_max: int = 1 << 15
     nprobe: int = 16
     split: int = 0
+    split_nprobe: int = 8
     batch: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("knn", "verify_top", "flat_max", "nprobe", "split", "batch"):
+        for name in ("knn", "verify_top", "flat_max", "nprobe", "split", "split_nprobe", "batch"):
             check_int(f"local {name}", getattr(self, name))
         check_number("local vote_ratio", self.vote_ratio)
         if self.knn < 2:
             raise CopyseekError(f"local knn must be at least 2 (votes compare with the k-th neighbour), got {self.knn}")
         if not 0.0 < self.vote_ratio <= 1.0:
             raise CopyseekError(f"local vote_ratio must be in (0, 1], got {self.vote_ratio}")
-        if self.verify_top < 1 or self.nprobe < 1 or self.batch < 1 or self.flat_max < 1:
-            raise CopyseekError("local verify_top, nprobe, batch and flat_max must be positive")
+        if min(self.verify_top, self.nprobe, self.split_nprobe, self.batch, self.flat_max) < 1:
+            raise CopyseekError("local verify_top, nprobe, split_nprobe, batch and flat_max must be positive")
         check_split(self.split)
 
 
@@ -197,7 +200,7 @@ class LocalSearcher(Searcher):
                 index = piece
             else:
                 index.merge_from(piece, 0)
-        index.nprobe = self.params.nprobe
+        index.nprobe = self.params.split_nprobe if self.split_lists else self.params.nprobe
         return index
 
     def _plain(self, builder):
