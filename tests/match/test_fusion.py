@@ -5,7 +5,7 @@ from PIL import Image
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
-    CHANCE_INLIERS, FEATURES, FITTED_WEIGHTS, HOW_FEATURE, PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights,
+    CHANCE_INLIERS, FEATURES, FITTED_WEIGHTS, HOW_FEATURE, HOW_SCALE, PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights,
     excess_inliers, fit_weights, margins,
     warn_if_not_fitted_for,
 )
@@ -250,7 +250,7 @@ def test_fused_how_adds_the_asmk_similarity_and_hows_candidates(tmp_path, tiny_h
         batch = seen["batch"]
         rows, evidence = scorer.evidence(batch)[0]
         asmk = index.searchers()["how"].query_scores(batch.features["how"][0])
-        np.testing.assert_allclose(evidence[:, 5], asmk[rows], rtol=1e-6)
+        np.testing.assert_allclose(evidence[:, 5], np.log1p(asmk[rows] / HOW_SCALE), rtol=1e-5)
         assert asmk[3] == asmk.max() > 0  # the copy's reference shares most of HOW's words
         found = scorer.crop_evidence(batch)[0]
         with_how, _ = scorer.pair_evidence(batch, 0, batch.candidates["global"][0].rows[:1], found, how_candidates=8)

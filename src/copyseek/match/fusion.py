@@ -34,8 +34,8 @@ the normalised similarities do, which is what the background set is for).
 
 The `fused-how` pipeline adds the HOW branch (copyseek/how, ASMK-aggregated deep local
 descriptors) as a sixth piece of evidence,
-    h  = ASMK similarity of the query's HOW descriptors to the reference's (the better of the
-         query and its mirror; 0 when they share no visual word),
+    h  = log(1 + a / HOW_SCALE), a the ASMK similarity of the query's HOW descriptors to the
+         reference's (the better of the query and its mirror; 0 when they share no visual word),
 with a sixth weight fitted like the others (FITTED_HOW_WEIGHTS), and, with
 `FusionParams.how_candidates`, HOW's top references among the candidates.
 """
@@ -60,6 +60,18 @@ FEATURES = ("global", "region", "excess_inliers", "reference_offset", "margin")
 
 HOW_FEATURE = "how"
 """The sixth evidence of an index with the HOW branch (fused-how): ASMK similarity, after FEATURES."""
+
+
+HOW_SCALE = 1e-4
+"""ASMK similarities are small and heavy-tailed (training benchmarks: copies' median 1e-3, 90% of
+non-copies below 6e-4), so the HOW evidence is log(1 + a / HOW_SCALE): in leave-one-benchmark-out
+fits on the fusion training benchmarks it did as well as 1e-3 and the raw similarity on muAP and
+better on recall at P90 (BENCHMARKS.md, issue 16)."""
+
+
+def how_evidence(similarity: np.ndarray) -> np.ndarray:
+    """(m,) ASMK similarities -> (m,) the HOW evidence, log(1 + a / HOW_SCALE) (0 for a <= 0)."""
+    return np.log1p(np.maximum(np.asarray(similarity, np.float64), 0.0) / HOW_SCALE)
 
 
 def evidence_names(with_how: bool) -> tuple[str, ...]:
@@ -363,7 +375,7 @@ class FusedScorer:
         evidence[:, 3] = self.reference_offsets(rows)
         evidence[:, 4] = margins(evidence[:, 1], reference_vectors)
         if self.how_searcher is not None:
-            evidence[:, 5] = self.how_searcher.query_scores(batch.features["how"][q])[rows]
+            evidence[:, 5] = how_evidence(self.how_searcher.query_scores(batch.features["how"][q])[rows])
         return rows, evidence
 
     def offsets(self, vectors: np.ndarray) -> np.ndarray:
