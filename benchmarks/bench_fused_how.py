@@ -125,9 +125,9 @@ def table(collected: dict[Path, Collected], evals: list[Path], weights_of) -> li
     lines = []
     for name, columns, with_how in VARIANTS:
         measured = [scores(collected[b], b, weights_of(b, columns, with_how), with_how) for b in evals]
-        cells = [f"{ap:.3f} / {r:.3f}" for ap, r in measured]
+        cells = [f"{ap:.4f} / {r:.3f}" for ap, r in measured]
         mean = np.mean(measured, axis=0)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{mean[0]:.3f} / {mean[1]:.3f}** |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | **{mean[0]:.4f} / {mean[1]:.3f}** |")
     return lines
 
 

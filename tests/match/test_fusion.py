@@ -228,6 +228,11 @@ def test_six_weights_score_the_how_evidence_and_five_leave_it_out():
         six.log_odds(evidence[:, :5])
     with pytest.raises(CopyseekError, match="or 6 with how"):
         FusionWeights(-3.0, (1.0,) * 7)
+    # fused-how's shipped weights: six, for normalised scores; raw scores keep the fused pipeline's
+    from copyseek.match import fusion
+
+    assert fusion.weights_for("rootsift", True, how=True).names[-1] == HOW_FEATURE
+    assert fusion.weights_for("rootsift", False, how=True) == FITTED_WEIGHTS["rootsift"][1]
 
 
 def test_fused_how_adds_the_asmk_similarity_and_hows_candidates(tmp_path, tiny_how):

@@ -148,7 +148,9 @@ per copy, so an index scores with the weights of its own descriptor; one without
 uses RootSIFT's, with a warning."""
 
 
-FITTED_HOW_WEIGHTS: dict[str, FusionWeights] = {}
+FITTED_HOW_WEIGHTS: dict[str, FusionWeights] = {
+    "rootsift": FusionWeights(-4.186, (5.192, 8.977, 4.711, -1.012, 13.922, 0.352)),
+}
 """Local descriptor -> six weights (FEATURES + HOW_FEATURE, normalised scores) for an index with the
 HOW branch (fused-how), fitted by benchmarks/bench_fused_how.py on the fusion training benchmarks.
 Without an entry (or without a background set) a fused-how index is scored with the fused weights,
