@@ -56,13 +56,19 @@ class PolicyRecorder:
         return first
 
 
+def params_of(spec: str, detector: str) -> FusionParams:
+    """'POLICY', or 'POLICY@N': at most N crops per query, the first in the policy's order."""
+    policy, _, most = spec.partition("@")
+    return FusionParams(crop_policy=policy, detector=detector or None, max_crops=int(most) if most else None)
+
+
 def run(bench: Path, work: Path, policies: list[str], detector: str, limit: int = 0) -> tuple[dict, dict]:
     index_dir = work / f"index-{bench.name}"
     with Index.open_or_create(index_dir, "fused") as index:
         index.add(bench / "references", progress=False)  # incremental: completes an interrupted index
         vectors = background_vectors(index.branches["global"], bench / "background", index_dir / "background", 2, False)
         normalizer = BackgroundNormalizer(vectors)
-        scorers = {p: FusedScorer(index, normalizer, FusionParams(crop_policy=p, detector=detector or None)) for p in policies}
+        scorers = {p: FusedScorer(index, normalizer, params_of(p, detector)) for p in policies}
         recorder = PolicyRecorder(scorers, k=10)
         recorder.ids = index.ids
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -93,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benches", nargs="+", type=Path)
     parser.add_argument("--work", type=Path, required=True, help="where the indexes are kept")
-    parser.add_argument("--policies", nargs="+", default=["grid", "local", "best", "best-else-grid", "partial-else-grid", "boxes+grid"])
+    parser.add_argument("--policies", nargs="+", metavar="POLICY[@N]", default=["grid", "local", "best", "best-else-grid", "partial-else-grid", "boxes+grid"])
     parser.add_argument("--detector", default="", help="an exported detector.onnx (default: the shipped one)")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark, evenly spaced (0: all)")
     args = parser.parse_args()
