@@ -58,7 +58,7 @@ class NetConfig:
 
     @classmethod
     def preset(cls, name: str, **changes) -> NetConfig:
-        """"student" (the shipped size), "teacher" (6.7x its MACs, about 4x its CPU time at batch 1:
+        """"student" (the shipped size), "teacher" (6.7x its MACs, 3.4x its CPU time at batch 1:
         session 5's teacher, 3.9x the MACs, ran only 2.7x slower, short of HGD's ">= 3x faster"
         student) or "tiny" (tests)."""
         presets = {
