@@ -44,12 +44,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
+from tqdm import tqdm
 
 from copyseek.describe.global_branch import VectorSearcher, auto_factory
 
@@ -230,7 +231,6 @@ class LocalSimulation:
 
         from bench_local import COPY_EDITS, make_query
         from copyseek.local.branch import LocalBranch
-        from tqdm import tqdm
 
         files = sorted(images.glob("*.jpg"))[: refs + pool]
         photos = []
@@ -285,39 +285,48 @@ class LocalSimulation:
             done, b = done + n, b + 1
 
 
-def local_rows(sim: LocalSimulation, size: int, nprobes: list[int]) -> list[str]:
+def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list[int], threads: int = 1) -> list[str]:
+    """One row per (split, nprobe): the index is rebuilt for each split (`SearchParams.split`, 0 = the
+    default by collection size), every query searched alone with `threads` Faiss threads."""
     import faiss
 
     from copyseek.local.search import LocalSearcher
+    from copyseek.local.sublists import auto_split
 
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(threads)
     searcher = LocalSearcher(sim.branch.codec, sim.branch.search_params, sim.branch.verify_params)
-    for chunk in sim.chunks(size):
+    for chunk in tqdm(sim.chunks(size), f"{size:,} references", total=1 + -(-(size - len(sim.real["counts"])) // LOCAL_BLOCK)):
         searcher.add(chunk)
-    _, wall, cpu = timed(lambda: searcher.search(sim.queries[:1], 10))  # concatenates, builds the Faiss index
-    kind = type(searcher.index).__name__
-    ivf = hasattr(searcher.index, "nprobe")
-    in_ram = searcher.nbytes() + len(searcher.codes) * (searcher.codec.code_size + (8 if ivf else 0))
-    default = searcher.params.nprobe
     rows = []
-    for nprobe in sorted({default, *nprobes}) if ivf else [0]:
-        if nprobe:
-            searcher.index.nprobe = nprobe
-        found, wall_ms, cpu_ms = [], [], []
-        for query in sim.queries:
-            (candidates,), w, c = timed(lambda: searcher.search([query], 10))
-            found.append(candidates.rows)
-            wall_ms.append(w * 1e3)
-            cpu_ms.append(c * 1e3)
-        recall = np.mean([t in f for t, f in zip(sim.truth, found)])
-        top1 = np.mean([len(f) > 0 and f[0] == t for t, f in zip(sim.truth, found)])
-        label = "-" if not nprobe else f"{nprobe}" + (" (default)" if nprobe == default else "")
-        rows.append(
-            f"| {size:,} | {kind} | {label} | {wall:.1f} / {cpu:.1f} | {searcher.nbytes() / size:.0f} | {in_ram / size:.0f} | "
-            f"{np.percentile(wall_ms, 50):.0f} / {np.percentile(wall_ms, 99):.0f} / {np.percentile(cpu_ms, 50):.0f} | "
-            f"{recall:.3f} | {top1:.3f} |"
-        )
-        print(rows[-1], flush=True)
+    for split in splits:
+        searcher.params = replace(sim.branch.search_params, split=split)
+        searcher.index = searcher.quantizer = None  # frees the previous split's index first
+        _, wall, cpu = timed(lambda: searcher.search(sim.queries[:1], 10))  # concatenates, builds the Faiss index
+        kind = type(searcher.index).__name__
+        ivf = hasattr(searcher.index, "nprobe")
+        used = split or auto_split(len(searcher.codes), searcher.codec.nlist)
+        if ivf:
+            kind += f" {searcher.codec.nlist * used:,} lists" + (f" (split {used}{', auto' if not split else ''})")
+        in_ram = searcher.nbytes() + len(searcher.codes) * (searcher.codec.code_size + (8 if ivf else 0))
+        default = searcher.params.nprobe
+        for nprobe in sorted({default, *nprobes}) if ivf else [0]:
+            if nprobe:
+                searcher.index.nprobe = nprobe
+            found, wall_ms, cpu_ms = [], [], []
+            for query in sim.queries:
+                (candidates,), w, c = timed(lambda: searcher.search([query], 10))
+                found.append(candidates.rows)
+                wall_ms.append(w * 1e3)
+                cpu_ms.append(c * 1e3)
+            recall = np.mean([t in f for t, f in zip(sim.truth, found)])
+            top1 = np.mean([len(f) > 0 and f[0] == t for t, f in zip(sim.truth, found)])
+            label = "-" if not nprobe else f"{nprobe}" + (" (default)" if nprobe == default else "")
+            rows.append(
+                f"| {size:,} | {kind} | {label} | {wall:.1f} / {cpu:.1f} | {searcher.nbytes() / size:.0f} | {in_ram / size:.0f} | "
+                f"{np.percentile(wall_ms, 50):.0f} / {np.percentile(wall_ms, 99):.0f} / {np.percentile(cpu_ms, 50):.0f} | "
+                f"{recall:.3f} | {top1:.3f} |"
+            )
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -337,6 +346,9 @@ def main() -> None:
     parser.add_argument("--local-queries", type=int, default=100, help="local: copies of them as queries")
     parser.add_argument("--local-pool", type=int, default=247, help="local: other photos whose descriptors simulate references")
     parser.add_argument("--local-nprobe", default="", help="local: IVF nprobe values besides the default")
+    parser.add_argument("--local-split", default="0", help="local: sub-lists per codec list to compare, comma-separated "
+                        "(0 = the default by collection size)")
+    parser.add_argument("--local-threads", type=int, default=1, help="local: Faiss threads per query")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     nprobes = [int(n) for n in args.nprobe.split(",") if n]
@@ -358,7 +370,8 @@ def main() -> None:
         lines = list(LOCAL_HEADER)
         local_sizes = [int(s) for s in (args.local_sizes or args.sizes).split(",")]
         for size in local_sizes:
-            lines += local_rows(sim, size, [int(n) for n in args.local_nprobe.split(",") if n])
+            lines += local_rows(sim, size, [int(n) for n in args.local_nprobe.split(",") if n],
+                                [int(n) for n in args.local_split.split(",")], args.local_threads)
         print("\n".join(lines), flush=True)
 
 

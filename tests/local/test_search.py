@@ -110,7 +110,7 @@ def test_verify_pair_explains_a_match(branch, references, queries):
         branch.new_searcher().verification(query, 0)
 
 
-@pytest.mark.parametrize("kwargs", [{"knn": 1}, {"vote_ratio": 0}, {"nprobe": 0}])
+@pytest.mark.parametrize("kwargs", [{"knn": 1}, {"vote_ratio": 0}, {"nprobe": 0}, {"split_nprobe": 0}])
 def test_rejects_bad_search_parameters(kwargs):
     with pytest.raises(CopyseekError):
         SearchParams(**kwargs)
@@ -122,8 +122,10 @@ def test_index_built_in_blocks_equals_one_block(branch, reference_features, quer
 
     features = branch.extract([image for image, _ in queries.values()], query=True)
     found = []
-    for block in (search.BUILD_BLOCK, 777):  # 777: several blocks, the last one partial
+    # 777: several blocks, the last one partial; pieces of 1,000 descriptors: IVF lists converted and merged a range at a time
+    for block, piece in ((search.BUILD_BLOCK, search.PIECE), (777, 1000)):
         monkeypatch.setattr(search, "BUILD_BLOCK", block)
+        monkeypatch.setattr(search, "PIECE", piece)
         searcher = LocalBranch(search=SearchParams(flat_max=flat_max, nprobe=8)).new_searcher()
         searcher.add(branch.pack(reference_features))
         found.append(searcher.search(features, k=5))

@@ -3,7 +3,8 @@
 Stages, for a batch of queries:
 1. one Faiss search of all their descriptors (and mirrored ones) against all reference descriptors:
    a flat 4-bit PQ fast-scan index (every code compared) up to `flat_max` descriptors, IVF fast-scan
-   over the codec's fixed lists past it;
+   over the codec's fixed lists past it, each split into sub-lists as the collection grows
+   (`copyseek.local.sublists`);
 2. votes: a neighbour votes for its reference when it is much closer than the k-th neighbour (a
    ratio test against the local density); each query keypoint votes at most once per reference;
    counted sparsely (np.unique), so the cost does not grow with the number of references;
@@ -21,6 +22,7 @@ import numpy as np
 from copyseek.describe.base import Candidates, Chunk, Features, Searcher
 from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec
+from copyseek.local.sublists import SplitLists, auto_split, check_split
 from copyseek.local.verify import Verification, VerifyParams, one_to_one, verify
 from copyseek.validation import check_int, check_number, check_vectors
 
@@ -29,6 +31,8 @@ XY_SCALE = 65535
 CHUNK_ARRAYS = ("codes", "lists", "xy", "counts", "sizes")
 BUILD_BLOCK = 1 << 20
 """Descriptors handed to Faiss at a time when the index is built."""
+PIECE = 1 << 25
+"""Descriptors in the plain IVF-PQ copy that is converted to fast-scan at a time (~0.8 GB)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,10 @@ class SearchParams:
     verify_top:  references verified per query (the most voted).
     flat_max:    descriptors up to which the index is flat (every code compared); past it, IVF.
     nprobe:      IVF lists visited per query descriptor.
+    split:       sub-lists per codec list (a power of two up to 16), 0 = by collection size
+                 (`sublists.auto_split`: 1 up to ~33M descriptors, i.e. ~100k references; 16 at 1M).
+    split_nprobe: sub-lists visited per query descriptor when the lists are split (8 of a 16-way
+                 split scan half a codec list's descriptors: the 10k recall at 100k, BENCHMARKS.md).
     batch:       queries per Faiss call (bounds the (descriptors, knn) result arrays).
     """
 
@@ -46,18 +54,21 @@ class SearchParams:
     verify_top: int = 30
     flat_max: int = 1 << 15
     nprobe: int = 16
+    split: int = 0
+    split_nprobe: int = 8
     batch: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("knn", "verify_top", "flat_max", "nprobe", "batch"):
+        for name in ("knn", "verify_top", "flat_max", "nprobe", "split", "split_nprobe", "batch"):
             check_int(f"local {name}", getattr(self, name))
         check_number("local vote_ratio", self.vote_ratio)
         if self.knn < 2:
             raise CopyseekError(f"local knn must be at least 2 (votes compare with the k-th neighbour), got {self.knn}")
         if not 0.0 < self.vote_ratio <= 1.0:
             raise CopyseekError(f"local vote_ratio must be in (0, 1], got {self.vote_ratio}")
-        if self.verify_top < 1 or self.nprobe < 1 or self.batch < 1 or self.flat_max < 1:
-            raise CopyseekError("local verify_top, nprobe, batch and flat_max must be positive")
+        if min(self.verify_top, self.nprobe, self.split_nprobe, self.batch, self.flat_max) < 1:
+            raise CopyseekError("local verify_top, nprobe, split_nprobe, batch and flat_max must be positive")
+        check_split(self.split)
 
 
 def pack_features(codec: Codec, features: list[Features]) -> Chunk:
@@ -102,6 +113,8 @@ class LocalSearcher(Searcher):
         self.sizes = np.zeros((0, 2), np.int32)
         self.offsets = np.zeros(1, np.int64)
         self.index = None
+        self.quantizer = None  # the IVF index's quantizer, held here because Faiss does not own it
+        self.split_lists: SplitLists | None = None  # when the codec's lists are split
 
     @property
     def ntotal(self) -> int:
@@ -136,30 +149,67 @@ class LocalSearcher(Searcher):
             self.index = self._build_index()
 
     def _build_index(self):
-        """Flat PQ fast-scan up to flat_max descriptors, else IVF-PQ fast-scan over the codec's lists.
-        Both are filled through their plain (non fast-scan) form, which accepts stored codes as is."""
+        """Flat PQ fast-scan up to flat_max descriptors, else IVF-PQ fast-scan (`_build_ivf`). The flat
+        one is filled through its plain (non fast-scan) form, which accepts stored codes as is."""
         import faiss
 
         codec = self.codec
-        flat = len(self.codes) <= self.params.flat_max
-        if flat:
-            builder = faiss.IndexPQ(codec.dim, codec.m, codec.nbits)
-        else:
-            builder = faiss.IndexIVFPQ(codec.coarse_index, codec.dim, codec.nlist, codec.m, codec.nbits)
-            builder.by_residual = False
-        faiss.copy_array_to_vector(codec.centroids.ravel(), builder.pq.centroids)
-        builder.is_trained = True
+        if len(self.codes) > self.params.flat_max:
+            return self._build_ivf()
+        self.split_lists = None
+        builder = self._plain(faiss.IndexPQ(codec.dim, codec.m, codec.nbits))
         for lo in range(0, len(self.codes), BUILD_BLOCK):  # block by block: no second copy of all codes
-            codes = self.codes[lo : lo + BUILD_BLOCK]
-            if not flat:  # an IVF code is the list number's low bytes, then the PQ code
-                lists = self.lists[lo : lo + BUILD_BLOCK].astype("<i8").view(np.uint8).reshape(-1, 8)
-                codes = np.hstack([lists[:, : builder.coarse_code_size()], codes])
-            builder.add_sa_codes(codes)
-        if isinstance(builder, faiss.IndexPQ):
-            return faiss.IndexPQFastScan(builder)
-        index = faiss.IndexIVFPQFastScan(builder)
-        index.nprobe = self.params.nprobe
+            builder.add_sa_codes(self.codes[lo : lo + BUILD_BLOCK])
+        return faiss.IndexPQFastScan(builder)
+
+    def _build_ivf(self):
+        """IVF-PQ fast-scan over the codec's lists, split into sub-lists past ~33M descriptors.
+
+        Faiss fills a fast-scan IVF index correctly only by converting a plain IVF-PQ one (its own
+        add_sa_codes skips the packing into blocks), and the plain copy costs 24 B per descriptor
+        (7.7 GB at 1M references): so ranges of lists holding at most PIECE descriptors are filled,
+        converted and merged one at a time (merging into empty lists copies the packed blocks as is).
+        """
+        import faiss
+
+        codec = self.codec
+        split = self.params.split or auto_split(len(self.codes), codec.nlist)
+        self.split_lists = SplitLists.fit(codec, self.codes, self.lists, split) if split > 1 else None
+        self.quantizer = self.split_lists.quantizer() if self.split_lists else codec.coarse_index
+        nlist = self.quantizer.ntotal
+        lists = self.lists
+        if self.split_lists:  # (N,) uint16 sub-list ids (nlist <= 65,536), decoded block by block
+            lists = np.concatenate([
+                self.split_lists.assign(self.codes[lo : lo + BUILD_BLOCK], self.lists[lo : lo + BUILD_BLOCK]).astype(np.uint16)
+                for lo in range(0, len(self.codes), BUILD_BLOCK)
+            ])
+        filled = np.cumsum(np.bincount(lists, minlength=nlist))
+        bounds = np.unique(np.concatenate([[0], np.searchsorted(filled, np.arange(PIECE, filled[-1], PIECE)), [nlist]]))
+        index = None
+        for first, last in zip(bounds[:-1], bounds[1:]):
+            builder = self._plain(faiss.IndexIVFPQ(self.quantizer, codec.dim, nlist, codec.m, codec.nbits))
+            builder.by_residual = False
+            rows = np.flatnonzero((lists >= first) & (lists < last))
+            for lo in range(0, len(rows), BUILD_BLOCK):  # an IVF code is the list number's low bytes, then the PQ code
+                block = rows[lo : lo + BUILD_BLOCK]
+                prefix = lists[block].astype("<i8").view(np.uint8).reshape(-1, 8)[:, : builder.coarse_code_size()]
+                builder.add_sa_codes(np.hstack([prefix, self.codes[block]]), block)
+            piece = faiss.IndexIVFPQFastScan(builder)
+            del builder
+            if index is None:
+                index = piece
+            else:
+                index.merge_from(piece, 0)
+        index.nprobe = self.params.split_nprobe if self.split_lists else self.params.nprobe
         return index
+
+    def _plain(self, builder):
+        """A plain Faiss PQ / IVF-PQ index holding the codec's PQ centroids, ready for stored codes."""
+        import faiss
+
+        faiss.copy_array_to_vector(self.codec.centroids.ravel(), builder.pq.centroids)
+        builder.is_trained = True
+        return builder
 
     def search(self, queries: list[Features], k: int) -> list[Candidates]:
         check_int("k", k, minimum=1)
@@ -198,7 +248,12 @@ class LocalSearcher(Searcher):
         """One Faiss search for all descriptors of `queries`, split into each query's neighbours."""
         self._sync_index()
         stacked = np.concatenate([np.concatenate(query_descs(q)) for q in queries]).astype(np.float32)
-        distances, ids = self.index.search(stacked, min(self.params.knn, len(self.codes)))
+        knn = min(self.params.knn, len(self.codes))
+        if self.split_lists:
+            probe_distances, probes = self.split_lists.probe(stacked, self.index.nprobe)
+            distances, ids = self.index.search_preassigned(stacked, knn, probes, probe_distances)
+        else:
+            distances, ids = self.index.search(stacked, knn)
         bounds = np.cumsum([0] + [len(query_descs(q)) * len(q["xy"]) for q in queries])
         return [
             self.neighbours(distances[lo:hi], ids[lo:hi], len(q["xy"]))
