@@ -25,9 +25,9 @@ def test_split_heads_cost_three_shared_ones_and_give_the_same_outputs():
     assert extra == g * g * (split.heads.macs_per_cell() - shared.heads.macs_per_cell())
 
 
-def test_teacher_costs_about_three_and_a_half_students():
+def test_teacher_costs_several_students():
     ratio = macs(NetConfig.preset("teacher")) / macs(NetConfig.preset("student"))
-    assert 3.0 <= ratio <= 4.5
+    assert 6.0 <= ratio <= 7.5  # MACs overstate the time ratio at batch 1 (3.4x): HGD wants >= 3x
 
 
 def test_config_refuses_bad_values():

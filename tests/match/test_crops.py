@@ -58,3 +58,18 @@ def test_fusion_params_check_the_policy():
         FusionParams(crop_policy="everything")
     with pytest.raises(CopyseekError, match="box_threshold"):
         FusionParams(box_threshold=2.0)
+
+
+def test_else_grid_policies_keep_the_grid_only_where_the_detector_cannot_place_the_copy():
+    partial = regions((10, 10, 110, 90, 0.9, "copy"))
+    whole = regions((0, 0, 300, 200, 0.8, "copy"))
+    nothing = regions((10, 10, 110, 90, 0.2, "copy"))  # below box_threshold
+    local = np.array([[50, 50, 150, 150]])
+    for policy in ("best-else-grid", "partial-else-grid"):
+        assert policy in USES_DETECTOR
+        crops = CROP_POLICIES[policy](request(partial, local))
+        assert [c.shape[:2] for c in crops] == [(110, 110), (88, 110)]  # local region, then the copy box
+        assert len(CROP_POLICIES[policy](request(nothing, local))) == 1 + 9  # as grid
+    assert len(CROP_POLICIES["best-else-grid"](request(whole))) == 0  # the copy is the whole query
+    assert len(CROP_POLICIES["partial-else-grid"](request(whole))) == 9
+    assert len(CROP_POLICIES["partial-else-grid"](request(Regions.empty()))) == 9

@@ -215,18 +215,16 @@ def read_edit_kinds(path: Path) -> dict[str, list[str]]:
     return kinds
 
 
-def edit_breakdown(results: list[PipelineResult], ground_truth: GroundTruth, edits_csv: Path) -> str:
-    """Recall of copies per edit kind at each pipeline's P90 threshold (a copy counts as found when
-    its true pair is predicted with a score >= the threshold)."""
+def edit_recall_counts(
+    results: list[PipelineResult], ground_truth: GroundTruth, edits_csv: Path
+) -> dict[str, tuple[int, list[int]]]:
+    """Per edit kind: (copies with that edit, copies found by each pipeline at its P90 threshold).
+    Counts, so that several benchmarks can be summed; empty without edits.csv."""
     kinds = read_edit_kinds(edits_csv)
-    if not kinds:
-        return "(no edits.csv: no per-edit breakdown)"
     by_kind: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for query, reference in ground_truth.pairs:
         for kind in set(kinds.get(query, [])):
             by_kind[kind].append((query, reference))
-    header = "| edit | copies | " + " | ".join(r.name for r in results) + " |"
-    lines = [header, "|---|---|" + "---|" * len(results)]
     found = []
     for r in results:
         threshold = r.metrics.threshold_at_p90
@@ -235,8 +233,22 @@ def edit_breakdown(results: list[PipelineResult], ground_truth: GroundTruth, edi
             if threshold is None
             else {(p.query_id, p.reference_id) for p in r.predictions if p.score >= threshold}
         )
-    for kind in sorted(by_kind, key=lambda k: -len(by_kind[k])):
-        pairs = by_kind[kind]
-        cells = [f"{sum(pair in f for pair in pairs) / len(pairs):.2f}" for f in found]
-        lines.append(f"| {kind} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return {kind: (len(pairs), [sum(pair in f for pair in pairs) for f in found]) for kind, pairs in by_kind.items()}
+
+
+def recall_table(names: list[str], counts: dict[str, tuple[int, list[int]]]) -> str:
+    """Markdown table of edit_recall_counts: recall per edit kind (rows, most frequent first) and pipeline."""
+    lines = ["| edit | copies | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for kind in sorted(counts, key=lambda k: -counts[k][0]):
+        n, found = counts[kind]
+        lines.append(f"| {kind} | {n} | " + " | ".join(f"{f / n:.2f}" for f in found) + " |")
     return "\n".join(lines)
+
+
+def edit_breakdown(results: list[PipelineResult], ground_truth: GroundTruth, edits_csv: Path) -> str:
+    """Recall of copies per edit kind at each pipeline's P90 threshold (a copy counts as found when
+    its true pair is predicted with a score >= the threshold)."""
+    counts = edit_recall_counts(results, ground_truth, edits_csv)
+    if not counts:
+        return "(no edits.csv: no per-edit breakdown)"
+    return recall_table([r.name for r in results], counts)

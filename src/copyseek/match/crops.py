@@ -10,6 +10,10 @@ not know how the regions were found. Registered policies:
                 overlays masked
     boxes       the local regions, every detected copy box scoring >= box_threshold, and the masked query
     boxes+grid  `boxes`, then the fixed boxes
+    best-else-grid     `best` when the detector finds a copy box (the whole frame included), the
+                       local regions and the fixed boxes (as `grid`) when it finds none
+    partial-else-grid  `best` when the detector finds a partial copy box (one it is worth cropping
+                       to), `grid` otherwise: the grid is kept for the queries the detector cannot place
 
 A copy box covering almost the whole query (max_cover) is left out: the whole query is described
 anyway, and then only the overlay-masked query can add something.
@@ -89,11 +93,17 @@ def _crop(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
     return [image[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in boxes]
 
 
+def _copy_boxes(request: CropRequest, best_only: bool) -> np.ndarray:
+    """(n, 4) detected copy boxes scoring >= box_threshold, best first (only the best: n <= 1)."""
+    detected = request.detected
+    copies = detected.of("copy", request.box_threshold) if detected is not None else Regions.empty()
+    return copies.boxes[:1] if best_only else copies.boxes
+
+
 def _detected_crops(request: CropRequest, best_only: bool, fixed: bool) -> list[np.ndarray]:
     image, detected = request.image, request.detected
     height, width = image.shape[:2]
-    copies = detected.of("copy", request.box_threshold) if detected is not None else Regions.empty()
-    copies = copies.boxes[:1] if best_only else copies.boxes
+    copies = _copy_boxes(request, best_only)
     regions = np.vstack([request.local.reshape(-1, 4), copies.reshape(-1, 4)])
     crops = _crop(image, crop_boxes(width, height, regions, fixed=fixed))
     if detected is not None:
@@ -128,3 +138,19 @@ def boxes_policy(request: CropRequest) -> list[np.ndarray]:
 @register_crop_policy("boxes+grid", uses_detector=True)
 def boxes_grid_policy(request: CropRequest) -> list[np.ndarray]:
     return _detected_crops(request, best_only=False, fixed=True)
+
+
+@register_crop_policy("best-else-grid", uses_detector=True)
+def best_else_grid_policy(request: CropRequest) -> list[np.ndarray]:
+    # a detected copy, even the whole frame, says where the copy is: the fixed boxes would only
+    # cut it up; without one the detector knows nothing and the grid's guesses are kept
+    return _detected_crops(request, best_only=True, fixed=len(_copy_boxes(request, best_only=True)) == 0)
+
+
+@register_crop_policy("partial-else-grid", uses_detector=True)
+def partial_else_grid_policy(request: CropRequest) -> list[np.ndarray]:
+    # a partial copy box is the crop worth describing; a whole-frame box (dropped by crop_boxes as
+    # the whole query is described anyway) leaves the grid's guesses
+    height, width = request.image.shape[:2]
+    partial = crop_boxes(width, height, _copy_boxes(request, best_only=True), fixed=False)
+    return _detected_crops(request, best_only=True, fixed=len(partial) == 0)
