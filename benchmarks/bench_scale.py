@@ -308,7 +308,7 @@ def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list
         if ivf:
             kind += f" {searcher.codec.nlist * used:,} lists" + (f" (split {used}{', auto' if not split else ''})")
         in_ram = searcher.nbytes() + len(searcher.codes) * (searcher.codec.code_size + (8 if ivf else 0))
-        default = searcher.params.nprobe
+        default = searcher.index.nprobe if ivf else 0  # the effective default: split_nprobe when split
         for nprobe in sorted({default, *nprobes}) if ivf else [0]:
             if nprobe:
                 searcher.index.nprobe = nprobe
