@@ -7,7 +7,11 @@ descriptors n and the codebook size.
 
 Prints markdown tables: muAP, recall@P90, bytes per reference, extraction ms per image and search
 ms per query (one thread, measured apart from the end-to-end rates), recall per edit kind. Curve
-codebooks are learned on the held-out photos (never indexed) with the trained model.
+codebooks are learned on the held-out photos (never indexed) with the trained model. Training
+recipes side by side, ASMK alone (no RootSIFT row, no timings):
+
+    .venv/bin/python benchmarks/bench_how.py bench/std bench/seed1 --untrained runs/untrained/model.onnx \
+        --trained runs/how/model.onnx --model r2=runs/how-r2/model.onnx --asmk-only
 """
 
 from __future__ import annotations
@@ -73,21 +77,30 @@ def main() -> None:
     parser.add_argument("--untrained", type=Path, required=True, help="HOW model with the untrained head")
     parser.add_argument("--trained", type=Path, required=True, help="HOW model after training")
     parser.add_argument("--holdout", type=Path, help="held-out photos (.txt) for the curve's codebooks")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="another trained HOW model, as one more row (e.g. another training recipe)")
+    parser.add_argument("--asmk-only", action="store_true",
+                        help="ASMK rows only: no RootSIFT row, no single-thread timings (training recipes side by side)")
     parser.add_argument("--curve", action="store_true", help="also the memory / accuracy curve (first benchmark)")
     parser.add_argument("--curve-only", action="store_true", help="only the curve")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
 
-    rows = ["local", how_pipeline("asmk untrained", args.untrained), how_pipeline("asmk trained", args.trained)]
-    options = {"local": ("local", {}), "asmk untrained": ("how", {"model": str(args.untrained)}),
-               "asmk trained": ("how", {"model": str(args.trained)})}
+    models = {"asmk untrained": args.untrained, "asmk trained": args.trained}
+    for named in args.model:
+        name, _, path = named.partition("=")
+        if not path:
+            parser.error(f"--model takes NAME=PATH, got {named!r}")
+        models[f"asmk {name}"] = Path(path)
+    rows = ([] if args.asmk_only else ["local"]) + [how_pipeline(name, path) for name, path in models.items()]
+    options = {"local": ("local", {}), **{name: ("how", {"model": str(path)}) for name, path in models.items()}}
     for bench in [] if args.curve_only else args.benchmarks:
         print(f"\n### {bench}\n", flush=True)
         results = run_benchmark(bench, rows, workdir=args.workdir, progress=False)
         print("| pipeline | muAP | recall@P90 | bytes/reference | extraction ms/image | search ms/query | index img/s | queries/s |")
         print("|---|---|---|---|---|---|---|---|")
         for r in results:
-            extract_ms, search_ms = branch_timings(*options[r.name], bench)
+            extract_ms, search_ms = (np.nan, np.nan) if args.asmk_only else branch_timings(*options[r.name], bench)
             print(f"| {r.name} | {r.metrics.micro_ap:.4f} | {r.metrics.recall_at_p90:.4f} | {r.bytes_per_reference:,.0f} | "
                   f"{extract_ms:.1f} | {search_ms:.2f} | {r.index_rate:.1f} | {r.query_rate:.1f} |", flush=True)
         print("\nRecall of copies at each pipeline's P90 threshold, by edit\n")

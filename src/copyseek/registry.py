@@ -46,6 +46,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "fused-fast": ("global", "local"),
     "pdq": ("pdq",),
     "asmk": ("how",),
+    "fused-how": ("global", "local", "how"),
 }
 """Pipeline name -> the branches it indexes and searches."""
 
@@ -54,6 +55,8 @@ PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {
     # the fused pipeline at about twice the speed: one resizing, fewer and smaller crops
     # (match/fusion.py PRESET_PARAMS), fused's weights; accuracy in BENCHMARKS.md (issue 13)
     "fused-fast": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224"}},
+    # the fused pipeline with HOW's ASMK similarity as a sixth evidence (match/fusion.py, docs/how.md)
+    "fused-how": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"}},
 }
 """Pipeline name -> branch name -> option defaults that differ from the branch's own (options given
 when an index is made override them)."""
@@ -62,6 +65,7 @@ SCORERS: dict[str, Any] = {
     "global": "copyseek.match.scoring:global_scorer",
     "fused": "copyseek.match.fusion:FusedScorer",
     "fused-fast": "copyseek.match.fusion:FusedScorer",
+    "fused-how": "copyseek.match.fusion:FusedScorer",
 }
 """Pipeline name -> its scorer factory `(index, normaliser or None) -> scorer` (see
 `copyseek.match.scoring`), or a lazy "module:attribute" string naming one. A one-branch pipeline

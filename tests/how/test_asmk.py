@@ -121,6 +121,9 @@ class TestSearcher:
         stranger = {"words": np.array([0]), "bits": np.zeros((1, 2), np.uint8)}
         query = {**stranger, "words_mirrored": features[3]["words"], "bits_mirrored": features[3]["bits"]}
         assert searcher.search([query], 1)[0].rows[0] == 3
+        either = np.maximum(searcher.scores(stranger["words"], stranger["bits"]),
+                            searcher.scores(features[3]["words"], features[3]["bits"]))
+        assert np.allclose(searcher.query_scores(query), either) and either[3] > either[[0, 1, 2]].max()
 
     def test_params_refuse_bad_values(self):
         for bad in ({"alpha": 0}, {"tau": 1.0}, {"query_assignments": 0}):

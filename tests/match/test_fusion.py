@@ -5,7 +5,7 @@ from PIL import Image
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
-    CHANCE_INLIERS, FEATURES, FITTED_WEIGHTS, PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights,
+    CHANCE_INLIERS, FEATURES, FITTED_WEIGHTS, HOW_FEATURE, HOW_SCALE, PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights,
     excess_inliers, fit_weights, margins,
     warn_if_not_fitted_for,
 )
@@ -215,3 +215,49 @@ def test_a_local_descriptor_without_fitted_weights_warns_and_uses_rootsifts(fuse
     with pytest.warns(UserWarning, match="local descriptor kdp:polar"):
         scorer = FusedScorer(other, None)
     assert scorer.weights == fusion.weights_for("kdp:polar", False) == rootsift[1]
+
+
+def test_six_weights_score_the_how_evidence_and_five_leave_it_out():
+    five = FusionWeights(-3.0, (5.0, 4.0, 1.0, -2.0, 3.0))
+    six = FusionWeights(-3.0, (5.0, 4.0, 1.0, -2.0, 3.0, 2.0))
+    assert six.names == (*FEATURES, HOW_FEATURE) and five.names == FEATURES
+    evidence = np.array([[0.1, 0.2, 1.0, 0.1, 0.0, 0.0], [0.1, 0.2, 1.0, 0.1, 0.0, 0.5]])
+    assert five.log_odds(evidence)[0] == five.log_odds(evidence)[1] == six.log_odds(evidence)[0]
+    assert six.log_odds(evidence)[1] == pytest.approx(six.log_odds(evidence)[0] + 1.0)
+    with pytest.raises(CopyseekError, match="evidence has 5 columns"):
+        six.log_odds(evidence[:, :5])
+    with pytest.raises(CopyseekError, match="or 6 with how"):
+        FusionWeights(-3.0, (1.0,) * 7)
+    # fused-how's shipped weights: six, for normalised scores; raw scores keep the fused pipeline's
+    from copyseek.match import fusion
+
+    assert fusion.weights_for("rootsift", True, how=True).names[-1] == HOW_FEATURE
+    assert fusion.weights_for("rootsift", False, how=True) == FITTED_WEIGHTS["rootsift"][1]
+
+
+def test_fused_how_adds_the_asmk_similarity_and_hows_candidates(tmp_path, tiny_how):
+    refs = write_photos(tmp_path / "refs", 8, seed=31, size=(256, 192))
+    (tmp_path / "queries").mkdir()
+    Image.open(refs[3]).crop((20, 10, 236, 182)).save(tmp_path / "queries" / "crop.jpg", quality=90)
+    how = {"model": str(tiny_how), "max_side": 128, "scales": "1,0.5", "features": 60}
+    with Index.create(tmp_path / "idx", "fused-how", {"how": how}) as index:
+        index.add(tmp_path / "refs", progress=False)
+        with pytest.warns(UserWarning, match="no fusion weights with HOW evidence"):
+            scorer = FusedScorer(index, None)
+        assert scorer.features == (*FEATURES, HOW_FEATURE) and scorer.weights == FITTED_WEIGHTS["rootsift"][1]
+        seen = {}
+
+        def record(batch):
+            seen["batch"] = batch
+            return scorer(batch)
+
+        result = match(index, tmp_path / "queries", MatchOptions(k=3), scorer=record, progress=False)
+        batch = seen["batch"]
+        rows, evidence = scorer.evidence(batch)[0]
+        asmk = index.searchers()["how"].query_scores(batch.features["how"][0])
+        np.testing.assert_allclose(evidence[:, 5], np.log1p(asmk[rows] / HOW_SCALE), rtol=1e-5)
+        assert asmk[3] == asmk.max() > 0  # the copy's reference shares most of HOW's words
+        found = scorer.crop_evidence(batch)[0]
+        with_how, _ = scorer.pair_evidence(batch, 0, batch.candidates["global"][0].rows[:1], found, how_candidates=8)
+        assert set(batch.candidates["how"][0].rows) <= set(with_how)
+        assert result.predictions[0].reference_id == "img0003"

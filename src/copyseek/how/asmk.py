@@ -204,6 +204,14 @@ class AsmkSearcher(Searcher):
         scores += np.bincount(self._rows[postings[keep]], kernel, minlength=self._built).astype(np.float32)
         return scores / self._norms / np.sqrt(len(words))
 
+    def query_scores(self, query: Features) -> np.ndarray:
+        """(ntotal,) float32 ASMK similarity of one query's features to every reference: the larger
+        of the query's and its mirror's when the features hold both (the fused pipeline's HOW evidence)."""
+        scores = self.scores(*self._query_words(query))
+        if "words_mirrored" in query:
+            scores = np.maximum(scores, self.scores(*self._query_words(query, "_mirrored")))
+        return scores
+
     def _query_words(self, query: Features, suffix: str = "") -> tuple[np.ndarray, np.ndarray]:
         """A query's (words, bits), checked: word ids in the codebook, codes of this width."""
         if f"words{suffix}" not in query or f"bits{suffix}" not in query:
@@ -220,9 +228,7 @@ class AsmkSearcher(Searcher):
         k = check_int("k", k, minimum=1)
         out = []
         for query in queries:
-            scores = self.scores(*self._query_words(query))
-            if "words_mirrored" in query:
-                scores = np.maximum(scores, self.scores(*self._query_words(query, "_mirrored")))
+            scores = self.query_scores(query)
             top = np.argsort(-scores, kind="stable")[:k]
             top = top[scores[top] > 0]
             out.append(Candidates(top.astype(np.int64), scores[top].astype(np.float32)))

@@ -31,6 +31,13 @@ weak ones agree. The weights are fitted once (benchmarks/fit_fusion.py, on bench
 photos disjoint from every evaluation benchmark) and shipped here; because the output is a
 probability estimate, a threshold such as 2.2 (90 %) keeps its meaning across collections (as far as
 the normalised similarities do, which is what the background set is for).
+
+The `fused-how` pipeline adds the HOW branch (copyseek/how, ASMK-aggregated deep local
+descriptors) as a sixth piece of evidence,
+    h  = log(1 + a / HOW_SCALE), a the ASMK similarity of the query's HOW descriptors to the
+         reference's (the better of the query and its mirror; 0 when they share no visual word),
+with a sixth weight fitted like the others (FITTED_HOW_WEIGHTS), and, with
+`FusionParams.how_candidates`, HOW's top references among the candidates.
 """
 
 from __future__ import annotations
@@ -50,6 +57,26 @@ from copyseek.store.index import Index
 from copyseek.validation import check_bool, check_int, check_number
 
 FEATURES = ("global", "region", "excess_inliers", "reference_offset", "margin")
+
+HOW_FEATURE = "how"
+"""The sixth evidence of an index with the HOW branch (fused-how): ASMK similarity, after FEATURES."""
+
+
+HOW_SCALE = 1e-4
+"""ASMK similarities are small and heavy-tailed (training benchmarks: copies' median 1e-3, 90% of
+non-copies below 6e-4), so the HOW evidence is log(1 + a / HOW_SCALE): in leave-one-benchmark-out
+fits on the fusion training benchmarks it did as well as 1e-3 and the raw similarity on muAP and
+better on recall at P90 (BENCHMARKS.md, issue 16)."""
+
+
+def how_evidence(similarity: np.ndarray) -> np.ndarray:
+    """(m,) ASMK similarities -> (m,) the HOW evidence, log(1 + a / HOW_SCALE) (0 for a <= 0)."""
+    return np.log1p(np.maximum(np.asarray(similarity, np.float64), 0.0) / HOW_SCALE)
+
+
+def evidence_names(with_how: bool) -> tuple[str, ...]:
+    """Names of the evidence columns: FEATURES, then HOW_FEATURE for an index with the HOW branch."""
+    return FEATURES + (HOW_FEATURE,) if with_how else FEATURES
 
 CHANCE_INLIERS = 3
 """Inliers a RANSAC similarity fit reaches on wrong matches alone (non-copies reach 3-4, rarely 6);
@@ -77,24 +104,36 @@ def excess_inliers(inliers: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FusionWeights:
-    """Logistic weights: bias, then one per evidence in FEATURES order."""
+    """Logistic weights: bias, then one per evidence in FEATURES order, and optionally a sixth for
+    HOW_FEATURE (weights fitted for the fused-how pipeline)."""
 
     bias: float
     weights: tuple[float, ...]
 
     def __post_init__(self):
         check_number("fusion bias", self.bias)
-        if not isinstance(self.weights, tuple) or len(self.weights) != len(FEATURES):
-            raise CopyseekError(f"fusion needs a tuple of {len(FEATURES)} weights ({', '.join(FEATURES)}), got {self.weights!r}")
-        for name, weight in zip(FEATURES, self.weights):
+        if not isinstance(self.weights, tuple) or len(self.weights) not in (len(FEATURES), len(FEATURES) + 1):
+            raise CopyseekError(
+                f"fusion needs a tuple of {len(FEATURES)} weights ({', '.join(FEATURES)}), or "
+                f"{len(FEATURES) + 1} with {HOW_FEATURE}, got {self.weights!r}")
+        for name, weight in zip(self.names, self.weights):
             check_number(f"fusion weight of {name}", weight)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The evidence these weights score, in column order."""
+        return evidence_names(len(self.weights) > len(FEATURES))
+
     def log_odds(self, evidence: np.ndarray) -> np.ndarray:
-        """(m, 5) evidence rows -> (m,) log-odds that each pair is a copy (the fused score)."""
-        return self.bias + evidence @ np.asarray(self.weights, np.float64)
+        """(m, 5 or 6) evidence rows -> (m,) log-odds that each pair is a copy (the fused score).
+        Five weights score the first five columns: the HOW evidence of a fused-how index, if any, is
+        then left out (as the fused pipeline scores the same pair)."""
+        if evidence.shape[1] < len(self.weights):
+            raise CopyseekError(f"these fusion weights score {', '.join(self.names)}; the evidence has {evidence.shape[1]} columns")
+        return self.bias + evidence[:, : len(self.weights)] @ np.asarray(self.weights, np.float64)
 
     def probability(self, evidence: np.ndarray) -> np.ndarray:
-        """(m, 5) evidence rows -> (m,) probability that each pair is a copy."""
+        """(m, 5 or 6) evidence rows -> (m,) probability that each pair is a copy."""
         return 1.0 / (1.0 + np.exp(-self.log_odds(evidence)))
 
 
@@ -109,8 +148,20 @@ per copy, so an index scores with the weights of its own descriptor; one without
 uses RootSIFT's, with a warning."""
 
 
-def weights_for(local_descriptor: str, normalised: bool) -> FusionWeights:
-    """The shipped weights for an index whose local branch uses `local_descriptor`."""
+FITTED_HOW_WEIGHTS: dict[str, FusionWeights] = {
+    "rootsift": FusionWeights(-4.186, (5.192, 8.977, 4.711, -1.012, 13.922, 0.352)),
+}
+"""Local descriptor -> six weights (FEATURES + HOW_FEATURE, normalised scores) for an index with the
+HOW branch (fused-how), fitted by benchmarks/bench_fused_how.py on the fusion training benchmarks.
+Without an entry (or without a background set) a fused-how index is scored with the fused weights,
+its HOW evidence left out, with a warning."""
+
+
+def weights_for(local_descriptor: str, normalised: bool, how: bool = False) -> FusionWeights:
+    """The shipped weights for an index whose local branch uses `local_descriptor` (and, with `how`,
+    that has the HOW branch)."""
+    if how and normalised and local_descriptor in FITTED_HOW_WEIGHTS:
+        return FITTED_HOW_WEIGHTS[local_descriptor]
     normalised_weights, raw_weights = FITTED_WEIGHTS.get(local_descriptor, FITTED_WEIGHTS["rootsift"])
     return normalised_weights if normalised else raw_weights
 
@@ -162,7 +213,9 @@ class FusionParams:
     max_crops: describe at most this many of a query's crops, in the policy's order (the grid
     policy: the local regions, the 2x2 grid, the centre, then the halves); None: all;
     crop_size: describe crops squashed to crop_size x crop_size pixels instead of at the global
-    branch's first view (a crop at 160 costs half of one at 224)."""
+    branch's first view (a crop at 160 costs half of one at 224);
+    how_candidates: with the HOW branch (fused-how), its top references added to the candidates
+    (0: HOW is evidence for the other branches' candidates only)."""
 
     candidates: int = 30
     region_k: int = 5
@@ -176,6 +229,7 @@ class FusionParams:
     detector: str | None = None
     max_crops: int | None = None
     crop_size: int | None = None
+    how_candidates: int = 0
 
     def __post_init__(self) -> None:
         from copyseek.match.crops import check_policy
@@ -188,6 +242,7 @@ class FusionParams:
         check_int("fusion region_k", self.region_k, minimum=1)
         check_int("fusion max_regions", self.max_regions, minimum=0)
         check_int("fusion min_region_inliers", self.min_region_inliers, minimum=0)
+        check_int("fusion how_candidates", self.how_candidates, minimum=0)
         check_number("fusion skip_crops_above", self.skip_crops_above, minimum=0.0, maximum=1.0, open_minimum=True)
         for name in ("flip_average_crops", "all_views_for_crops"):
             check_bool(f"fusion {name}", getattr(self, name))
@@ -202,6 +257,7 @@ PRESET_PARAMS: dict[str, FusionParams] = {
     # the fixed crops (2x2 grid, centre, halves) are most of a query's cost and add little: only
     # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
     "fused-fast": FusionParams(crop_policy="local"),
+    "fused-how": FusionParams(),
 }
 """Pipeline preset -> the FusionParams its scorer uses. fused-fast scores with the shipped weights
 (FITTED_WEIGHTS), fitted for fused's two-view descriptor, not refitted for its one view: its
@@ -225,12 +281,20 @@ class FusedScorer:
             raise CopyseekError("the fused pipeline needs an index with the global and local branches")
         self.global_branch = index.branches["global"]
         self.global_searcher = index.searchers()["global"]
+        # HOW's ASMK similarity is the sixth evidence of an index with the HOW branch (fused-how)
+        self.how_searcher = index.searchers()["how"] if "how" in index.branches else None
+        self.features = evidence_names(self.how_searcher is not None)
         self.normalizer = normalizer
         self.params = params or PRESET_PARAMS.get(index.pipeline, FusionParams())
         local_descriptor = index.branches["local"].spec()["features"]
         if weights is None:
             warn_if_not_fitted_for(self.global_branch.spec(), local_descriptor, index.pipeline)
-        self.weights = weights or weights_for(local_descriptor, normalizer is not None)
+        self.weights = weights or weights_for(local_descriptor, normalizer is not None, self.how_searcher is not None)
+        if weights is None and len(self.weights.weights) < len(self.features):
+            warnings.warn(
+                "no fusion weights with HOW evidence were fitted for this index (local descriptor "
+                f"{local_descriptor}{'' if normalizer is not None else ', without a background set'}): "
+                "it is scored with the fused pipeline's weights, its HOW evidence left out", stacklevel=2)
         self._reference_offsets: dict[int, float] = {}
         self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
         self.queries_cropped = 0
@@ -245,13 +309,19 @@ class FusedScorer:
             per_query = self.evidence(batch)
         for rows, evidence in per_query:
             log_odds = self.weights.log_odds(evidence)
-            named = {name: evidence[:, k] for k, name in enumerate(FEATURES)}
+            named = {name: evidence[:, k] for k, name in enumerate(self.features)}
             extra = {"evidence": evidence, **named, "probability": 1.0 / (1.0 + np.exp(-log_odds))}
             scored.append(Candidates(rows, log_odds.astype(np.float32), extra))
         return scored
 
     def evidence(self, batch: QueryBatch) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query: candidate rows (m,) and their evidence (m, 5) in FEATURES order.
+        """Per query: candidate rows (m,) and their evidence (m, 5, or 6 with HOW) in `self.features` order."""
+        whole = normalized_global(batch, self.normalizer)
+        return [self.pair_evidence(batch, q, whole[q].rows, found) for q, found in enumerate(self.crop_evidence(batch))]
+
+    def crop_evidence(self, batch: QueryBatch) -> list[dict[int, float]]:
+        """Per query: reference row -> the best normalised similarity of any crop of the query ({}
+        for a query not cropped).
 
         The crops cost most of a query's time, so they are searched only when the whole query
         leaves the best candidate below `skip_crops_above`."""
@@ -279,20 +349,26 @@ class FusedScorer:
             crops.append(policy(CropRequest(batch.images[q], regions, detected, self.params.box_threshold))[: self.params.max_crops])
         self.crops_described += sum(map(len, crops))
         self.queries_cropped += len(cropped)
+        found: list[dict[int, float]] = [{} for _ in out]
         for q, region_best in zip(cropped, self.search_crops_of(crops)):
-            out[q] = self.pair_evidence(batch, q, whole[q].rows, region_best)
-        return out
+            found[q] = region_best
+        return found
 
     def pair_evidence(
-        self, batch: QueryBatch, q: int, global_rows: np.ndarray, region_best: dict[int, float]
+        self, batch: QueryBatch, q: int, global_rows: np.ndarray, region_best: dict[int, float],
+        how_candidates: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate rows of query q and their (m, 5) evidence, given the crops' best similarities."""
+        """Candidate rows of query q and their (m, 5 or 6) evidence, given the crops' best
+        similarities; how_candidates: HOW's top references added (default: the params')."""
         local = batch.candidates["local"][q]
         query_vector = batch.features["global"][q]["vector"]
         offset = self.offsets(query_vector[None])[0]
         found = [global_rows[: self.params.candidates], local.rows, np.array(list(region_best), np.int64)]
+        if self.how_searcher is not None:
+            how_candidates = self.params.how_candidates if how_candidates is None else how_candidates
+            found.append(batch.candidates["how"][q].rows[:how_candidates])
         rows = np.unique(np.concatenate(found)).astype(np.int64)
-        evidence = np.zeros((len(rows), len(FEATURES)))
+        evidence = np.zeros((len(rows), len(self.features)))
         reference_vectors = self.global_searcher.reconstruct(rows)
         evidence[:, 0] = reference_vectors @ query_vector - offset
         evidence[:, 1] = [max(region_best.get(int(r), -np.inf), g) for r, g in zip(rows, evidence[:, 0])]
@@ -300,6 +376,8 @@ class FusedScorer:
         evidence[:, 2] = excess_inliers([inliers.get(int(r), 0) for r in rows])
         evidence[:, 3] = self.reference_offsets(rows)
         evidence[:, 4] = margins(evidence[:, 1], reference_vectors)
+        if self.how_searcher is not None:
+            evidence[:, 5] = how_evidence(self.how_searcher.query_scores(batch.features["how"][q])[rows])
         return rows, evidence
 
     def offsets(self, vectors: np.ndarray) -> np.ndarray:
