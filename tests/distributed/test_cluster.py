@@ -15,9 +15,9 @@ def test_the_actors_never_reserve_every_cpu(nodes, workers):
         assert pool.workers == workers
 
 
-def test_default_pool_is_each_nodes_cpus_minus_one_and_threads_share_a_node():
-    assert plan_pool([2.0]).workers == 1 and plan_pool([2.0]).threads == 2
-    assert plan_pool([4.0, 4.0]).workers == 6 and plan_pool([4.0, 4.0]).threads == 1
+def test_default_pool_is_one_one_thread_actor_per_cpu():
+    assert plan_pool([2.0]).workers == 2 and plan_pool([2.0]).threads == 1
+    assert plan_pool([4.0, 4.0]).workers == 8 and plan_pool([4.0, 4.0]).threads == 1
     assert plan_pool([1.0]).workers == 1 and plan_pool([1.0]).cpus_per_worker == 0.5
     assert plan_pool([8.0], workers=2, threads=3).threads == 3
 

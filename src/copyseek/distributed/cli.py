@@ -26,7 +26,7 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="describing actors, each holding the models (default: every node's CPUs minus one, summed)",
+        help="describing actors, each holding the models (default: one per CPU of the cluster, each reserving a share that leaves 1 CPU to decoding)",
     )
 
 

@@ -73,17 +73,19 @@ class Pool:
 
 
 def plan_pool(node_cpus: list[float], workers: int | None = None, threads: int = 0) -> Pool:
-    """The actor pool for nodes with `node_cpus` CPUs each: `workers` actors (default: each node's
-    CPUs minus one, summed, at least 1), reserving together at most the cluster's CPUs minus the
-    share kept for decoding (1 CPU, half of them on a one-CPU cluster). threads: model threads per
-    actor; 0 = a node's cores divided by the actors it holds.
+    """The actor pool for nodes with `node_cpus` CPUs each: `workers` actors (default: one per CPU,
+    each with one model thread), reserving together at most the cluster's CPUs minus the share kept
+    for decoding (1 CPU, half of them on a one-CPU cluster), so that Ray never has every CPU held by
+    actors (ray-project/ray#44687). threads: model threads per actor; 0 = a node's cores divided by
+    the actors it holds. On an idle 2-core machine two one-thread actors indexed at 1.10x the
+    single process, one two-thread actor at 0.84x (BENCHMARKS.md, issue 13, Ray).
 
     >>> plan_pool([2.0])
-    Pool(workers=1, cpus_per_worker=1.0, decode_cpus=1.0, threads=2)
-    >>> plan_pool([2.0], workers=2)
     Pool(workers=2, cpus_per_worker=0.5, decode_cpus=1.0, threads=1)
+    >>> plan_pool([2.0], workers=1)
+    Pool(workers=1, cpus_per_worker=1.0, decode_cpus=1.0, threads=2)
     >>> plan_pool([8.0, 8.0, 8.0]).workers
-    21
+    24
     """
     cpus = [float(c) for c in node_cpus if c > 0]
     if not cpus:
@@ -91,7 +93,7 @@ def plan_pool(node_cpus: list[float], workers: int | None = None, threads: int =
     total = sum(cpus)
     decode_cpus = min(1.0, total / 2)
     if workers is None:
-        workers = max(1, int(sum(max(0.0, c - 1) for c in cpus)))
+        workers = max(1, int(total))
     check_int("ray workers", workers, minimum=1)
     check_int("ray threads", threads, minimum=0)
     cpus_per_worker = min(1.0, (total - decode_cpus) / workers)
