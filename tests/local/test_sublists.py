@@ -35,6 +35,12 @@ def test_auto_split_keeps_lists_near_the_target_length():
         split = auto_split(descriptors, 4096)
         assert TARGET_LIST <= descriptors / (4096 * split) < 2 * TARGET_LIST
     assert auto_split(10**12, 4096) == MAX_SPLIT
+    assert auto_split(10**12, 16384) == 4  # at most 65,536 lists: sub-list ids are uint16
+
+
+def test_refuses_a_split_past_65536_lists(codec):
+    with pytest.raises(CopyseekError, match="at most 65536 lists"):
+        SplitLists(replace(codec, coarse=np.tile(codec.coarse, (2, 1))), np.zeros((16, codec.dim), np.float32))
 
 
 @pytest.mark.parametrize("split", [3, 32, -1])

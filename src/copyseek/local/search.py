@@ -177,12 +177,7 @@ class LocalSearcher(Searcher):
         self.split_lists = SplitLists.fit(codec, self.codes, self.lists, split) if split > 1 else None
         self.quantizer = self.split_lists.quantizer() if self.split_lists else codec.coarse_index
         nlist = self.quantizer.ntotal
-        lists = self.lists
-        if self.split_lists:  # (N,) uint16 sub-list ids (nlist <= 65,536), decoded block by block
-            lists = np.concatenate([
-                self.split_lists.assign(self.codes[lo : lo + BUILD_BLOCK], self.lists[lo : lo + BUILD_BLOCK]).astype(np.uint16)
-                for lo in range(0, len(self.codes), BUILD_BLOCK)
-            ])
+        lists = self.split_lists.assign(self.codes, self.lists) if self.split_lists else self.lists  # (N,) uint16
         filled = np.cumsum(np.bincount(lists, minlength=nlist))
         bounds = np.unique(np.concatenate([[0], np.searchsorted(filled, np.arange(PIECE, filled[-1], PIECE)), [nlist]]))
         index = None

@@ -26,6 +26,8 @@ from copyseek.local.codec import Codec
 
 MAX_SPLIT = 16
 """Sub-lists per codec list at most: 4,096 x 16 = 65,536 lists."""
+MAX_LISTS = 1 << 16
+"""Lists of a split index at most: a sub-list id is a uint16, like a stored codec list."""
 TARGET_LIST = 4096
 """Descriptors per (sub-)list that `split` = 0 ("auto") aims at."""
 SAMPLE = 1 << 16
@@ -35,10 +37,11 @@ DECODE_BLOCK = 1 << 20
 
 
 def auto_split(descriptors: int, nlist: int) -> int:
-    """Sub-lists per codec list for a collection of `descriptors`: the power of two (1 to MAX_SPLIT)
-    that brings the mean list length closest to TARGET_LIST from above; 1 below nlist x 2 x TARGET_LIST."""
+    """Sub-lists per codec list for a collection of `descriptors`: the power of two (1 to MAX_SPLIT,
+    nlist x split <= MAX_LISTS) that brings the mean list length closest to TARGET_LIST from above;
+    1 below nlist x 2 x TARGET_LIST."""
     split = 1
-    while split < MAX_SPLIT and descriptors / (nlist * split * 2) >= TARGET_LIST:
+    while split < MAX_SPLIT and nlist * split * 2 <= MAX_LISTS and descriptors / (nlist * split * 2) >= TARGET_LIST:
         split *= 2
     return split
 
@@ -59,6 +62,10 @@ class SplitLists:
     """The codec's lists, each split in `len(centroids)` sub-lists by (split, dim) residual centroids."""
 
     def __init__(self, codec: Codec, centroids: np.ndarray):
+        if codec.nlist * len(centroids) > MAX_LISTS:
+            raise CopyseekError(
+                f"cannot split {codec.nlist} lists {len(centroids)} ways: at most {MAX_LISTS} lists (uint16 ids)"
+            )
         self.codec = codec
         self.centroids = np.ascontiguousarray(centroids, np.float32)
         self._coarse_dots = codec.coarse @ self.centroids.T  # (nlist, split)
@@ -86,12 +93,12 @@ class SplitLists:
         return self.codec.nlist * self.split
 
     def assign(self, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """(n,) int64 sub-list ids (codec list x split + nearest residual centroid), decoded block by block."""
+        """(n,) uint16 sub-list ids (codec list x split + nearest residual centroid), decoded block by block."""
         import faiss
 
         nearest = faiss.IndexFlatL2(self.codec.dim)
         nearest.add(self.centroids)
-        out = np.empty(len(codes), np.int64)
+        out = np.empty(len(codes), np.uint16)
         for lo in range(0, len(codes), DECODE_BLOCK):
             hi = min(lo + DECODE_BLOCK, len(codes))
             sub = nearest.search(residuals(self.codec, codes[lo:hi], lists[lo:hi]), 1)[1][:, 0]
