@@ -42,10 +42,10 @@ class SearchParams:
     verify_top:  references verified per query (the most voted).
     flat_max:    descriptors up to which the index is flat (every code compared); past it, IVF.
     nprobe:      IVF lists visited per query descriptor.
-    split:       sub-lists per codec list (a power of two up to 16), 0 = by collection size
-                 (`sublists.auto_split`: 1 up to ~33M descriptors, i.e. ~100k references; 16 at 1M).
-    split_nprobe: sub-lists visited per query descriptor when the lists are split (8 of a 16-way
-                 split scan half a codec list's descriptors: the 10k recall at 100k, BENCHMARKS.md).
+    split:       sub-lists per codec list on average (a power of two up to 16), shared out by list
+                 size; 0 = by collection size (`sublists.auto_split`: 1 up to ~33M descriptors, i.e.
+                 ~100k references; 16 at 1M).
+    split_nprobe: sub-lists visited per query descriptor when the lists are split.
     batch:       queries per Faiss call (bounds the (descriptors, knn) result arrays).
     """
 
@@ -195,7 +195,7 @@ class LocalSearcher(Searcher):
                 index = piece
             else:
                 index.merge_from(piece, 0)
-        index.nprobe = self.params.split_nprobe if self.split_lists else self.params.nprobe
+        index.nprobe = min(self.params.split_nprobe, nlist) if self.split_lists else self.params.nprobe
         return index
 
     def _plain(self, builder):

@@ -2,16 +2,25 @@
 
 The codec's lists are fixed (4,096, shipped), so the descriptors per list grow with the collection:
 ~80 at 1,000 references, ~78,000 at 1M (320M descriptors), and a query descriptor's scan of nprobe
-lists grows with them. Splitting every codec list into `split` sub-lists keeps lists short: a
-descriptor's sub-list is the nearest of `split` residual centroids to its PQ reconstruction minus its
-list's centroid (a two-level quantizer, list id = codec list x split + sub-list). Everything comes
-from what an index already stores (PQ codes, codec lists): no stored format changes, no re-extraction,
-and an index of any size can be searched with any split. The residual centroids are a k-means on a
-seeded sample of the references' own residuals (seconds), so they follow the collection.
+lists grows with them. Splitting the codec lists into sub-lists keeps lists short: a descriptor's
+sub-list is the nearest of its list's residual centroids to its PQ reconstruction minus the list's
+centroid (a two-level quantizer; the sub-lists of codec list l have the consecutive ids
+first[l] .. first[l + 1] - 1). Everything comes from what an index already stores (PQ codes, codec
+lists): no stored format changes, no re-extraction, and an index of any size can be searched with
+any split.
+
+Sub-lists are shared out by list size, not evenly: a collection fills the codec's lists unevenly
+(on our photos the expected list length seen by a query descriptor, sum(n_l^2) / sum(n_l), is 2.7x
+the mean; on the simulated 1M collection of `benchmarks/bench_scale.py` 50x, one list holding 5% of
+all descriptors), and a query descriptor lands in the long lists as often as they are long. So
+list l gets about n_l / t sub-lists (at least one), t chosen so that the total is the budget
+(`split` x the codec's lists), and every sub-list holds ~t descriptors whatever the collection.
+Each split list's residual centroids are a k-means of a seeded sample of its own residuals (~40 per
+centroid: seconds), so they follow the collection.
 
 Queries find their sub-lists the same two-level way (`SplitLists.probe`): the codec's nearest lists
 by one flat search over its 4,096 centroids, then the distances to those lists' sub-lists from dot
-products with the `split` residual centroids; Faiss then scans the chosen sub-lists
+products with their residual centroids; Faiss then scans the chosen sub-lists
 (`search_preassigned`). A flat search of all 65,536 sub-list centroids per query descriptor would
 cost more than the scan it saves, and an HNSW graph over them was measured slower still (~75 us per
 query descriptor at efSearch 32 against ~10 us).
@@ -25,21 +34,21 @@ from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec
 
 MAX_SPLIT = 16
-"""Sub-lists per codec list at most: 4,096 x 16 = 65,536 lists."""
+"""Sub-lists per codec list on average at most: 4,096 x 16 = 65,536 lists."""
 MAX_LISTS = 1 << 16
 """Lists of a split index at most: a sub-list id is a uint16, like a stored codec list."""
 TARGET_LIST = 4096
 """Descriptors per (sub-)list that `split` = 0 ("auto") aims at."""
-SAMPLE = 1 << 16
-"""Residuals the residual centroids are trained on."""
-DECODE_BLOCK = 1 << 20
-"""Codes decoded at a time (64 MB of floats at 64 dimensions)."""
+SAMPLE_PER_CENTROID = 40
+"""Residuals each residual centroid is trained on, on average (Faiss asks for at least 39)."""
+DECODE_BLOCK = 1 << 21
+"""Codes decoded at a time (512 MB of floats at 64 dimensions)."""
 
 
 def auto_split(descriptors: int, nlist: int) -> int:
-    """Sub-lists per codec list for a collection of `descriptors`: the power of two (1 to MAX_SPLIT,
-    nlist x split <= MAX_LISTS) that brings the mean list length closest to TARGET_LIST from above;
-    1 below nlist x 2 x TARGET_LIST."""
+    """Sub-lists per codec list, on average, for a collection of `descriptors`: the power of two (1 to
+    MAX_SPLIT, nlist x split <= MAX_LISTS) that brings the mean list length closest to TARGET_LIST
+    from above; 1 below nlist x 2 x TARGET_LIST."""
     split = 1
     while split < MAX_SPLIT and nlist * split * 2 <= MAX_LISTS and descriptors / (nlist * split * 2) >= TARGET_LIST:
         split *= 2
@@ -51,6 +60,23 @@ def check_split(split: int) -> None:
         raise CopyseekError(f"local split must be 0 (by collection size) or a power of two up to {MAX_SPLIT}, got {split}")
 
 
+def share_out(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """(nlist,) descriptors per codec list -> (nlist,) int64 sub-lists per list: ceil(n_l / t), at
+    least 1, with the smallest sub-list length t whose total fits in `budget` (>= nlist)."""
+    sizes = np.asarray(sizes, np.float64)
+    if budget < len(sizes):
+        raise CopyseekError(f"cannot split {len(sizes)} lists into {budget} sub-lists")
+
+    def counts(t: float) -> np.ndarray:
+        return np.maximum(1, np.ceil(sizes / t)).astype(np.int64)
+
+    low, high = 0.0, max(float(sizes.max()), 1.0)  # counts(high) is all ones, within the budget
+    for _ in range(60):  # bisection on t: the total only falls as t grows
+        middle = (low + high) / 2
+        low, high = (low, middle) if counts(middle).sum() <= budget else (middle, high)
+    return counts(high)
+
+
 def residuals(codec: Codec, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
     """(n, code_size) PQ codes and their (n,) codec lists -> (n, dim) float32 reconstruction minus
     the list's centroid."""
@@ -59,59 +85,80 @@ def residuals(codec: Codec, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
 
 
 class SplitLists:
-    """The codec's lists, each split in `len(centroids)` sub-lists by (split, dim) residual centroids."""
+    """Codec list l split into counts[l] sub-lists by (counts[l], dim) residual centroids; `centroids`
+    holds all of them, (sum(counts), dim), in sub-list id order (a list of one sub-list: zeros)."""
 
-    def __init__(self, codec: Codec, centroids: np.ndarray):
-        if codec.nlist * len(centroids) > MAX_LISTS:
-            raise CopyseekError(
-                f"cannot split {codec.nlist} lists {len(centroids)} ways: at most {MAX_LISTS} lists (uint16 ids)"
-            )
+    def __init__(self, codec: Codec, counts: np.ndarray, centroids: np.ndarray):
+        counts = np.asarray(counts, np.int64)
+        if counts.shape != (codec.nlist,) or counts.min() < 1:
+            raise CopyseekError(f"sub-list counts must be {codec.nlist} positive integers, one per codec list")
+        if counts.sum() > MAX_LISTS:
+            raise CopyseekError(f"cannot split {codec.nlist} lists into {counts.sum()}: at most {MAX_LISTS} lists (uint16 ids)")
+        if centroids.shape != (counts.sum(), codec.dim):
+            raise CopyseekError(f"residual centroids must be ({counts.sum()}, {codec.dim}), got {centroids.shape}")
         self.codec = codec
+        self.counts = counts
+        self.first = np.concatenate([[0], np.cumsum(counts)])  # (nlist + 1,) first sub-list id of each list
         self.centroids = np.ascontiguousarray(centroids, np.float32)
-        self._coarse_dots = codec.coarse @ self.centroids.T  # (nlist, split)
-        self._norms = (self.centroids**2).sum(1)  # (split,)
+        self._coarse_dots = (codec.coarse[self.list_of()] * self.centroids).sum(1)  # (nlist',) c_l . r
+        self._norms = (self.centroids**2).sum(1)
 
     @classmethod
     def fit(cls, codec: Codec, codes: np.ndarray, lists: np.ndarray, split: int, seed: int = 0) -> "SplitLists":
-        """k-means of the residuals of a seeded sample of the stored descriptors (codes, lists)."""
+        """Share `split` x nlist sub-lists out by list size (`share_out`) and fit each split list's
+        residual centroids by k-means on a seeded sample of its stored descriptors (codes, lists)."""
         import faiss
 
+        counts = share_out(np.bincount(lists, minlength=codec.nlist), codec.nlist * split)
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(len(codes), min(SAMPLE, len(codes)), replace=False))
-        if len(sample) < split:
-            raise CopyseekError(f"cannot split lists {split} ways with {len(codes)} descriptors")
-        kmeans = faiss.Kmeans(codec.dim, split, niter=20, seed=seed)
-        kmeans.train(residuals(codec, codes[sample], lists[sample]))
-        return cls(codec, kmeans.centroids)
-
-    @property
-    def split(self) -> int:
-        return len(self.centroids)
+        sample = np.sort(rng.choice(len(codes), min(len(codes), SAMPLE_PER_CENTROID * int(counts.sum())), replace=False))
+        sample = sample[np.argsort(lists[sample], kind="stable")]
+        bounds = np.searchsorted(lists[sample], np.arange(codec.nlist + 1))
+        blocks = []
+        for l in range(codec.nlist):
+            rows = sample[bounds[l] : bounds[l + 1]]
+            counts[l] = max(1, min(counts[l], len(rows)))  # a list with few sampled descriptors splits less
+            if counts[l] == 1:
+                blocks.append(np.zeros((1, codec.dim), np.float32))
+                continue
+            kmeans = faiss.Kmeans(codec.dim, int(counts[l]), niter=10, seed=seed, min_points_per_centroid=1)
+            kmeans.train(residuals(codec, codes[rows], lists[rows]))
+            blocks.append(kmeans.centroids)
+        return cls(codec, counts, np.concatenate(blocks))
 
     @property
     def nlist(self) -> int:
-        return self.codec.nlist * self.split
+        return int(self.first[-1])
+
+    def list_of(self) -> np.ndarray:
+        """(nlist',) the codec list of each sub-list."""
+        return np.repeat(np.arange(self.codec.nlist), self.counts)
 
     def assign(self, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """(n,) uint16 sub-list ids (codec list x split + nearest residual centroid), decoded block by block."""
-        import faiss
-
-        nearest = faiss.IndexFlatL2(self.codec.dim)
-        nearest.add(self.centroids)
-        out = np.empty(len(codes), np.uint16)
+        """(n,) uint16 sub-list ids: the nearest residual centroid of the descriptor's own codec list,
+        decoded block by block."""
+        out = self.first[lists.astype(np.int64)].astype(np.uint16)  # lists of one sub-list: done
+        split = self.counts > 1
         for lo in range(0, len(codes), DECODE_BLOCK):
             hi = min(lo + DECODE_BLOCK, len(codes))
-            sub = nearest.search(residuals(self.codec, codes[lo:hi], lists[lo:hi]), 1)[1][:, 0]
-            out[lo:hi] = lists[lo:hi].astype(np.int64) * self.split + sub
+            rows = lo + np.flatnonzero(split[lists[lo:hi]])
+            rows = rows[np.argsort(lists[rows], kind="stable")]
+            r = residuals(self.codec, codes[rows], lists[rows])
+            bounds = np.searchsorted(lists[rows], np.arange(self.codec.nlist + 1))
+            for l in np.flatnonzero(split & (bounds[1:] > bounds[:-1])):
+                a, b = bounds[l], bounds[l + 1]
+                centroids = slice(self.first[l], self.first[l + 1])
+                nearest = (self._norms[centroids] - 2 * r[a:b] @ self.centroids[centroids].T).argmin(1)
+                out[rows[a:b]] = self.first[l] + nearest
         return out
 
     def quantizer(self):
-        """faiss.IndexFlatL2 over all nlist x split sub-list centroids, in id order: what the IVF index
-        holds as its quantizer (exact, for a plain `search`; `probe` is the fast path)."""
+        """faiss.IndexFlatL2 over all sub-list centroids, in id order: what the IVF index holds as its
+        quantizer (exact, for a plain `search`; `probe` is the fast path)."""
         import faiss
 
         index = faiss.IndexFlatL2(self.codec.dim)
-        index.add(np.ascontiguousarray((self.codec.coarse[:, None, :] + self.centroids[None]).reshape(-1, self.codec.dim)))
+        index.add(np.ascontiguousarray(self.codec.coarse[self.list_of()] + self.centroids))
         return index
 
     def probe(self, x: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +166,20 @@ class SplitLists:
         among those of their `nprobe` nearest codec lists (two-level search)."""
         first = min(nprobe, self.codec.nlist)
         coarse_distances, coarse_ids = self.codec.coarse_index.search(x, first)
-        # |x - c - r|^2 = |x - c|^2 - 2 (x.r - c.r) + |r|^2, for each (query, codec list, sub-list)
-        dots = (x @ self.centroids.T)[:, None, :] - self._coarse_dots[coarse_ids]
-        distances = (coarse_distances[:, :, None] - 2 * dots + self._norms).reshape(len(x), -1)
-        ids = (coarse_ids[:, :, None] * self.split + np.arange(self.split)).reshape(len(x), -1)
-        keep = min(nprobe, distances.shape[1])
-        best = np.argpartition(distances, keep - 1, axis=1)[:, :keep]
+        # every (query, codec list, sub-list) candidate, flattened: pair p = query x first + rank
+        counts = self.counts[coarse_ids].ravel()
+        pair = np.repeat(np.arange(coarse_ids.size), counts)
+        starts = np.cumsum(counts) - counts
+        sub = np.repeat(self.first[coarse_ids].ravel() - starts, counts) + np.arange(len(pair))
+        query = pair // first
+        # |x - c - r|^2 = |x - c|^2 - 2 (x.r - c.r) + |r|^2
+        dots = np.einsum("ij,ij->i", x[query], self.centroids[sub]) - self._coarse_dots[sub]
+        candidate = coarse_distances.ravel()[pair] - 2 * dots + self._norms[sub]
+        # each query's candidates in one padded row (padding: +inf, never among the nearest)
+        per_query = np.bincount(query, minlength=len(x))
+        column = np.arange(len(pair)) - np.repeat(np.cumsum(per_query) - per_query, per_query)
+        distances = np.full((len(x), max(int(per_query.max(initial=0)), nprobe)), np.inf, np.float32)
+        ids = np.full(distances.shape, -1, np.int64)
+        distances[query, column], ids[query, column] = candidate, sub
+        best = np.argpartition(distances, nprobe - 1, axis=1)[:, :nprobe]
         return np.take_along_axis(distances, best, 1), np.take_along_axis(ids, best, 1)
