@@ -244,11 +244,9 @@ class LocalSearcher(Searcher):
         self._sync_index()
         stacked = np.concatenate([np.concatenate(query_descs(q)) for q in queries]).astype(np.float32)
         knn = min(self.params.knn, len(self.codes))
-        if self.split_lists:
-            probe_distances, probes = self.split_lists.probe(stacked, self.index.nprobe)
-            distances, ids = self.index.search_preassigned(stacked, knn, probes, probe_distances)
-        else:
-            distances, ids = self.index.search(stacked, knn)
+        if self.split_lists:  # the codec lists whose sub-lists are compared: as many as sub-lists visited
+            self.quantizer.nprobe = min(self.index.nprobe, self.codec.nlist)
+        distances, ids = self.index.search(stacked, knn)
         bounds = np.cumsum([0] + [len(query_descs(q)) * len(q["xy"]) for q in queries])
         return [
             self.neighbours(distances[lo:hi], ids[lo:hi], len(q["xy"]))

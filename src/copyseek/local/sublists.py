@@ -18,10 +18,10 @@ list l gets about n_l / t sub-lists (at least one), t chosen so that the total i
 Each split list's residual centroids are a k-means of a seeded sample of its own residuals (~40 per
 centroid: seconds), so they follow the collection.
 
-Queries find their sub-lists the same two-level way (`SplitLists.probe`): the codec's nearest lists
-by one flat search over its 4,096 centroids, then the distances to those lists' sub-lists from dot
-products with their residual centroids; Faiss then scans the chosen sub-lists
-(`search_preassigned`). A flat search of all 65,536 sub-list centroids per query descriptor would
+Queries find their sub-lists the same two-level way: the IVF index's quantizer (`SplitLists.quantizer`)
+is itself a Faiss IVF index, the sub-list centroids filed under their codec lists, so it finds a
+descriptor's nearest codec lists by a flat search over their 4,096 centroids and then the nearest
+sub-lists among theirs. A flat search of all 65,536 sub-list centroids per query descriptor would
 cost more than the scan it saves, and an HNSW graph over them was measured slower still (~75 us per
 query descriptor at efSearch 32 against ~10 us).
 """
@@ -89,6 +89,8 @@ class SplitLists:
     holds all of them, (sum(counts), dim), in sub-list id order (a list of one sub-list: zeros)."""
 
     def __init__(self, codec: Codec, counts: np.ndarray, centroids: np.ndarray):
+        import faiss
+
         counts = np.asarray(counts, np.int64)
         if counts.shape != (codec.nlist,) or counts.min() < 1:
             raise CopyseekError(f"sub-list counts must be {codec.nlist} positive integers, one per codec list")
@@ -100,8 +102,13 @@ class SplitLists:
         self.counts = counts
         self.first = np.concatenate([[0], np.cumsum(counts)])  # (nlist + 1,) first sub-list id of each list
         self.centroids = np.ascontiguousarray(centroids, np.float32)
-        self._coarse_dots = (codec.coarse[self.list_of()] * self.centroids).sum(1)  # (nlist',) c_l . r
-        self._norms = (self.centroids**2).sum(1)
+        # the two-level quantizer: the sub-list centroids (absolute) in an IVF over the codec's lists
+        self._index = faiss.IndexIVFFlat(codec.coarse_index, codec.dim, codec.nlist)
+        self._index.is_trained = True
+        owner = self.list_of()  # named arrays: swig_ptr does not keep a temporary alive
+        absolute = np.ascontiguousarray(codec.coarse[owner] + self.centroids)
+        ids = np.arange(self.nlist, dtype=np.int64)
+        self._index.add_core(self.nlist, faiss.swig_ptr(absolute), faiss.swig_ptr(ids), faiss.swig_ptr(owner))
 
     @classmethod
     def fit(cls, codec: Codec, codes: np.ndarray, lists: np.ndarray, split: int, seed: int = 0) -> "SplitLists":
@@ -131,55 +138,23 @@ class SplitLists:
         return int(self.first[-1])
 
     def list_of(self) -> np.ndarray:
-        """(nlist',) the codec list of each sub-list."""
-        return np.repeat(np.arange(self.codec.nlist), self.counts)
+        """(nlist',) int64 the codec list of each sub-list."""
+        return np.repeat(np.arange(self.codec.nlist, dtype=np.int64), self.counts)
 
     def assign(self, codes: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """(n,) uint16 sub-list ids: the nearest residual centroid of the descriptor's own codec list,
-        decoded block by block."""
-        out = self.first[lists.astype(np.int64)].astype(np.uint16)  # lists of one sub-list: done
-        split = self.counts > 1
+        """(n,) uint16 sub-list ids: the sub-list of the descriptor's own codec list whose centroid is
+        nearest its PQ reconstruction, decoded block by block."""
+        out = np.empty(len(codes), np.uint16)
+        self._index.nprobe = 1
         for lo in range(0, len(codes), DECODE_BLOCK):
             hi = min(lo + DECODE_BLOCK, len(codes))
-            rows = lo + np.flatnonzero(split[lists[lo:hi]])
-            rows = rows[np.argsort(lists[rows], kind="stable")]
-            r = residuals(self.codec, codes[rows], lists[rows])
-            bounds = np.searchsorted(lists[rows], np.arange(self.codec.nlist + 1))
-            for l in np.flatnonzero(split & (bounds[1:] > bounds[:-1])):
-                a, b = bounds[l], bounds[l + 1]
-                centroids = slice(self.first[l], self.first[l + 1])
-                nearest = (self._norms[centroids] - 2 * r[a:b] @ self.centroids[centroids].T).argmin(1)
-                out[rows[a:b]] = self.first[l] + nearest
+            decoded = self.codec.quantizer.decode(np.ascontiguousarray(codes[lo:hi]))
+            own = lists[lo:hi].astype(np.int64)[:, None]
+            unused = np.zeros(own.shape, np.float32)  # the coarse distances: Faiss reads them, flat lists ignore them
+            out[lo:hi] = self._index.search_preassigned(decoded, 1, own, unused)[1][:, 0]
         return out
 
     def quantizer(self):
-        """faiss.IndexFlatL2 over all sub-list centroids, in id order: what the IVF index holds as its
-        quantizer (exact, for a plain `search`; `probe` is the fast path)."""
-        import faiss
-
-        index = faiss.IndexFlatL2(self.codec.dim)
-        index.add(np.ascontiguousarray(self.codec.coarse[self.list_of()] + self.centroids))
-        return index
-
-    def probe(self, x: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, dim) query descriptors -> (n, nprobe) squared distances and ids of their nearest sub-lists
-        among those of their `nprobe` nearest codec lists (two-level search)."""
-        first = min(nprobe, self.codec.nlist)
-        coarse_distances, coarse_ids = self.codec.coarse_index.search(x, first)
-        # every (query, codec list, sub-list) candidate, flattened: pair p = query x first + rank
-        counts = self.counts[coarse_ids].ravel()
-        pair = np.repeat(np.arange(coarse_ids.size), counts)
-        starts = np.cumsum(counts) - counts
-        sub = np.repeat(self.first[coarse_ids].ravel() - starts, counts) + np.arange(len(pair))
-        query = pair // first
-        # |x - c - r|^2 = |x - c|^2 - 2 (x.r - c.r) + |r|^2
-        dots = np.einsum("ij,ij->i", x[query], self.centroids[sub]) - self._coarse_dots[sub]
-        candidate = coarse_distances.ravel()[pair] - 2 * dots + self._norms[sub]
-        # each query's candidates in one padded row (padding: +inf, never among the nearest)
-        per_query = np.bincount(query, minlength=len(x))
-        column = np.arange(len(pair)) - np.repeat(np.cumsum(per_query) - per_query, per_query)
-        distances = np.full((len(x), max(int(per_query.max(initial=0)), nprobe)), np.inf, np.float32)
-        ids = np.full(distances.shape, -1, np.int64)
-        distances[query, column], ids[query, column] = candidate, sub
-        best = np.argpartition(distances, nprobe - 1, axis=1)[:, :nprobe]
-        return np.take_along_axis(distances, best, 1), np.take_along_axis(ids, best, 1)
+        """The IVF index's quantizer: a Faiss IVF index whose search(x, n) returns the n nearest
+        sub-lists among those of x's `nprobe` (its attribute) nearest codec lists."""
+        return self._index
