@@ -116,8 +116,8 @@ def test_rejects_bad_search_parameters(kwargs):
         SearchParams(**kwargs)
 
 
-@pytest.mark.parametrize("flat_max", [1_000_000, 1000])
-def test_index_built_in_blocks_equals_one_block(branch, reference_features, queries, monkeypatch, flat_max):
+@pytest.mark.parametrize("flat_max, split", [(1_000_000, 1), (1000, 1), (1000, 4)])
+def test_index_built_in_blocks_equals_one_block(branch, reference_features, queries, monkeypatch, flat_max, split):
     from copyseek.local import search
 
     features = branch.extract([image for image, _ in queries.values()], query=True)
@@ -126,7 +126,7 @@ def test_index_built_in_blocks_equals_one_block(branch, reference_features, quer
     for block, piece in ((search.BUILD_BLOCK, search.PIECE), (777, 1000)):
         monkeypatch.setattr(search, "BUILD_BLOCK", block)
         monkeypatch.setattr(search, "PIECE", piece)
-        searcher = LocalBranch(search=SearchParams(flat_max=flat_max, nprobe=8)).new_searcher()
+        searcher = LocalBranch(search=SearchParams(flat_max=flat_max, nprobe=8, split=split)).new_searcher()
         searcher.add(branch.pack(reference_features))
         found.append(searcher.search(features, k=5))
         assert searcher.index.ntotal == len(searcher.codes) > 2 * 777

@@ -109,6 +109,7 @@ class SplitLists:
         absolute = np.ascontiguousarray(codec.coarse[owner] + self.centroids)
         ids = np.arange(self.nlist, dtype=np.int64)
         self._index.add_core(self.nlist, faiss.swig_ptr(absolute), faiss.swig_ptr(ids), faiss.swig_ptr(owner))
+        self._index.make_direct_map()  # reconstruct(i): Faiss compares quantizers so when it merges IVF indexes
 
     @classmethod
     def fit(cls, codec: Codec, codes: np.ndarray, lists: np.ndarray, split: int, seed: int = 0) -> "SplitLists":
