@@ -59,6 +59,7 @@ def test_share_out_gives_long_lists_more_sub_lists_within_the_budget():
     lengths = sizes[3:] / counts[3:]
     assert lengths.max() <= 1.1 * lengths.min() + 1000 / counts[3]
     np.testing.assert_array_equal(share_out(sizes, 5), np.ones(5, np.int64))
+    np.testing.assert_array_equal(share_out(sizes, 64, most=8), [1, 1, 1, 1, 8])  # a capped list keeps long sub-lists
     with pytest.raises(CopyseekError, match="cannot split"):
         share_out(sizes, 4)
 
