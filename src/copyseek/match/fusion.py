@@ -227,7 +227,7 @@ class FusionParams:
     all_views_for_crops: bool = False
     crop_policy: str = "grid"
     box_threshold: float = 0.3
-    frame_threshold: float = 0.6
+    frame_threshold: float = 0.65
     detector: str | None = None
     max_crops: int | None = None
     crop_size: int | None = None
