@@ -207,10 +207,11 @@ class FusionParams:
     all_views_for_crops: describe crops at every view of the global branch, not only its first
     (off: at square:256+short:320 with SSCD alone, that cost 4.1 vs 7.2 queries/s for lower muAP,
     0.879 vs 0.884 on the fresh benchmark);
-    crop_policy: which crops to describe (match/crops.py: grid, best, boxes, boxes+grid; the
-    detector-based ones run `copyseek.detect` on the query); box_threshold: least score of a
-    detected box; frame_threshold: least score of a whole-frame copy box that replaces the grid
-    (sure-else-grid); detector: an exported detector.onnx (default: the shipped one);
+    crop_policy: which crops to describe (match/crops.py: grid, best, boxes, boxes+grid,
+    best-else-grid, partial-else-grid, sure-else-grid; the detector-based ones run
+    `copyseek.detect` on the query); box_threshold: least score of a detected box;
+    frame_threshold: least score of a whole-frame copy box that replaces the grid (sure-else-grid;
+    0.65 chosen on `std` from 0.5-0.7, BENCHMARKS.md issue 18); detector: an exported detector.onnx (default: the shipped one);
     max_crops: describe at most this many of a query's crops, in the policy's order (the grid
     policy: the local regions, the 2x2 grid, the centre, then the halves); None: all;
     crop_size: describe crops squashed to crop_size x crop_size pixels instead of at the global
