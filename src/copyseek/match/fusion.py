@@ -211,7 +211,8 @@ class FusionParams:
     best-else-grid, partial-else-grid, sure-else-grid; the detector-based ones run
     `copyseek.detect` on the query); box_threshold: least score of a detected box;
     frame_threshold: least score of a whole-frame copy box that replaces the grid (sure-else-grid;
-    0.65 chosen on `std` from 0.5-0.7, BENCHMARKS.md issue 18); detector: an exported detector.onnx (default: the shipped one);
+    0.65 chosen on `std` from 0.5-0.7, BENCHMARKS.md issue 18); detector: an exported
+    detector.onnx (default: the shipped one);
     max_crops: describe at most this many of a query's crops, in the policy's order (the grid
     policy: the local regions, the 2x2 grid, the centre, then the halves); None: all;
     crop_size: describe crops squashed to crop_size x crop_size pixels instead of at the global
