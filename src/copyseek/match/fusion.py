@@ -258,11 +258,13 @@ class FusionParams:
 
 
 PRESET_PARAMS: dict[str, FusionParams] = {
-    "fused": FusionParams(),
+    # the detector's copy box replaces the fixed crops where it places the copy: on five calibrated
+    # benchmarks 42% fewer crop descriptions than the grid for the same muAP (BENCHMARKS.md, issue 18)
+    "fused": FusionParams(crop_policy="sure-else-grid"),
     # the fixed crops (2x2 grid, centre, halves) are most of a query's cost and add little: only
     # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
     "fused-fast": FusionParams(crop_policy="local"),
-    "fused-how": FusionParams(),
+    "fused-how": FusionParams(),  # the grid: its HOW evidence was measured and fitted with it
 }
 """Pipeline preset -> the FusionParams its scorer uses. fused-fast scores with the shipped weights
 (FITTED_WEIGHTS), fitted for fused's two-view descriptor, not refitted for its one view: its
