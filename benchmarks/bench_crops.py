@@ -57,9 +57,12 @@ class PolicyRecorder:
 
 
 def params_of(spec: str, detector: str) -> FusionParams:
-    """'POLICY', or 'POLICY@N': at most N crops per query, the first in the policy's order."""
-    policy, _, most = spec.partition("@")
-    return FusionParams(crop_policy=policy, detector=detector or None, max_crops=int(most) if most else None)
+    """'POLICY', or 'POLICY@N': at most N crops per query, the first in the policy's order; either
+    followed by ',FIELD=VALUE' pairs setting other FusionParams, e.g. 'sure-else-grid,frame_threshold=0.7'."""
+    head, *pairs = spec.split(",")
+    policy, _, most = head.partition("@")
+    fields = {key: json.loads(value) for key, _, value in (pair.partition("=") for pair in pairs)}
+    return FusionParams(crop_policy=policy, detector=detector or None, max_crops=int(most) if most else None, **fields)
 
 
 def run(bench: Path, work: Path, policies: list[str], detector: str, limit: int = 0) -> tuple[dict, dict]:
@@ -99,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benches", nargs="+", type=Path)
     parser.add_argument("--work", type=Path, required=True, help="where the indexes are kept")
-    parser.add_argument("--policies", nargs="+", metavar="POLICY[@N]", default=["grid", "local", "best", "best-else-grid", "partial-else-grid", "boxes+grid"])
+    parser.add_argument("--policies", nargs="+", metavar="POLICY[@N][,FIELD=VALUE...]", default=["grid", "local", "best", "best-else-grid", "partial-else-grid", "boxes+grid"])
     parser.add_argument("--detector", default="", help="an exported detector.onnx (default: the shipped one)")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark, evenly spaced (0: all)")
     args = parser.parse_args()

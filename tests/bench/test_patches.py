@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from copyseek.bench.patches import kind_table, pair_scores, results_table, run_patch_benchmark
+from copyseek.bench.patches import kind_table, pair_scores, parse_condition, results_table, run_patch_benchmark
 from copyseek.errors import CopyseekError
 from copyseek.local.describers import RootSift
 from copyseek.local.features import SiftParams
@@ -33,11 +33,12 @@ def test_pair_scores_refuse_mismatched_shapes():
 
 def test_rootsift_matches_true_correspondences_and_noise_hurts():
     pairs = list(make_pairs([photo(7)], ("rotation", "photometric"), sift=SiftParams(max_keypoints=96)))
-    results = run_patch_benchmark(pairs, {"rootsift": RootSift()}, progress=False)
+    conditions = dict(parse_condition(c) for c in ("clean", "orientation"))
+    results = run_patch_benchmark(pairs, {"rootsift": RootSift()}, conditions, progress=False)
     (result,) = results
     assert result.mean_ap("clean") > 0.7
     assert result.mean_ap("orientation") < result.mean_ap("clean") - 0.1
-    table = results_table(results)
+    table = results_table(results, tuple(conditions))
     assert table.splitlines()[0].startswith("| describer | mAP clean") and "| rootsift |" in table
     assert "| rootsift |" in kind_table(results, [p.kind for p in pairs])
     with pytest.raises(CopyseekError, match="pairs"):
@@ -56,21 +57,31 @@ def test_shared_raw_mkd_equals_each_describers_own():
 
 
 def test_conditions_parse_by_name_and_level():
-    from copyseek.bench.patches import CONDITIONS, parse_condition
-    from copyseek.local.patch_pairs import Misregistration
+    from copyseek.bench.patches import CONDITIONS
+    from copyseek.local.patch_pairs import HPATCHES_LEVELS, Misregistration
 
     assert parse_condition("clean") == ("clean", Misregistration())
+    assert parse_condition("tough") == ("tough", HPATCHES_LEVELS["tough"])
     assert parse_condition("orientation") == ("orientation", CONDITIONS["orientation"])
     assert parse_condition("position:0.8") == ("position:0.8", Misregistration(position=0.8))
     assert parse_condition("orientation:45") == ("orientation:45", Misregistration(orientation=45.0))
-    for bad in ("scale:2", "position:x", "orientation:-5", "position:0"):
+    for bad in ("scale:2", "position:x", "orientation:-5", "position:0", "tough:2"):
         with pytest.raises(CopyseekError, match="condition"):
             parse_condition(bad)
 
 
-def test_more_orientation_noise_hurts_rootsift_more():
-    from copyseek.bench.patches import parse_condition
+def test_hpatches_levels_degrade_in_order_and_their_mean_leads_the_table():
+    pairs = list(make_pairs([photo(7)], ("homography", "blur"), sift=SiftParams(max_keypoints=96)))
+    results = run_patch_benchmark(pairs, {"rootsift": RootSift()}, progress=False)  # clean, easy, hard, tough
+    (result,) = results
+    ap = [result.mean_ap(c) for c in ("clean", "easy", "hard", "tough")]
+    assert all(a > b + 0.05 for a, b in zip(ap, ap[1:])), ap
+    head, _, row = results_table(results).splitlines()
+    assert head.startswith("| describer | mAP HPatches mean (easy, hard, tough) | mAP clean | mAP easy |")
+    assert row.startswith(f"| rootsift | {np.mean(ap[1:]):.3f} | {ap[0]:.3f} |")
 
+
+def test_more_orientation_noise_hurts_rootsift_more():
     pairs = list(make_pairs([photo(7)], ("rotation",), sift=SiftParams(max_keypoints=96)))
     conditions = dict(parse_condition(c) for c in ("orientation:5", "orientation:40"))
     (result,) = run_patch_benchmark(pairs, {"rootsift": RootSift()}, conditions, progress=False)

@@ -56,6 +56,24 @@ def test_mined_patches_and_a_short_training(photos):
     assert not net.training and len(log) == 5 and "validation mAP" in log[-1]
 
 
+def test_kdp_command_trains_with_the_given_seed_on_the_same_cache(photos, tmp_path):
+    from copyseek.learn.patches import main
+
+    images = str(photos[0].parent / "list.txt")
+    argv = ["kdp", "--images", images, "--heads", "cart", "--steps", "2", "--batch", "8", "--max-frames", "8"]
+    argv += ["--support", "6", "--cache", str(tmp_path / "mined.npz")]
+    weights = {}
+    for seed in (0, 1, 0):
+        out = tmp_path / f"run{len(weights)}"
+        out.mkdir()
+        main(argv + ["--out", str(out), "--seed", str(seed)])
+        with np.load(out / "kdp_cart.npz") as data:
+            weights[len(weights)] = {k: data[k] for k in data.files}
+    keys = [k for k in weights[0] if weights[0][k].dtype.kind == "f" and weights[0][k].size > 1]
+    assert keys and all(np.array_equal(weights[0][k], weights[2][k]) for k in keys)
+    assert not all(np.array_equal(weights[0][k], weights[1][k]) for k in keys)
+
+
 def test_whitening_fit_writes_both_whitenings(photos, tmp_path):
     table = fit_whitening(photos, [6, 8], tmp_path / "w.npz", progress=False)
     assert table.count("\n") == 3  # header, rule, two supports

@@ -3,7 +3,17 @@ import pytest
 
 from copyseek.errors import CopyseekError
 from copyseek.local.features import Frames, SiftParams, detect_frames, downscaled_gray
-from copyseek.local.patch_pairs import KINDS, Misregistration, make_pair, make_pairs, map_frames
+from copyseek.local.patch_pairs import (
+    HPATCHES_LEVELS,
+    HPATCHES_OVERLAP,
+    KINDS,
+    AffineJitter,
+    Misregistration,
+    disc_overlap,
+    make_pair,
+    make_pairs,
+    map_frames,
+)
 from tests.local.conftest import photo
 
 
@@ -47,6 +57,48 @@ def test_misregistration_noise_has_the_asked_scale():
     assert np.isclose(turned.angle.std(), 10, atol=0.5) and np.array_equal(turned.xy, frames.xy)
     with pytest.raises(CopyseekError):
         Misregistration(position=-1)
+
+
+def _frames(xy, size, angle=None):
+    xy, size = np.asarray(xy, np.float32).reshape(-1, 2), np.asarray(size, np.float32).reshape(-1)
+    angle = np.zeros(len(size), np.float32) if angle is None else np.asarray(angle, np.float32)
+    return Frames(xy, size, angle)
+
+
+def test_disc_overlap_by_hand():
+    base = _frames([[0, 0]] * 4, [1, 1, 1, 1])
+    moved = _frames([[0, 0], [0, 0], [100, 0], [6, 0]], [1, 2, 1, 1])  # same; twice the radius; apart; d = r
+    half = 2 * np.arccos(0.5) - 0.5 * np.sqrt(3)  # lens of two unit discs one radius apart (radius 1)
+    expected = [1.0, 0.25, 0.0, half / (2 * np.pi - half)]
+    assert np.allclose(disc_overlap(base, moved, radius=6.0), expected, atol=1e-6)
+    assert np.allclose(disc_overlap(moved, base, radius=6.0), expected, atol=1e-6)  # symmetric
+
+
+def test_hpatches_levels_have_the_asked_overlap_and_spread():
+    n = 20000
+    frames = _frames(np.zeros((n, 2)), np.full(n, 3.0), np.random.default_rng(1).uniform(0, 360, n))
+    medians = []
+    for name, jitter in HPATCHES_LEVELS.items():
+        moved = jitter.apply(frames, np.random.default_rng(0))
+        medians.append(float(np.median(disc_overlap(frames, moved))))
+        assert abs(medians[-1] - HPATCHES_OVERLAP[name]) < 0.01, name
+        m = jitter.magnitude
+        turn = np.deg2rad((moved.angle - frames.angle + 180) % 360 - 180)
+        log_scale = np.log(moved.size / frames.size)
+        shift = np.linalg.norm(moved.xy, axis=1) / (jitter.radius * frames.size)
+        for component in (turn, log_scale):  # uniform on (-m, m): std m / sqrt(3)
+            assert np.abs(component).max() <= m + 1e-4 and np.isclose(component.std(), m / np.sqrt(3), rtol=0.03)
+        assert shift.max() <= m * np.sqrt(2) + 1e-4 and np.isclose((moved.xy[:, 0] / (jitter.radius * 3.0)).std(), m / np.sqrt(3), rtol=0.03)
+    assert medians[0] > medians[1] > medians[2]
+    with pytest.raises(CopyseekError, match="magnitude"):
+        AffineJitter(0.0)
+
+
+def test_jitter_shift_is_in_units_of_the_frames_size():
+    frames = _frames(np.zeros((4000, 2)), np.repeat([1.0, 4.0], 2000))
+    offset = np.linalg.norm(AffineJitter(0.2, radius=1.5).apply(frames, np.random.default_rng(3)).xy, axis=1)
+    assert offset[:2000].max() <= 0.2 * 1.5 * np.sqrt(2) + 1e-5
+    assert np.isclose(offset[2000:].mean() / offset[:2000].mean(), 4.0, rtol=0.05)
 
 
 def test_unknown_kind_is_refused():

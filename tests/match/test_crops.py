@@ -18,8 +18,8 @@ DETECTED = regions((10, 10, 110, 90, 0.9, "copy"), (150, 100, 290, 190, 0.5, "co
                    (200, 10, 240, 50, 0.7, "overlay"), (20, 150, 60, 190, 0.1, "overlay"))
 
 
-def request(detected=DETECTED, local=np.zeros((0, 4))):
-    return CropRequest(IMAGE, local, detected, box_threshold=0.3)
+def request(detected=DETECTED, local=np.zeros((0, 4)), frame_threshold=0.6):
+    return CropRequest(IMAGE, local, detected, box_threshold=0.3, frame_threshold=frame_threshold)
 
 
 def test_grid_is_the_fixed_boxes_and_local_regions():
@@ -58,6 +58,8 @@ def test_fusion_params_check_the_policy():
         FusionParams(crop_policy="everything")
     with pytest.raises(CopyseekError, match="box_threshold"):
         FusionParams(box_threshold=2.0)
+    with pytest.raises(CopyseekError, match="frame_threshold"):
+        FusionParams(frame_threshold=-0.1)
 
 
 def test_else_grid_policies_keep_the_grid_only_where_the_detector_cannot_place_the_copy():
@@ -65,7 +67,7 @@ def test_else_grid_policies_keep_the_grid_only_where_the_detector_cannot_place_t
     whole = regions((0, 0, 300, 200, 0.8, "copy"))
     nothing = regions((10, 10, 110, 90, 0.2, "copy"))  # below box_threshold
     local = np.array([[50, 50, 150, 150]])
-    for policy in ("best-else-grid", "partial-else-grid"):
+    for policy in ("best-else-grid", "partial-else-grid", "sure-else-grid"):
         assert policy in USES_DETECTOR
         crops = CROP_POLICIES[policy](request(partial, local))
         assert [c.shape[:2] for c in crops] == [(110, 110), (88, 110)]  # local region, then the copy box
@@ -73,3 +75,17 @@ def test_else_grid_policies_keep_the_grid_only_where_the_detector_cannot_place_t
     assert len(CROP_POLICIES["best-else-grid"](request(whole))) == 0  # the copy is the whole query
     assert len(CROP_POLICIES["partial-else-grid"](request(whole))) == 9
     assert len(CROP_POLICIES["partial-else-grid"](request(Regions.empty()))) == 9
+
+
+def test_sure_else_grid_keeps_the_grid_for_a_whole_frame_box_below_frame_threshold():
+    sure = CROP_POLICIES["sure-else-grid"]
+    assert "sure-else-grid" in USES_DETECTOR
+    whole = regions((0, 0, 300, 200, 0.625, "copy"), (200, 10, 240, 50, 0.7, "overlay"))
+    assert [c.shape for c in sure(request(whole, frame_threshold=0.6))] == [IMAGE.shape]  # the masked query only
+    assert len(sure(request(whole, frame_threshold=0.7))) == 9 + 1  # the grid and the masked query
+    assert len(sure(request(whole, frame_threshold=0.625))) == 1  # the threshold itself counts as sure
+    weak_partial = regions((10, 10, 110, 90, 0.35, "copy"))  # any partial box above box_threshold places the copy
+    assert [c.shape[:2] for c in sure(request(weak_partial, frame_threshold=0.9))] == [(88, 110)]
+    assert len(sure(request(Regions.empty(), frame_threshold=0.0))) == 9
+    # a whole-frame box below box_threshold does not count, however low frame_threshold is
+    assert len(sure(request(regions((0, 0, 300, 200, 0.2, "copy")), frame_threshold=0.0))) == 9

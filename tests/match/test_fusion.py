@@ -261,3 +261,34 @@ def test_fused_how_adds_the_asmk_similarity_and_hows_candidates(tmp_path, tiny_h
         with_how, _ = scorer.pair_evidence(batch, 0, batch.candidates["global"][0].rows[:1], found, how_candidates=8)
         assert set(batch.candidates["how"][0].rows) <= set(with_how)
         assert result.predictions[0].reference_id == "img0003"
+
+
+def test_the_fused_preset_keeps_the_grid_only_where_the_detector_is_unsure(fused_setup, monkeypatch):
+    import dataclasses
+
+    import copyseek.detect
+    from copyseek.detect.regions import CLASSES, Regions
+
+    class WholeFrame:
+        """A detector reporting one copy box over the whole query, scoring `score`."""
+
+        def __init__(self, score: float):
+            self.score = score
+
+        def detect(self, rgb):
+            box = np.array([[0, 0, rgb.shape[1], rgb.shape[0]]], np.float32)
+            return Regions(box, np.array([self.score], np.float32), np.array([CLASSES.index("copy")]))
+
+    index, root = fused_setup
+    assert PRESET_PARAMS["fused"].crop_policy == "sure-else-grid"
+    every_query = dataclasses.replace(PRESET_PARAMS["fused"], skip_crops_above=1.0)
+    described = {}
+    for score in (0.9, 0.5):
+        monkeypatch.setattr(copyseek.detect, "load_detector", lambda path=None, s=score: WholeFrame(s))
+        scorer = FusedScorer(index, None, every_query)
+        match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=scorer)
+        described[score] = scorer.crops_described
+    grid = FusedScorer(index, None, dataclasses.replace(every_query, crop_policy="grid"))
+    match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=grid)
+    # sure the copy fills the frame: only the located regions; unsure: the grid's 9 boxes per query too
+    assert described[0.9] < described[0.5] == grid.crops_described >= 2 * 9

@@ -232,8 +232,10 @@ def run_run(args: argparse.Namespace) -> int:
 PATCHES_DESCRIPTION = """The patch benchmark (HPatches-like) of the local branch's describers: each photo
 and six edited versions with known geometry (homography, scale, rotation, blur, JPEG, photometric),
 SIFT frames of the photo and the same frames mapped into each edit. Prints matching mAP and
-nearest-neighbour accuracy per describer, with the edit's frames exact ('clean'), jittered in
-position, or with orientation noise, and mAP per edit kind. Photos held out for training (the same
+nearest-neighbour accuracy per describer, with the edit's frames exact ('clean') or jittered as
+HPatches jitters its patches (levels easy, hard, tough: rotation, scale and translation noise; their
+mean mAP is the headline, as in HPatches), or with position or orientation noise alone, and mAP per
+edit kind. Photos held out for training (the same
 hash rule as `bench build --holdout`) are left out."""
 
 
@@ -262,8 +264,8 @@ def add_patches_parser(bench_sub) -> None:
         nargs="+",
         default=None,
         metavar="COND",
-        help="misregistration of the edited frames: clean, position:SIZES, orientation:DEGREES "
-        "(default: clean position:0.4 orientation:20)",
+        help="misregistration of the edited frames: clean, easy, hard, tough (HPatches' jitter levels), "
+        "position:SIZES, orientation:DEGREES (default: clean easy hard tough)",
     )
     p.add_argument(
         "--kdp-weights", type=Path, default=None, metavar="DIR", help="read kdp:HEAD from DIR/kdp_HEAD.npz (a training run's)"
@@ -275,8 +277,8 @@ def add_patches_parser(bench_sub) -> None:
 
 def run_patches(args: argparse.Namespace) -> int:
     from copyseek.bench.patches import (
-        CONDITIONS,
         DESCRIBERS,
+        default_conditions,
         kind_table,
         load_pairs,
         parse_condition,
@@ -292,7 +294,7 @@ def run_patches(args: argparse.Namespace) -> int:
         return make_describer(name)
 
     describers = {name: describer(name) for name in args.describers or DESCRIBERS}
-    conditions = dict(parse_condition(c) for c in args.conditions) if args.conditions else CONDITIONS
+    conditions = dict(parse_condition(c) for c in args.conditions) if args.conditions else default_conditions()
     pairs = load_pairs(args.images, args.photos, args.holdout, args.seed, progress=not args.quiet)
     results = run_patch_benchmark(pairs, describers, conditions, seed=args.seed, progress=not args.quiet)
     photos = len({id(p.gray) for p in pairs})

@@ -8,7 +8,9 @@ per pair:
   (every photo frame has one);
 - NN accuracy: the fraction of photo frames whose nearest neighbour is the true correspondence.
 mAP and accuracy are averaged over pairs, for each misregistration condition (noise on the edit's
-frames: 'clean', position jitter, orientation noise). One markdown table, describers side by side.
+frames): 'clean'; HPatches' affine jitter levels 'easy', 'hard', 'tough' (rotation, scale and
+translation noise together), whose mean mAP is the headline as in HPatches; or position jitter and
+orientation noise alone. One markdown table, describers side by side.
 """
 
 from __future__ import annotations
@@ -19,25 +21,37 @@ import numpy as np
 
 from copyseek.errors import CopyseekError
 from copyseek.local.describers import MKD, PatchDescriber
-from copyseek.local.patch_pairs import Misregistration, PatchPair
+from copyseek.local.patch_pairs import HPATCHES_LEVELS, AffineJitter, Misregistration, PatchPair
 from copyseek.local.patches import extract_patches
 from copyseek.progress import progress_bar
 
 DESCRIBERS = ("rootsift", "mkd:raw", "mkd:pcawt", "mkd:lw", "kdp:cart", "kdp:polar", "kdp:fc")
 """The describers compared by default, baselines first."""
 
-CONDITIONS: dict[str, Misregistration] = {
+Noise = Misregistration | AffineJitter
+"""What a condition does to the edit's frames (both have `apply(frames, rng) -> frames`)."""
+
+CONDITIONS: dict[str, Noise] = {
     "clean": Misregistration(),
+    **HPATCHES_LEVELS,
     "position": Misregistration(position=0.4),
     "orientation": Misregistration(orientation=20.0),
 }
-"""Misregistration conditions by name: position std 0.4 keypoint sizes (SIFT's window spans ~6),
-orientation std 20 degrees."""
+"""Misregistration conditions by name: HPatches' jitter levels (copyseek.local.patch_pairs), position
+std 0.4 keypoint sizes (SIFT's window spans ~6), orientation std 20 degrees."""
+DEFAULT_CONDITIONS = ("clean", "easy", "hard", "tough")
+HPATCHES_MEAN = ("easy", "hard", "tough")
+"""The levels HPatches averages into its headline mAP."""
 
 
-def parse_condition(text: str) -> tuple[str, Misregistration]:
-    """'clean', 'position:S' (std S keypoint sizes) or 'orientation:D' (std D degrees) -> (name,
-    noise); a bare 'position' / 'orientation' is the default level of CONDITIONS."""
+def default_conditions() -> dict[str, Noise]:
+    return {name: CONDITIONS[name] for name in DEFAULT_CONDITIONS}
+
+
+def parse_condition(text: str) -> tuple[str, Noise]:
+    """'clean', 'easy' / 'hard' / 'tough', 'position:S' (std S keypoint sizes) or 'orientation:D'
+    (std D degrees) -> (name, noise); a bare 'position' / 'orientation' is the default level of
+    CONDITIONS."""
     if text in CONDITIONS:
         return text, CONDITIONS[text]
     kind, _, level = text.partition(":")
@@ -46,7 +60,9 @@ def parse_condition(text: str) -> tuple[str, Misregistration]:
     except ValueError:
         value = None
     if kind not in ("position", "orientation") or value is None or not value > 0:
-        raise CopyseekError(f"unknown misregistration condition {text!r}; use clean, position:SIZES or orientation:DEGREES")
+        raise CopyseekError(
+            f"unknown misregistration condition {text!r}; use clean, easy, hard, tough, position:SIZES or orientation:DEGREES"
+        )
     return text, Misregistration(**{kind: value})
 
 
@@ -109,11 +125,13 @@ def _read_list(path: str) -> list[str]:
 def run_patch_benchmark(
     pairs: list[PatchPair],
     describers: dict[str, PatchDescriber],
-    conditions: dict[str, Misregistration] = CONDITIONS,
+    conditions: dict[str, Noise] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> list[PatchResult]:
-    """Every describer on every pair under every condition (the same noise for every describer)."""
+    """Every describer on every pair under every condition (default: DEFAULT_CONDITIONS; the same
+    noise for every describer)."""
+    conditions = default_conditions() if conditions is None else conditions
     if not pairs or min(len(p.frames) for p in pairs) < 2:
         raise CopyseekError("the patch benchmark needs pairs, each with at least 2 frames")
     results = {name: PatchResult(name) for name in describers}
@@ -151,12 +169,16 @@ def describe_all(describers: dict[str, PatchDescriber], gray: np.ndarray, frames
     return out
 
 
-def results_table(results: list[PatchResult], conditions=tuple(CONDITIONS)) -> str:
-    """Markdown: mAP and NN accuracy per condition."""
-    head = ["describer"] + [f"mAP {c}" for c in conditions] + [f"NN acc {c}" for c in conditions]
+def results_table(results: list[PatchResult], conditions=DEFAULT_CONDITIONS) -> str:
+    """Markdown: mAP and NN accuracy per condition; first, when the three HPatches levels were run,
+    their mean mAP (HPatches' headline)."""
+    headline = all(level in conditions for level in HPATCHES_MEAN)
+    head = ["describer"] + ["mAP HPatches mean (easy, hard, tough)"] * headline
+    head += [f"mAP {c}" for c in conditions] + [f"NN acc {c}" for c in conditions]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r.name] + [f"{r.mean_ap(c):.3f}" for c in conditions] + [f"{r.mean_accuracy(c):.3f}" for c in conditions]
+        cells = [r.name] + ([f"{np.mean([r.mean_ap(c) for c in HPATCHES_MEAN]):.3f}"] if headline else [])
+        cells += [f"{r.mean_ap(c):.3f}" for c in conditions] + [f"{r.mean_accuracy(c):.3f}" for c in conditions]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

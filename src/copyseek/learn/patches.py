@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--support", type=float, default=None, help="patch side in keypoint sizes (default: MKD's)")
     k.add_argument("--out", type=Path, default=None, help="folder for kdp_<head>.npz (default: the package's)")
     k.add_argument("--cache", type=Path, default=None, help=".npz of mined patches: read if it exists, else written")
+    k.add_argument(
+        "--seed", type=int, default=0, help="training seed: initialisation and batches (default 0; the mined patches do not change)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     photos = photo_list(args.images)
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     from copyseek.local.kdp import save_weights
 
     for head in args.heads.split(","):
-        net, log = train_kdp(mined, head, args.steps, batch=args.batch)
+        net, log = train_kdp(mined, head, args.steps, batch=args.batch, seed=args.seed)
         print(f"kdp:{head}\n" + "\n".join(log), flush=True)
         out = (args.out or HERE) / kdp_path(head).name
         save_weights(net, out, support)

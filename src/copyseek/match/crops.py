@@ -14,6 +14,8 @@ not know how the regions were found. Registered policies:
                        local regions and the fixed boxes (as `grid`) when it finds none
     partial-else-grid  `best` when the detector finds a partial copy box (one it is worth cropping
                        to), `grid` otherwise: the grid is kept for the queries the detector cannot place
+    sure-else-grid     `best` when the detector finds a partial copy box, or a whole-frame copy box
+                       scoring >= frame_threshold (it is sure the copy fills the query), `grid` otherwise
 
 A copy box covering almost the whole query (max_cover) is left out: the whole query is described
 anyway, and then only the overlay-masked query can add something.
@@ -38,12 +40,14 @@ MASK_MAX_COVER = 0.5
 class CropRequest:
     """What a policy sees: image (H, W, 3) uint8; local (m, 4) pixel boxes located by the local
     branch; detected: the detector's regions (None when the policy does not use a detector);
-    box_threshold: the least score of a detected box that counts."""
+    box_threshold: the least score of a detected box that counts; frame_threshold: the least score
+    of a whole-frame copy box that replaces the grid (sure-else-grid)."""
 
     image: np.ndarray
     local: np.ndarray
     detected: Regions | None
     box_threshold: float
+    frame_threshold: float
 
 
 CropPolicy = Callable[[CropRequest], list[np.ndarray]]
@@ -93,11 +97,16 @@ def _crop(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
     return [image[y0:y1, x0:x1].copy() for x0, y0, x1, y1 in boxes]
 
 
+def _copies(request: CropRequest) -> Regions:
+    """The detected copy regions scoring >= box_threshold, best first."""
+    detected = request.detected
+    return detected.of("copy", request.box_threshold) if detected is not None else Regions.empty()
+
+
 def _copy_boxes(request: CropRequest, best_only: bool) -> np.ndarray:
     """(n, 4) detected copy boxes scoring >= box_threshold, best first (only the best: n <= 1)."""
-    detected = request.detected
-    copies = detected.of("copy", request.box_threshold) if detected is not None else Regions.empty()
-    return copies.boxes[:1] if best_only else copies.boxes
+    boxes = _copies(request).boxes
+    return boxes[:1] if best_only else boxes
 
 
 def _detected_crops(request: CropRequest, best_only: bool, fixed: bool) -> list[np.ndarray]:
@@ -140,17 +149,32 @@ def boxes_grid_policy(request: CropRequest) -> list[np.ndarray]:
     return _detected_crops(request, best_only=False, fixed=True)
 
 
+def _else_grid(request: CropRequest, frame_threshold: float) -> list[np.ndarray]:
+    """`best` when the detector places the copy: a partial copy box scoring >= box_threshold, or a
+    whole-frame one scoring >= frame_threshold; the local regions and the fixed boxes otherwise."""
+    height, width = request.image.shape[:2]
+    best = _copies(request)
+    partial = len(crop_boxes(width, height, best.boxes[:1], fixed=False)) > 0  # whole-frame boxes are dropped
+    placed = partial or (len(best) > 0 and float(best.scores[0]) >= frame_threshold)
+    return _detected_crops(request, best_only=True, fixed=not placed)
+
+
 @register_crop_policy("best-else-grid", uses_detector=True)
 def best_else_grid_policy(request: CropRequest) -> list[np.ndarray]:
     # a detected copy, even the whole frame, says where the copy is: the fixed boxes would only
     # cut it up; without one the detector knows nothing and the grid's guesses are kept
-    return _detected_crops(request, best_only=True, fixed=len(_copy_boxes(request, best_only=True)) == 0)
+    return _else_grid(request, frame_threshold=request.box_threshold)
 
 
 @register_crop_policy("partial-else-grid", uses_detector=True)
 def partial_else_grid_policy(request: CropRequest) -> list[np.ndarray]:
     # a partial copy box is the crop worth describing; a whole-frame box (dropped by crop_boxes as
     # the whole query is described anyway) leaves the grid's guesses
-    height, width = request.image.shape[:2]
-    partial = crop_boxes(width, height, _copy_boxes(request, best_only=True), fixed=False)
-    return _detected_crops(request, best_only=True, fixed=len(partial) == 0)
+    return _else_grid(request, frame_threshold=np.inf)
+
+
+@register_crop_policy("sure-else-grid", uses_detector=True)
+def sure_else_grid_policy(request: CropRequest) -> list[np.ndarray]:
+    # a weak whole-frame box is often a partial copy the detector did not place (a paste, a
+    # collage tile): the grid's guesses are kept for it; a confident one replaces them
+    return _else_grid(request, frame_threshold=request.frame_threshold)

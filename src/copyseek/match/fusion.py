@@ -207,9 +207,12 @@ class FusionParams:
     all_views_for_crops: describe crops at every view of the global branch, not only its first
     (off: at square:256+short:320 with SSCD alone, that cost 4.1 vs 7.2 queries/s for lower muAP,
     0.879 vs 0.884 on the fresh benchmark);
-    crop_policy: which crops to describe (match/crops.py: grid, best, boxes, boxes+grid; the
-    detector-based ones run `copyseek.detect` on the query); box_threshold: least score of a
-    detected box; detector: an exported detector.onnx (default: the shipped one);
+    crop_policy: which crops to describe (match/crops.py: grid, best, boxes, boxes+grid,
+    best-else-grid, partial-else-grid, sure-else-grid; the detector-based ones run
+    `copyseek.detect` on the query); box_threshold: least score of a detected box;
+    frame_threshold: least score of a whole-frame copy box that replaces the grid (sure-else-grid;
+    0.65 chosen on `std` from 0.5-0.7, BENCHMARKS.md issue 18); detector: an exported
+    detector.onnx (default: the shipped one);
     max_crops: describe at most this many of a query's crops, in the policy's order (the grid
     policy: the local regions, the 2x2 grid, the centre, then the halves); None: all;
     crop_size: describe crops squashed to crop_size x crop_size pixels instead of at the global
@@ -226,6 +229,7 @@ class FusionParams:
     all_views_for_crops: bool = False
     crop_policy: str = "grid"
     box_threshold: float = 0.3
+    frame_threshold: float = 0.65
     detector: str | None = None
     max_crops: int | None = None
     crop_size: int | None = None
@@ -236,6 +240,7 @@ class FusionParams:
 
         check_policy(self.crop_policy)
         check_number("fusion box_threshold", self.box_threshold, minimum=0.0, maximum=1.0)
+        check_number("fusion frame_threshold", self.frame_threshold, minimum=0.0, maximum=1.0)
         if self.detector is not None and (not isinstance(self.detector, str) or not self.detector):
             raise CopyseekError(f"fusion detector must be the path of a detector.onnx, got {self.detector!r}")
         check_int("fusion candidates", self.candidates, minimum=1)
@@ -253,11 +258,13 @@ class FusionParams:
 
 
 PRESET_PARAMS: dict[str, FusionParams] = {
-    "fused": FusionParams(),
+    # the detector's copy box replaces the fixed crops where it places the copy: on five calibrated
+    # benchmarks 42% fewer crop descriptions than the grid for the same muAP (BENCHMARKS.md, issue 18)
+    "fused": FusionParams(crop_policy="sure-else-grid"),
     # the fixed crops (2x2 grid, centre, halves) are most of a query's cost and add little: only
     # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
     "fused-fast": FusionParams(crop_policy="local"),
-    "fused-how": FusionParams(),
+    "fused-how": FusionParams(),  # the grid: its HOW evidence was measured and fitted with it
 }
 """Pipeline preset -> the FusionParams its scorer uses. fused-fast scores with the shipped weights
 (FITTED_WEIGHTS), fitted for fused's two-view descriptor, not refitted for its one view: its
@@ -346,7 +353,8 @@ class FusedScorer:
             trusted = local.extra.get("inliers", local.scores) >= self.params.min_region_inliers
             regions = local.extra.get("region", np.zeros((0, 4)))[trusted][: self.params.max_regions]
             detected = detector.detect(batch.images[q]) if detector is not None else None
-            crops.append(policy(CropRequest(batch.images[q], regions, detected, self.params.box_threshold))[: self.params.max_crops])
+            request = CropRequest(batch.images[q], regions, detected, self.params.box_threshold, self.params.frame_threshold)
+            crops.append(policy(request)[: self.params.max_crops])
         self.crops_described += sum(map(len, crops))
         self.queries_cropped += len(cropped)
         found: list[dict[int, float]] = [{} for _ in out]
