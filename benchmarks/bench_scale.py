@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -205,8 +206,8 @@ GLOBAL_HEADER = [
 ]
 
 LOCAL_HEADER = [
-    "| references | index | nprobe | build s (wall / CPU) | stored B/ref | in RAM B/ref | ms/query p50 / p99 / CPU p50 | recall (verified) | top-1 |",
-    "|---:|---|---:|---|---:|---:|---|---:|---:|",
+    "| references | index | nprobe | threads | build s (wall / CPU) | stored B/ref | in RAM B/ref | ms/query p50 / p99 / CPU p50 | recall (verified) | top-1 |",
+    "|---:|---|---:|---:|---|---:|---:|---|---:|---:|",
 ]
 LOCAL_BLOCK = 8192
 
@@ -285,23 +286,57 @@ class LocalSimulation:
             done, b = done + n, b + 1
 
 
-def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list[int], threads: int = 1) -> list[str]:
-    """One row per (split, nprobe): the index is rebuilt for each split (`SearchParams.split`, 0 = the
-    default by collection size), every query searched alone with `threads` Faiss threads."""
+    def stored(self, size: int, cache: Path | None = None):
+        """The first `size` references' arrays as chunks; with `cache`, as one chunk of .npy files
+        memory-mapped from that folder, written there first if missing (simulating 1M references
+        takes ~40 min of CPU, mostly PQ encoding)."""
+        from numpy.lib.format import open_memmap
+
+        from copyseek.local.search import CHUNK_ARRAYS
+
+        blocks = tqdm(self.chunks(size), f"{size:,} references", total=1 + -(-(size - len(self.real["counts"])) // LOCAL_BLOCK))
+        if cache is None:
+            yield from blocks
+            return
+        path = {name: cache / f"{size}.{name}.npy" for name in CHUNK_ARRAYS}
+        if not all(p.exists() for p in path.values()):
+            cache.mkdir(parents=True, exist_ok=True)
+            descriptors = int(self.real["counts"].sum()) + (size - len(self.real["counts"])) * self.branch.sift.max_keypoints
+            rows = {"codes": descriptors, "lists": descriptors, "xy": descriptors, "counts": size, "sizes": size}
+            out = {name: open_memmap(p.with_suffix(".tmp"), "w+", self.real[name].dtype, (rows[name], *self.real[name].shape[1:]))
+                   for name, p in path.items()}
+            done = {name: 0 for name in path}
+            for chunk in blocks:  # streamed: the arrays are never whole in memory
+                for name, array in out.items():
+                    array[done[name] : done[name] + len(chunk[name])] = chunk[name]
+                    done[name] += len(chunk[name])
+            for name, array in out.items():
+                array.flush()
+                path[name].with_suffix(".tmp").rename(path[name])
+        yield {name: np.load(p, mmap_mode="r") for name, p in path.items()}
+
+
+def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list[int], threads: tuple[int, ...] = (1,),
+               cache: Path | None = None) -> list[str]:
+    """One row per (split, threads, nprobe): the index is rebuilt for each split (`SearchParams.split`,
+    0 = the default by collection size) on all `threads`, every query searched alone with each number
+    of Faiss threads."""
     import faiss
 
     from copyseek.local.search import LocalSearcher
     from copyseek.local.sublists import auto_split
 
-    faiss.omp_set_num_threads(threads)
     searcher = LocalSearcher(sim.branch.codec, sim.branch.search_params, sim.branch.verify_params)
-    for chunk in tqdm(sim.chunks(size), f"{size:,} references", total=1 + -(-(size - len(sim.real["counts"])) // LOCAL_BLOCK)):
+    for chunk in sim.stored(size, cache):
         searcher.add(chunk)
     rows = []
     for split in splits:
         searcher.params = replace(sim.branch.search_params, split=split)
         searcher.index = searcher.quantizer = None  # frees the previous split's index first
+        faiss.omp_set_num_threads(max(threads))
         _, wall, cpu = timed(lambda: searcher.search(sim.queries[:1], 10))  # concatenates, builds the Faiss index
+        print(f"{size:,} references, split {split}: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.1f} GB "
+              "(memory-mapped cache files included)", flush=True)
         kind = type(searcher.index).__name__
         ivf = hasattr(searcher.index, "nprobe")
         used = split or auto_split(len(searcher.codes), searcher.codec.nlist)
@@ -309,7 +344,8 @@ def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list
             kind += f" {searcher.codec.nlist * used:,} lists" + (f" (split {used}{', auto' if not split else ''})")
         in_ram = searcher.nbytes() + len(searcher.codes) * (searcher.codec.code_size + (8 if ivf else 0))
         default = searcher.index.nprobe if ivf else 0  # the effective default: split_nprobe when split
-        for nprobe in sorted({default, *nprobes}) if ivf else [0]:
+        for n_threads, nprobe in [(t, n) for t in threads for n in (sorted({default, *nprobes}) if ivf else [0])]:
+            faiss.omp_set_num_threads(n_threads)
             if nprobe:
                 searcher.index.nprobe = nprobe
             found, wall_ms, cpu_ms = [], [], []
@@ -322,7 +358,7 @@ def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list
             top1 = np.mean([len(f) > 0 and f[0] == t for t, f in zip(sim.truth, found)])
             label = "-" if not nprobe else f"{nprobe}" + (" (default)" if nprobe == default else "")
             rows.append(
-                f"| {size:,} | {kind} | {label} | {wall:.1f} / {cpu:.1f} | {searcher.nbytes() / size:.0f} | {in_ram / size:.0f} | "
+                f"| {size:,} | {kind} | {label} | {n_threads} | {wall:.1f} / {cpu:.1f} | {searcher.nbytes() / size:.0f} | {in_ram / size:.0f} | "
                 f"{np.percentile(wall_ms, 50):.0f} / {np.percentile(wall_ms, 99):.0f} / {np.percentile(cpu_ms, 50):.0f} | "
                 f"{recall:.3f} | {top1:.3f} |"
             )
@@ -348,11 +384,14 @@ def main() -> None:
     parser.add_argument("--local-nprobe", default="", help="local: IVF nprobe values besides the default")
     parser.add_argument("--local-split", default="0", help="local: sub-lists per codec list to compare, comma-separated "
                         "(0 = the default by collection size)")
-    parser.add_argument("--local-threads", type=int, default=1, help="local: Faiss threads per query")
+    parser.add_argument("--local-threads", default="1", help="local: Faiss threads per query to time, comma-separated "
+                        "(the index is built on the most)")
+    parser.add_argument("--local-cache", type=Path, help="local: folder keeping each size's simulated arrays (.npy), "
+                        "written once, memory-mapped after")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     nprobes = [int(n) for n in args.nprobe.split(",") if n]
-    print(f"# bench_scale {args.branch} sizes {sizes}; load average {os.getloadavg()[0]:.1f}; one thread\n", flush=True)
+    print(f"# bench_scale {args.branch} sizes {sizes}; load average {os.getloadavg()[0]:.1f}\n", flush=True)
     if args.branch in ("global", "both"):
         data = RealLike.load(args.real)
         print(f"global: {len(data.originals)} real references + grown ones (mix {data.mix:.3f}), "
@@ -371,7 +410,8 @@ def main() -> None:
         local_sizes = [int(s) for s in (args.local_sizes or args.sizes).split(",")]
         for size in local_sizes:
             lines += local_rows(sim, size, [int(n) for n in args.local_nprobe.split(",") if n],
-                                [int(n) for n in args.local_split.split(",")], args.local_threads)
+                                [int(n) for n in args.local_split.split(",")],
+                                tuple(int(t) for t in args.local_threads.split(",")), args.local_cache)
         print("\n".join(lines), flush=True)
 
 
