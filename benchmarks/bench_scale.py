@@ -341,7 +341,7 @@ def local_rows(sim: LocalSimulation, size: int, nprobes: list[int], splits: list
         ivf = hasattr(searcher.index, "nprobe")
         used = split or auto_split(len(searcher.codes), searcher.codec.nlist)
         if ivf:
-            kind += f" {searcher.codec.nlist * used:,} lists" + (f" (split {used}{', auto' if not split else ''})")
+            kind += f" {searcher.index.nlist:,} lists" + (f" (split {used}{', auto' if not split else ''})")
         in_ram = searcher.nbytes() + len(searcher.codes) * (searcher.codec.code_size + (8 if ivf else 0))
         default = searcher.index.nprobe if ivf else 0  # the effective default: split_nprobe when split
         for n_threads, nprobe in [(t, n) for t in threads for n in (sorted({default, *nprobes}) if ivf else [0])]:
