@@ -230,31 +230,42 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(precision[hits].mean())
 
 
-def make_reports(vectors: np.ndarray, family: np.ndarray, seed: int):
-    """Per family: clean = its first image (the reference) + 1 verified member; reports = 2 other
-    members (true) + 1 random image and 1 look-alike (the most similar image of another family), so
-    50% of reports are wrong; test = its last member (for the prototypes). Returns
-    (clean [(family, rows)], reports [(family, row, kind)], test rows)."""
+def make_reports(vectors: np.ndarray, family: np.ndarray, seed: int, clean_per_family: int = 2,
+                 reports_per_family: int = 4):
+    """Per family: clean = `clean_per_family` random members; reports = `reports_per_family`, half of them
+    other members (true), a quarter random images and a quarter look-alikes (the images of other families
+    most similar to the clean prototype), so 50% of reports are wrong; test = the members left (for the
+    prototypes; never a wrong report). The defaults on families of 5 are 2 clean, 2 true + 1 random +
+    1 look-alike, 1 test. Returns (clean [(family, rows)], reports [(family, row, kind)], test rows)."""
+    if reports_per_family % 4:
+        raise ValueError(f"reports per family must be a multiple of 4 (half true, a quarter of each wrong kind), got {reports_per_family}")
+    n_true, n_wrong = reports_per_family // 2, reports_per_family // 4
     rng = np.random.default_rng(seed)
     n_families = int(family.max()) + 1
     members = [rng.permutation(np.flatnonzero(family == f)) for f in range(n_families)]
-    test = np.array([m[-1] for m in members])
+    if min(len(m) for m in members) <= clean_per_family + n_true:
+        raise ValueError(f"families of {min(len(m) for m in members)} leave no test member for {clean_per_family} clean + {n_true} true reports")
+    test = np.concatenate([m[clean_per_family + n_true :] for m in members])
     clean, reports = [], []
     for f, m in enumerate(members):
-        clean.append((f, m[:2]))
-        reports += [(f, int(r), "true") for r in m[2:4]]
+        clean.append((f, m[:clean_per_family]))
+        reports += [(f, int(r), "true") for r in m[clean_per_family : clean_per_family + n_true]]
         outside = np.flatnonzero((family != f) & ~np.isin(np.arange(len(family)), test))
-        reports.append((f, int(rng.choice(outside)), "random"))
-        sims = vectors[outside] @ vectors[m[:2]].mean(axis=0)
-        reports.append((f, int(outside[sims.argmax()]), "look-alike"))
+        randoms = rng.choice(outside, n_wrong, replace=False)
+        reports += [(f, int(r), "random") for r in randoms]
+        candidates = outside[~np.isin(outside, randoms)]
+        sims = vectors[candidates] @ vectors[m[:clean_per_family]].mean(axis=0)
+        reports += [(f, int(r), "look-alike") for r in candidates[np.argsort(-sims)[:n_wrong]]]
     return clean, reports, test
 
 
-def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), seeds: int = 3) -> None:
+def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), draws: tuple[int, ...] = (1, 2, 3),
+        clean_per_family: int = 2, reports_per_family: int = 4) -> None:
     """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
     reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
-    accuracy of nearest-prototype classification of each family's held-out member. Draws 1..seeds
-    (GCN k = 2 was chosen on draw 0, the default k = 5 is GCNParams')."""
+    accuracy of nearest-prototype classification of each family's held-out members. Test draws are
+    1.., draw 0 is the one GCN k is chosen on (the default k = 5 is GCNParams'); `make_reports` says
+    what a family's clean images and reports are."""
     from copyseek.graph.gcn import GCNParams, gcn_relevance
     from copyseek.graph.knn import knn_graph
     from copyseek.graph.propagation import LabelPropagation
@@ -262,14 +273,16 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
     data = load(cache)
     family = data["family"]
     n_families = int(family.max()) + 1
-    print(f"Report cleaning on {descriptors} descriptors, {n_families} families; per family 2 clean images, 2 true reports, "
-          f"1 random and 1 look-alike wrong report (50% wrong); mean of {seeds} draws\n")
+    q = reports_per_family // 4
+    print(f"Report cleaning on {descriptors} descriptors, {n_families} families of {np.bincount(family).min()}; per family "
+          f"{clean_per_family} clean images, {2 * q} true reports, {q} random and {q} look-alike wrong reports (50% wrong); "
+          f"mean of draws {', '.join(map(str, draws))}\n")
     aps: dict[str, dict[str, list[float]]] = {}
     accuracy: dict[str, list[float]] = {}
     cpu: dict[str, float] = {}
-    for seed in range(1, seeds + 1):
+    for seed in draws:
         vectors = data[descriptors]
-        clean, reports, test = make_reports(vectors, family, seed)
+        clean, reports, test = make_reports(vectors, family, seed, clean_per_family, reports_per_family)
         kinds = np.array([k for _, _, k in reports])
         wrong = kinds != "true"
         scores: dict[str, np.ndarray] = {}  # relevance of each report, higher = more likely a true copy
@@ -320,7 +333,8 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
     for name, entry in aps.items():
         cells = [f"{np.mean(entry[k]):.3f} ± {np.std(entry[k]):.3f}" for k in ("all", "look-alike", "random")]
         print(f"| {name} | " + " | ".join(cells) + f" | {cpu[name]:.1f} |")
-    print(f"\nNearest-prototype classification of each family's held-out member ({n_families} families)\n")
+    print(f"\nNearest-prototype classification of each family's held-out members ({len(test)} images, "
+          f"{n_families} families)\n")
     print("| prototype | accuracy |")
     print("|---|---|")
     for name, values in accuracy.items():
@@ -482,6 +496,12 @@ def main() -> None:
             p.add_argument("--alpha", type=float, default=0.99, help="LP alpha (default 0.99, the paper's)")
         if name == "gcn":
             p.add_argument("--descriptors", default="sscd", choices=("sscd", "small"))
+            p.add_argument("--gcn-k", type=int, nargs="+", default=[5, 2], help="GCN graph k values (default 5 2)")
+            p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3],
+                           help="report draws (default 1 2 3; draw 0 is for choosing k)")
+            p.add_argument("--clean", type=int, default=2, help="clean images per family (default 2)")
+            p.add_argument("--reports", type=int, default=4,
+                           help="reports per family, half true, a quarter random, a quarter look-alike (default 4)")
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -495,7 +515,8 @@ def main() -> None:
     elif args.command == "describe":
         describe(args.bench, args.out, args.sscd)
     else:
-        options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors},
+        options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
+                                                       "clean_per_family": args.clean, "reports_per_family": args.reports},
                    "mining": dict}[args.command]()
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache, **options)
 
