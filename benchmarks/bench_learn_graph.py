@@ -8,6 +8,8 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py mining CACHE.npz       # precision of mined pairs
     python benchmarks/bench_learn_graph.py lp CACHE.npz           # label propagation as a training loop
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
+    python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 2 5 10   # on families
+                                                                  # of 21 (--variants-per-reference 20); draw 0 picks k
 
 CACHE.npz holds: names (n,), family (n,) ints, small (n, 512) copyseek-small descriptors, trunk
 (n, 256) copyseek-small's pooled trunk features (its projection's input), and with --sscd sscd (n, 512).
