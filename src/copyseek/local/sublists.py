@@ -127,7 +127,7 @@ class SplitLists:
         residual centroids by k-means on a seeded sample of its stored descriptors (codes, lists)."""
         import faiss
 
-        counts = share_out(np.bincount(lists, minlength=codec.nlist), codec.nlist * split, MOST_PER_LIST)
+        counts = share_out(np.bincount(lists, minlength=codec.nlist), codec.nlist * split)
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(len(codes), min(len(codes), SAMPLE_PER_CENTROID * int(counts.sum())), replace=False))
         sample = sample[np.argsort(lists[sample], kind="stable")]
