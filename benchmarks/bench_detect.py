@@ -9,7 +9,19 @@ class (COCO rules, detect/ap.py), ms per image (one image per call, resizing inc
 and multiply-accumulates of the network. --scn NAME=CHECKPOINT (a selective net): the same net run
 densely and selectively, wall time and MACs per image by the share of the image the copy covers,
 and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
-neck, heads; batch 1, 1 thread), i.e. the most a selective part can save. Prints markdown tables.
+neck, heads; batch 1, 1 thread), i.e. the most a selective part can save. --oracle: the copy AP50
+that no detector can beat on these queries, because two edits are ambiguous by construction (below).
+Prints markdown tables.
+
+The ambiguity oracle. `paste_into` (the copy pasted into a donor photo) and `paste_over` (a donor
+photo pasted over the copy) both make a photo with a photo inset; which of the two is the copy
+depends only on which one is the reference. A `collage` puts the copy in one of 2-4 identical grid
+cells at random. The oracle knows every photo rectangle exactly and which edit made the query, but
+not which rectangle is the reference: on a paste it answers the inset with the benchmarks' own
+share of `paste_into` among pastes as its score (and the frame with the rest), on a collage each
+cell with 1 / cells; every other query gets its true box with score 1. `one box` keeps its best
+answer per query (what `decode(max_copies=1)` does), `every box` all of them. Collage draws are
+averaged over 100 seeded draws.
 """
 
 from __future__ import annotations
@@ -26,6 +38,75 @@ from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_quer
 from copyseek.detect.model import NetConfig, macs
 from copyseek.detect.regions import COPIES_PER_IMAGE, decode
 from copyseek.detect.runtime import Detector
+
+
+AMBIGUOUS_PASTES = ("paste_into", "paste_over")
+ORACLE_DRAWS = 100
+
+
+def query_edits(bench: Path) -> list[list[str]]:
+    """Each query's edit chain, in query id order (as `load_queries`)."""
+    import csv
+
+    with open(bench / "edits.csv", newline="", encoding="utf-8") as f:
+        chains = {row["query_id"]: row["edits"].split("|") for row in csv.DictReader(f)}
+    return [chains[query_id] for query_id in sorted(chains)]
+
+
+def oracle_ap50(edits: list[list[str]], truths: list[dict], sizes: list[tuple[int, int]], one_box: bool,
+                seed: int = 0) -> float:
+    """Copy AP50 of the ambiguity oracle (module docstring), mean over ORACLE_DRAWS collage draws.
+
+    edits: each query's edit chain; truths: its boxes ({class name: (m, 4)}); sizes: its (height, width)."""
+    from copyseek.detect.regions import Regions
+
+    def pastes_into(chain):
+        return next(e for e in chain if e in AMBIGUOUS_PASTES) == "paste_into"
+
+    pastes = [chain for chain in edits if "collage" not in chain and any(e in AMBIGUOUS_PASTES for e in chain)]
+    p_inset = float(np.mean([pastes_into(chain) for chain in pastes])) if pastes else 1.0
+    miss = np.array([[-2.0, -2.0, -1.0, -1.0]])  # a box that overlaps nothing
+    rng = np.random.default_rng(seed)
+    aps = []
+    for _ in range(ORACLE_DRAWS):
+        predicted = []
+        for chain, truth, (height, width) in zip(edits, truths, sizes):
+            copy = truth["copy"][:1] if len(truth["copy"]) else miss
+            if "collage" in chain:  # the number of cells from the copy cell's share of the collage
+                share = float((copy[0, 2:] - copy[0, :2]).prod()) / (height * width)
+                cells = int(np.clip(round(1 / max(share, 1e-3)), 2, 4))
+                hit = int(rng.integers(cells))
+                answers = [(copy if i == hit else miss, 1 / cells) for i in range(cells)]
+            elif any(e in AMBIGUOUS_PASTES for e in chain):
+                inset_right = pastes_into(chain)
+                answers = [(copy if inset_right else miss, p_inset), (miss if inset_right else copy, 1 - p_inset)]
+            else:
+                answers = [(copy, 1.0)]
+            answers = sorted(answers, key=lambda a: -a[1])[: 1 if one_box else None]
+            predicted.append(Regions(np.concatenate([b for b, _ in answers]).astype(np.float32),
+                                     np.array([s for _, s in answers], np.float32), np.zeros(len(answers), np.int64)))
+        aps.append(evaluate_regions(predicted, truths)["copy"]["AP50"])
+        if not any("collage" in chain for chain in edits):
+            break
+    return float(np.mean(aps))
+
+
+EDIT_GROUPS = ("collage", "paste_into", "paste_over", "screenshot", "meme")
+
+
+def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits: list[list[str]]) -> dict[str, float]:
+    """Share of queries whose best copy box overlaps the true one at IoU >= 0.5, by the first of
+    EDIT_GROUPS in the query's chain ("other": none of them)."""
+    from copyseek.detect.ap import box_iou
+
+    hits: dict[str, list[bool]] = {}
+    for image, truth, chain in zip(images, truths, edits):
+        regions = detector.detect_batch([image])[0]
+        boxes = regions.boxes[regions.labels == 0][:1]
+        hit = bool(len(boxes) and len(truth["copy"]) and box_iou(boxes, truth["copy"]).max() >= 0.5)
+        group = next((g for g in EDIT_GROUPS if g in chain), "other")
+        hits.setdefault(group, []).append(hit)
+    return {group: float(np.mean(h)) for group, h in hits.items()}
 
 
 def load_model(path: str, max_copies: int):
@@ -132,6 +213,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
     parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
                         help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
+    parser.add_argument("--by-edit", action="store_true", help="each --model's found share by composite edit")
+    parser.add_argument("--oracle", action="store_true", help="the copy AP50 no detector can beat (ambiguous edits)")
     parser.add_argument("--profile", action="append", default=[], metavar="PRESET[+split]",
                         help="CPU time of each part of a preset's net (+split: split heads)")
     args = parser.parse_args()
@@ -140,14 +223,24 @@ def main() -> None:
         preset, _, split = spec.partition("+")
         print(f"\n{spec}: CPU ms per image by part (batch 1, 1 thread)\n\n| part | CPU ms | share |\n|---|---|---|")
         print("\n".join(profile_rows(NetConfig.preset(preset, split_heads=bool(split)))) + "\n", flush=True)
-    if not args.model and not args.scn:
+    if not args.model and not args.scn and not args.oracle:
         return
-    images, truths = [], []
+    images, truths, edits = [], [], []
     for bench in args.benches:
         more_images, more_truths = load_queries(bench, args.limit)
         images += more_images
         truths += more_truths
+        edits += query_edits(bench)[: len(more_images)]
     print(f"{len(images)} queries from {', '.join(b.name for b in args.benches)}\n")
+    if args.oracle:
+        sizes = [im.shape[:2] for im in images]
+        ambiguous = sum(any(e in AMBIGUOUS_PASTES + ("collage",) for e in chain) for chain in edits)
+        print(f"ambiguous queries (a paste or a collage): {ambiguous} of {len(edits)}\n")
+        print("| ambiguity oracle | copy AP50 |\n|---|---|")
+        for one_box in (True, False):
+            print(f"| {'one box' if one_box else 'every box'} | {oracle_ap50(edits, truths, sizes, one_box):.3f} |",
+                  flush=True)
+        print()
     if args.model:
         print("| model | copy AP50 | copy AP | overlay AP50 | overlay AP | ms / image (wall) | CPU ms / image | MMACs |")
         print("|---|---|---|---|---|---|---|---|")
@@ -158,6 +251,16 @@ def main() -> None:
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
                   f"{macs(config) / 1e6:.0f} |", flush=True)
+        if args.by_edit:
+            groups = [*EDIT_GROUPS, "other"]
+            counts = {g: sum(next((e for e in EDIT_GROUPS if e in c), "other") == g for c in edits) for g in groups}
+            print("\nbest copy box at IoU >= 0.5, by edit (queries: "
+                  + ", ".join(f"{g} {counts[g]}" for g in groups) + ")\n")
+            print("| model | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
+            for spec in args.model:
+                name, _, path = spec.partition("=")
+                found = found_by_edit(load_model(path, args.max_copies)[0], images, truths, edits)
+                print(f"| {name} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups) + " |", flush=True)
     if args.scn:
         print("\n| SCN net | images | n | tiles selected | MMACs dense / selective | wall ms dense / selective (median) | "
               "CPU ms dense / selective (mean) | copy AP50 dense / selective |")
