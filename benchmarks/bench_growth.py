@@ -23,7 +23,10 @@ and recall at the threshold calibrated at --calibrate-at references (how far a t
 small collection keeps its meaning), what the false matches above that threshold are (benchmark
 references, photo distractors, procedural distractors), and the muAP with only each query's best
 distractor per source photo (the spare photos come back many times; this estimates what that
-reuse costs). Times are wall and CPU seconds
+reuse costs). --drop-scene-mates T leaves out of the spare photos those whose SSCD cosine to any
+photo of the benchmark (references, query sources, donors, background) is at least T: other shots
+of a benchmark photo's scene (copyseek.bench.distractors); its runs get their own distractors,
+indexes and rows (recipe name `EDITS-scene<T>`). Times are wall and CPU seconds
 of this process (all its threads), indexing and matching apart.
 """
 
@@ -39,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from copyseek.bench.distractors import (
-    DISTRACTOR_EDITS, DistractorRecipe, distractor_index, false_match_kinds, make_distractors, one_per_source, read_photo_list,
+    DISTRACTOR_EDITS, DistractorRecipe, benchmark_photos, distractor_index, false_match_kinds, make_distractors,
+    one_per_source, read_photo_list, scene_mates,
 )
 from copyseek.bench.run import benchmark_paths, parse_pipeline
 from copyseek.eval.metrics import Metrics, evaluate
@@ -80,6 +84,38 @@ def top_false_matches(predictions: list, ground_truth, edits_csv: Path, photos: 
     return "\n".join(lines)
 
 
+def photo_vectors(photos: list[Path], cache: Path) -> np.ndarray:
+    """(n, d) SSCD descriptors of unedited photos (640 px at most, as distractors are made), cached
+    by file name in `cache` (.npz)."""
+    from PIL import Image
+
+    from copyseek.progress import progress_bar
+    from copyseek.registry import make_branch
+
+    known = dict(np.load(cache)) if cache.exists() else {}
+    missing = [p for p in photos if p.name not in known]
+    if missing:
+        branch = make_branch("global", {"threads": 1})
+        with progress_bar(len(missing), "describing photos") as bar:
+            for path in missing:
+                image = Image.open(path).convert("RGB")
+                image.thumbnail((640, 640))
+                known[path.name] = branch.embed([np.asarray(image)])[0]
+                bar.update(1)
+        np.savez(cache, **known)
+    return np.stack([known[p.name] for p in photos])
+
+
+def without_scene_mates(photos: list[Path], bench: Path, threshold: float, workdir: Path) -> list[Path]:
+    """`photos` less those with a cosine >= threshold to a photo of the benchmark; prints which."""
+    cache = workdir / "photo-vectors.npz"
+    ours = benchmark_photos(bench)
+    mates = scene_mates(photo_vectors(photos, cache), photo_vectors(ours, cache), threshold)
+    print(f"left out {int(mates.sum())} of {len(photos)} spare photos as scene mates (cosine >= {threshold}): "
+          + ", ".join(p.name for p, m in zip(photos, mates) if m), file=sys.stderr, flush=True)
+    return [p for p, m in zip(photos, mates) if not m]
+
+
 def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: Path, edits: str) -> dict:
     """Add what is missing of `files` to pipeline `name`'s index in WORKDIR, match every query and
     evaluate; one row of measurements (CPU time is the process's, all threads)."""
@@ -118,7 +154,7 @@ def table(rows: list[dict], ground_truth_csv: Path, calibrate_at: int, n_photos:
     for key in dict.fromkeys((r["pipeline"], r["edits"]) for r in rows):
         mine = sorted((r for r in rows if (r["pipeline"], r["edits"]) == key), key=lambda r: r["size"])
         calibrated = min(mine, key=lambda r: abs(r["size"] - calibrate_at))["threshold_p90"]
-        recipe = DistractorRecipe(key[1], seed)
+        recipe = DistractorRecipe(key[1].split("-")[0], seed)  # a label `EDITS-scene<T>` names EDITS' recipe
         for r in mine:
             predictions = read_predictions(r["predictions"])
             precision, recall = precision_recall_at(evaluate(predictions, ground_truth), calibrated)
@@ -143,13 +179,20 @@ def main() -> None:
     parser.add_argument("--calibrate-at", type=int, default=1000, help="size whose P90 threshold is applied to every size")
     parser.add_argument("--workdir", type=Path, required=True, help="keeps the distractors, the indexes and the predictions")
     parser.add_argument("--distractor-edits", choices=DISTRACTOR_EDITS, default="light", help="how distractor photos are edited (docstring above)")
+    parser.add_argument("--drop-scene-mates", type=float, metavar="COSINE",
+                        help="leave out spare photos this close to a benchmark photo (other shots of its scenes)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table", action="store_true", help="only print the table of the rows measured so far in WORKDIR")
     parser.add_argument("--false-matches", type=int, default=0, metavar="N", help="with --table: also the N top false matches of each pipeline's largest size")
     args = parser.parse_args()
     photos = read_photo_list(args.distractor_photos)
     recipe = DistractorRecipe(args.distractor_edits, args.seed)
-    rows_json = args.workdir / f"rows-{args.distractor_edits}.json"
+    label = args.distractor_edits  # names the recipe's distractors, indexes and rows in WORKDIR
+    if args.drop_scene_mates is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        photos = without_scene_mates(photos, args.bench, args.drop_scene_mates, args.workdir)
+        label = f"{args.distractor_edits}-scene{args.drop_scene_mates:g}"
+    rows_json = args.workdir / f"rows-{label}.json"
     if args.table:
         rows = json.loads(rows_json.read_text())
         paths = benchmark_paths(args.bench)
@@ -167,9 +210,9 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     rows = json.loads(rows_json.read_text()) if rows_json.exists() else []  # a later run adds its sizes
     for size in sizes:  # every pipeline at one size before the next, so a cut-short run is still side by side
-        distractors = make_distractors(photos, max(0, size - len(references)), args.workdir / f"distractors-{args.distractor_edits}", recipe)
+        distractors = make_distractors(photos, max(0, size - len(references)), args.workdir / f"distractors-{label}", recipe)
         for name in args.pipelines:
-            row = grow_and_evaluate(name, args.bench, references + distractors, args.workdir, args.distractor_edits)
+            row = grow_and_evaluate(name, args.bench, references + distractors, args.workdir, label)
             rows = [r for r in rows if (r["pipeline"], r["size"]) != (name, row["size"])] + [row]
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             rows_json.write_text(json.dumps(rows, indent=1))

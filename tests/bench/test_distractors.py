@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from copyseek.bench.distractors import (
-    DistractorRecipe, distractor_index, false_match_kinds, make_distractors, one_per_source, read_photo_list,
+    DistractorRecipe, benchmark_photos, distractor_index, false_match_kinds, make_distractors, one_per_source,
+    read_photo_list, scene_mates,
 )
 from copyseek.errors import CopyseekError
 from copyseek.io.csvfiles import GroundTruth, Prediction
@@ -119,3 +120,26 @@ def test_one_per_source_keeps_each_querys_best_variant_of_a_photo():
     )
     # with `none`, distractor 6 is procedural (3 photos used once), so nothing merges
     assert len(one_per_source(PREDICTIONS, DistractorRecipe("none"), 3)) == len(PREDICTIONS)
+
+
+def test_scene_mates_flags_candidates_close_to_a_benchmark_photo():
+    benchmark = np.eye(4, dtype=np.float32)[:2]  # two photos: axes 0 and 1
+    near = np.array([0.8, 0.6, 0, 0], np.float32)  # cosine 0.8 to photo 0
+    far = np.array([0, 0, 0.6, 0.8], np.float32)  # orthogonal to both
+    assert scene_mates(np.stack([near, far]), benchmark, 0.5).tolist() == [True, False]
+    assert scene_mates(np.stack([near, far]), benchmark, 0.9).tolist() == [False, False]
+    assert scene_mates(np.zeros((0, 4)), benchmark, 0.5).shape == (0,)
+    with pytest.raises(CopyseekError, match="descriptors"):
+        scene_mates(np.zeros((2, 3)), benchmark, 0.5)
+
+
+def test_benchmark_photos_lists_every_photo_a_benchmark_uses(tmp_path):
+    import json
+
+    (tmp_path / "benchmark.json").write_text(json.dumps({
+        "images": "/photos", "references": {"R0": "a.jpg", "R1": "b.jpg"}, "background": {"B0": "c.jpg"},
+        "donors": ["d.jpg", "a.jpg"],
+    }))
+    (tmp_path / "edits.csv").write_text("query_id,is_copy,edits,source\nQ0,1,crop,a.jpg\nQ1,0,blur,e.jpg\n")
+    assert [p.name for p in benchmark_photos(tmp_path)] == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    assert all(p.parent == Path("/photos") for p in benchmark_photos(tmp_path))

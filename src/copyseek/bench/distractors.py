@@ -14,6 +14,12 @@ smaller one. Even i are drawn from photos disjoint from the benchmark's, odd i a
   pastes and collages of other photos): an adversarial bank of edited near-copies, edited the way the
   queries are. A heavily edited query can resemble such a distractor more than its own unedited
   source, so this measures robustness to edit-alike references, not to a larger collection.
+
+A small photo collection holds series: several shots of one scene (a solar array, a windmill, one
+nebula), and a spare photo can be another shot of a benchmark photo's scene. Such a distractor is a
+near-duplicate of part of a query (of a donor it was pasted into, say), not a look-alike. In a large
+random collection they are rare; reused ~28 times each at 10k distractors, they dominate the false
+matches. `scene_mates` finds them by the global descriptor, so a run can leave them out.
 """
 
 from __future__ import annotations
@@ -96,6 +102,31 @@ class DistractorRecipe:
         if rng.random() < 0.5:
             image = hflip(image, rng, 1.0).image
         return color_jitter(image, rng, float(rng.uniform(0.0, 0.5))).convert("RGB")
+
+
+def benchmark_photos(bench: Path) -> list[Path]:
+    """The photo files a built benchmark is made of: its references' photos, its queries' source
+    photos, its donors and its background set (benchmark.json and edits.csv), sorted."""
+    import csv
+    import json
+
+    meta = json.loads((bench / "benchmark.json").read_text(encoding="utf-8"))
+    names = {*meta["references"].values(), *meta["background"].values(), *meta["donors"]}
+    with open(bench / "edits.csv", newline="", encoding="utf-8") as handle:
+        names |= {row["source"] for row in csv.DictReader(handle)}
+    return sorted(Path(meta["images"]) / name for name in names)
+
+
+def scene_mates(candidates: np.ndarray, benchmark: np.ndarray, threshold: float) -> np.ndarray:
+    """(n,) bool: which candidate photos have a cosine of at least `threshold` to some benchmark photo.
+
+    candidates: (n, d), benchmark: (m, d) L2-normalised global descriptors of the unedited photos."""
+    candidates, benchmark = np.asarray(candidates, np.float32), np.asarray(benchmark, np.float32)
+    if candidates.ndim != 2 or benchmark.ndim != 2 or candidates.shape[1] != benchmark.shape[1]:
+        raise CopyseekError(f"scene_mates needs (n, d) and (m, d) descriptors, got {candidates.shape} and {benchmark.shape}")
+    if not len(candidates) or not len(benchmark):
+        return np.zeros(len(candidates), bool)
+    return (candidates @ benchmark.T).max(axis=1) >= threshold
 
 
 def read_photo_list(source: Path) -> list[Path]:
