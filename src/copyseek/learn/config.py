@@ -21,6 +21,7 @@ class TrainConfig:
     # data
     images: str = ""  # folder (each photo its own class, or one class per sub-folder) or .txt list
     severity: float = 1.0  # strength of the random edits that make positives
+    colour_edits: float = 0.0  # share of the views that also get a colour edit (learn/data.py COLOUR_EDITS)
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
     workers: int = 0  # processes making bank views (0: in the training process)
@@ -120,6 +121,8 @@ class TrainConfig:
             raise CopyseekError("miner pool adds negatives without teacher embeddings: use it with ranking losses only")
         if self.miner == "pool" and self.pairs:
             raise CopyseekError("miner pool mines the training photos' pool: not with reported pairs")
+        if not 0 <= self.colour_edits <= 1:
+            raise CopyseekError(f"colour_edits must be in [0, 1], got {self.colour_edits}")
         if self.pool_views < 0:
             raise CopyseekError(f"pool_views must be >= 0, got {self.pool_views}")
         for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size", "pool_every",

@@ -133,7 +133,7 @@ def make_source(config: TrainConfig, out: Path, augment: Augment | None, progres
     photos = discover_photos(config.images)
     teacher = load_model(config.teacher) if config.needs_teacher else None
     decode_side = max(config.image_size, teacher.preprocess.size if teacher else 0)
-    maker = ViewMaker(photos, augment or EditAugment(config.severity), decode_side)
+    maker = ViewMaker(photos, augment or EditAugment(config.severity, config.colour_edits), decode_side)
     if isinstance(miner, PoolMiner):
         if model is None:
             raise CopyseekError("miner 'pool' describes its pool with the model being trained: it needs the model")
