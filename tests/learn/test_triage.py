@@ -82,3 +82,12 @@ def test_negative_context_references_are_refused(case, capsys):
                  "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(case / "q.csv"),
                  "--context-references", "-1", "-q"])
     assert code == 2 and "context_references" in capsys.readouterr().err
+
+
+def test_cli_help_states_the_default_context():
+    import inspect
+
+    import copyseek.learn.cli
+    from copyseek.graph.gcn import CONTEXT_REFERENCES
+
+    assert f'"default {CONTEXT_REFERENCES})"' in inspect.getsource(copyseek.learn.cli.add_triage_parser)

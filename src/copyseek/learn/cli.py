@@ -107,7 +107,7 @@ def add_triage_parser(subparsers) -> None:
     p.add_argument("--context-references", type=int, default=None, metavar="M",
                    help="the clean images (reference + verified copies) of the M other references with the nearest "
                    "clean prototypes join each graph as negatives (copyseek's extension; 0 = the paper's graph; "
-                   "default: copyseek.graph.gcn.CONTEXT_REFERENCES, 0)")
+                   "default 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_triage)
 
