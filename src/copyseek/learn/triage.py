@@ -71,7 +71,7 @@ def triage(
     if params.context_references:
         # every live reference's clean prototype: its own vector plus its verified copies, normalised
         live = [image_id for image_id in index.ids if image_id is not None]
-        prototypes = references[[row_of[r] for r in live]].astype(np.float64)
+        prototypes = references[[row_of[r] for r in live]]  # a float32 copy
         for node, r in enumerate(live):
             for q in verified_of.get(r, []):
                 prototypes[node] += vectors[q]
