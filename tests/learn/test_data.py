@@ -96,3 +96,19 @@ def test_batch_shape_is_validated(tmp_path):
     maker = ViewMaker(discover_photos(tmp_path), shift, decode_side=32)
     with pytest.raises(CopyseekError, match="2 views"):
         OnlineViews(maker, 32, classes_per_batch=2, views_per_class=1)
+
+
+def test_colour_share_adds_a_colour_edit_to_that_share_of_the_views():
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    plain, coloured = EditAugment(1.0), EditAugment(1.0, colour=1.0)
+    differs = [np.asarray(plain(image, np.random.default_rng(s), [])).shape != np.asarray(coloured(image, np.random.default_rng(s), [])).shape
+               or not np.array_equal(np.asarray(plain(image, np.random.default_rng(s), [])),
+                                     np.asarray(coloured(image, np.random.default_rng(s), [])))
+               for s in range(6)]
+    assert all(differs)  # the same chain (same seed), then a colour edit
+    assert all(np.array_equal(np.asarray(EditAugment(1.0, colour=0.0)(image, np.random.default_rng(s), [])),
+                              np.asarray(plain(image, np.random.default_rng(s), []))) for s in range(3))
+    with pytest.raises(CopyseekError, match="colour"):
+        EditAugment(1.0, colour=1.5)

@@ -7,8 +7,10 @@ import torch
 from copyseek.errors import CopyseekError
 from copyseek.graph.mining import MinedExamples
 from copyseek.learn.config import TrainConfig
+from copyseek.learn.data import Batch
 from copyseek.learn.mining import (
-    KnnMiner, ManifoldMiner, MinedBatches, MiningParams, describe_photos, mining_precision, square_photo,
+    KnnMiner, ManifoldMiner, MinedBatches, MiningParams, PoolNegatives, describe_arrays, describe_photos,
+    hardest_pool_negatives, mining_precision, square_photo,
 )
 from copyseek.learn.train import Trainer
 from tests.graph.families import families
@@ -137,3 +139,60 @@ def test_fine_tuning_copyseek_small_starts_from_its_whole_descriptor(tmp_path):
     ours = describe_photos(trainer.model, paths, 160, progress=False)
     theirs = load_model("copyseek-small").embed(np.stack([square_photo(p, 160) for p in paths]))
     np.testing.assert_allclose(ours, theirs, atol=2e-2)
+
+
+def test_hardest_pool_negatives_are_the_nearest_other_photos_one_per_photo():
+    # classes 0..3; class 1 has two items close to class 0's item, class 2 one a little farther
+    vectors = np.array([[1, 0, 0], [0.9, 0.1, 0], [0.95, 0.05, 0], [0.8, 0.6, 0], [0, 0, 1], [0, 1, 0]], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = np.array([0, 1, 1, 2, 3, 0])
+    got = hardest_pool_negatives(vectors, labels, np.array([0, 3, 9]), k=3)
+    assert got[0].tolist() == [2, 3, 4]  # class 1's nearest item only, then class 2's (class 0's own rows never)
+    assert got[1, 0] in (0, 1, 2, 3, 5) and 4 not in got[1]
+    assert got[2].tolist() == [-1, -1, -1]  # a class without pool items gets none
+    assert hardest_pool_negatives(vectors, labels, np.array([2]), k=5)[0].tolist()[-1] == -1  # 3 other classes
+
+
+class FixedBatches:
+    def __init__(self, labels):
+        self.labels = labels
+
+    def next_batch(self, rng):
+        n = len(self.labels)
+        return Batch(torch.zeros((n, 3, 32, 32), dtype=torch.uint8), torch.tensor(self.labels), None)
+
+
+def test_pool_negatives_add_each_classes_hardest_pool_items_and_refresh_every_n_batches():
+    model = tiny_model("resnet").eval()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(6), 2)
+    source = PoolNegatives(FixedBatches([0, 0, 1, 1]), images, labels, model, every=3, negatives=2)
+    batch = source.next_batch(rng)
+    vectors = describe_arrays(model, images)
+    expected = np.unique(hardest_pool_negatives(vectors, labels, np.array([0, 1]), 2))
+    assert batch.labels.tolist() == [0, 0, 1, 1, *labels[expected].tolist()]
+    assert torch.equal(batch.images[4:], torch.from_numpy(images[expected]).permute(0, 3, 1, 2))
+    assert 0 not in labels[hardest_pool_negatives(vectors, labels, np.array([0]), 2)[0]]
+    described = []
+    source.refresh = lambda: described.append(1) or PoolNegatives.refresh(source)
+    for _ in range(6):
+        source.next_batch(rng)
+    assert len(described) == 2  # at calls 3 and 6 (every 3), not at every batch
+    with pytest.raises(CopyseekError, match="pool_every"):
+        PoolNegatives(FixedBatches([0, 1]), images, labels, model, every=0, negatives=2)
+
+
+def test_training_with_the_pool_miner_adds_pool_negatives_to_the_batches(tmp_path):
+    write_photos(tmp_path / "imgs", 8, size=(64, 48))
+    config = TrainConfig(images=str(tmp_path / "imgs"), steps=2, miner="pool", loss="contrastive", arch="resnet-small",
+                         dim=16, image_size=32, classes_per_batch=3, views_per_class=2, chunk_size=8, device="cpu",
+                         checkpoint_minutes=0.0, pool_every=1, pool_negatives=2, pool_views=1)
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    assert isinstance(trainer.source, PoolNegatives) and len(trainer.source.images) == 16
+    batch = trainer.source.next_batch(np.random.default_rng(0))
+    assert batch.images.shape[0] > 6 and batch.images.shape[1:] == (3, 32, 32)
+    row = trainer.step()
+    assert float(row["loss"]) >= 0 and int(row["batch_size"]) > 6
+    with pytest.raises(CopyseekError, match="ranking losses only"):
+        TrainConfig(images="x", steps=1, miner="pool", loss="distill").validate()

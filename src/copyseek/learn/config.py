@@ -21,6 +21,7 @@ class TrainConfig:
     # data
     images: str = ""  # folder (each photo its own class, or one class per sub-folder) or .txt list
     severity: float = 1.0  # strength of the random edits that make positives
+    colour_edits: float = 0.0  # share of the views that also get a colour edit (learn/data.py COLOUR_EDITS)
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
     workers: int = 0  # processes making bank views (0: in the training process)
@@ -57,6 +58,12 @@ class TrainConfig:
     mine_euclidean_k: int = 0
     mine_manifold_pool: int = 0
     mine_anchors: str = "stationary"  # "stationary" (the paper's random-walk modes) or "all"
+    # miner "pool" (HOW's, learn/mining.py PoolNegatives): every pool_every steps the training photos and
+    # pool_views edits of each are described with the current model; each class of a batch brings its
+    # pool_negatives hardest negatives from that pool
+    pool_every: int = 10
+    pool_negatives: int = 2
+    pool_views: int = 1
     # reported pairs weighted by relevance (learn/reports.py): a `copyseek triage` queue
     # (query_id,reference_id,relevance), its references among `images`, its queries under pair_queries
     pairs: str = ""
@@ -110,7 +117,16 @@ class TrainConfig:
             raise CopyseekError("set a training budget: --minutes or steps")
         if not self.images:
             raise CopyseekError("no training images: use --images DIR or a .txt list")
-        for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size"):
+        if self.miner == "pool" and self.needs_teacher:
+            raise CopyseekError("miner pool adds negatives without teacher embeddings: use it with ranking losses only")
+        if self.miner == "pool" and self.pairs:
+            raise CopyseekError("miner pool mines the training photos' pool: not with reported pairs")
+        if not 0 <= self.colour_edits <= 1:
+            raise CopyseekError(f"colour_edits must be in [0, 1], got {self.colour_edits}")
+        if self.pool_views < 0:
+            raise CopyseekError(f"pool_views must be >= 0, got {self.pool_views}")
+        for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size", "pool_every",
+                     "pool_negatives"):
             if getattr(self, name) < 1:
                 raise CopyseekError(f"{name} must be positive, got {getattr(self, name)}")
         return self

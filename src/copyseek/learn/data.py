@@ -35,16 +35,28 @@ Augment = Callable[[Image.Image, np.random.Generator, Sequence[Image.Image]], Im
 """An edit: (RGB image, random generator, donor photos for composite edits) -> edited RGB image."""
 
 
-class EditAugment:
-    """The benchmark's random edits as an Augment (a class, so that worker processes can receive it)."""
+COLOUR_EDITS = ("contrast", "saturation", "color_jitter", "grayscale")
+"""The colour edits that `EditAugment(colour=p)` adds to a share p of the views."""
 
-    def __init__(self, severity: float = 1.0):
-        self.severity = severity
+
+class EditAugment:
+    """The benchmark's random edits as an Augment (a class, so that worker processes can receive it).
+    colour: the chance that a view also gets one of COLOUR_EDITS after its chain (0: the benchmark's
+    own mix), to weight up the colour edits a descriptor is not invariant to."""
+
+    def __init__(self, severity: float = 1.0, colour: float = 0.0):
+        if not 0 <= colour <= 1:
+            raise CopyseekError(f"the share of colour edits must be in [0, 1], got {colour}")
+        self.severity, self.colour = severity, colour
 
     def __call__(self, image: Image.Image, rng: np.random.Generator, donors: Sequence[Image.Image]) -> Image.Image:
         from copyseek.edits import random_edits  # imported late: augly is slow to import
 
         edited, _ = random_edits(image, rng, severity=self.severity, donors=donors)
+        if self.colour and rng.random() < self.colour:
+            from copyseek.edits.registry import EDITS
+
+            edited = EDITS[COLOUR_EDITS[rng.integers(len(COLOUR_EDITS))]](edited, rng, self.severity)
         return edited.convert("RGB")
 
 

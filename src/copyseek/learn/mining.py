@@ -17,6 +17,12 @@ the mined ones).
     mined = miner.mine(vectors)                  # (n, d) unit rows -> MinedExamples
     batches = MinedBatches(mined, groups_per_batch=32, items_per_group=4)
     rows, labels = batches.sample(rng)           # photo rows and labels of one batch
+
+`PoolMiner` (miner "pool") is HOW's: the batches stay the configured ones (photos and their edits),
+and every `pool_every` steps a pool of the training photos and edits of them is described with the
+current model; each class of a batch then brings its `pool_negatives` hardest negatives from that
+pool (`PoolNegatives`), the pool items most similar to the class's own pool items, one per other
+photo, instead of only the other photos the batch happened to draw.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from copyseek.graph.knn import GraphParams, KnnGraph, check_vectors, knn_graph, 
 from copyseek.graph.mining import MinedExamples, mine_on_manifold, stationary_anchors
 from copyseek.io.images import load_rgb
 from copyseek.learn.data import Batch, square, to_batch
-from copyseek.learn.losses import Similarities
+from copyseek.learn.losses import HardNegatives, Similarities
 from copyseek.progress import progress_bar
 
 ANCHORS = ("stationary", "all")
@@ -195,6 +201,103 @@ class MinedBatches:
                     label_of.setdefault(int(row), len(self) + int(row))
         rows = np.fromiter(label_of, np.int64, len(label_of))
         return rows, np.fromiter(label_of.values(), np.int64, len(label_of))
+
+
+class PoolMiner(HardNegatives):
+    """HOW's hard negatives from a pool (miner "pool"). Inside a batch it is `HardNegatives` (all
+    positive pairs, the negatives closer than the farthest positive + 0.1); what differs is the batch:
+    `copyseek.learn.train.make_source` wraps the configured batches in `PoolNegatives`, which adds the
+    hardest negatives of every class from a pool described with the current model."""
+
+
+def hardest_pool_negatives(vectors: np.ndarray, labels: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
+    """(len(classes), k) pool rows, -1 padded: for each class, the k pool items of other classes most
+    similar to any of the class's own pool items, at most one item per other class (the hardest).
+    vectors: (P, D) unit rows of the pool; labels: (P,) their classes."""
+    vectors, labels = np.asarray(vectors, np.float32), np.asarray(labels)
+    out = np.full((len(classes), k), -1, np.int64)
+    for i, c in enumerate(classes):
+        own = labels == c
+        if not own.any():
+            continue
+        sim = (vectors[own] @ vectors.T).max(axis=0)
+        sim[own] = -np.inf
+        taken: set[int] = set()
+        j = 0
+        for row in np.argsort(-sim, kind="stable"):
+            if j == k or not np.isfinite(sim[row]):
+                break
+            if int(labels[row]) in taken:
+                continue
+            taken.add(int(labels[row]))
+            out[i, j] = row
+            j += 1
+    return out
+
+
+def describe_arrays(model: nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, dim) float32 descriptors by `model` in eval mode (its modes restored)."""
+    device = next(model.parameters()).device
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                part = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+                out.append(model(part.to(device)).float().cpu().numpy())
+    finally:
+        for module, mode in was_training.items():
+            module.training = mode
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+class PoolNegatives:
+    """A BatchSource: the batches of `source`, each class of a batch joined by its `negatives` hardest
+    negatives from a pool (images (P, S, S, 3) uint8 with their classes (P,), the same class ids as
+    the batches'), chosen by `hardest_pool_negatives` on the pool described by `model` every `every`
+    batches. A pool item keeps its class, so one that is the photo of another class of the batch is
+    that class's positive too. HOW re-describes a pool of 20k images every epoch and takes the
+    hardest negatives of each query; here the pool is the training photos and edits of them."""
+
+    def __init__(self, source, images: np.ndarray, labels: np.ndarray, model: nn.Module, every: int, negatives: int):
+        if every < 1 or negatives < 1:
+            raise CopyseekError(f"pool mining needs pool_every >= 1 and pool_negatives >= 1, got {every}, {negatives}")
+        if len(images) != len(labels) or len(np.unique(labels)) < 2:
+            raise CopyseekError(f"a pool needs images of at least 2 classes, got {len(images)} images")
+        self.source, self.images, self.labels, self.model = source, images, np.asarray(labels, np.int64), model
+        self.every, self.negatives = every, negatives
+        self.calls, self.vectors = 0, None
+
+    def refresh(self) -> None:
+        """Describe the pool with the model as it is now."""
+        self.vectors = describe_arrays(self.model, self.images)
+
+    def next_batch(self, rng: np.random.Generator) -> Batch:
+        if self.vectors is None or self.calls % self.every == 0:
+            self.refresh()
+        self.calls += 1
+        batch = self.source.next_batch(rng)
+        if batch.teacher is not None:
+            raise CopyseekError("pool negatives have no teacher embeddings: the pool miner takes ranking losses only")
+        classes = np.unique(batch.labels.numpy())
+        rows = hardest_pool_negatives(self.vectors, self.labels, classes, self.negatives).ravel()
+        rows = np.unique(rows[rows >= 0])
+        if not len(rows):
+            return batch
+        images = torch.cat([batch.images, torch.from_numpy(self.images[rows]).permute(0, 3, 1, 2)])
+        return Batch(images, torch.cat([batch.labels, torch.from_numpy(self.labels[rows])]), None)
+
+
+def build_pool(maker, size: int, views: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pool of PoolNegatives: every class's photo and `views` edits of it (a ViewMaker's views,
+    made once with a fixed seed), square at `size` px: (images (P, size, size, 3), labels (P,))."""
+    images, labels = [], []
+    for label in range(maker.photos.n_classes):
+        for view in maker.views(label, 1 + views, np.random.default_rng([seed, 7, label])):
+            images.append(square(view, size))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, np.int64)
 
 
 class PhotoBatches:

@@ -30,7 +30,7 @@ from torch import nn
 
 from copyseek.errors import CopyseekError
 from copyseek.learn.losses import AllPairs, Contrastive, Distill, HardNegatives, Miner, Mixer, RecallAtK, SiMix, WeightedSum
-from copyseek.learn.mining import KnnMiner, ManifoldMiner
+from copyseek.learn.mining import KnnMiner, ManifoldMiner, PoolMiner
 
 if TYPE_CHECKING:
     from copyseek.learn.config import TrainConfig
@@ -70,9 +70,10 @@ MIXERS: dict[str, Callable[["TrainConfig"], Mixer]] = {"simix": lambda config: S
 """Mixer term name -> its constructor from a TrainConfig (virtual items for the ranking loss)."""
 
 MINERS: dict[str, Callable[[], Miner]] = {"all": AllPairs, "hard": HardNegatives, "manifold": ManifoldMiner,
-                                          "knn": KnnMiner}
+                                          "knn": KnnMiner, "pool": PoolMiner}
 """Miner name (TrainConfig.miner) -> a constructor taking no argument. A CollectionMiner
-(learn/mining.py: manifold, knn) also mines the training collection before the batches."""
+(learn/mining.py: manifold, knn) also mines the training collection before the batches; the
+PoolMiner (pool) adds to every batch hard negatives from a pool described every pool_every steps."""
 
 
 def _register(table: dict, kind: str, name: str, entry, taken: set[str]) -> None:

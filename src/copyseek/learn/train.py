@@ -29,7 +29,9 @@ from copyseek.learn.data import (
     Augment, BatchSource, EditAugment, OnlineViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
 )
 from copyseek.learn.export import export_onnx
-from copyseek.learn.mining import CollectionMiner, MinedBatches, PhotoBatches, describe_photos
+from copyseek.learn.mining import (
+    CollectionMiner, MinedBatches, PhotoBatches, PoolMiner, PoolNegatives, build_pool, describe_photos,
+)
 from copyseek.learn.models import Descriptor, build_model
 from copyseek.learn.registry import MINERS, build_loss
 
@@ -131,7 +133,18 @@ def make_source(config: TrainConfig, out: Path, augment: Augment | None, progres
     photos = discover_photos(config.images)
     teacher = load_model(config.teacher) if config.needs_teacher else None
     decode_side = max(config.image_size, teacher.preprocess.size if teacher else 0)
-    maker = ViewMaker(photos, augment or EditAugment(config.severity), decode_side)
+    maker = ViewMaker(photos, augment or EditAugment(config.severity, config.colour_edits), decode_side)
+    if isinstance(miner, PoolMiner):
+        if model is None:
+            raise CopyseekError("miner 'pool' describes its pool with the model being trained: it needs the model")
+        images, labels = build_pool(maker, config.image_size, config.pool_views, config.seed)
+        return PoolNegatives(views_source(config, out, maker, photos, teacher, progress), images, labels, model,
+                             config.pool_every, config.pool_negatives)
+    return views_source(config, out, maker, photos, teacher, progress)
+
+
+def views_source(config: TrainConfig, out: Path, maker: ViewMaker, photos, teacher, progress: bool) -> BatchSource:
+    """Batches of edited views of the photos: fresh ones, or a view bank (made first if missing)."""
     if config.bank_views <= 0:
         return OnlineViews(maker, config.image_size, config.classes_per_batch, config.views_per_class, teacher)
     folder = Path(config.bank) if config.bank else out / "bank"
