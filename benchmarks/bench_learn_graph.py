@@ -10,6 +10,8 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 2 5 10   # on families
                                                                   # of 21 (--variants-per-reference 20); draw 0 picks k
+    python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 5 21 --context 0 2 5 10
+                                                                  # + other families' clean images as negatives
 
 CACHE.npz holds: names (n,), family (n,) ints, small (n, 512) copyseek-small descriptors, trunk
 (n, 256) copyseek-small's pooled trunk features (its projection's input), and with --sscd sscd (n, 512).
@@ -262,13 +264,15 @@ def make_reports(vectors: np.ndarray, family: np.ndarray, seed: int, clean_per_f
 
 
 def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), draws: tuple[int, ...] = (1, 2, 3),
-        clean_per_family: int = 2, reports_per_family: int = 4) -> None:
+        clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,)) -> None:
     """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
     reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
     accuracy of nearest-prototype classification of each family's held-out members. Test draws are
     1.., draw 0 is the one GCN k is chosen on (the default k = 5 is GCNParams'); `make_reports` says
-    what a family's clean images and reports are."""
-    from copyseek.graph.gcn import GCNParams, gcn_relevance
+    what a family's clean images and reports are. `context`: numbers m of context references (our
+    extension: the clean images of the m families whose clean prototypes are nearest join a family's
+    graph as labelled negatives; 0 = the paper's per-family graph)."""
+    from copyseek.graph.gcn import GCNParams, gcn_relevance, nearest_references
     from copyseek.graph.knn import knn_graph
     from copyseek.graph.propagation import LabelPropagation
 
@@ -302,17 +306,29 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
         share = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
         scores["label propagation"] = np.array([share[r, f] for f, r, _ in reports])
         cpu["label propagation"] = time.process_time() - started
+        unit = np.stack([prototype[f] / np.linalg.norm(prototype[f]) for f in range(n_families)])
+        clean_rows = dict(clean)
         for k in gcn_k:
-            started = time.process_time()
-            relevance = np.zeros(len(reports))
-            for f, rows in clean:
-                mine = [i for i, (g, _, _) in enumerate(reports) if g == f]
-                x = np.vstack([vectors[rows], vectors[[reports[i][1] for i in mine]]])
-                is_clean = np.arange(len(x)) < len(rows)
-                relevance[mine] = gcn_relevance(x, is_clean, ~is_clean, GCNParams(k=k, seed=seed))[len(rows):]
-            scores[f"GCN relevance (k = {k})"] = relevance
-            cpu[f"GCN relevance (k = {k})"] = time.process_time() - started
+            for m in context:
+                name = f"GCN relevance (k = {k})" if m == 0 else f"GCN relevance (k = {k}, context m = {m})"
+                started = time.process_time()
+                nearest = nearest_references(unit, np.arange(n_families), m)
+                relevance = np.zeros(len(reports))
+                for f, rows in clean:
+                    mine = [i for i, (g, _, _) in enumerate(reports) if g == f]
+                    others = np.concatenate([clean_rows[g] for g in nearest[f]]) if m else np.zeros(0, int)
+                    x = np.vstack([vectors[rows], vectors[[reports[i][1] for i in mine]], vectors[others]])
+                    node = np.arange(len(x))
+                    is_clean, is_negative = node < len(rows), node >= len(rows) + len(mine)
+                    relevance[mine] = gcn_relevance(x, is_clean, ~is_clean & ~is_negative, GCNParams(k=k, seed=seed),
+                                                    negative=is_negative)[len(rows) : len(rows) + len(mine)]
+                scores[name] = relevance
+                cpu[name] = time.process_time() - started
         look = kinds == "look-alike"
+        own_clean = np.zeros(len(family), bool)
+        own_clean[np.concatenate([rows for _, rows in clean])] = True
+        print(f"draw {seed}: {int(own_clean[[r for _, r, k in reports if k == 'look-alike']].sum())} of {int(look.sum())} "
+              "look-alikes are another family's clean image", flush=True)
         for name, score in scores.items():
             entry = aps.setdefault(name, {"all": [], "look-alike": [], "random": []})
             entry["all"].append(average_precision(-score, wrong))
@@ -504,6 +520,9 @@ def main() -> None:
             p.add_argument("--clean", type=int, default=2, help="clean images per family (default 2)")
             p.add_argument("--reports", type=int, default=4,
                            help="reports per family, half true, a quarter random, a quarter look-alike (default 4)")
+            p.add_argument("--context", type=int, nargs="+", default=[0],
+                           help="GCN context references m values: the clean images of the m families with the "
+                                "nearest clean prototypes join each graph as negatives (our extension; default 0)")
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -518,7 +537,8 @@ def main() -> None:
         describe(args.bench, args.out, args.sscd)
     else:
         options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
-                                                       "clean_per_family": args.clean, "reports_per_family": args.reports},
+                                                       "clean_per_family": args.clean, "reports_per_family": args.reports,
+                                                       "context": tuple(args.context)},
                    "mining": dict}[args.command]()
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache, **options)
 

@@ -11,6 +11,13 @@ ones and 0 on the noisy ones, the noisy ones weighted by `noisy_weight` (< 1: ma
 right), and its output on the noisy ones is their relevance: a wrong report that looks like the clean
 images still scores low only if the graph does not tie it to them. Our reading of the paper: the
 propagation matrix is D^-1 (A + I) of a `union` kNN graph, features are the descriptors.
+
+Context references (our extension, not in the paper): a wrong report that looks like the reference is
+often an image of ANOTHER reference, which a graph over one reference's images never sees. With
+`negative`, the clean images of other references join the graph as labelled negatives (target 0, full
+weight: they are verified, not noisy), so a report that sits next to another reference's verified
+images is pulled down. `nearest_references(prototypes, rows, m)` picks, for a reference, the m other
+references whose clean prototypes are nearest to its own (`GCNParams.context_references`).
 """
 
 from __future__ import annotations
@@ -69,10 +76,16 @@ class TwoLayerGCN(nn.Module):
         return self.second(self.dropout(torch.relu(self.first(x, s))), s)[:, 0]
 
 
+CONTEXT_REFERENCES = 5  # default of GCNParams.context_references, chosen on draw 0 of the benchmark (BENCHMARKS.md, issue 15)
+
+
 @dataclass(frozen=True)
 class GCNParams:
     """k: graph neighbours; hidden: hidden units; noisy_weight: weight of a noisy image's BCE term (the
-    clean ones weigh 1); epochs, lr, weight_decay, dropout: training; seed: initialisation."""
+    clean ones weigh 1); epochs, lr, weight_decay, dropout: training; seed: initialisation;
+    context_references: how many other references' clean images join a reference's graph as negatives
+    (our extension; 0 = the paper's per-reference graph; used by the callers that assemble the graph,
+    `copyseek triage` and the benchmark)."""
 
     k: int = 5
     hidden: int = 32
@@ -82,8 +95,11 @@ class GCNParams:
     weight_decay: float = 5e-4
     dropout: float = 0.5
     seed: int = 0
+    context_references: int = CONTEXT_REFERENCES
 
     def __post_init__(self) -> None:
+        if self.context_references < 0:
+            raise CopyseekError(f"GCN context_references must be >= 0, got {self.context_references}")
         if self.k < 1 or self.hidden < 1 or self.epochs < 1:
             raise CopyseekError(f"GCN k, hidden and epochs must be >= 1, got {self.k}, {self.hidden}, {self.epochs}")
         if not 0 < self.noisy_weight <= 1:
@@ -92,24 +108,55 @@ class GCNParams:
             raise CopyseekError("GCN lr must be > 0, weight_decay >= 0 and dropout in [0, 1)")
 
 
-def gcn_relevance(vectors: np.ndarray, clean: np.ndarray, noisy: np.ndarray, params: GCNParams | None = None) -> np.ndarray:
+def nearest_references(prototypes: np.ndarray, rows: np.ndarray, m: int, chunk: int = 64) -> np.ndarray:
+    """(len(rows), min(m, n - 1)) indices of the m prototypes nearest (highest dot product) to each
+    prototype `prototypes[rows]`, itself excluded, nearest first; (n, d) `prototypes`, one row per
+    reference (unit rows: their clean images' normalised mean)."""
+    prototypes = np.asarray(prototypes, np.float32)
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    if prototypes.ndim != 2:
+        raise CopyseekError(f"prototypes must be (n, d), got shape {prototypes.shape}")
+    if m < 0:
+        raise CopyseekError(f"the number of context references must be >= 0, got {m}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(prototypes)):
+        raise CopyseekError(f"prototype rows must lie in [0, {len(prototypes)})")
+    m = min(m, len(prototypes) - 1)
+    out = np.empty((len(rows), max(m, 0)), np.int64)
+    if m <= 0:
+        return out
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        sims = prototypes[part] @ prototypes.T  # (chunk, n)
+        sims[np.arange(len(part)), part] = -np.inf
+        top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        out[start : start + len(part)] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def gcn_relevance(vectors: np.ndarray, clean: np.ndarray, noisy: np.ndarray, params: GCNParams | None = None,
+                  negative: np.ndarray | None = None) -> np.ndarray:
     """(n,) relevance in [0, 1] of every image of one class, from (n, d) unit `vectors` and the boolean
     masks of its clean (verified) and noisy (reported) images; images in neither mask take part in
-    the graph only."""
+    the graph only. `negative` (our extension): a mask of clean images of OTHER classes, trained to 0
+    with full weight (the paper's graph has none)."""
     params = params or GCNParams()
     vectors = check_vectors(vectors)
     clean, noisy = np.asarray(clean, bool), np.asarray(noisy, bool)
-    if clean.shape != (len(vectors),) or noisy.shape != (len(vectors),):
-        raise CopyseekError(f"clean and noisy must be ({len(vectors)},) masks")
+    negative = np.zeros(len(vectors), bool) if negative is None else np.asarray(negative, bool)
+    if clean.shape != (len(vectors),) or noisy.shape != (len(vectors),) or negative.shape != (len(vectors),):
+        raise CopyseekError(f"clean, noisy and negative must be ({len(vectors)},) masks")
     if not clean.any():
         raise CopyseekError("GCN cleaning needs at least one clean image")
     if (clean & noisy).any():
         raise CopyseekError("an image cannot be both clean and noisy")
+    if (negative & (clean | noisy)).any():
+        raise CopyseekError("a negative (another class's clean image) cannot be clean or noisy too")
     graph = knn_graph(vectors, k=min(params.k, max(len(vectors) - 1, 1)), symmetrize="union")
     s = sparse_tensor(graph.normalized("rw-self"))
     x = torch.from_numpy(vectors)
     target = torch.from_numpy(clean.astype(np.float32))
-    weight = torch.from_numpy(np.where(clean, 1.0, np.where(noisy, params.noisy_weight, 0.0)).astype(np.float32))
+    weight = torch.from_numpy(np.where(clean | negative, 1.0, np.where(noisy, params.noisy_weight, 0.0)).astype(np.float32))
     torch.manual_seed(params.seed)
     model = TwoLayerGCN(x.shape[1], params.hidden, params.dropout)
     optimiser = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)

@@ -3,6 +3,10 @@ ECCV 2020): for each reference, its verified copies are clean examples and its r
 ones; a two-layer GCN over that reference's images learns to tell them apart, and its output on a
 report is the report's relevance. The review queue lists the most doubtful reports first.
 
+With `GCNParams.context_references` = m > 0 (our extension, copyseek.graph.gcn): the clean images
+(the reference itself and its verified copies) of the m other references of the index whose clean
+prototypes are nearest to this reference's join its graph as labelled negatives.
+
     rows = triage(index, verified, reports, "queries/")    # [(query_id, reference_id, relevance)], lowest first
 """
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from copyseek.errors import CopyseekError
-from copyseek.graph.gcn import GCNParams, gcn_relevance
+from copyseek.graph.gcn import GCNParams, gcn_relevance, nearest_references
 from copyseek.io.images import find_images, load_rgb
 from copyseek.progress import progress_bar
 from copyseek.store.graphs import index_vectors
@@ -58,15 +62,36 @@ def triage(
             embedded = branch.embed([load_rgb(files[q], branch.decode_side) for q in part])
             vectors.update(zip(part, embedded))
             bar.update(len(part))
+    params = params or GCNParams()
     references = index_vectors(index)
+    verified_of: dict[str, list[str]] = {}
+    for q, r in sorted(verified):
+        verified_of.setdefault(r, []).append(q)
+    reported = sorted({r for _, r in reports})
+    if params.context_references:
+        # every live reference's clean prototype: its own vector plus its verified copies, normalised
+        live = [image_id for image_id in index.ids if image_id is not None]
+        prototypes = references[[row_of[r] for r in live]]  # a float32 copy
+        for node, r in enumerate(live):
+            for q in verified_of.get(r, []):
+                prototypes[node] += vectors[q]
+        prototypes /= np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+        node_of = {r: node for node, r in enumerate(live)}
+        nearest = nearest_references(prototypes, np.array([node_of[r] for r in reported]), params.context_references)
     out: list[Relevance] = []
-    for reference in sorted({r for _, r in reports}):
-        clean_q = sorted(q for q, r in verified if r == reference)
+    for i, reference in enumerate(reported):
+        clean_q = verified_of.get(reference, [])
         noisy_q = sorted(q for q, r in reports if r == reference and (q, r) not in verified)
-        x = np.vstack([references[row_of[reference]][None], *[vectors[q][None] for q in clean_q + noisy_q]])
-        clean = np.zeros(len(x), bool)
-        clean[: 1 + len(clean_q)] = True
-        relevance = gcn_relevance(x, clean, ~clean, params)
-        out += [Relevance(q, reference, float(s)) for q, s in zip(noisy_q, relevance[1 + len(clean_q) :])]
+        own = {reference, *clean_q, *noisy_q}
+        context = []  # the other references' clean images (not ones already in this graph)
+        if params.context_references:
+            for other in (live[node] for node in nearest[i]):
+                context += [references[row_of[other]]] + [vectors[q] for q in verified_of.get(other, []) if q not in own]
+        x = np.vstack([references[row_of[reference]][None], *[vectors[q][None] for q in clean_q + noisy_q], *[c[None] for c in context]])
+        node = np.arange(len(x))
+        clean = node < 1 + len(clean_q)
+        negative = node >= 1 + len(clean_q) + len(noisy_q)
+        relevance = gcn_relevance(x, clean, ~clean & ~negative, params, negative=negative)
+        out += [Relevance(q, reference, float(s)) for q, s in zip(noisy_q, relevance[1 + len(clean_q) : 1 + len(clean_q) + len(noisy_q)])]
     out += [Relevance(q, r, 1.0) for q, r in reports & verified]  # a verified report is relevant by definition
     return sorted(out, key=lambda r: (r.relevance, r.query_id, r.reference_id))
