@@ -129,3 +129,39 @@ class TestSearcher:
         for bad in ({"alpha": 0}, {"tau": 1.0}, {"query_assignments": 0}):
             with pytest.raises(CopyseekError):
                 AsmkParams(**bad)
+
+
+def test_assign_is_safe_from_many_threads_at_first_use(monkeypatch):
+    """The branch extracts images in threads that share one codebook; the first assignments race to
+    build its index. A slow `add` widens the window in which an unpublished index would be seen empty."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import faiss
+
+    real = faiss.IndexFlatL2
+
+    class SlowToFill:
+        def __init__(self, dim):
+            self.inner = real(dim)
+
+        def add(self, x):
+            time.sleep(0.05)
+            self.inner.add(x)
+
+        def search(self, x, k):
+            return self.inner.search(x, k)
+
+    monkeypatch.setattr(faiss, "IndexFlatL2", SlowToFill)
+    rng = np.random.default_rng(0)
+    codebook = Codebook(rng.normal(size=(16, 8)).astype(np.float32))
+    start = threading.Barrier(4)
+
+    def assign(seed):
+        start.wait()
+        return codebook.assign(np.random.default_rng(seed).normal(size=(20, 8)).astype(np.float32), 2)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(assign, range(4)))
+    assert all(((r >= 0) & (r < 16)).all() for r in results)

@@ -85,13 +85,17 @@ class Codebook:
 
         if descriptors.ndim != 2 or descriptors.shape[1] != self.dim:
             raise CopyseekError(f"descriptors of shape {descriptors.shape} do not fit a {self.dim}-d codebook")
-        if self._index is None:
-            self._index = faiss.IndexFlatL2(self.dim)
-            self._index.add(self.centroids)
+        index = self._index
+        if index is None:
+            # Published only once it holds the centroids: the branch's extraction threads share one
+            # codebook, and a thread searching a half-built (empty) index would get word -1.
+            index = faiss.IndexFlatL2(self.dim)
+            index.add(self.centroids)
+            self._index = index
         m = min(m, self.size)
         if len(descriptors) == 0:
             return np.zeros((0, m), np.int64)
-        return self._index.search(np.ascontiguousarray(descriptors, np.float32), m)[1]
+        return index.search(np.ascontiguousarray(descriptors, np.float32), m)[1]
 
     def aggregate(self, descriptors: np.ndarray, assignments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One image's descriptors (n, dim) and their word ids (n, m) -> (words (w,) int64 ascending,
