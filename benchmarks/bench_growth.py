@@ -85,10 +85,8 @@ def top_false_matches(predictions: list, ground_truth, edits_csv: Path, photos: 
 
 
 def photo_vectors(photos: list[Path], cache: Path) -> np.ndarray:
-    """(n, d) SSCD descriptors of unedited photos (640 px at most, as distractors are made), cached
+    """(n, d) SSCD descriptors of unedited photos (decoded as distractors start from them), cached
     by file name in `cache` (.npz)."""
-    from PIL import Image
-
     from copyseek.progress import progress_bar
     from copyseek.registry import make_branch
 
@@ -98,9 +96,7 @@ def photo_vectors(photos: list[Path], cache: Path) -> np.ndarray:
         branch = make_branch("global", {"threads": 1})
         with progress_bar(len(missing), "describing photos") as bar:
             for path in missing:
-                image = Image.open(path).convert("RGB")
-                image.thumbnail((640, 640))
-                known[path.name] = branch.embed([np.asarray(image)])[0]
+                known[path.name] = branch.embed([np.asarray(DistractorRecipe().load_photo(path))])[0]
                 bar.update(1)
         np.savez(cache, **known)
     return np.stack([known[p.name] for p in photos])

@@ -80,16 +80,17 @@ class DistractorRecipe:
         if source is None:
             width, height = (int(v) for v in rng.integers(320, 720, size=2))
             return synthetic_photo(rng, width, height)
-        photo = self._load(photos[source])
+        photo = self.load_photo(photos[source])
         if self.edits == "none":
             return photo
         if self.edits == "light":
             return self._light(photo, rng)
-        donors = [self._load(photos[j]) for j in rng.choice(len(photos), size=min(2, len(photos)), replace=False)]
+        donors = [self.load_photo(photos[j]) for j in rng.choice(len(photos), size=min(2, len(photos)), replace=False)]
         edited, _ = random_edits(photo, rng, severity=float(rng.uniform(0.4, 1.6)), donors=donors)
         return edited.convert("RGB")
 
-    def _load(self, path: Path) -> Image.Image:
+    def load_photo(self, path: Path) -> Image.Image:
+        """A source photo as distractors start from it: RGB, at most max_side pixels."""
         image = Image.open(path).convert("RGB")
         image.thumbnail((self.max_side, self.max_side))
         return image
