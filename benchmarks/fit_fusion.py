@@ -14,7 +14,8 @@ the photos an evaluation benchmark held out, with several seeds for more pairs:
         bench/fusion-train10
 
 With `--local-descriptor mkd` (or any other) the weights are fitted for fused indexes whose local
-branch uses that descriptor (FITTED_WEIGHTS in fusion.py). Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
+branch uses that descriptor (FITTED_WEIGHTS in fusion.py); with `--normalize-with collection`, for
+offsets taken against the background set and the collection's own references (WEIGHTS_COLLECTION). Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
 raw) to paste into fusion.py, with the training muAP of each benchmark, and the muAP of each
 benchmark under weights fitted on the others (leave-one-benchmark-out), a check of overfitting.
 """
@@ -31,14 +32,16 @@ import numpy as np
 from copyseek.eval.metrics import evaluate
 from copyseek.io.csvfiles import Prediction, read_ground_truth
 from copyseek.match.fusion import FEATURES, FusedScorer, fit_weights
-from copyseek.match.matcher import MatchOptions, make_scorer, match
+from copyseek.match.matcher import NORMALIZE_WITH, MatchOptions, make_scorer, match
 from copyseek.match.scoring import QueryBatch
 from copyseek.store.index import Index
 
 
-def collect(index: Index, bench: Path, background: Path | None) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+def collect(
+    index: Index, bench: Path, background: Path | None, normalize_with: str = "background"
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Evidence of every candidate pair of every query: (query ids, rows per query, evidence per query)."""
-    options = MatchOptions(k=1000, background=background)
+    options = MatchOptions(k=1000, background=background, normalize_with=normalize_with)
     scorer = make_scorer(index, options, progress=True)
     if not isinstance(scorer, FusedScorer):
         raise SystemExit("the index is not a fused one")
@@ -64,6 +67,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="evidence file: written after collecting, read if it exists")
     parser.add_argument(
         "--local-descriptor", default="rootsift", help="the local branch's descriptor the weights are for (default rootsift)"
+    )
+    parser.add_argument(
+        "--normalize-with", choices=NORMALIZE_WITH, default="background",
+        help="what the normalised weights' offsets are taken against (MatchOptions.normalize_with; default background)",
     )
     args = parser.parse_args()
     collected = load_or_collect(args)
@@ -108,7 +115,7 @@ def load_or_collect(args: argparse.Namespace) -> dict[Path, dict[str, tuple]]:
             with Index.create(Path(scratch) / "idx", "fused", {"local": {"descriptor": args.local_descriptor}}) as index:
                 index.add(bench / "references", progress=True)
                 cached[bench] = {
-                    label: (index.ids, *collect(index, bench, background))
+                    label: (index.ids, *collect(index, bench, background, args.normalize_with))
                     for label, background in (("normalised", bench / "background"), ("raw", None))
                 }
         if args.cache:

@@ -15,7 +15,7 @@ from copyseek.describe.base import Searcher
 from copyseek.errors import CopyseekError
 from copyseek.io.csvfiles import Prediction
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
-from copyseek.match.normalize import BackgroundNormalizer, background_vectors
+from copyseek.match.normalize import BackgroundNormalizer, CollectionNormalizer, background_vectors
 from copyseek.match.scoring import QueryBatch, Scorer
 from copyseek.progress import progress_bar
 from copyseek.registry import scorer_factory
@@ -23,11 +23,16 @@ from copyseek.store.index import Index, extract_all
 from copyseek.validation import check_int, check_number
 
 
+NORMALIZE_WITH = ("background", "collection")
+
+
 @dataclass(frozen=True)
 class MatchOptions:
     """k: predictions per query at most. candidates: per branch, scored before keeping k.
     background: folder of photos known not to be copies, for score normalisation, with beta and
-    n_background as in normalize.py. batch_size: queries per model call; workers: decoding threads
+    n_background as in normalize.py; normalize_with: "background" (the background set alone) or
+    "collection" (the background set and the index's own references, `CollectionNormalizer`,
+    skipping each vector's `skip_nearest` nearest references). batch_size: queries per model call; workers: decoding threads
 (0: decode in the calling thread, as benchmarks/bench_index.py does to time single queries).
     nprobe, ef_search: search-time parameters of the global branch's Faiss index (IVF lists visited,
     HNSW candidate-list length); None keeps the searcher's default (see
@@ -42,6 +47,8 @@ class MatchOptions:
     background: str | os.PathLike | None = None
     beta: float = 1.0
     n_background: int = 3
+    normalize_with: str = "background"
+    skip_nearest: int = 1
     batch_size: int = 16
     workers: int = 2
     nprobe: int | None = None
@@ -56,6 +63,9 @@ class MatchOptions:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
         check_number("beta", self.beta, minimum=0.0)
+        check_int("skip_nearest", self.skip_nearest, minimum=0)
+        if self.normalize_with not in NORMALIZE_WITH:
+            raise CopyseekError(f"normalize_with must be one of {', '.join(NORMALIZE_WITH)}, got {self.normalize_with!r}")
         if self.background is not None and not isinstance(self.background, (str, os.PathLike)):
             raise CopyseekError(f"background must be a folder path, got {self.background!r}")
 
@@ -171,5 +181,9 @@ def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
         vectors = background_vectors(
             index.branches["global"], options.background, Path(index.path) / "background", options.workers, progress
         )
-        normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
+        if options.normalize_with == "collection":
+            collection = index.searchers()["global"]
+            normalizer = CollectionNormalizer(vectors, collection, options.beta, options.n_background, options.skip_nearest)
+        else:
+            normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
     return scorer_factory(index.pipeline)(index, normalizer)

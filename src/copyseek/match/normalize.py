@@ -5,6 +5,13 @@ similarities to everything. Subtracting its typical similarity to a background s
 are known not to be copies makes one threshold mean the same for every query:
 
     score(q, r) = sim(q, r) - beta * mean(top-n similarities of q to the background set)
+
+A fixed background set does not grow with the collection: at 10,000 references every query meets
+far more look-alikes than among 60 background photos, and its best wrong match scores higher
+(BENCHMARKS.md, issue 13). `CollectionNormalizer` takes the top-n over the background set *and*
+the collection's own references, leaving out each vector's `skip` nearest references (the
+reference a copy matches, or a reference itself): the offset rises with the collection's density
+around the query, so a threshold keeps its meaning as the collection grows.
 """
 
 from __future__ import annotations
@@ -41,6 +48,29 @@ class BackgroundNormalizer:
         """(m, dim) query vectors -> (m,) amounts to subtract from each query's similarities."""
         sims, _ = self.searcher.search_vectors(queries, self.n)
         return (self.beta * sims.mean(axis=1)).astype(np.float32)
+
+
+class CollectionNormalizer(BackgroundNormalizer):
+    """BackgroundNormalizer over the background set and the collection's references together, each
+    vector's `skip` nearest references left out of its top-n (module docstring)."""
+
+    def __init__(self, background: np.ndarray, collection: VectorSearcher, beta: float = 1.0, n: int = 3, skip: int = 1):
+        super().__init__(background, beta, n)
+        if skip < 0:
+            raise CopyseekError(f"the nearest references left out of the offset must be >= 0, got {skip}")
+        self.n = n
+        self.skip = skip
+        self.collection = collection
+
+    def offsets(self, queries: np.ndarray) -> np.ndarray:
+        """(m, dim) query vectors -> (m,) beta x the mean of their top-n similarities over the
+        background and the references past their `skip` nearest."""
+        background, _ = self.searcher.search_vectors(queries, self.n)
+        found, rows = self.collection.search_vectors(queries, self.n + self.skip)
+        references = np.where(rows >= 0, found, -np.inf)[:, self.skip :]
+        pooled = np.concatenate([background, references], axis=1)
+        top = -np.sort(-pooled, axis=1)[:, : self.n]
+        return (self.beta * np.where(np.isfinite(top), top, 0.0).sum(axis=1) / np.isfinite(top).sum(axis=1)).astype(np.float32)
 
 
 def background_vectors(
