@@ -169,6 +169,12 @@ def add_match_parser(sub) -> None:
     p.add_argument("--k", type=int, default=10, help="predictions per query at most (default 10)")
     p.add_argument("--beta", type=float, default=1.0, help="normalisation weight (default 1)")
     p.add_argument("--n-background", type=int, default=3, help="background neighbours averaged (default 3)")
+    p.add_argument(
+        "--normalize-with", choices=("background", "collection"), default="background",
+        help="with --background: take each query's offset over the background set alone (default), or over the "
+        "background set and the index's own references, leaving out the query's nearest reference and its versions "
+        "(the offset then follows the collection's density; measured for global pipelines, BENCHMARKS.md issue 13)",
+    )
     add_ids_option(p)
     p.add_argument(
         "--variants",
@@ -197,6 +203,7 @@ def run_match(args: argparse.Namespace) -> int:
         background=args.background,
         beta=args.beta,
         n_background=args.n_background,
+        normalize_with=args.normalize_with,
         batch_size=args.batch_size,
         workers=args.workers,
         nprobe=args.nprobe,

@@ -74,6 +74,13 @@ def test_background_normalisation_is_cached_and_shifts_scores(collection, tmp_pa
     a, b = read(plain), read(normalised)
     common = set(a) & set(b)
     assert common and all(b[key] < a[key] for key in common)
+    # over the references too, the offsets can only grow: each query's top-n pools more images
+    pooled = tmp_path / "pooled.csv"
+    code, _, _ = run(capsys, "match", collection / "queries", "--index", index, "--output", pooled,
+                     "--background", collection / "background", "--normalize-with", "collection", "-q")
+    c = read(pooled)
+    assert code == 0 and set(c) == set(b)
+    assert all(c[key] <= b[key] + 1e-6 for key in c) and any(c[key] < b[key] - 1e-3 for key in c)
 
 
 @pytest.mark.parametrize(

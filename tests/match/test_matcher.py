@@ -24,6 +24,8 @@ from tests.making import write_photos
         ({"ef_search": "64"}, "ef_search must be an integer"),
         ({"search_threads": 0}, "search_threads must be an integer >= 1, got 0"),
         ({"background": 3}, "background must be a folder path"),
+        ({"normalize_with": "references"}, "normalize_with must be one of background, collection"),
+        ({"skip_nearest": -1}, "skip_nearest must be an integer >= 0"),
     ],
 )
 def test_bad_options_are_refused_naming_the_value(kwargs, named):

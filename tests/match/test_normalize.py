@@ -31,29 +31,33 @@ def collection_of(rows):
     return searcher
 
 
-def test_collection_offset_pools_background_and_references_past_the_nearest():
-    background = unit([[0, 0, 1], [1, 1, 0]])  # similarities 0 and 0.707 to the query
-    # the nearest reference (the query's own, 1.0) is skipped; then 0.8 and 0.6 join the background's 0.707
-    collection = collection_of([[1, 0, 0], [0.8, 0.6, 0], [0.6, 0.8, 0], [0, 1, 0]])
-
-    offsets = CollectionNormalizer(background, collection, beta=1.0, n=3, skip=1).offsets(unit([[1, 0, 0]]))
-    assert offsets[0] == pytest.approx((0.8 + np.sqrt(0.5) + 0.6) / 3, abs=1e-6)
-    with_nearest = CollectionNormalizer(background, collection, beta=1.0, n=3, skip=0).offsets(unit([[1, 0, 0]]))
-    assert with_nearest[0] == pytest.approx((1.0 + 0.8 + np.sqrt(0.5)) / 3, abs=1e-6)
+QUERY = [[1, 0, 0, 0]]
+OWN = [1, 0, 0, 0]  # the reference the query copies
+LOOK_ALIKES = [[0.45, 0, 0.893, 0], [0.3, 0, 0, 0.954]]  # cosine 0.45 and 0.3 to the query, not versions of OWN
+VERSIONS = [[0.9, 0.436, 0, 0], [0.8, 0, 0.6, 0]]  # cosine 0.9 and 0.8 to OWN
 
 
-def test_collection_offset_grows_with_the_collection():
+def test_collection_offset_pools_background_and_references_past_the_nearest_and_its_versions():
+    background = unit([[0.5, 0, 0, 0.866], [0, 1, 0, 0]])  # similarities 0.5 and 0 to the query
+    collection = collection_of([OWN, *VERSIONS, *LOOK_ALIKES])
+    offsets = CollectionNormalizer(background, collection, beta=1.0, n=3, skip=1).offsets(unit(QUERY))
+    assert offsets[0] == pytest.approx((0.5 + 0.45 + 0.3) / 3, abs=1e-3)
+    with_nearest = CollectionNormalizer(background, collection, beta=1.0, n=3, skip=0).offsets(unit(QUERY))
+    assert with_nearest[0] == pytest.approx((1.0 + 0.9 + 0.8) / 3, abs=1e-3)
 
-    background = unit([[0, 0, 1]])
-    query = unit([[1, 0.1, 0]])
-    small = CollectionNormalizer(background, collection_of([[1, 0.1, 0]]), n=2).offsets(query)[0]
-    grown = CollectionNormalizer(background, collection_of([[1, 0.1, 0], [1, 0.3, 0], [1, 0.4, 0]]), n=2).offsets(query)[0]
-    plain = BackgroundNormalizer(background, n=2).offsets(query)[0]
-    assert small == pytest.approx(plain, abs=1e-6)  # only the skipped reference: the background alone
-    assert grown > small + 0.5
+
+def test_collection_offset_grows_with_distinct_look_alikes_not_with_versions():
+    background = unit([[0, 1, 0, 0]])
+    plain = BackgroundNormalizer(background, n=2).offsets(unit(QUERY))[0]
+
+    def offset(references):
+        return CollectionNormalizer(background, collection_of(references), n=2).offsets(unit(QUERY))[0]
+
+    assert offset([OWN]) == pytest.approx(plain, abs=1e-6)  # only the skipped reference: the background alone
+    assert offset([OWN, *VERSIONS]) == pytest.approx(plain, abs=1e-6)
+    assert offset([OWN, *LOOK_ALIKES]) == pytest.approx((0.45 + 0.3) / 2, abs=1e-3)
 
 
 def test_collection_offset_rejects_a_negative_skip():
-
     with pytest.raises(CopyseekError, match="nearest references"):
         CollectionNormalizer(unit([[1, 0]]), collection_of([[1, 0]]), skip=-1)

@@ -50,7 +50,7 @@ import numpy as np
 from copyseek.describe.base import Candidates
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
-from copyseek.match.normalize import BackgroundNormalizer
+from copyseek.match.normalize import DUPLICATE_SIMILARITY, BackgroundNormalizer
 from copyseek.match.scoring import QueryBatch, normalized_global
 from copyseek.registry import PIPELINE_DEFAULTS
 from copyseek.store.index import Index
@@ -82,15 +82,10 @@ CHANCE_INLIERS = 3
 """Inliers a RANSAC similarity fit reaches on wrong matches alone (non-copies reach 3-4, rarely 6);
 counting only those beyond it made the fit sharper than log(1 + n) on the training benchmarks."""
 
-DUPLICATE_SIMILARITY = 0.5
-"""Cosine similarity (raw) above which two references are near-duplicates of each other: they do not
-compete for a query in the margin (unrelated photos score about 0-0.3 with SSCD)."""
-
-
 def margins(region: np.ndarray, reference_vectors: np.ndarray) -> np.ndarray:
     """(m,) region-global evidence of one query's candidates and their (m, dim) global vectors ->
-    (m,) margin of each over the best other candidate that is not its near-duplicate (over 0 when
-    none is left)."""
+    (m,) margin of each over the best other candidate that is not its near-duplicate (raw cosine
+    above DUPLICATE_SIMILARITY: they do not compete for a query), over 0 when none is left."""
     competing = reference_vectors @ reference_vectors.T <= DUPLICATE_SIMILARITY
     np.fill_diagonal(competing, False)
     best_other = np.where(competing, region[None, :], -np.inf).max(axis=1, initial=-np.inf)

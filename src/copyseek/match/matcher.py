@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,10 @@ def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
             index.branches["global"], options.background, Path(index.path) / "background", options.workers, progress
         )
         if options.normalize_with == "collection":
+            if index.pipeline != "global":
+                warnings.warn(
+                    f"the {index.pipeline} pipeline's weights were fitted with offsets over the background set alone: "
+                    "with normalize_with='collection' its scores still rank pairs but are not calibrated", stacklevel=2)
             collection = index.searchers()["global"]
             normalizer = CollectionNormalizer(vectors, collection, options.beta, options.n_background, options.skip_nearest)
         else:

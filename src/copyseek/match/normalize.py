@@ -50,27 +50,56 @@ class BackgroundNormalizer:
         return (self.beta * sims.mean(axis=1)).astype(np.float32)
 
 
-class CollectionNormalizer(BackgroundNormalizer):
-    """BackgroundNormalizer over the background set and the collection's references together, each
-    vector's `skip` nearest references left out of its top-n (module docstring)."""
+DUPLICATE_SIMILARITY = 0.5
+"""Cosine similarity (raw) above which two references are near-duplicates of each other, versions
+of one photo (unrelated photos score about 0-0.3 with SSCD)."""
 
-    def __init__(self, background: np.ndarray, collection: VectorSearcher, beta: float = 1.0, n: int = 3, skip: int = 1):
+
+class CollectionNormalizer(BackgroundNormalizer):
+    """BackgroundNormalizer over the background set and the collection's references together.
+
+    Each vector's `skip` nearest references, and their versions (references nearer than
+    DUPLICATE_SIMILARITY to one of them), are left out of its top-n: they may be the reference a
+    query copies (or, for a reference, itself), and a photo held in many versions must not lower
+    the scores of its own copies. `spare`: further neighbours searched to replace the versions
+    left out."""
+
+    def __init__(
+        self, background: np.ndarray, collection: VectorSearcher, beta: float = 1.0, n: int = 3, skip: int = 1,
+        spare: int = 32,
+    ):
         super().__init__(background, beta, n)
-        if skip < 0:
-            raise CopyseekError(f"the nearest references left out of the offset must be >= 0, got {skip}")
+        if skip < 0 or spare < 0:
+            raise CopyseekError(f"the nearest references left out of the offset (and spares) must be >= 0, got {skip}, {spare}")
         self.n = n
         self.skip = skip
+        self.spare = spare
         self.collection = collection
 
     def offsets(self, queries: np.ndarray) -> np.ndarray:
         """(m, dim) query vectors -> (m,) beta x the mean of their top-n similarities over the
-        background and the references past their `skip` nearest."""
+        background and the references that are neither their `skip` nearest nor versions of those."""
         background, _ = self.searcher.search_vectors(queries, self.n)
-        found, rows = self.collection.search_vectors(queries, self.n + self.skip)
-        references = np.where(rows >= 0, found, -np.inf)[:, self.skip :]
+        references = self.distinct_similarities(queries)
         pooled = np.concatenate([background, references], axis=1)
         top = -np.sort(-pooled, axis=1)[:, : self.n]
-        return (self.beta * np.where(np.isfinite(top), top, 0.0).sum(axis=1) / np.isfinite(top).sum(axis=1)).astype(np.float32)
+        finite = np.isfinite(top)
+        return (self.beta * np.where(finite, top, 0.0).sum(axis=1) / finite.sum(axis=1)).astype(np.float32)
+
+    def distinct_similarities(self, queries: np.ndarray) -> np.ndarray:
+        """(m, dim) -> (m, n + skip + spare) similarities to the nearest references, -inf for the
+        skipped ones, their versions and missing neighbours."""
+        found, rows = self.collection.search_vectors(queries, self.n + self.skip + self.spare)
+        found = np.where(rows >= 0, found, -np.inf)
+        if self.skip == 0 or rows.shape[1] == 0:
+            return found
+        valid = np.unique(rows[rows >= 0])
+        vectors = np.zeros((rows.shape[0], rows.shape[1], queries.shape[1]), np.float32)
+        vectors[rows >= 0] = self.collection.reconstruct(valid)[np.searchsorted(valid, rows[rows >= 0])]
+        nearest = vectors[:, : self.skip]
+        versions = (np.einsum("mkd,msd->mks", vectors, nearest) > DUPLICATE_SIMILARITY).any(axis=2)
+        versions[:, : self.skip] = True
+        return np.where(versions, -np.inf, found)
 
 
 def background_vectors(
