@@ -13,7 +13,7 @@ from copyseek.how.features import HowExtractor
 from copyseek.learn.config import TrainConfig
 from copyseek.learn.how import HowNet, build_how, export_how_onnx, load_trunk_from_onnx, pca_whitening
 from copyseek.learn.models import GeM, ResNet
-from copyseek.learn.train import load_checkpoint_model, train
+from copyseek.learn.train import export_checkpoint, load_checkpoint_model, train
 from tests.learn.test_data import shift
 from tests.making import write_photos
 
@@ -99,5 +99,10 @@ def test_how_run_whitens_trains_and_exports_model_and_codebook(tmp_path):
     assert local.shape == (1, 16, 8, 6) and attention.shape == (1, 8, 6)
     model, saved = load_checkpoint_model(tmp_path / "run" / "last.pt")
     assert isinstance(model, HowNet) and saved.head == "how"
+    image = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    again = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "again", progress=False)
+    assert np.allclose(HowExtractor(again).maps(image)[0], HowExtractor(path).maps(image)[0], atol=1e-5)
+    assert np.allclose(Codebook.load(again.with_suffix(".codebook.npz")).centroids,
+                       Codebook.load(path.with_suffix(".codebook.npz")).centroids, atol=1e-4)
     with pytest.raises(CopyseekError, match="head"):
         TrainConfig(images="x", steps=1, head="nope").validate()

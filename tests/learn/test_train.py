@@ -154,6 +154,11 @@ def test_copyseek_train_command_end_to_end(tmp_path, capsys):
     assert main(argv + [a for s in settings for a in ("--set", s)]) == 0
     assert (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.json").exists()
     assert "onnx:" in capsys.readouterr().out
+    assert main(["train", "--out", str(tmp_path / "exported"), "--export", str(tmp_path / "run" / "last.pt"), "-q"]) == 0
+    ours, theirs = (ort.InferenceSession(str(tmp_path / d / "model.onnx"), providers=["CPUExecutionProvider"])
+                    for d in ("exported", "run"))
+    feed = {ours.get_inputs()[0].name: np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)}
+    assert np.allclose(ours.run(None, feed)[0], theirs.run(None, feed)[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")), ids=lambda p: p.name)

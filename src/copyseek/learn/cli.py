@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   copyseek train --images photos/ --out runs/r1 --minutes 30
   copyseek train --config configs/copyseek-small.toml --images BENCH/holdout.txt --out runs/small
   copyseek train --out runs/small --resume --minutes 60        # continue, with a larger budget
+  copyseek train --out runs/how-step200 --export runs/how/snapshots/step-000200.pt   # export a snapshot
   copyseek train --images photos/ --out runs/lp --pseudo-labels lp --labels labels.csv --rounds 3 --minutes 5
   copyseek train --images photos/ --out runs/mom --miner manifold --loss contrastive --set init=copyseek-small --set freeze_norm=1 --minutes 10
   copyseek index refs/ --index refs.idx --model onnx:runs/r1/model.onnx
@@ -37,6 +38,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (checkpoints, metrics, model)")
     p.add_argument("--config", metavar="FILE.toml", help="settings file (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR (its saved settings apply)")
+    p.add_argument("--export", metavar="CHECKPOINT.pt", help="do not train: export the model of a checkpoint or "
+                   "snapshot of a run to RUN_DIR (model.onnx, and for a HOW head its codebook), as the run does at its end")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--loss", help="recall@k+simix (default), recall@k, contrastive, distill, distill+recall@k, ...")
     p.add_argument("--miner", help="pairs: all (default), hard, or mined from the training photos' kNN graph "
@@ -73,6 +76,12 @@ def settings(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.export:
+        from copyseek.learn.train import export_checkpoint
+
+        model = export_checkpoint(Path(args.export), Path(args.out), progress=not args.quiet)
+        print(f"model: {model}")
+        return 0
     if bool(args.pseudo_labels) != bool(args.labels):
         raise CopyseekError("--pseudo-labels lp and --labels LABELS.csv go together")
     if args.pseudo_labels:
@@ -104,6 +113,8 @@ def add_triage_parser(subparsers) -> None:
     p.add_argument("--queries", required=True, metavar="DIR", help="folder of the query images")
     p.add_argument("--output", required=True, metavar="QUEUE.csv")
     p.add_argument("--epochs", type=int, default=200, help="GCN training epochs per reference (default 200)")
+    p.add_argument("--k", type=int, default=None, metavar="K",
+                   help="GCN graph: neighbours per image in each reference's kNN graph (default 10)")
     p.add_argument("--context-references", type=int, default=None, metavar="M",
                    help="the clean images (reference + verified copies) of the M other references with the nearest "
                    "clean prototypes join each graph as negatives (copyseek's extension; 0 = the paper's graph; "
@@ -126,8 +137,9 @@ def run_triage(args: argparse.Namespace) -> int:
     verified = set(read_ground_truth(args.verified).pairs)
     reports = set(read_ground_truth(args.reports).pairs)
     with Index.open(args.index) as index:
-        context = {} if args.context_references is None else {"context_references": args.context_references}
-        rows = triage(index, verified, reports, args.queries, GCNParams(epochs=args.epochs, **context), progress=not args.quiet)
+        chosen = {"k": args.k, "context_references": args.context_references}
+        params = GCNParams(epochs=args.epochs, **{name: value for name, value in chosen.items() if value is not None})
+        rows = triage(index, verified, reports, args.queries, params, progress=not args.quiet)
     with open(output, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["query_id", "reference_id", "relevance"])

@@ -319,13 +319,7 @@ class Trainer:
                     snapshot_at = state.seconds
         save_atomically(self.checkpoint(), self.out / "last.pt")
         plot_curves(metrics, self.out / "curves.png")
-        if config.head == "how":
-            from copyseek.learn.how import export_how_run
-
-            return export_how_run(self.model, self.out, list(discover_photos(config.images).paths), how_params(config),
-                                  config.codebook_words, name=config.name, seed=config.seed, progress=self.progress)
-        return export_onnx(self.model, self.out / "model.onnx", Preprocess("square", config.image_size),
-                           name=config.name)
+        return export_model(self.model, config, self.out, progress=self.progress)
 
     def snapshot(self) -> None:
         """Keep the current weights (for curves of retrieval quality against training time)."""
@@ -333,6 +327,24 @@ class Trainer:
         folder.mkdir(exist_ok=True)
         save_atomically({"model": self.model.state_dict(), "state": vars(self.state).copy(),
                          "config": self.config.to_dict()}, folder / f"step-{self.state.step:06d}.pt")
+
+
+def export_model(model: nn.Module, config: TrainConfig, out: Path, *, progress: bool = True) -> Path:
+    """Write `model` (trained as `config` says) to out/model.onnx + model.json; a HOW head also gets
+    its ASMK codebook (out/model.codebook.npz, learned on the training photos). Returns the ONNX path."""
+    if config.head == "how":
+        from copyseek.learn.how import export_how_run
+
+        return export_how_run(model, out, list(discover_photos(config.images).paths), how_params(config),
+                              config.codebook_words, name=config.name, seed=config.seed, progress=progress)
+    return export_onnx(model, out / "model.onnx", Preprocess("square", config.image_size), name=config.name)
+
+
+def export_checkpoint(checkpoint: Path, out: Path, *, progress: bool = True) -> Path:
+    """Export the model of a checkpoint or snapshot (.pt) to folder `out` as its run exports at its
+    end (e.g. to benchmark a run's snapshots); returns the ONNX path."""
+    model, config = load_checkpoint_model(checkpoint)
+    return export_model(model, config, Path(out), progress=progress)
 
 
 def train(config: TrainConfig, out: Path, *, resume: bool = False, augment: Augment | None = None,
