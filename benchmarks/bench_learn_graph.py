@@ -234,6 +234,31 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(precision[hits].mean())
 
 
+def rank_within(scores: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """(n,) scores -> (n,) ranks normalised to [0, 1] within each group (0 = lowest, 1 = highest; ties
+    in index order; a group of one gets 1)."""
+    out = np.ones(len(scores))
+    for g in np.unique(group):
+        members = np.flatnonzero(group == g)
+        if len(members) > 1:
+            out[members[np.argsort(scores[members], kind="stable")]] = np.arange(len(members)) / (len(members) - 1)
+    return out
+
+
+# ways of turning a report's relevance r (n,) in [0, 1] into its weight in its family's prototype;
+# `group` (n,) is the reported family
+WEIGHTINGS = {
+    "r^2": lambda r, group: r**2,
+    "r": lambda r, group: r,
+    "r^0.5": lambda r, group: r**0.5,
+    "r^0.25": lambda r, group: r**0.25,
+    "r >= 0.5": lambda r, group: (r >= 0.5).astype(float),
+    "r >= 0.02": lambda r, group: (r >= 0.02).astype(float),
+    "rank of r within the family": rank_within,
+}
+LOW_RELEVANCE = 0.02  # the diagnostic row: the true reports a GCN scores below this are the ones thresholds drop
+
+
 def make_reports(vectors: np.ndarray, family: np.ndarray, seed: int, clean_per_family: int = 2,
                  reports_per_family: int = 4):
     """Per family: clean = `clean_per_family` random members; reports = `reports_per_family`, half of them
@@ -263,16 +288,74 @@ def make_reports(vectors: np.ndarray, family: np.ndarray, seed: int, clean_per_f
     return clean, reports, test
 
 
+def report_relevance(vectors: np.ndarray, clean: list, reports: list, params) -> np.ndarray:
+    """(len(reports),) GCN relevance of each report (`make_reports`' clean and reports over (n, d) unit
+    `vectors`): one `gcn_relevance` per family over its clean images, its reports and, as negatives,
+    the clean images of the `params.context_references` families with the nearest clean prototypes."""
+    from copyseek.graph.gcn import gcn_relevance, nearest_references
+
+    clean_rows = dict(clean)
+    unit = np.stack([vectors[clean_rows[f]].mean(axis=0) for f in range(len(clean))])
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    nearest = nearest_references(unit, np.arange(len(clean)), params.context_references)
+    relevance = np.zeros(len(reports))
+    for f, rows in clean:
+        mine = [i for i, (g, _, _) in enumerate(reports) if g == f]
+        others = np.concatenate([clean_rows[g] for g in nearest[f]]) if len(nearest[f]) else np.zeros(0, int)
+        x = np.vstack([vectors[rows], vectors[[reports[i][1] for i in mine]], vectors[others]])
+        node = np.arange(len(x))
+        is_clean, is_negative = node < len(rows), node >= len(rows) + len(mine)
+        relevance[mine] = gcn_relevance(x, is_clean, ~is_clean & ~is_negative, params,
+                                        negative=is_negative)[len(rows) : len(rows) + len(mine)]
+    return relevance
+
+
+def collection_relevance(vectors: np.ndarray, clean: list, reports: list, params) -> np.ndarray:
+    """(len(reports),) relevance of each report from ONE multi-class GCN over the whole collection
+    (exploration, not in the library): a two-layer GCN on the `rw-self` matrix of the collection's
+    union kNN graph (k = params.k), one output per family, trained with cross-entropy on every clean
+    image (weight 1) and every report as a noisy label of its reported family (weight
+    params.noisy_weight); a report's relevance is the softmax probability of its reported family."""
+    import torch
+    from torch import nn
+
+    from copyseek.graph.gcn import GraphConvolution, sparse_tensor
+    from copyseek.graph.knn import knn_graph
+
+    rows = np.concatenate([r for _, r in clean] + [[r for _, r, _ in reports]]).astype(np.int64)
+    labels = np.concatenate([np.full(len(r), f) for f, r in clean] + [[f for f, _, _ in reports]]).astype(np.int64)
+    weight = torch.from_numpy(np.where(np.arange(len(rows)) < len(rows) - len(reports), 1.0, params.noisy_weight).astype(np.float32))
+    s = sparse_tensor(knn_graph(vectors, k=params.k, symmetrize="union").normalized("rw-self"))
+    x = torch.from_numpy(np.asarray(vectors, np.float32))
+    torch.manual_seed(params.seed)
+    first, second = GraphConvolution(x.shape[1], 2 * params.hidden), GraphConvolution(2 * params.hidden, len(clean))
+    dropout = nn.Dropout(params.dropout)
+    optimiser = torch.optim.Adam([*first.parameters(), *second.parameters()], lr=params.lr, weight_decay=params.weight_decay)
+    target, at = torch.from_numpy(labels), torch.from_numpy(rows)
+    for _ in range(params.epochs):
+        optimiser.zero_grad()
+        logits = second(dropout(torch.relu(first(x, s))), s)[at]
+        loss = (nn.functional.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
+        loss.backward()
+        optimiser.step()
+    dropout.eval()
+    with torch.no_grad():
+        probability = torch.softmax(second(dropout(torch.relu(first(x, s))), s), dim=1).numpy()
+    return probability[[r for _, r, _ in reports], [f for f, _, _ in reports]].astype(np.float64)
+
+
 def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), draws: tuple[int, ...] = (1, 2, 3),
-        clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,)) -> None:
+        clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,),
+        collection_k: tuple[int, ...] = ()) -> None:
     """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
     reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
     accuracy of nearest-prototype classification of each family's held-out members. Test draws are
-    1.., draw 0 is the one GCN k is chosen on (the default k = 5 is GCNParams'); `make_reports` says
+    1.., draw 0 is the one GCN k is chosen on (GCNParams' default k is 10 since session 10); `make_reports` says
     what a family's clean images and reports are. `context`: numbers m of context references (our
     extension: the clean images of the m families whose clean prototypes are nearest join a family's
-    graph as labelled negatives; 0 = the paper's per-family graph)."""
-    from copyseek.graph.gcn import GCNParams, gcn_relevance, nearest_references
+    graph as labelled negatives; 0 = the paper's per-family graph). `collection_k`: k values of
+    `collection_relevance`, one multi-class GCN over the whole collection (exploration)."""
+    from copyseek.graph.gcn import GCNParams
     from copyseek.graph.knn import knn_graph
     from copyseek.graph.propagation import LabelPropagation
 
@@ -306,57 +389,69 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
         share = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
         scores["label propagation"] = np.array([share[r, f] for f, r, _ in reports])
         cpu["label propagation"] = time.process_time() - started
-        unit = np.stack([prototype[f] / np.linalg.norm(prototype[f]) for f in range(n_families)])
-        clean_rows = dict(clean)
         for k in gcn_k:
             for m in context:
                 name = f"GCN relevance (k = {k})" if m == 0 else f"GCN relevance (k = {k}, context m = {m})"
                 started = time.process_time()
-                nearest = nearest_references(unit, np.arange(n_families), m)
-                relevance = np.zeros(len(reports))
-                for f, rows in clean:
-                    mine = [i for i, (g, _, _) in enumerate(reports) if g == f]
-                    others = np.concatenate([clean_rows[g] for g in nearest[f]]) if m else np.zeros(0, int)
-                    x = np.vstack([vectors[rows], vectors[[reports[i][1] for i in mine]], vectors[others]])
-                    node = np.arange(len(x))
-                    is_clean, is_negative = node < len(rows), node >= len(rows) + len(mine)
-                    relevance[mine] = gcn_relevance(x, is_clean, ~is_clean & ~is_negative, GCNParams(k=k, seed=seed),
-                                                    negative=is_negative)[len(rows) : len(rows) + len(mine)]
-                scores[name] = relevance
+                scores[name] = report_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed, context_references=m))
                 cpu[name] = time.process_time() - started
+        for k in collection_k:
+            name = f"GCN relevance over the whole collection (k = {k})"
+            started = time.process_time()
+            scores[name] = collection_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed))
+            cpu[name] = time.process_time() - started
         look = kinds == "look-alike"
         own_clean = np.zeros(len(family), bool)
         own_clean[np.concatenate([rows for _, rows in clean])] = True
-        print(f"draw {seed}: {int(own_clean[[r for _, r, k in reports if k == 'look-alike']].sum())} of {int(look.sum())} "
+        # the look-alikes that are not another family's clean image (those sit in a context graph as negatives)
+        look_unseen = look & ~own_clean[[r for _, r, _ in reports]]
+        print(f"draw {seed}: {int(look.sum() - look_unseen.sum())} of {int(look.sum())} "
               "look-alikes are another family's clean image", flush=True)
         for name, score in scores.items():
-            entry = aps.setdefault(name, {"all": [], "look-alike": [], "random": []})
+            entry = aps.setdefault(name, {"all": [], "look-alike": [], "random": [], "unseen look-alike": []})
             entry["all"].append(average_precision(-score, wrong))
-            entry["look-alike"].append(average_precision(-score[look | ~wrong], look[look | ~wrong]))
-            entry["random"].append(average_precision(-score[(kinds == "random") | ~wrong], (kinds == "random")[(kinds == "random") | ~wrong]))
-        # prototypes from the clean images and the reports, weighted by a relevance
+            for half, mask in (("look-alike", look), ("random", kinds == "random"), ("unseen look-alike", look_unseen)):
+                entry[half].append(average_precision(-score[mask | ~wrong], mask[mask | ~wrong]))
+        # prototypes from the clean images and the reports, weighted by a relevance; the oracle keeps the true ones
+        reported = np.array([f for f, _, _ in reports])
+        gcns = {name: score for name, score in scores.items() if name.startswith("GCN")}
         weightings = {"clean only": np.zeros(len(reports)), "unweighted": np.ones(len(reports)),
-                      **{f"weighted by {name}": score for name, score in scores.items() if name.startswith("GCN")}}
+                      "oracle (clean + the true reports only)": (~wrong).astype(float),
+                      **{f"diagnostic: the true reports with {name} >= {LOW_RELEVANCE}": (~wrong & (score >= LOW_RELEVANCE)).astype(float)
+                         for name, score in gcns.items()},
+                      "weighted by label propagation: r": scores["label propagation"],
+                      **{f"weighted by {name}: {how}": weigh(score, reported)
+                         for name, score in gcns.items() for how, weigh in WEIGHTINGS.items()}}
         for name, weight in weightings.items():
             protos = np.zeros((n_families, vectors.shape[1]))
             for f, rows in clean:
                 protos[f] += vectors[rows].sum(axis=0)
-            for (f, r, _), w in zip(reports, weight):
-                protos[f] += w * vectors[r]
+            np.add.at(protos, reported, weight[:, None] * vectors[[r for _, r, _ in reports]])
             protos /= np.linalg.norm(protos, axis=1, keepdims=True)
             predicted = (vectors[test] @ protos.T).argmax(axis=1)
             accuracy.setdefault(name, []).append(float((predicted == family[test]).mean()))
-    print("| relevance score | AP, all wrong reports | AP, look-alike half | AP, random half | CPU s per draw |")
-    print("|---|---|---|---|---|")
+    cosine = aps["cosine to clean prototype"]
+
+    def cell(values: list[float]) -> str:
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+    def gain(entry: dict, half: str) -> str:
+        difference = np.subtract(entry[half], cosine[half])
+        return f"{np.mean(difference):+.3f} ± {np.std(difference):.3f}"
+
+    print("| relevance score | AP, all wrong reports | AP, look-alike half | AP, random half | CPU s per draw | "
+          "look-alike AP minus cosine's | AP, look-alikes that are no family's clean image | the same minus cosine's |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, entry in aps.items():
-        cells = [f"{np.mean(entry[k]):.3f} ± {np.std(entry[k]):.3f}" for k in ("all", "look-alike", "random")]
-        print(f"| {name} | " + " | ".join(cells) + f" | {cpu[name]:.1f} |")
+        print(f"| {name} | " + " | ".join(cell(entry[k]) for k in ("all", "look-alike", "random")) + f" | {cpu[name]:.1f} | "
+              f"{gain(entry, 'look-alike')} | {cell(entry['unseen look-alike'])} | {gain(entry, 'unseen look-alike')} |")
     print(f"\nNearest-prototype classification of each family's held-out members ({len(test)} images, "
-          f"{n_families} families)\n")
-    print("| prototype | accuracy |")
-    print("|---|---|")
+          f"{n_families} families); minus unweighted: the per-draw difference\n")
+    print("| prototype | accuracy | minus unweighted |")
+    print("|---|---|---|")
     for name, values in accuracy.items():
-        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} |")
+        gain = np.subtract(values, accuracy["unweighted"])
+        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} | {np.mean(gain):+.3f} ± {np.std(gain):.3f} |")
 
 
 # ---------------------------------------------------------------- fine-tuning with mined pairs
@@ -514,7 +609,9 @@ def main() -> None:
             p.add_argument("--alpha", type=float, default=0.99, help="LP alpha (default 0.99, the paper's)")
         if name == "gcn":
             p.add_argument("--descriptors", default="sscd", choices=("sscd", "small"))
-            p.add_argument("--gcn-k", type=int, nargs="+", default=[5, 2], help="GCN graph k values (default 5 2)")
+            p.add_argument("--gcn-k", type=int, nargs="*", default=[5, 2], help="GCN graph k values (default 5 2; none: no per-family GCN)")
+            p.add_argument("--collection-gcn-k", type=int, nargs="*", default=[],
+                           help="k values of one multi-class GCN over the whole collection (exploration; default none)")
             p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3],
                            help="report draws (default 1 2 3; draw 0 is for choosing k)")
             p.add_argument("--clean", type=int, default=2, help="clean images per family (default 2)")
@@ -538,7 +635,7 @@ def main() -> None:
     else:
         options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
                                                        "clean_per_family": args.clean, "reports_per_family": args.reports,
-                                                       "context": tuple(args.context)},
+                                                       "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k)},
                    "mining": dict}[args.command]()
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache, **options)
 

@@ -84,10 +84,34 @@ def test_negative_context_references_are_refused(case, capsys):
     assert code == 2 and "context_references" in capsys.readouterr().err
 
 
-def test_cli_help_states_the_default_context():
+def test_cli_help_states_the_defaults():
     import inspect
 
     import copyseek.learn.cli
-    from copyseek.graph.gcn import CONTEXT_REFERENCES
+    from copyseek.graph.gcn import CONTEXT_REFERENCES, NEIGHBOURS, GCNParams
 
-    assert f'"default {CONTEXT_REFERENCES})"' in inspect.getsource(copyseek.learn.cli.add_triage_parser)
+    source = inspect.getsource(copyseek.learn.cli.add_triage_parser)
+    assert f'"default {CONTEXT_REFERENCES})"' in source
+    assert f'(default {NEIGHBOURS})"' in source
+    assert GCNParams().k == NEIGHBOURS and GCNParams().context_references == CONTEXT_REFERENCES
+
+
+def test_k_reaches_the_gcn(case, monkeypatch):
+    """--k and --context-references are passed to the GCN; left out, GCNParams' defaults hold."""
+    import copyseek.learn.triage
+    from copyseek.graph.gcn import GCNParams
+
+    seen = []
+    real = copyseek.learn.triage.gcn_relevance
+    monkeypatch.setattr(copyseek.learn.triage, "gcn_relevance", lambda *a, **kw: seen.append(a[3]) or real(*a, **kw))
+    queue(case, "--k", "3", "--context-references", "2")
+    queue(case)
+    assert (seen[0].k, seen[0].context_references) == (3, 2)
+    assert (seen[-1].k, seen[-1].context_references) == (GCNParams().k, GCNParams().context_references)
+
+
+def test_bad_k_is_refused(case, capsys):
+    code = main(["triage", "--verified", str(case / "verified.csv"), "--reports", str(case / "reports.csv"),
+                 "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(case / "q.csv"),
+                 "--k", "0", "-q"])
+    assert code == 2 and "k, hidden and epochs" in capsys.readouterr().err

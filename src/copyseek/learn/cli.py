@@ -113,6 +113,8 @@ def add_triage_parser(subparsers) -> None:
     p.add_argument("--queries", required=True, metavar="DIR", help="folder of the query images")
     p.add_argument("--output", required=True, metavar="QUEUE.csv")
     p.add_argument("--epochs", type=int, default=200, help="GCN training epochs per reference (default 200)")
+    p.add_argument("--k", type=int, default=None, metavar="K",
+                   help="GCN graph: neighbours per image in each reference's kNN graph (default 10)")
     p.add_argument("--context-references", type=int, default=None, metavar="M",
                    help="the clean images (reference + verified copies) of the M other references with the nearest "
                    "clean prototypes join each graph as negatives (copyseek's extension; 0 = the paper's graph; "
@@ -135,8 +137,9 @@ def run_triage(args: argparse.Namespace) -> int:
     verified = set(read_ground_truth(args.verified).pairs)
     reports = set(read_ground_truth(args.reports).pairs)
     with Index.open(args.index) as index:
-        context = {} if args.context_references is None else {"context_references": args.context_references}
-        rows = triage(index, verified, reports, args.queries, GCNParams(epochs=args.epochs, **context), progress=not args.quiet)
+        chosen = {"k": args.k, "context_references": args.context_references}
+        params = GCNParams(epochs=args.epochs, **{name: value for name, value in chosen.items() if value is not None})
+        rows = triage(index, verified, reports, args.queries, params, progress=not args.quiet)
     with open(output, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["query_id", "reference_id", "relevance"])
