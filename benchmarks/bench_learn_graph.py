@@ -310,15 +310,51 @@ def report_relevance(vectors: np.ndarray, clean: list, reports: list, params) ->
     return relevance
 
 
+def collection_relevance(vectors: np.ndarray, clean: list, reports: list, params) -> np.ndarray:
+    """(len(reports),) relevance of each report from ONE multi-class GCN over the whole collection
+    (exploration, not in the library): a two-layer GCN on the `rw-self` matrix of the collection's
+    union kNN graph (k = params.k), one output per family, trained with cross-entropy on every clean
+    image (weight 1) and every report as a noisy label of its reported family (weight
+    params.noisy_weight); a report's relevance is the softmax probability of its reported family."""
+    import torch
+    from torch import nn
+
+    from copyseek.graph.gcn import GraphConvolution, sparse_tensor
+    from copyseek.graph.knn import knn_graph
+
+    rows = np.concatenate([r for _, r in clean] + [[r for _, r, _ in reports]]).astype(np.int64)
+    labels = np.concatenate([np.full(len(r), f) for f, r in clean] + [[f for f, _, _ in reports]]).astype(np.int64)
+    weight = torch.from_numpy(np.where(np.arange(len(rows)) < len(rows) - len(reports), 1.0, params.noisy_weight).astype(np.float32))
+    s = sparse_tensor(knn_graph(vectors, k=params.k, symmetrize="union").normalized("rw-self"))
+    x = torch.from_numpy(np.asarray(vectors, np.float32))
+    torch.manual_seed(params.seed)
+    first, second = GraphConvolution(x.shape[1], 2 * params.hidden), GraphConvolution(2 * params.hidden, len(clean))
+    dropout = nn.Dropout(params.dropout)
+    optimiser = torch.optim.Adam([*first.parameters(), *second.parameters()], lr=params.lr, weight_decay=params.weight_decay)
+    target, at = torch.from_numpy(labels), torch.from_numpy(rows)
+    for _ in range(params.epochs):
+        optimiser.zero_grad()
+        logits = second(dropout(torch.relu(first(x, s))), s)[at]
+        loss = (nn.functional.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
+        loss.backward()
+        optimiser.step()
+    dropout.eval()
+    with torch.no_grad():
+        probability = torch.softmax(second(dropout(torch.relu(first(x, s))), s), dim=1).numpy()
+    return probability[[r for _, r, _ in reports], [f for f, _, _ in reports]].astype(np.float64)
+
+
 def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), draws: tuple[int, ...] = (1, 2, 3),
-        clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,)) -> None:
+        clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,),
+        collection_k: tuple[int, ...] = ()) -> None:
     """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
     reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
     accuracy of nearest-prototype classification of each family's held-out members. Test draws are
     1.., draw 0 is the one GCN k is chosen on (GCNParams' default k is 10 since session 10); `make_reports` says
     what a family's clean images and reports are. `context`: numbers m of context references (our
     extension: the clean images of the m families whose clean prototypes are nearest join a family's
-    graph as labelled negatives; 0 = the paper's per-family graph)."""
+    graph as labelled negatives; 0 = the paper's per-family graph). `collection_k`: k values of
+    `collection_relevance`, one multi-class GCN over the whole collection (exploration)."""
     from copyseek.graph.gcn import GCNParams
     from copyseek.graph.knn import knn_graph
     from copyseek.graph.propagation import LabelPropagation
@@ -359,6 +395,11 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
                 started = time.process_time()
                 scores[name] = report_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed, context_references=m))
                 cpu[name] = time.process_time() - started
+        for k in collection_k:
+            name = f"GCN relevance over the whole collection (k = {k})"
+            started = time.process_time()
+            scores[name] = collection_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed))
+            cpu[name] = time.process_time() - started
         look = kinds == "look-alike"
         own_clean = np.zeros(len(family), bool)
         own_clean[np.concatenate([rows for _, rows in clean])] = True
@@ -568,7 +609,9 @@ def main() -> None:
             p.add_argument("--alpha", type=float, default=0.99, help="LP alpha (default 0.99, the paper's)")
         if name == "gcn":
             p.add_argument("--descriptors", default="sscd", choices=("sscd", "small"))
-            p.add_argument("--gcn-k", type=int, nargs="+", default=[5, 2], help="GCN graph k values (default 5 2)")
+            p.add_argument("--gcn-k", type=int, nargs="*", default=[5, 2], help="GCN graph k values (default 5 2; none: no per-family GCN)")
+            p.add_argument("--collection-gcn-k", type=int, nargs="*", default=[],
+                           help="k values of one multi-class GCN over the whole collection (exploration; default none)")
             p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3],
                            help="report draws (default 1 2 3; draw 0 is for choosing k)")
             p.add_argument("--clean", type=int, default=2, help="clean images per family (default 2)")
@@ -592,7 +635,7 @@ def main() -> None:
     else:
         options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
                                                        "clean_per_family": args.clean, "reports_per_family": args.reports,
-                                                       "context": tuple(args.context)},
+                                                       "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k)},
                    "mining": dict}[args.command]()
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache, **options)
 
