@@ -110,7 +110,7 @@ def test_verify_pair_explains_a_match(branch, references, queries):
         branch.new_searcher().verification(query, 0)
 
 
-@pytest.mark.parametrize("kwargs", [{"knn": 1}, {"vote_ratio": 0}, {"nprobe": 0}, {"split_nprobe": 0}])
+@pytest.mark.parametrize("kwargs", [{"knn": 1}, {"vote_ratio": 0}, {"nprobe": 0}, {"split_nprobe": 0}, {"pair_matching": "yes"}])
 def test_rejects_bad_search_parameters(kwargs):
     with pytest.raises(CopyseekError):
         SearchParams(**kwargs)
@@ -133,3 +133,29 @@ def test_index_built_in_blocks_equals_one_block(branch, reference_features, quer
     for a, b in zip(*found):
         np.testing.assert_array_equal(a.rows, b.rows)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_pair_matching_verifies_a_pair_as_if_the_reference_were_alone(branch, reference_features, queries):
+    """Within the pair, a copy's inliers do not depend on the other references (collection-wide
+    neighbours do: other references take them), and equal verify_pair's (the reference alone)."""
+    paired = LocalBranch(search=SearchParams(pair_matching=True), threads=2).new_searcher()
+    paired.add(branch.pack(reference_features))
+    for name in ("heavy crop", "paste", "flipped crop"):
+        image, row = queries[name]
+        query = branch.extract([image], query=True)[0]
+        within = paired.verification(query, row)
+        alone = branch.verify_pair(query, reference_features[row])
+        assert alone.inliers >= 20 and abs(within.inliers - alone.inliers) <= 0.03 * alone.inliers  # decoded vs ADC distances
+        assert within.mirrored == alone.mirrored
+        assert paired.search([query], k=1)[0].rows[0] == row
+
+
+def test_pair_matching_keeps_non_copies_far_below_copies(branch, reference_features, queries):
+    """Chance fits rise within the pair (every reference descriptor is a candidate match; 12 on
+    these synthetic photos, 6 on real ones), still far below a copy's."""
+    paired = LocalBranch(search=SearchParams(pair_matching=True), threads=2).new_searcher()
+    paired.add(branch.pack(reference_features))
+    names = ("heavy crop", "paste", "flip", "flipped crop", "non-copy")
+    found = dict(zip(names, paired.search(branch.extract([queries[n][0] for n in names], query=True), k=5)))
+    weakest_copy = min(found[n].scores[0] for n in names[:-1])
+    assert found["non-copy"].scores[0] < weakest_copy / 2

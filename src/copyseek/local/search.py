@@ -11,6 +11,11 @@ Stages, for a batch of queries:
 3. the `verify_top` most voted references are verified (`copyseek.local.verify`): the voting
    neighbours in a reference are its tentative matches, so verification needs no descriptor
    decoding or second matching step; score = inliers.
+   With `pair_matching`, each verified reference's tentative matches are found within the pair
+   instead (its PQ codes decoded, the same kNN and ratio test over its descriptors alone): a
+   larger collection takes a copy's collection-wide neighbours and tightens the ratio test, so
+   the same pair verifies fewer inliers as references are added (BENCHMARKS.md, issue 13);
+   within the pair it does not, at the cost of one distance matrix per verified reference.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from copyseek.errors import CopyseekError
 from copyseek.local.codec import Codec
 from copyseek.local.sublists import SplitLists, auto_split, check_split
 from copyseek.local.verify import Verification, VerifyParams, one_to_one, verify
-from copyseek.validation import check_int, check_number, check_vectors
+from copyseek.validation import check_bool, check_int, check_number, check_vectors
 
 XY_SCALE = 65535
 """Stored keypoint positions are uint16 fractions of the image's width / height."""
@@ -47,6 +52,8 @@ class SearchParams:
                  ~100k references; 16 at 1M).
     split_nprobe: sub-lists visited per query descriptor when the lists are split.
     batch:       queries per Faiss call (bounds the (descriptors, knn) result arrays).
+    pair_matching: tentative matches of a verified reference from its own descriptors (module
+                 docstring); chance fits on non-copies then reach ~6 inliers instead of 3-4.
     """
 
     knn: int = 5
@@ -57,6 +64,7 @@ class SearchParams:
     split: int = 0
     split_nprobe: int = 8
     batch: int = 64
+    pair_matching: bool = False
 
     def __post_init__(self) -> None:
         for name in ("knn", "verify_top", "flat_max", "nprobe", "split", "split_nprobe", "batch"):
@@ -69,6 +77,7 @@ class SearchParams:
         if min(self.verify_top, self.nprobe, self.split_nprobe, self.batch, self.flat_max) < 1:
             raise CopyseekError("local verify_top, nprobe, split_nprobe, batch and flat_max must be positive")
         check_split(self.split)
+        check_bool("local pair_matching", self.pair_matching)
 
 
 def pack_features(codec: Codec, features: list[Features]) -> Chunk:
@@ -277,9 +286,32 @@ class LocalSearcher(Searcher):
 
     def _verify(self, query: Features, neighbours: "Neighbours", row: int) -> Verification:
         ref_xy, ref_size = self.reference(row)
-        groups = neighbours.matches(row, int(self.offsets[row]))
+        if self.params.pair_matching:
+            groups = self.pair_matches(query, row)
+        else:
+            groups = neighbours.matches(row, int(self.offsets[row]))
         size = (int(query["size"][0]), int(query["size"][1]))
         return verify(query["xy"], size, ref_xy, ref_size, groups, self.verify_params)
+
+    def pair_matches(self, query: Features, row: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Tentative one-to-one matches (query keypoint, reference keypoint) of the query with
+        reference `row` from the reference's descriptors alone: [direct, mirrored], as
+        Neighbours.matches gives them for a collection holding only this reference."""
+        lo, hi = int(self.offsets[row]), int(self.offsets[row + 1])
+        reference = self.codec.quantizer.decode(np.ascontiguousarray(self.codes[lo:hi]))  # (r, dim)
+        knn = min(self.params.knn, hi - lo)
+        groups = []
+        for desc in query_descs(query):
+            if knn == 0 or len(desc) == 0:
+                groups.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
+                continue
+            distances = squared_distances(desc, reference)  # (n, r)
+            nearest = np.argpartition(distances, knn - 1, axis=1)[:, :knn]
+            near = np.take_along_axis(distances, nearest, axis=1)
+            voted = near < self.params.vote_ratio**2 * near.max(axis=1, keepdims=True)
+            keypoint, col = np.nonzero(voted)
+            groups.append(one_to_one(keypoint, nearest[keypoint, col], near[keypoint, col]))
+        return groups
 
     def _verify_top(self, query: Features, neighbours: "Neighbours", k: int) -> Candidates:
         """Verify the most voted references; keep the k with most inliers (at least one)."""
@@ -328,6 +360,12 @@ class Neighbours:
             sel = lo + np.flatnonzero(self.mirrored[lo:hi] == mirrored)
             groups.append(one_to_one(self.keypoint[sel], self.desc[sel] - first_desc, self.distance[sel]))
         return groups
+
+
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, d) and (r, d) float32 -> (n, r) squared Euclidean distances (>= 0)."""
+    product = a @ b.T
+    return np.maximum((a * a).sum(axis=1)[:, None] - 2 * product + (b * b).sum(axis=1)[None, :], 0.0)
 
 
 def query_descs(query: Features) -> list[np.ndarray]:
