@@ -1,0 +1,158 @@
+"""Why accuracy falls as the collection grows: the measurements behind BENCHMARKS.md issue 13
+(session 10), on the indexes that `benchmarks/bench_growth.py` grows.
+
+    # 1. each evidence's share of what true pairs lose between two collection sizes (fused indexes)
+    .venv/bin/python benchmarks/bench_growth_causes.py evidence bench/seed1 --small idx200 --large idx1k \\
+        --small-predictions pred-200.csv --large-predictions pred-1000.csv --queries 30
+    # 2. the background offset against the collection offset (any index with the global branch)
+    .venv/bin/python benchmarks/bench_growth_causes.py offsets bench/seed1 --index idx1k
+    # 3. the local branch alone, collection-wide tentative matches against matches within the pair
+    .venv/bin/python benchmarks/bench_growth_causes.py local bench/seed1 --index idx200 idx1k
+
+`evidence` re-matches the `--queries` copy queries whose true pair's score fell most between the
+two prediction files and prints the mean change of each evidence's contribution (fused weight x
+change) to their true pairs' log-odds, then, for the same true pairs and the three best-scored
+non-copies of each query on the small index, the inliers verified with the collection's
+neighbours on both indexes and within the pair (`LocalBranch.verify_pair`). A smaller index of the
+same references can be made from a larger one with `Index.remove` and `Index.compact`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from copyseek.bench.run import benchmark_paths
+from copyseek.eval.metrics import evaluate
+from copyseek.io.csvfiles import read_ground_truth, read_predictions
+from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
+from copyseek.match.fusion import CHANCE_INLIERS, FEATURES, FusedScorer
+from copyseek.match.matcher import NORMALIZE_WITH, MatchOptions, make_scorer, match
+from copyseek.store.index import Index
+
+
+def report(label: str, index: Index, bench: Path, options: MatchOptions, scorer=None) -> None:
+    """Match the benchmark's queries, print muAP / recall at P90 / threshold at P90."""
+    paths = benchmark_paths(bench)
+    result = match(index, paths["queries"], options, scorer=scorer, progress=False, on_skip=lambda f, r: None)
+    metrics = evaluate(result.predictions, read_ground_truth(paths["gt"]))
+    print(f"| {label} | {len(index):,} | {metrics.micro_ap:.4f} | {metrics.recall_at_p90:.4f} | {metrics.threshold_at_p90} |", flush=True)
+
+
+def offsets(args: argparse.Namespace) -> None:
+    print("| offset over | references | muAP | recall@P90 | threshold at P90 |\n|---|---:|---:|---:|---:|")
+    for path in args.index:
+        with Index.open(path) as index:
+            for how in NORMALIZE_WITH:
+                options = MatchOptions(background=benchmark_paths(args.bench)["background"], normalize_with=how)
+                report(how, index, args.bench, options)
+
+
+def local(args: argparse.Namespace) -> None:
+    print("| local branch alone, tentative matches | references | muAP | recall@P90 | threshold at P90 |\n|---|---:|---:|---:|---:|")
+    for path in args.index:
+        with Index.open(path) as index:
+            searcher = index.searchers()["local"]
+            for within_pair in (False, True):
+                searcher.params = replace(searcher.params, pair_matching=within_pair)
+                label = "within the pair" if within_pair else "collection-wide neighbours"
+                report(label, index, args.bench, MatchOptions(), scorer=lambda batch: batch.candidates["local"])
+
+
+def fallen_queries(small: Path, large: Path, ground_truth, n: int) -> list[str]:
+    """The n copy queries whose true pair's score fell most from `small` to `large` predictions
+    (a pair missing from `large` counts as fallen furthest)."""
+    def true_scores(path: Path) -> dict:
+        return {(p.query_id, p.reference_id): p.score for p in read_predictions(path) if (p.query_id, p.reference_id) in ground_truth.pairs}
+
+    before, after = true_scores(small), true_scores(large)
+    fall = sorted(before, key=lambda pair: after.get(pair, -np.inf) - before[pair])
+    return list(dict.fromkeys(query for query, _ in fall))[:n]
+
+
+def pair_evidence(index: Index, files: list[ImageFile], bench: Path) -> dict[str, tuple[list, np.ndarray]]:
+    """query id -> (candidate reference ids, (m, 5) fused evidence), background offsets."""
+    options = MatchOptions(k=1000, background=benchmark_paths(bench)["background"])
+    scorer = make_scorer(index, options, progress=False)
+    if not isinstance(scorer, FusedScorer):
+        raise SystemExit(f"{index.path} is not a fused index")
+    found = {}
+
+    def record(batch):
+        for query, (rows, evidence) in zip(batch.ids, scorer.evidence(batch)):
+            found[query] = ([index.ids[r] for r in rows], evidence)
+        return scorer(batch)
+
+    match(index, files, options, scorer=record, progress=True)
+    return found
+
+
+def inliers(excess: float) -> int:
+    """Inliers from the local evidence log(1 + inliers beyond CHANCE_INLIERS) (0 when it is 0)."""
+    return 0 if excess <= 0 else int(round(np.expm1(excess))) + CHANCE_INLIERS
+
+
+def decoded(file: ImageFile, side: int) -> np.ndarray:
+    return next(item.pixels for item in iter_decoded([file], side, 0) if isinstance(item, DecodedImage))
+
+
+def evidence(args: argparse.Namespace) -> None:
+    paths = benchmark_paths(args.bench)
+    ground_truth = read_ground_truth(paths["gt"])
+    chosen = fallen_queries(args.small_predictions, args.large_predictions, ground_truth, args.queries)
+    files = [f for f in find_images(paths["queries"])[0] if f.path.stem in chosen]
+    with Index.open(args.large) as index:
+        large = pair_evidence(index, files, args.bench)
+    with Index.open(args.small) as index:
+        small = pair_evidence(index, files, args.bench)
+        weights = np.asarray(make_scorer(index, MatchOptions(background=paths["background"]), progress=False).weights.weights)
+        branch = index.branches["local"]
+        references = {f.path.stem: f for f in find_images(paths["references"])[0]}
+        changes, rows = [], []
+        for file in files:
+            query = file.path.stem
+            (small_ids, small_ev), (large_ids, large_ev) = small[query], large[query]
+            truth = [r for q, r in ground_truth.pairs if q == query]
+            for reference in truth:
+                if reference in small_ids and reference in large_ids:
+                    changes.append((large_ev[large_ids.index(reference)] - small_ev[small_ids.index(reference)]) * weights)
+            ranked = np.argsort(-(small_ev @ weights))
+            non_copies = [small_ids[i] for i in ranked if small_ids[i] not in truth][:3]
+            features = branch.extract([decoded(file, branch.decode_side)], query=True)[0]
+            for reference in truth + non_copies:
+                alone = branch.extract([decoded(references[reference], branch.decode_side)])[0]
+                within = branch.verify_pair(features, alone).inliers
+                at = [inliers(ev[ids.index(reference), 2]) if reference in ids else None for ids, ev in ((small_ids, small_ev), (large_ids, large_ev))]
+                rows.append((query, reference, reference in truth, *at, within))
+    print(f"\nmean change of each evidence's contribution to {len(changes)} true pairs' log-odds (weight x change):\n")
+    print("| " + " | ".join(FEATURES) + " |\n|" + "---:|" * len(FEATURES))
+    print("| " + " | ".join(f"{v:+.3f}" for v in np.mean(changes, axis=0)) + " |")
+    print(f"\nverified inliers ({args.small.name} / {args.large.name} collection-wide, within the pair):\n")
+    print("| query | reference | copy | small index | large index | within the pair |\n|---|---|---|---:|---:|---:|")
+    for query, reference, is_copy, at_small, at_large, within in rows:
+        print(f"| {query} | {reference} | {'yes' if is_copy else 'no'} | {at_small} | {at_large} | {within} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("offsets", "local"):
+        p = commands.add_parser(name)
+        p.add_argument("bench", type=Path)
+        p.add_argument("--index", type=Path, nargs="+", required=True)
+    p = commands.add_parser("evidence")
+    p.add_argument("bench", type=Path)
+    p.add_argument("--small", type=Path, required=True, help="fused index of the smaller collection")
+    p.add_argument("--large", type=Path, required=True, help="fused index of the larger collection")
+    p.add_argument("--small-predictions", type=Path, required=True)
+    p.add_argument("--large-predictions", type=Path, required=True)
+    p.add_argument("--queries", type=int, default=30)
+    args = parser.parse_args()
+    {"offsets": offsets, "local": local, "evidence": evidence}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
