@@ -58,6 +58,17 @@ def test_collection_offset_grows_with_distinct_look_alikes_not_with_versions():
     assert offset([OWN, *LOOK_ALIKES]) == pytest.approx((0.45 + 0.3) / 2, abs=1e-3)
 
 
+def test_removed_references_count_for_nothing():
+    background = unit([[0, 1, 0, 0]])
+    collection = collection_of([OWN, *LOOK_ALIKES])
+    kept = CollectionNormalizer(background, collection, n=2).offsets(unit(QUERY))[0]
+    removed = CollectionNormalizer(background, collection, n=2, removed=[False, True, False]).offsets(unit(QUERY))[0]
+    assert kept == pytest.approx((0.45 + 0.3) / 2, abs=1e-3)
+    assert removed == pytest.approx((0.3 + 0.0) / 2, abs=1e-3)  # the 0.45 look-alike is gone: the background's 0 joins
+    with pytest.raises(CopyseekError, match="each of the collection's 3 rows"):
+        CollectionNormalizer(background, collection, removed=[False])
+
+
 def test_collection_offset_rejects_a_negative_skip():
     with pytest.raises(CopyseekError, match="nearest references"):
         CollectionNormalizer(unit([[1, 0]]), collection_of([[1, 0]]), skip=-1)

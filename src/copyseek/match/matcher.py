@@ -187,8 +187,9 @@ def make_scorer(index: Index, options: MatchOptions, progress: bool) -> Scorer:
                 warnings.warn(
                     f"the {index.pipeline} pipeline's weights were fitted with offsets over the background set alone: "
                     "with normalize_with='collection' its scores still rank pairs but are not calibrated", stacklevel=2)
-            collection = index.searchers()["global"]
-            normalizer = CollectionNormalizer(vectors, collection, options.beta, options.n_background, options.skip_nearest)
+            removed = np.array([reference is None for reference in index.ids], bool)
+            normalizer = CollectionNormalizer(
+                vectors, index.searchers()["global"], options.beta, options.n_background, options.skip_nearest, removed=removed)
         else:
             normalizer = BackgroundNormalizer(vectors, options.beta, options.n_background)
     return scorer_factory(index.pipeline)(index, normalizer)

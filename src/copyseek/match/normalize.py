@@ -10,8 +10,9 @@ A fixed background set does not grow with the collection: at 10,000 references e
 far more look-alikes than among 60 background photos, and its best wrong match scores higher
 (BENCHMARKS.md, issue 13). `CollectionNormalizer` takes the top-n over the background set *and*
 the collection's own references, leaving out each vector's `skip` nearest references (the
-reference a copy matches, or a reference itself): the offset rises with the collection's density
-around the query, so a threshold keeps its meaning as the collection grows.
+reference a copy matches, or a reference itself) and their versions: the offset rises with the
+collection's density around the query. Measured for SSCD alone: +0.008 to +0.071 muAP on five
+calibrated benchmarks, but no smaller loss as the collection grows (BENCHMARKS.md, issue 13).
 """
 
 from __future__ import annotations
@@ -62,11 +63,12 @@ class CollectionNormalizer(BackgroundNormalizer):
     DUPLICATE_SIMILARITY to one of them), are left out of its top-n: they may be the reference a
     query copies (or, for a reference, itself), and a photo held in many versions must not lower
     the scores of its own copies. `spare`: further neighbours searched to replace the versions
-    left out."""
+    left out. `removed`: (N,) bool, the collection's rows whose references were removed (they stay
+    in its searcher until the index is compacted) and count for nothing."""
 
     def __init__(
         self, background: np.ndarray, collection: VectorSearcher, beta: float = 1.0, n: int = 3, skip: int = 1,
-        spare: int = 32,
+        spare: int = 32, removed: np.ndarray | None = None,
     ):
         super().__init__(background, beta, n)
         if skip < 0 or spare < 0:
@@ -75,6 +77,9 @@ class CollectionNormalizer(BackgroundNormalizer):
         self.skip = skip
         self.spare = spare
         self.collection = collection
+        self.removed = np.zeros(collection.ntotal, bool) if removed is None else np.asarray(removed, bool)
+        if self.removed.shape != (collection.ntotal,):
+            raise CopyseekError(f"removed must flag each of the collection's {collection.ntotal} rows, got shape {self.removed.shape}")
 
     def offsets(self, queries: np.ndarray) -> np.ndarray:
         """(m, dim) query vectors -> (m,) beta x the mean of their top-n similarities over the
@@ -90,6 +95,7 @@ class CollectionNormalizer(BackgroundNormalizer):
         """(m, dim) -> (m, n + skip + spare) similarities to the nearest references, -inf for the
         skipped ones, their versions and missing neighbours."""
         found, rows = self.collection.search_vectors(queries, self.n + self.skip + self.spare)
+        rows = np.where((rows >= 0) & ~self.removed[np.maximum(rows, 0)], rows, -1)
         found = np.where(rows >= 0, found, -np.inf)
         if self.skip == 0 or rows.shape[1] == 0:
             return found
