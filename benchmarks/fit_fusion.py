@@ -15,7 +15,8 @@ the photos an evaluation benchmark held out, with several seeds for more pairs:
 
 With `--local-descriptor mkd` (or any other) the weights are fitted for fused indexes whose local
 branch uses that descriptor (FITTED_WEIGHTS in fusion.py); with `--normalize-with collection`, for
-offsets taken against the background set and the collection's own references (WEIGHTS_COLLECTION). Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
+offsets taken against the background set and the collection's own references (not shipped: fusion.py has
+no weights for them yet). Fits one set of weights on the pairs of all benchmarks together and prints them (normalised and
 raw) to paste into fusion.py, with the training muAP of each benchmark, and the muAP of each
 benchmark under weights fitted on the others (leave-one-benchmark-out), a check of overfitting.
 """
@@ -106,21 +107,24 @@ def scores(pairs: Pairs, weights, bench: Path) -> str:
 
 
 def load_or_collect(args: argparse.Namespace) -> dict[Path, dict[str, tuple]]:
-    """bench -> label -> (reference ids by row, query ids, candidate rows per query, evidence per query)."""
+    """bench -> label -> (reference ids by row, query ids, candidate rows per query, evidence per query).
+    The cache keeps each benchmark's evidence under the settings it was collected with (local
+    descriptor, offsets), so a run with other settings collects its own."""
     cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.exists() else {}
     for bench in args.benches:
-        if bench in cached:
+        key = (bench, args.local_descriptor, args.normalize_with)
+        if key in cached:
             continue
         with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
             with Index.create(Path(scratch) / "idx", "fused", {"local": {"descriptor": args.local_descriptor}}) as index:
                 index.add(bench / "references", progress=True)
-                cached[bench] = {
+                cached[key] = {
                     label: (index.ids, *collect(index, bench, background, args.normalize_with))
                     for label, background in (("normalised", bench / "background"), ("raw", None))
                 }
         if args.cache:
             args.cache.write_bytes(pickle.dumps(cached))
-    return cached
+    return {bench: cached[(bench, args.local_descriptor, args.normalize_with)] for bench in args.benches}
 
 
 if __name__ == "__main__":
