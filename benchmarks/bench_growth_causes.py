@@ -96,6 +96,7 @@ def inliers(excess: float) -> int:
 
 
 def decoded(file: ImageFile, side: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of one image file, decoded as matching does (longest side `side`)."""
     return next(item.pixels for item in iter_decoded([file], side, 0) if isinstance(item, DecodedImage))
 
 
