@@ -8,6 +8,8 @@
     .venv/bin/python benchmarks/bench_growth_causes.py offsets bench/seed1 --index idx1k
     # 3. the local branch alone, collection-wide tentative matches against matches within the pair
     .venv/bin/python benchmarks/bench_growth_causes.py local bench/seed1 --index idx200 idx1k
+    # 4. the fused pipeline (+sn) with each of the two local matchings (fused indexes)
+    .venv/bin/python benchmarks/bench_growth_causes.py fused bench/seed1 --index idx200 idx1k idx10k
 
 `evidence` re-matches the `--queries` copy queries whose true pair's score fell most between the
 two prediction files and prints the mean change of each evidence's contribution (fused weight x
@@ -15,31 +17,38 @@ change) to their true pairs' log-odds, then, for the same true pairs and the thr
 non-copies of each query on the small index, the inliers verified with the collection's
 neighbours on both indexes and within the pair (`LocalBranch.verify_pair`). A smaller index of the
 same references can be made from a larger one with `Index.remove` and `Index.compact`.
+
+`fused` matches the queries once per local matching (`MatchOptions.pair_matching`, each with its
+shipped weights), describing each query and crop once for both (the global branch's embeddings
+are memoised by content), and times the local branch's search apart.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 
 from copyseek.bench.run import benchmark_paths
 from copyseek.eval.metrics import evaluate
-from copyseek.io.csvfiles import read_ground_truth, read_predictions
+from copyseek.io.csvfiles import read_ground_truth, read_predictions, write_predictions
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
 from copyseek.match.fusion import CHANCE_INLIERS, FEATURES, FusedScorer
 from copyseek.match.matcher import NORMALIZE_WITH, MatchOptions, make_scorer, match
 from copyseek.store.index import Index
 
 
-def report(label: str, index: Index, bench: Path, options: MatchOptions, scorer=None) -> None:
-    """Match the benchmark's queries, print muAP / recall at P90 / threshold at P90."""
+def report(label: str, index: Index, bench: Path, options: MatchOptions, scorer=None, extra: str = "", predictions: Path | None = None) -> None:
+    """Match the benchmark's queries, print muAP / recall at P90 / threshold at P90 (then `extra`)."""
     paths = benchmark_paths(bench)
     result = match(index, paths["queries"], options, scorer=scorer, progress=False, on_skip=lambda f, r: None)
+    if predictions is not None:
+        write_predictions(predictions, result.predictions)
     metrics = evaluate(result.predictions, read_ground_truth(paths["gt"]))
-    print(f"| {label} | {len(index):,} | {metrics.micro_ap:.4f} | {metrics.recall_at_p90:.4f} | {metrics.threshold_at_p90} |", flush=True)
+    print(f"| {label} | {len(index):,} | {metrics.micro_ap:.4f} | {metrics.recall_at_p90:.4f} | {metrics.threshold_at_p90}{extra} |", flush=True)
 
 
 def offsets(args: argparse.Namespace) -> None:
@@ -55,11 +64,58 @@ def local(args: argparse.Namespace) -> None:
     print("| local branch alone, tentative matches | references | muAP | recall@P90 | threshold at P90 |\n|---|---:|---:|---:|---:|")
     for path in args.index:
         with Index.open(path) as index:
-            searcher = index.searchers()["local"]
             for within_pair in (False, True):
-                searcher.params = replace(searcher.params, pair_matching=within_pair)
-                label = "within the pair" if within_pair else "collection-wide neighbours"
-                report(label, index, args.bench, MatchOptions(), scorer=lambda batch: batch.candidates["local"])
+                report(MATCHINGS[within_pair], index, args.bench, MatchOptions(pair_matching=within_pair), scorer=lambda batch: batch.candidates["local"])
+
+
+MATCHINGS = {False: "collection-wide neighbours", True: "within the pair"}
+
+
+class SharedEmbeddings:
+    """Stands in for a global branch's `embed`, memoised by image content: matching the same
+    queries once per local matching then describes each query and crop once."""
+
+    def __init__(self, branch):
+        self.embed, self.cache = branch.embed, {}
+        branch.embed = self
+
+    def __call__(self, images, **kwargs):
+        key = hashlib.sha1(repr(sorted(kwargs.items())).encode())
+        for image in images:
+            key.update(str(np.shape(image)).encode() + np.ascontiguousarray(image).tobytes())
+        if key.digest() not in self.cache:
+            self.cache[key.digest()] = self.embed(images, **kwargs)
+        return self.cache[key.digest()]
+
+
+class TimedSearch:
+    """Stands in for a searcher's `search`, adding up its wall seconds."""
+
+    def __init__(self, searcher):
+        self.search, self.seconds = searcher.search, 0.0
+        searcher.search = self
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.search(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def fused(args: argparse.Namespace) -> None:
+    print("| local matching | references | muAP | recall@P90 | threshold at P90 | local search ms/query |\n|---|---:|---:|---:|---:|---:|")
+    background = benchmark_paths(args.bench)["background"]
+    queries = len(find_images(benchmark_paths(args.bench)["queries"])[0])
+    for path in args.index:
+        with Index.open(path) as index:
+            SharedEmbeddings(index.branches["global"])
+            timed = TimedSearch(index.searchers()["local"])
+            for within_pair in (False, True):
+                timed.seconds = 0.0
+                predictions = args.predictions_dir / f"pred-{path.name}-{'pair' if within_pair else 'neighbours'}.csv" if args.predictions_dir else None
+                report(MATCHINGS[within_pair], index, args.bench, MatchOptions(background=background, pair_matching=within_pair),
+                       extra=f" | {1000 * timed.seconds / queries:.0f}", predictions=predictions)
 
 
 def fallen_queries(small: Path, large: Path, ground_truth, n: int) -> list[str]:
@@ -140,10 +196,12 @@ def evidence(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("offsets", "local"):
+    for name in ("offsets", "local", "fused"):
         p = commands.add_parser(name)
         p.add_argument("bench", type=Path)
         p.add_argument("--index", type=Path, nargs="+", required=True)
+        if name == "fused":
+            p.add_argument("--predictions-dir", type=Path, help="write each run's predictions here")
     p = commands.add_parser("evidence")
     p.add_argument("bench", type=Path)
     p.add_argument("--small", type=Path, required=True, help="fused index of the smaller collection")
@@ -152,7 +210,7 @@ def main() -> None:
     p.add_argument("--large-predictions", type=Path, required=True)
     p.add_argument("--queries", type=int, default=30)
     args = parser.parse_args()
-    {"offsets": offsets, "local": local, "evidence": evidence}[args.command](args)
+    {"offsets": offsets, "local": local, "fused": fused, "evidence": evidence}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ the photos an evaluation benchmark held out, with several seeds for more pairs:
     .venv/bin/python benchmarks/fit_fusion.py bench/fusion-train bench/fusion-train8 bench/fusion-train9 \
         bench/fusion-train10
 
+With `--pair-matching` the weights are for a local branch that takes tentative matches within the
+pair (FITTED_PAIR_WEIGHTS, its inliers counted beyond CHANCE_PAIR_INLIERS). `--indexes DIR` keeps
+each benchmark's fused index in DIR (reused by later runs: only the matching is redone).
 With `--local-descriptor mkd` (or any other) the weights are fitted for fused indexes whose local
 branch uses that descriptor (FITTED_WEIGHTS in fusion.py); with `--normalize-with collection`, for
 offsets taken against the background set and the collection's own references (not shipped: fusion.py has
@@ -39,10 +42,10 @@ from copyseek.store.index import Index
 
 
 def collect(
-    index: Index, bench: Path, background: Path | None, normalize_with: str = "background"
+    index: Index, bench: Path, background: Path | None, normalize_with: str = "background", pair_matching: bool = False
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """Evidence of every candidate pair of every query: (query ids, rows per query, evidence per query)."""
-    options = MatchOptions(k=1000, background=background, normalize_with=normalize_with)
+    options = MatchOptions(k=1000, background=background, normalize_with=normalize_with, pair_matching=pair_matching)
     scorer = make_scorer(index, options, progress=True)
     if not isinstance(scorer, FusedScorer):
         raise SystemExit("the index is not a fused one")
@@ -73,6 +76,8 @@ def main() -> None:
         "--normalize-with", choices=NORMALIZE_WITH, default="background",
         help="what the normalised weights' offsets are taken against (MatchOptions.normalize_with; default background)",
     )
+    parser.add_argument("--pair-matching", action="store_true", help="fit for tentative matches within the pair (MatchOptions.pair_matching)")
+    parser.add_argument("--indexes", type=Path, help="keep each benchmark's fused index here, reused by later runs")
     args = parser.parse_args()
     collected = load_or_collect(args)
     for label in ("normalised", "raw"):
@@ -111,20 +116,21 @@ def load_or_collect(args: argparse.Namespace) -> dict[Path, dict[str, tuple]]:
     The cache keeps each benchmark's evidence under the settings it was collected with (local
     descriptor, offsets), so a run with other settings collects its own."""
     cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.exists() else {}
+    settings = (args.local_descriptor, args.normalize_with) + (("pair",) if args.pair_matching else ())
     for bench in args.benches:
-        key = (bench, args.local_descriptor, args.normalize_with)
-        if key in cached:
+        if (bench, *settings) in cached:
             continue
         with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
-            with Index.create(Path(scratch) / "idx", "fused", {"local": {"descriptor": args.local_descriptor}}) as index:
+            folder = args.indexes / f"{bench.name}-{args.local_descriptor}" if args.indexes else Path(scratch) / "idx"
+            with Index.open_or_create(folder, "fused", {"local": {"descriptor": args.local_descriptor}}) as index:
                 index.add(bench / "references", progress=True)
-                cached[key] = {
-                    label: (index.ids, *collect(index, bench, background, args.normalize_with))
+                cached[bench, *settings] = {
+                    label: (index.ids, *collect(index, bench, background, args.normalize_with, args.pair_matching))
                     for label, background in (("normalised", bench / "background"), ("raw", None))
                 }
         if args.cache:
             args.cache.write_bytes(pickle.dumps(cached))
-    return {bench: cached[(bench, args.local_descriptor, args.normalize_with)] for bench in args.benches}
+    return {bench: cached[(bench, *settings)] for bench in args.benches}
 
 
 if __name__ == "__main__":

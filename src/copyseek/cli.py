@@ -187,6 +187,9 @@ def add_match_parser(sub) -> None:
     p.add_argument("--ef-search", type=int, help="HNSW candidate-list length, for an HNSW --factory (default 64)")
     p.add_argument("--search-threads", type=int, help="threads one query's IVF lists are scanned with, for the "
                    "compressed global index (`auto` past 50,000 references; default 1): lower latency when cores are idle")
+    p.add_argument("--pair-matching", action=argparse.BooleanOptionalAction, default=None,
+                   help="local branch: take each verified reference's tentative matches within the pair, so a pair's "
+                   "evidence does not fall as the collection grows (default: the index's setting; BENCHMARKS.md issue 13)")
     add_speed_options(p)
     add_shard_options(p)
     p.set_defaults(run=run_match)
@@ -209,6 +212,7 @@ def run_match(args: argparse.Namespace) -> int:
         nprobe=args.nprobe,
         ef_search=args.ef_search,
         search_threads=args.search_threads,
+        pair_matching=args.pair_matching,
     )
     to_stdout = args.output == "-"
     output = None if to_stdout else check_output_path(args.output)

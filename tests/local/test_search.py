@@ -159,3 +159,17 @@ def test_pair_matching_keeps_non_copies_far_below_copies(branch, reference_featu
     found = dict(zip(names, paired.search(branch.extract([queries[n][0] for n in names], query=True), k=5)))
     weakest_copy = min(found[n].scores[0] for n in names[:-1])
     assert found["non-copy"].scores[0] < weakest_copy / 2
+
+
+def test_pair_matching_is_a_search_time_parameter(branch, reference_features):
+    """Set per run (match --pair-matching), None restores the index's setting, anything else raises."""
+    searcher = LocalBranch(search=SearchParams(pair_matching=True), threads=2).new_searcher()
+    assert searcher.search_parameters() == {"pair_matching": 1}
+    searcher.set_search_parameters(pair_matching=False)
+    assert searcher.params.pair_matching is False and searcher.search_parameters() == {"pair_matching": 0}
+    searcher.set_search_parameters(pair_matching=None)
+    assert searcher.params.pair_matching is True
+    with pytest.raises(CopyseekError, match="true or false"):
+        searcher.set_search_parameters(pair_matching=2)
+    with pytest.raises(CopyseekError, match="no search-time parameter 'nprobe'"):
+        searcher.set_search_parameters(nprobe=4)

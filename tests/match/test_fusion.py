@@ -5,12 +5,13 @@ from PIL import Image
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
-    CHANCE_INLIERS, FEATURES, FITTED_WEIGHTS, HOW_FEATURE, HOW_SCALE, PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights,
-    excess_inliers, fit_weights, margins,
+    CHANCE_INLIERS, CHANCE_PAIR_INLIERS, FEATURES, FITTED_PAIR_WEIGHTS, FITTED_WEIGHTS, HOW_FEATURE, HOW_SCALE,
+    PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights, excess_inliers, fit_weights, margins,
     warn_if_not_fitted_for,
 )
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.match.matcher import MatchOptions, match
+from copyseek.io.images import find_images
 from copyseek.store.index import Index
 from tests.making import write_photos
 
@@ -48,6 +49,29 @@ def test_weights_must_match_the_features():
 def test_excess_inliers_ignores_what_chance_fits_reach():
     counts = np.array([0, 1, CHANCE_INLIERS, CHANCE_INLIERS + 1, CHANCE_INLIERS + 10])
     np.testing.assert_allclose(excess_inliers(counts), [0, 0, 0, np.log(2), np.log(11)])
+    assert CHANCE_PAIR_INLIERS > CHANCE_INLIERS  # within the pair chance fits reach more
+    np.testing.assert_allclose(excess_inliers([CHANCE_PAIR_INLIERS, CHANCE_PAIR_INLIERS + 3], CHANCE_PAIR_INLIERS), [0, np.log(4)])
+
+
+def test_the_scorer_follows_the_local_branchs_matching(fused_setup):
+    """`match --pair-matching` switches the local searcher after the scorer is made: the scorer's
+    weights and chance level follow it, and the searcher's own setting comes back after the run."""
+    index, root = fused_setup
+    scorer = FusedScorer(index, None)
+    assert not scorer.pair_matching and scorer.weights == FITTED_WEIGHTS["rootsift"][1]
+    seen = {}
+
+    def record(batch):
+        seen[scorer.pair_matching] = (scorer.weights, scorer.evidence(batch)[0][1][:, 2])
+        return scorer(batch)
+
+    for within in (False, True):
+        match(index, [f for f in find_images(root / "queries")[0] if f.id == "paste"], MatchOptions(k=3, pair_matching=within),
+              scorer=record, progress=False)
+    assert seen[True][0] == FITTED_PAIR_WEIGHTS["rootsift"][1] != seen[False][0]
+    assert seen[True][1].max() > 0 and seen[False][1].max() > 0  # the paste verifies either way
+    match(index, root / "queries", MatchOptions(k=1), progress=False)  # None: the index's setting again
+    assert not scorer.pair_matching and index.searchers()["local"].params.pair_matching is False
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from tests.making import write_photos
         ({"background": 3}, "background must be a folder path"),
         ({"normalize_with": "references"}, "normalize_with must be one of background, collection"),
         ({"skip_nearest": -1}, "skip_nearest must be an integer >= 0"),
+        ({"pair_matching": "yes"}, "pair_matching must be true or false"),
     ],
 )
 def test_bad_options_are_refused_naming_the_value(kwargs, named):
@@ -68,6 +69,8 @@ def test_a_parameter_no_searcher_has_is_refused(ivf_index):
     index, root = ivf_index
     with pytest.raises(CopyseekError, match="efSearch=32 applies to none"):
         match(index, root / "refs", MatchOptions(ef_search=32), progress=False)
+    with pytest.raises(CopyseekError, match="pair_matching=True applies to none"):  # no local branch
+        match(index, root / "refs", MatchOptions(pair_matching=True), progress=False)
 
 
 def test_the_command_line_sets_nprobe(ivf_index, tmp_path, capsys):

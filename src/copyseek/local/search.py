@@ -20,7 +20,7 @@ Stages, for a batch of queries:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -113,6 +113,7 @@ class LocalSearcher(Searcher):
     ):
         self.codec = codec
         self.params = params
+        self._stored_params = params  # what set_search_parameters(name=None) restores
         self.verify_params = verify_params
         self._parts: list[Chunk] = []  # chunks added since the arrays below were last concatenated
         self.codes = np.zeros((0, codec.code_size), np.uint8)
@@ -124,6 +125,22 @@ class LocalSearcher(Searcher):
         self.index = None
         self.quantizer = None  # the IVF index's quantizer, held here because Faiss does not own it
         self.split_lists: SplitLists | None = None  # when the codec's lists are split
+
+    def search_parameters(self) -> dict[str, int]:
+        """Search-time parameter name -> value now: pair_matching (1: tentative matches within each
+        verified pair, 0: from the collection-wide neighbours; module docstring)."""
+        return {"pair_matching": int(self.params.pair_matching)}
+
+    def set_search_parameters(self, **values: int | None) -> None:
+        """Set pair_matching for the searches to come (None restores the index's setting)."""
+        for name, value in values.items():
+            if name != "pair_matching":
+                raise CopyseekError(f"the local searcher has no search-time parameter {name!r}; it takes: pair_matching")
+            if value is None:
+                value = self._stored_params.pair_matching
+            elif value not in (0, 1):  # True and False included
+                raise CopyseekError(f"pair_matching must be true or false, got {value!r}")
+            self.params = replace(self.params, pair_matching=bool(value))
 
     @property
     def ntotal(self) -> int:

@@ -82,6 +82,16 @@ CHANCE_INLIERS = 3
 """Inliers a RANSAC similarity fit reaches on wrong matches alone (non-copies reach 3-4, rarely 6);
 counting only those beyond it made the fit sharper than log(1 + n) on the training benchmarks."""
 
+CHANCE_PAIR_INLIERS = 6
+"""The same with the local branch's tentative matches taken within the pair (`pair_matching`):
+without the rest of the collection to take them, a non-copy's descriptors keep more chance
+matches (2-6 inliers; the level chosen by leave-one-benchmark-out muAP, BENCHMARKS.md issue 13)."""
+
+
+def chance_inliers(pair_matching: bool) -> int:
+    """Inliers a chance fit reaches with the local branch's matching (CHANCE_INLIERS or CHANCE_PAIR_INLIERS)."""
+    return CHANCE_PAIR_INLIERS if pair_matching else CHANCE_INLIERS
+
 def margins(region: np.ndarray, reference_vectors: np.ndarray) -> np.ndarray:
     """(m,) region-global evidence of one query's candidates and their (m, dim) global vectors ->
     (m,) margin of each over the best other candidate that is not its near-duplicate (raw cosine
@@ -92,9 +102,9 @@ def margins(region: np.ndarray, reference_vectors: np.ndarray) -> np.ndarray:
     return region - np.where(np.isfinite(best_other), best_other, 0.0)
 
 
-def excess_inliers(inliers: np.ndarray) -> np.ndarray:
-    """(m,) inlier counts -> (m,) log(1 + inliers beyond CHANCE_INLIERS), the local evidence."""
-    return np.log1p(np.maximum(np.asarray(inliers, np.float64) - CHANCE_INLIERS, 0))
+def excess_inliers(inliers: np.ndarray, chance: int = CHANCE_INLIERS) -> np.ndarray:
+    """(m,) inlier counts -> (m,) log(1 + inliers beyond `chance`), the local evidence."""
+    return np.log1p(np.maximum(np.asarray(inliers, np.float64) - chance, 0))
 
 
 @dataclass(frozen=True)
@@ -152,12 +162,22 @@ Without an entry (or without a background set) a fused-how index is scored with 
 its HOW evidence left out, with a warning."""
 
 
-def weights_for(local_descriptor: str, normalised: bool, how: bool = False) -> FusionWeights:
+FITTED_PAIR_WEIGHTS: dict[str, tuple[FusionWeights, FusionWeights]] = {
+    "rootsift": (FusionWeights(-3.674, (6.559, 8.645, 4.005, -1.153, 13.466)), FusionWeights(-4.589, (3.682, 6.410, 3.966, 0.0, 16.464))),
+}
+"""Local descriptor -> (normalised, raw) weights for a local branch that takes tentative matches
+within the pair (`pair_matching`, its excess inliers counted beyond CHANCE_PAIR_INLIERS), fitted by
+`benchmarks/fit_fusion.py --pair-matching`. A descriptor without an entry uses FITTED_WEIGHTS."""
+
+
+def weights_for(local_descriptor: str, normalised: bool, how: bool = False, pair_matching: bool = False) -> FusionWeights:
     """The shipped weights for an index whose local branch uses `local_descriptor` (and, with `how`,
-    that has the HOW branch)."""
-    if how and normalised and local_descriptor in FITTED_HOW_WEIGHTS:
+    that has the HOW branch; with `pair_matching`, whose tentative matches are taken within the
+    pair). HOW's weights were fitted with collection-wide matches only."""
+    if how and normalised and not pair_matching and local_descriptor in FITTED_HOW_WEIGHTS:
         return FITTED_HOW_WEIGHTS[local_descriptor]
-    normalised_weights, raw_weights = FITTED_WEIGHTS.get(local_descriptor, FITTED_WEIGHTS["rootsift"])
+    fitted = FITTED_PAIR_WEIGHTS if pair_matching and local_descriptor in FITTED_PAIR_WEIGHTS else FITTED_WEIGHTS
+    normalised_weights, raw_weights = fitted.get(local_descriptor, FITTED_WEIGHTS["rootsift"])
     return normalised_weights if normalised else raw_weights
 
 
@@ -288,18 +308,32 @@ class FusedScorer:
         self.features = evidence_names(self.how_searcher is not None)
         self.normalizer = normalizer
         self.params = params or PRESET_PARAMS.get(index.pipeline, FusionParams())
-        local_descriptor = index.branches["local"].spec()["features"]
+        # read at every batch: `match --pair-matching` sets it on the searcher after this is made
+        self.local_searcher = index.searchers()["local"]
+        self.local_descriptor = index.branches["local"].spec()["features"]
         if weights is None:
-            warn_if_not_fitted_for(self.global_branch.spec(), local_descriptor, index.pipeline)
-        self.weights = weights or weights_for(local_descriptor, normalizer is not None, self.how_searcher is not None)
+            warn_if_not_fitted_for(self.global_branch.spec(), self.local_descriptor, index.pipeline)
+        self.given_weights = weights
         if weights is None and len(self.weights.weights) < len(self.features):
             warnings.warn(
                 "no fusion weights with HOW evidence were fitted for this index (local descriptor "
-                f"{local_descriptor}{'' if normalizer is not None else ', without a background set'}): "
+                f"{self.local_descriptor}{'' if normalizer is not None else ', without a background set'}): "
                 "it is scored with the fused pipeline's weights, its HOW evidence left out", stacklevel=2)
         self._reference_offsets: dict[int, float] = {}
         self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
         self.queries_cropped = 0
+
+    @property
+    def pair_matching(self) -> bool:
+        """Whether the local branch takes tentative matches within the pair now (SearchParams)."""
+        return bool(self.local_searcher.params.pair_matching)
+
+    @property
+    def weights(self) -> FusionWeights:
+        """The weights given, or the shipped ones for this index and the local branch's matching now."""
+        if self.given_weights is not None:
+            return self.given_weights
+        return weights_for(self.local_descriptor, self.normalizer is not None, self.how_searcher is not None, self.pair_matching)
 
     def __call__(self, batch: QueryBatch) -> list[Candidates]:
         from threadpoolctl import threadpool_limits
@@ -376,7 +410,7 @@ class FusedScorer:
         evidence[:, 0] = reference_vectors @ query_vector - offset
         evidence[:, 1] = [max(region_best.get(int(r), -np.inf), g) for r, g in zip(rows, evidence[:, 0])]
         inliers = dict(zip(local.rows.tolist(), local.extra.get("inliers", local.scores).tolist()))
-        evidence[:, 2] = excess_inliers([inliers.get(int(r), 0) for r in rows])
+        evidence[:, 2] = excess_inliers([inliers.get(int(r), 0) for r in rows], chance_inliers(self.pair_matching))
         evidence[:, 3] = self.reference_offsets(rows)
         evidence[:, 4] = margins(evidence[:, 1], reference_vectors)
         if self.how_searcher is not None:

@@ -21,7 +21,7 @@ from copyseek.match.scoring import QueryBatch, Scorer
 from copyseek.progress import progress_bar
 from copyseek.registry import scorer_factory
 from copyseek.store.index import Index, extract_all
-from copyseek.validation import check_int, check_number
+from copyseek.validation import check_bool, check_int, check_number
 
 
 NORMALIZE_WITH = ("background", "collection")
@@ -40,7 +40,9 @@ class MatchOptions:
     `copyseek.describe.global_branch.default_nprobe`). They trade speed for recall and are not
     stored in the index. search_threads: threads one query's IVF lists are scanned with (IVF
     fast-scan indexes, the `auto` structure past 50k references; None: 1), for latency on a
-    machine whose cores are otherwise idle.
+    machine whose cores are otherwise idle. pair_matching: the local branch's tentative matches
+    within each verified pair (True) or from the collection-wide neighbours (False); None keeps
+    the index's setting (`copyseek.local.search`; the fused scorer uses the weights fitted for it).
     """
 
     k: int = 10
@@ -55,6 +57,7 @@ class MatchOptions:
     nprobe: int | None = None
     ef_search: int | None = None
     search_threads: int | None = None
+    pair_matching: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("k", "candidates", "n_background", "batch_size"):
@@ -63,6 +66,8 @@ class MatchOptions:
         for name in ("nprobe", "ef_search", "search_threads"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1)
+        if self.pair_matching is not None:
+            check_bool("pair_matching", self.pair_matching)
         check_number("beta", self.beta, minimum=0.0)
         check_int("skip_nearest", self.skip_nearest, minimum=0)
         if self.normalize_with not in NORMALIZE_WITH:
@@ -72,7 +77,8 @@ class MatchOptions:
 
     def search_parameters(self) -> dict[str, int | None]:
         """Faiss's names for the search-time parameters (None: the searcher's default)."""
-        return {"nprobe": self.nprobe, "efSearch": self.ef_search, "threads": self.search_threads}
+        return {"nprobe": self.nprobe, "efSearch": self.ef_search, "threads": self.search_threads,
+                "pair_matching": self.pair_matching}
 
 
 @dataclass
@@ -167,7 +173,7 @@ def set_search_parameters(searchers: dict[str, Searcher], values: dict[str, int 
         if value is not None and not takers:
             raise CopyseekError(
                 f"search-time parameter {name}={value} applies to none of this index's searchers "
-                "(nprobe: IVF factories, efSearch: HNSW factories, threads: IVF fast-scan factories; see --factory)"
+                "(nprobe: IVF factories, efSearch: HNSW factories, threads: IVF fast-scan factories, see --factory; pair_matching: the local branch)"
             )
         for searcher in takers:
             searcher.set_search_parameters(**{name: value})
