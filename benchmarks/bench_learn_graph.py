@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 
-def describe(bench: Path, out: Path, sscd: bool) -> None:
-    """Cache copyseek-small's descriptors and trunk features (and SSCD's with `sscd`) of the family images."""
+def describe(bench: Path, out: Path, sscd: bool, views: int = 0) -> None:
+    """Cache copyseek-small's descriptors and trunk features (and SSCD's with `sscd`) of the family images,
+    and with `views` the trunk features of that many random crops and flips of each (the augmentation of
+    the LP benchmark's training)."""
     import torch
 
     from copyseek.describe.models import load_model, model_path
@@ -59,8 +61,40 @@ def describe(bench: Path, out: Path, sscd: bool) -> None:
             arrays["trunk"].append(trunk.numpy())
             arrays["small"].append(torch.nn.functional.normalize(small.projection(trunk), dim=1).numpy())
             bar.update(len(part))
-    np.savez(out, names=np.array(names), family=family, **{k: np.concatenate(v) for k, v in arrays.items() if v})
+    extra = {"trunk_views": augmented_trunk(small, paths, views)} if views else {}
+    np.savez(out, names=np.array(names), family=family, **{k: np.concatenate(v) for k, v in arrays.items() if v}, **extra)
     print(f"{len(names)} images, {len(families)} families, {time.process_time() - started:.0f} s CPU -> {out}")
+
+
+def augmented_trunk(small, paths: list[Path], views: int) -> np.ndarray:
+    """(views, n, 256) trunk features of `views` random augmentations of each photo at square:160: the
+    paper's kind (a random crop of 50-100% of the area, aspect 3:4-4:3, flipped half the time), seed 0."""
+    import torch
+    from PIL import Image
+
+    from copyseek.io.images import load_rgb
+    from copyseek.learn.data import square
+    from copyseek.progress import progress_bar
+
+    rng = np.random.default_rng(0)
+
+    def augment(path: Path) -> np.ndarray:
+        image = Image.fromarray(load_rgb(path, 320))
+        area, aspect = rng.uniform(0.5, 1.0) * image.width * image.height, np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w, h = min(image.width, round((area * aspect) ** 0.5)), min(image.height, round((area / aspect) ** 0.5))
+        left, top = rng.integers(0, image.width - w + 1), rng.integers(0, image.height - h + 1)
+        image = image.crop((left, top, left + w, top + h))
+        return square(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image, 160)
+
+    out = np.zeros((views, len(paths), small.projection.in_features), np.float32)
+    with torch.no_grad(), progress_bar(len(paths) * views, "augmented views") as bar:
+        for v in range(views):
+            for start in range(0, len(paths), 16):
+                part = paths[start : start + 16]
+                x = torch.from_numpy(np.stack([augment(p) for p in part])).permute(0, 3, 1, 2).float()
+                out[v, start : start + len(part)] = small.pool(small.backbone((x - small.mean) / small.std)).numpy()
+                bar.update(len(part))
+    return out
 
 
 def load(cache: Path) -> dict:
@@ -133,19 +167,25 @@ class Head:
         with torch.no_grad():
             self.classifier.weight.copy_(torch.from_numpy(weights))
 
-    def fit(self, trunk: np.ndarray, targets: np.ndarray, weights: np.ndarray, epochs: int, seed: int) -> None:
-        """Weighted cross-entropy (the paper's loss: per-image weight x class weight), cosine logits / 0.1."""
+    def fit(self, trunk: np.ndarray, targets: np.ndarray, weights: np.ndarray, epochs: int, seed: int,
+            lr: float = 1e-3, views: np.ndarray | None = None) -> None:
+        """Weighted cross-entropy (the paper's loss: per-image weight x class weight), cosine logits / 0.1,
+        Adam, batches of 128. trunk (n, d); views (V, n, d) augmented versions of the images or None: each
+        epoch shows every image as one of its V + 1 versions (the original included), at random."""
         import torch
         import torch.nn.functional as F
 
         keep = (targets >= 0) & (weights > 0)
-        x, y, w = (torch.from_numpy(a[keep]) for a in (trunk, targets.astype(np.int64), weights.astype(np.float32)))
+        versions = trunk[None] if views is None else np.concatenate([trunk[None], views])
+        x = torch.from_numpy(versions[:, keep].astype(np.float32))
+        y, w = torch.from_numpy(targets[keep].astype(np.int64)), torch.from_numpy(weights[keep].astype(np.float32))
         params = [*self.projection.parameters(), *self.classifier.parameters()]
-        optimiser = torch.optim.Adam(params, lr=1e-3)
+        optimiser = torch.optim.Adam(params, lr=lr)
         generator = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
+            version = torch.randint(len(x), (len(y),), generator=generator)
             for batch in torch.randperm(len(y), generator=generator).split(128):
-                logits = F.normalize(self.projection(x[batch]), dim=1) @ F.normalize(self.classifier.weight, dim=1).T
+                logits = F.normalize(self.projection(x[version[batch], batch]), dim=1) @ F.normalize(self.classifier.weight, dim=1).T
                 loss = (F.cross_entropy(logits / 0.1, y[batch], reduction="none") * w[batch]).sum() / w[batch].sum()
                 optimiser.zero_grad()
                 loss.backward()
@@ -167,19 +207,35 @@ def split_labels(family: np.ndarray, per_family: int, seed: int) -> np.ndarray:
     return labels
 
 
-def lp(cache: Path, k: int = 10, alpha: float = 0.99, rounds: int = 5, epochs: int = 10, seeds: int = 3) -> None:
-    """Accuracy on the unlabelled images: 1-NN (copyseek-small and SSCD descriptors), the head trained
-    on the labelled images alone (rounds x epochs), and the LP loop after each round (the classifier's
-    and label propagation's own labels); averaged over `seeds` random label draws (seeds 1.., seed 0
-    being the draw the LP parameters k and alpha were chosen on)."""
+def family_split(data: dict, part: str) -> dict:
+    """The cache's arrays restricted to the families of `part`: "dev" (even family ids), "test" (odd)
+    or "all"; family ids renumbered 0..c-1."""
+    if part == "all":
+        return data
+    keep = data["family"] % 2 == (0 if part == "dev" else 1)
+    out = {k: (v[:, keep] if k == "trunk_views" else v[keep]) for k, v in data.items()}
+    out["family"] = np.unique(out["family"], return_inverse=True)[1]
+    return out
+
+
+def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None = None, rounds: int = 5,
+       epochs: int = 10, lr: float = 1e-3, augment: bool = False, families: str = "all",
+       draws: tuple[int, ...] = (1, 2, 3)) -> None:
+    """Accuracy on the unlabelled images of `families`: 1-NN (copyseek-small and SSCD descriptors), the
+    head trained on the labelled images alone (the same epochs, and the same optimiser steps, as the
+    loop), and the LP loop after each round (the classifier's and label propagation's own labels);
+    mean over the label `draws`. augment: train on the cache's augmented views (trunk_views) too."""
     from copyseek.learn.pseudo import LPParams, propagate_labels
 
-    data = load(cache)
+    data = family_split(load(cache), families)
     family, trunk = data["family"], data["trunk"].astype(np.float32)
+    views = data["trunk_views"] if augment else None
+    params = LPParams(k, alpha, k_per_class=k_per_class)
     n_classes, size = int(family.max()) + 1, int(np.bincount(family).min())
-    print(f"Family classification, {len(family)} images, {n_classes} families of {size}; accuracy on the unlabelled "
-          f"images, mean of {seeds} label draws; head = copyseek-small's projection over its frozen trunk, "
-          f"{epochs} epochs per round\n")
+    print(f"Family classification ({families} families), {len(family)} images, {n_classes} families of {size}; "
+          f"accuracy on the unlabelled images, mean of label draws {draws}; head = copyseek-small's projection over "
+          f"its frozen trunk, {rounds} rounds of {epochs} epochs, Adam lr {lr}, augmented views: {augment}; "
+          f"LP k {k} (per class {k_per_class}), alpha {alpha}\n")
     rows = []
     for per_family in (1, 2, 5):
         if per_family >= size:
@@ -187,7 +243,7 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, rounds: int = 5, epochs: i
             continue
         results: dict[str, list[float]] = {}
         started = time.process_time()
-        for seed in range(1, seeds + 1):
+        for seed in draws:
             labels = split_labels(family, per_family, seed)
             test = labels < 0
 
@@ -200,19 +256,23 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, rounds: int = 5, epochs: i
                 predicted = labels.copy()
                 predicted[test] = labels[~test][sims.argmax(axis=1)]
                 add(f"1-NN ({name})", predicted)
-            alone = Head(n_classes, seed)
-            alone.set_prototypes(alone.describe(trunk), labels)
-            alone.fit(trunk, labels, np.where(labels >= 0, 1.0, 0.0), rounds * epochs, seed)
-            add("labelled only", alone.predict(trunk))
+            # the loop's optimiser steps: rounds x epochs x batches of its (at most n) training images
+            same_steps = rounds * epochs * -(-len(family) // 128) // -(-int((~test).sum()) // 128)
+            for name, alone_epochs in (("labelled only (same epochs)", rounds * epochs),
+                                       ("labelled only (same steps)", same_steps)):
+                alone = Head(n_classes, seed)
+                alone.set_prototypes(alone.describe(trunk), labels)
+                alone.fit(trunk, labels, np.where(labels >= 0, 1.0, 0.0), alone_epochs, seed, lr, views)
+                add(name, alone.predict(trunk))
             head = Head(n_classes, seed)
             head.set_prototypes(head.describe(trunk), labels)
             for r in range(1, rounds + 1):
-                pseudo = propagate_labels(head.describe(trunk), labels, LPParams(k, alpha))
+                pseudo = propagate_labels(head.describe(trunk), labels, params)
                 add(f"LP labels, round {r}", pseudo.labels)
-                head.fit(trunk, pseudo.labels, pseudo.weights, epochs, seed * 100 + r)
+                head.fit(trunk, pseudo.labels, pseudo.weights, epochs, seed * 100 + r, lr, views)
                 add(f"LP loop, after round {r}", head.predict(trunk))
         rows.append((per_family, {k: (np.mean(v), np.std(v)) for k, v in results.items()}))
-        print(f"({per_family} label(s) per family: {time.process_time() - started:.0f} s CPU)")
+        print(f"({per_family} label(s) per family: {time.process_time() - started:.0f} s CPU)", flush=True)
     names = next(r for _, r in rows if r)
     print("\n| method | " + " | ".join(f"{m} label{'s' if m > 1 else ''}/family" for m, _ in rows) + " |")
     print("|---|" + "---|" * len(rows))
@@ -601,12 +661,22 @@ def main() -> None:
     p.add_argument("bench", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sscd", action="store_true", help="SSCD descriptors too (for the gcn table)")
+    p.add_argument("--views", type=int, default=0, help="augmented views (crops, flips) per image, for lp --augment (default 0)")
     for name in ("mining", "lp", "gcn"):
         p = sub.add_parser(name)
         p.add_argument("cache", type=Path)
         if name == "lp":
             p.add_argument("--k", type=int, default=10, help="LP graph neighbours (default 10, the paper's)")
             p.add_argument("--alpha", type=float, default=0.99, help="LP alpha (default 0.99, the paper's)")
+            p.add_argument("--k-per-class", type=float, help="LP graph k = this share of the mean family size, "
+                           "within [1, --k] (default: none, k = --k)")
+            p.add_argument("--rounds", type=int, default=5)
+            p.add_argument("--epochs", type=int, default=10, help="epochs per round (default 10)")
+            p.add_argument("--lr", type=float, default=1e-3)
+            p.add_argument("--augment", action="store_true", help="train on the cache's augmented views too (describe --views)")
+            p.add_argument("--families", default="all", choices=("all", "dev", "test"),
+                           help="dev: the even family ids (for choosing settings), test: the odd ones (default all)")
+            p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3], help="label draws (default 1 2 3)")
         if name == "gcn":
             p.add_argument("--descriptors", default="sscd", choices=("sscd", "small"))
             p.add_argument("--gcn-k", type=int, nargs="*", default=[5, 2], help="GCN graph k values (default 5 2; none: no per-family GCN)")
@@ -631,9 +701,11 @@ def main() -> None:
     if args.command == "finetune":
         finetune(args.cache, args.fam, args.bench, args.steps, args.lr, args.seeds)
     elif args.command == "describe":
-        describe(args.bench, args.out, args.sscd)
+        describe(args.bench, args.out, args.sscd, args.views)
     else:
-        options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
+        options = {"lp": lambda: {"k": args.k, "alpha": args.alpha, "k_per_class": args.k_per_class, "rounds": args.rounds,
+                             "epochs": args.epochs, "lr": args.lr, "augment": args.augment, "families": args.families,
+                             "draws": tuple(args.draws)}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
                                                        "clean_per_family": args.clean, "reports_per_family": args.reports,
                                                        "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k)},
                    "mining": dict}[args.command]()
