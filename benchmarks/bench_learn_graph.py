@@ -312,10 +312,13 @@ WEIGHTINGS = {
     "r": lambda r, group: r,
     "r^0.5": lambda r, group: r**0.5,
     "r^0.25": lambda r, group: r**0.25,
+    "r >= 0.3": lambda r, group: (r >= 0.3).astype(float),
+    "r >= 0.4": lambda r, group: (r >= 0.4).astype(float),
     "r >= 0.5": lambda r, group: (r >= 0.5).astype(float),
     "r >= 0.02": lambda r, group: (r >= 0.02).astype(float),
     "rank of r within the family": rank_within,
 }
+CEILING = "ceiling (uses the truth): every member of the family, the held-out ones too"
 LOW_RELEVANCE = 0.02  # the diagnostic row: the true reports a GCN scores below this are the ones thresholds drop
 
 
@@ -370,43 +373,26 @@ def report_relevance(vectors: np.ndarray, clean: list, reports: list, params) ->
     return relevance
 
 
-def collection_relevance(vectors: np.ndarray, clean: list, reports: list, params) -> np.ndarray:
-    """(len(reports),) relevance of each report from ONE multi-class GCN over the whole collection
-    (exploration, not in the library): a two-layer GCN on the `rw-self` matrix of the collection's
-    union kNN graph (k = params.k), one output per family, trained with cross-entropy on every clean
-    image (weight 1) and every report as a noisy label of its reported family (weight
-    params.noisy_weight); a report's relevance is the softmax probability of its reported family."""
-    import torch
-    from torch import nn
+def collection_relevance(vectors: np.ndarray, clean: list, reports: list, params, graph: str = "all") -> np.ndarray:
+    """(len(reports),) relevance of each report from `copyseek.graph.gcn.collection_relevance`, ONE
+    multi-class GCN over the collection: every family's clean images are clean labels, every report
+    a noisy label of its reported family. `graph`: "all" puts every image of the collection in the
+    graph (the held-out members too, unlabelled), "reported" only the clean and reported images (what
+    `copyseek triage --relevance collection` has: the index's references, verified and reported queries)."""
+    from copyseek.graph.gcn import collection_relevance as relevance
 
-    from copyseek.graph.gcn import GraphConvolution, sparse_tensor
-    from copyseek.graph.knn import knn_graph
-
-    rows = np.concatenate([r for _, r in clean] + [[r for _, r, _ in reports]]).astype(np.int64)
-    labels = np.concatenate([np.full(len(r), f) for f, r in clean] + [[f for f, _, _ in reports]]).astype(np.int64)
-    weight = torch.from_numpy(np.where(np.arange(len(rows)) < len(rows) - len(reports), 1.0, params.noisy_weight).astype(np.float32))
-    s = sparse_tensor(knn_graph(vectors, k=params.k, symmetrize="union").normalized("rw-self"))
-    x = torch.from_numpy(np.asarray(vectors, np.float32))
-    torch.manual_seed(params.seed)
-    first, second = GraphConvolution(x.shape[1], 2 * params.hidden), GraphConvolution(2 * params.hidden, len(clean))
-    dropout = nn.Dropout(params.dropout)
-    optimiser = torch.optim.Adam([*first.parameters(), *second.parameters()], lr=params.lr, weight_decay=params.weight_decay)
-    target, at = torch.from_numpy(labels), torch.from_numpy(rows)
-    for _ in range(params.epochs):
-        optimiser.zero_grad()
-        logits = second(dropout(torch.relu(first(x, s))), s)[at]
-        loss = (nn.functional.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
-        loss.backward()
-        optimiser.step()
-    dropout.eval()
-    with torch.no_grad():
-        probability = torch.softmax(second(dropout(torch.relu(first(x, s))), s), dim=1).numpy()
-    return probability[[r for _, r, _ in reports], [f for f, _, _ in reports]].astype(np.float64)
+    clean_rows = np.concatenate([rows for _, rows in clean])
+    report_rows = np.array([r for _, r, _ in reports])
+    nodes = np.arange(len(vectors)) if graph == "all" else np.unique(np.r_[clean_rows, report_rows])
+    node_of = np.full(len(vectors), -1)
+    node_of[nodes] = np.arange(len(nodes))
+    return relevance(vectors[nodes], node_of[clean_rows], np.concatenate([np.full(len(rows), f) for f, rows in clean]),
+                     node_of[report_rows], np.array([f for f, _, _ in reports]), params)
 
 
 def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), draws: tuple[int, ...] = (1, 2, 3),
         clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,),
-        collection_k: tuple[int, ...] = ()) -> None:
+        collection_k: tuple[int, ...] = (), collection_graph: tuple[str, ...] = ("all",)) -> None:
     """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
     reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
     accuracy of nearest-prototype classification of each family's held-out members. Test draws are
@@ -414,7 +400,8 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
     what a family's clean images and reports are. `context`: numbers m of context references (our
     extension: the clean images of the m families whose clean prototypes are nearest join a family's
     graph as labelled negatives; 0 = the paper's per-family graph). `collection_k`: k values of
-    `collection_relevance`, one multi-class GCN over the whole collection (exploration)."""
+    `collection_relevance`, one multi-class GCN over the whole collection (`copyseek triage --relevance
+    collection`), over the graphs `collection_graph` ("all" and/or "reported")."""
     from copyseek.graph.gcn import GCNParams
     from copyseek.graph.knn import knn_graph
     from copyseek.graph.propagation import LabelPropagation
@@ -428,6 +415,7 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
           f"mean of draws {', '.join(map(str, draws))}\n")
     aps: dict[str, dict[str, list[float]]] = {}
     accuracy: dict[str, list[float]] = {}
+    hub: dict[str, list[int]] = {}  # per draw, the most held-out members misclassified into one prototype
     cpu: dict[str, float] = {}
     for seed in draws:
         vectors = data[descriptors]
@@ -456,10 +444,11 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
                 scores[name] = report_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed, context_references=m))
                 cpu[name] = time.process_time() - started
         for k in collection_k:
-            name = f"GCN relevance over the whole collection (k = {k})"
-            started = time.process_time()
-            scores[name] = collection_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed))
-            cpu[name] = time.process_time() - started
+            for graph in collection_graph:
+                name = f"GCN relevance over the whole collection (k = {k}, graph: {graph})"
+                started = time.process_time()
+                scores[name] = collection_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed), graph)
+                cpu[name] = time.process_time() - started
         look = kinds == "look-alike"
         own_clean = np.zeros(len(family), bool)
         own_clean[np.concatenate([rows for _, rows in clean])] = True
@@ -490,6 +479,13 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
             protos /= np.linalg.norm(protos, axis=1, keepdims=True)
             predicted = (vectors[test] @ protos.T).argmax(axis=1)
             accuracy.setdefault(name, []).append(float((predicted == family[test]).mean()))
+            hub.setdefault(name, []).append(int(np.bincount(predicted[predicted != family[test]], minlength=1).max()))
+        # the ceiling of any weighting: each family's prototype from all its members, the held-out ones too
+        protos = np.stack([vectors[family == f].mean(axis=0) for f in range(n_families)])
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+        predicted = (vectors[test] @ protos.T).argmax(axis=1)
+        accuracy.setdefault(CEILING, []).append(float((predicted == family[test]).mean()))
+        hub.setdefault(CEILING, []).append(int(np.bincount(predicted[predicted != family[test]], minlength=1).max()))
     cosine = aps["cosine to clean prototype"]
 
     def cell(values: list[float]) -> str:
@@ -507,11 +503,12 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
               f"{gain(entry, 'look-alike')} | {cell(entry['unseen look-alike'])} | {gain(entry, 'unseen look-alike')} |")
     print(f"\nNearest-prototype classification of each family's held-out members ({len(test)} images, "
           f"{n_families} families); minus unweighted: the per-draw difference\n")
-    print("| prototype | accuracy | minus unweighted |")
-    print("|---|---|---|")
+    print("| prototype | accuracy | minus unweighted | errors into the prototype that draws the most |")
+    print("|---|---|---|---|")
     for name, values in accuracy.items():
         gain = np.subtract(values, accuracy["unweighted"])
-        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} | {np.mean(gain):+.3f} ± {np.std(gain):.3f} |")
+        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} | {np.mean(gain):+.3f} ± {np.std(gain):.3f} | "
+              f"{np.mean(hub[name]):.1f} ({min(hub[name])}-{max(hub[name])}) |")
 
 
 # ---------------------------------------------------------------- fine-tuning with mined pairs
@@ -681,7 +678,10 @@ def main() -> None:
             p.add_argument("--descriptors", default="sscd", choices=("sscd", "small"))
             p.add_argument("--gcn-k", type=int, nargs="*", default=[5, 2], help="GCN graph k values (default 5 2; none: no per-family GCN)")
             p.add_argument("--collection-gcn-k", type=int, nargs="*", default=[],
-                           help="k values of one multi-class GCN over the whole collection (exploration; default none)")
+                           help="k values of one multi-class GCN over the whole collection (default none)")
+            p.add_argument("--collection-graph", nargs="+", default=["all"], choices=("all", "reported"),
+                           help="the collection GCN's graph: every image (all, default) or the clean and reported "
+                                "ones only (reported: what copyseek triage has)")
             p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3],
                            help="report draws (default 1 2 3; draw 0 is for choosing k)")
             p.add_argument("--clean", type=int, default=2, help="clean images per family (default 2)")
@@ -707,7 +707,8 @@ def main() -> None:
                              "epochs": args.epochs, "lr": args.lr, "augment": args.augment, "families": args.families,
                              "draws": tuple(args.draws)}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
                                                        "clean_per_family": args.clean, "reports_per_family": args.reports,
-                                                       "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k)},
+                                                       "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k),
+                                                       "collection_graph": tuple(args.collection_graph)},
                    "mining": dict}[args.command]()
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache, **options)
 
