@@ -7,6 +7,7 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py describe FAM_BENCH --out CACHE.npz
     python benchmarks/bench_learn_graph.py mining CACHE.npz       # precision of mined pairs
     python benchmarks/bench_learn_graph.py lp CACHE.npz           # label propagation as a training loop
+    python benchmarks/bench_learn_graph.py lp-graph CACHE.npz --setting 10 0.5 0.9   # propagation alone
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 2 5 10   # on families
                                                                   # of 21 (--variants-per-reference 20); draw 0 picks k
@@ -218,6 +219,45 @@ def family_split(data: dict, part: str) -> dict:
     return out
 
 
+def nearest_labelled(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) 1-NN labels: each unlabelled row (labels -1) takes its most similar labelled row's label."""
+    test = labels < 0
+    predicted = labels.copy()
+    predicted[test] = labels[~test][(vectors[test] @ vectors[~test].T).argmax(axis=1)]
+    return predicted
+
+
+def lp_graph(cache: Path, settings: list[tuple[int, float | None, float]], families: str = "all",
+             draws: tuple[int, ...] = (1, 2, 3)) -> None:
+    """Label propagation alone on copyseek-small's descriptors (no training): accuracy on the unlabelled
+    images of `families` for each (k, k_per_class, alpha) of `settings`, against 1-NN; mean ± std over
+    the label `draws`. The quick way to choose the graph on the dev families."""
+    from copyseek.learn.pseudo import LPParams, propagate_labels
+
+    data = family_split(load(cache), families)
+    family, vectors = data["family"], data["small"]
+    n_classes, size = int(family.max()) + 1, int(np.bincount(family).min())
+    counts = [m for m in (1, 2, 5) if m < size]
+    print(f"Label propagation alone ({families} families), {len(family)} images, {n_classes} families of {size}; "
+          f"accuracy on the unlabelled images, label draws {draws}\n")
+    print("| method | graph k | " + " | ".join(f"{m} label{'s' if m > 1 else ''}/family" for m in counts) + " |")
+    print("|---|---|" + "---|" * len(counts))
+    methods = [("1-NN (small)", None)] + [(f"LP k {k}" + ("" if kpc is None else f", k per class {kpc}") + f", alpha {a}",
+                                           LPParams(k, a, k_per_class=kpc)) for k, kpc, a in settings]
+    for name, params in methods:
+        cells = []
+        for m in counts:
+            accuracy = []
+            for seed in draws:
+                labels = split_labels(family, m, seed)
+                test = labels < 0
+                predicted = nearest_labelled(vectors, labels) if params is None else propagate_labels(vectors, labels, params).labels
+                accuracy.append(float((predicted[test] == family[test]).mean()))
+            cells.append(f"{np.mean(accuracy):.3f} ± {np.std(accuracy):.3f}")
+        graph_k = "-" if params is None else str(params.graph_k(len(family), n_classes))
+        print(f"| {name} | {graph_k} | " + " | ".join(cells) + " |", flush=True)
+
+
 def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None = None, rounds: int = 5,
        epochs: int = 10, lr: float = 1e-3, augment: bool = False, families: str = "all",
        draws: tuple[int, ...] = (1, 2, 3)) -> None:
@@ -251,11 +291,7 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None 
                 results.setdefault(name, []).append(float((predicted[test] == family[test]).mean()))
 
             for name in [d for d in ("small", "sscd") if d in data]:
-                v = data[name]
-                sims = v[test] @ v[~test].T
-                predicted = labels.copy()
-                predicted[test] = labels[~test][sims.argmax(axis=1)]
-                add(f"1-NN ({name})", predicted)
+                add(f"1-NN ({name})", nearest_labelled(data[name], labels))
             # the loop's optimiser steps: rounds x epochs x batches of its (at most n) training images
             same_steps = rounds * epochs * -(-len(family) // 128) // -(-int((~test).sum()) // 128)
             for name, alone_epochs in (("labelled only (same epochs)", rounds * epochs),
@@ -690,6 +726,12 @@ def main() -> None:
             p.add_argument("--context", type=int, nargs="+", default=[0],
                            help="GCN context references m values: the clean images of the m families with the "
                                 "nearest clean prototypes join each graph as negatives (our extension; default 0)")
+    p = sub.add_parser("lp-graph")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--setting", nargs=3, action="append", required=True, metavar=("K", "K_PER_CLASS", "ALPHA"),
+                   help="a graph to try: k, k per class (or 'none'), alpha; repeat")
+    p.add_argument("--families", default="all", choices=("all", "dev", "test"))
+    p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3])
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -698,7 +740,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    if args.command == "finetune":
+    if args.command == "lp-graph":
+        settings = [(int(k), None if kpc == "none" else float(kpc), float(a)) for k, kpc, a in args.setting]
+        lp_graph(args.cache, settings, args.families, tuple(args.draws))
+    elif args.command == "finetune":
         finetune(args.cache, args.fam, args.bench, args.steps, args.lr, args.seeds)
     elif args.command == "describe":
         describe(args.bench, args.out, args.sscd, args.views)
