@@ -34,18 +34,17 @@ from copyseek.graph.propagation import LabelPropagation
 
 @dataclass(frozen=True)
 class LPParams:
-    """k: neighbours per node of the graph (summed with its transpose, as in the paper), at most;
-    k_per_class: the graph's k is this share of the mean class size n / c (n photos, c labelled
-    classes), rounded up and at most `k` (`graph_k`; None: k itself); alpha: propagation's; gamma:
-    edge weight = cosine ** gamma (3, the paper's). The paper's k = 10 and alpha = 0.99 are for classes
-    of thousands of images; on copy families of 5 and 11 (BENCHMARKS.md, issue 15) they let labels
-    cross between families, and k = half the family size with alpha = 0.9, chosen on half of the
-    families, does not."""
+    """k: neighbours per node of the graph (summed with its transpose, as in the paper); k_per_class:
+    if set, the graph's k is this share of the mean class size n / c (n photos, c labelled classes),
+    rounded up and at most `k` (`graph_k`); alpha: propagation's; gamma: edge weight = cosine ** gamma
+    (3, the paper's). The paper's alpha = 0.99 is for classes of thousands of images; on copy families
+    of 5 and 11 (BENCHMARKS.md, issue 15) it carries labels across families, and alpha = 0.8 with
+    k = 10, the best of a grid on half of the families, does not."""
 
     k: int = 10
-    alpha: float = 0.9
+    alpha: float = 0.8
     gamma: float = 3.0
-    k_per_class: float | None = 0.5
+    k_per_class: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
