@@ -13,6 +13,9 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
                                                                   # of 21 (--variants-per-reference 20); draw 0 picks k
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 5 21 --context 0 2 5 10
                                                                   # + other families' clean images as negatives
+    python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --gcn-k --collection-gcn-k 10 --collection-graph reported
+                                                                  # one multi-class GCN over the collection (triage
+                                                                  # --relevance collection) and its weighted prototypes
 
 CACHE.npz holds: names (n,), family (n,) ints, small (n, 512) copyseek-small descriptors, trunk
 (n, 256) copyseek-small's pooled trunk features (its projection's input), and with --sscd sscd (n, 512).
