@@ -7,11 +7,15 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py describe FAM_BENCH --out CACHE.npz
     python benchmarks/bench_learn_graph.py mining CACHE.npz       # precision of mined pairs
     python benchmarks/bench_learn_graph.py lp CACHE.npz           # label propagation as a training loop
+    python benchmarks/bench_learn_graph.py lp-graph CACHE.npz --setting 10 0.5 0.9   # propagation alone
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 2 5 10   # on families
                                                                   # of 21 (--variants-per-reference 20); draw 0 picks k
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 5 21 --context 0 2 5 10
                                                                   # + other families' clean images as negatives
+    python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --gcn-k --collection-gcn-k 10 --collection-graph reported
+                                                                  # one multi-class GCN over the collection (triage
+                                                                  # --relevance collection) and its weighted prototypes
 
 CACHE.npz holds: names (n,), family (n,) ints, small (n, 512) copyseek-small descriptors, trunk
 (n, 256) copyseek-small's pooled trunk features (its projection's input), and with --sscd sscd (n, 512).
@@ -27,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 
-def describe(bench: Path, out: Path, sscd: bool) -> None:
-    """Cache copyseek-small's descriptors and trunk features (and SSCD's with `sscd`) of the family images."""
+def describe(bench: Path, out: Path, sscd: bool, views: int = 0) -> None:
+    """Cache copyseek-small's descriptors and trunk features (and SSCD's with `sscd`) of the family images,
+    and with `views` the trunk features of that many random crops and flips of each (the augmentation of
+    the LP benchmark's training)."""
     import torch
 
     from copyseek.describe.models import load_model, model_path
@@ -59,8 +65,40 @@ def describe(bench: Path, out: Path, sscd: bool) -> None:
             arrays["trunk"].append(trunk.numpy())
             arrays["small"].append(torch.nn.functional.normalize(small.projection(trunk), dim=1).numpy())
             bar.update(len(part))
-    np.savez(out, names=np.array(names), family=family, **{k: np.concatenate(v) for k, v in arrays.items() if v})
+    extra = {"trunk_views": augmented_trunk(small, paths, views)} if views else {}
+    np.savez(out, names=np.array(names), family=family, **{k: np.concatenate(v) for k, v in arrays.items() if v}, **extra)
     print(f"{len(names)} images, {len(families)} families, {time.process_time() - started:.0f} s CPU -> {out}")
+
+
+def augmented_trunk(small, paths: list[Path], views: int) -> np.ndarray:
+    """(views, n, 256) trunk features of `views` random augmentations of each photo at square:160: the
+    paper's kind (a random crop of 50-100% of the area, aspect 3:4-4:3, flipped half the time), seed 0."""
+    import torch
+    from PIL import Image
+
+    from copyseek.io.images import load_rgb
+    from copyseek.learn.data import square
+    from copyseek.progress import progress_bar
+
+    rng = np.random.default_rng(0)
+
+    def augment(path: Path) -> np.ndarray:
+        image = Image.fromarray(load_rgb(path, 320))
+        area, aspect = rng.uniform(0.5, 1.0) * image.width * image.height, np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        w, h = min(image.width, round((area * aspect) ** 0.5)), min(image.height, round((area / aspect) ** 0.5))
+        left, top = rng.integers(0, image.width - w + 1), rng.integers(0, image.height - h + 1)
+        image = image.crop((left, top, left + w, top + h))
+        return square(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image, 160)
+
+    out = np.zeros((views, len(paths), small.projection.in_features), np.float32)
+    with torch.no_grad(), progress_bar(len(paths) * views, "augmented views") as bar:
+        for v in range(views):
+            for start in range(0, len(paths), 16):
+                part = paths[start : start + 16]
+                x = torch.from_numpy(np.stack([augment(p) for p in part])).permute(0, 3, 1, 2).float()
+                out[v, start : start + len(part)] = small.pool(small.backbone((x - small.mean) / small.std)).numpy()
+                bar.update(len(part))
+    return out
 
 
 def load(cache: Path) -> dict:
@@ -133,19 +171,25 @@ class Head:
         with torch.no_grad():
             self.classifier.weight.copy_(torch.from_numpy(weights))
 
-    def fit(self, trunk: np.ndarray, targets: np.ndarray, weights: np.ndarray, epochs: int, seed: int) -> None:
-        """Weighted cross-entropy (the paper's loss: per-image weight x class weight), cosine logits / 0.1."""
+    def fit(self, trunk: np.ndarray, targets: np.ndarray, weights: np.ndarray, epochs: int, seed: int,
+            lr: float = 1e-3, views: np.ndarray | None = None) -> None:
+        """Weighted cross-entropy (the paper's loss: per-image weight x class weight), cosine logits / 0.1,
+        Adam, batches of 128. trunk (n, d); views (V, n, d) augmented versions of the images or None: each
+        epoch shows every image as one of its V + 1 versions (the original included), at random."""
         import torch
         import torch.nn.functional as F
 
         keep = (targets >= 0) & (weights > 0)
-        x, y, w = (torch.from_numpy(a[keep]) for a in (trunk, targets.astype(np.int64), weights.astype(np.float32)))
+        versions = trunk[None] if views is None else np.concatenate([trunk[None], views])
+        x = torch.from_numpy(versions[:, keep].astype(np.float32))
+        y, w = torch.from_numpy(targets[keep].astype(np.int64)), torch.from_numpy(weights[keep].astype(np.float32))
         params = [*self.projection.parameters(), *self.classifier.parameters()]
-        optimiser = torch.optim.Adam(params, lr=1e-3)
+        optimiser = torch.optim.Adam(params, lr=lr)
         generator = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
+            version = torch.randint(len(x), (len(y),), generator=generator)
             for batch in torch.randperm(len(y), generator=generator).split(128):
-                logits = F.normalize(self.projection(x[batch]), dim=1) @ F.normalize(self.classifier.weight, dim=1).T
+                logits = F.normalize(self.projection(x[version[batch], batch]), dim=1) @ F.normalize(self.classifier.weight, dim=1).T
                 loss = (F.cross_entropy(logits / 0.1, y[batch], reduction="none") * w[batch]).sum() / w[batch].sum()
                 optimiser.zero_grad()
                 loss.backward()
@@ -167,19 +211,75 @@ def split_labels(family: np.ndarray, per_family: int, seed: int) -> np.ndarray:
     return labels
 
 
-def lp(cache: Path, k: int = 10, alpha: float = 0.99, rounds: int = 5, epochs: int = 10, seeds: int = 3) -> None:
-    """Accuracy on the unlabelled images: 1-NN (copyseek-small and SSCD descriptors), the head trained
-    on the labelled images alone (rounds x epochs), and the LP loop after each round (the classifier's
-    and label propagation's own labels); averaged over `seeds` random label draws (seeds 1.., seed 0
-    being the draw the LP parameters k and alpha were chosen on)."""
+def family_split(data: dict, part: str) -> dict:
+    """The cache's arrays restricted to the families of `part`: "dev" (even family ids), "test" (odd)
+    or "all"; family ids renumbered 0..c-1."""
+    if part == "all":
+        return data
+    keep = data["family"] % 2 == (0 if part == "dev" else 1)
+    out = {k: (v[:, keep] if k == "trunk_views" else v[keep]) for k, v in data.items()}
+    out["family"] = np.unique(out["family"], return_inverse=True)[1]
+    return out
+
+
+def nearest_labelled(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) 1-NN labels: each unlabelled row (labels -1) takes its most similar labelled row's label."""
+    test = labels < 0
+    predicted = labels.copy()
+    predicted[test] = labels[~test][(vectors[test] @ vectors[~test].T).argmax(axis=1)]
+    return predicted
+
+
+def lp_graph(cache: Path, settings: list[tuple[int, float | None, float]], families: str = "all",
+             draws: tuple[int, ...] = (1, 2, 3)) -> None:
+    """Label propagation alone on copyseek-small's descriptors (no training): accuracy on the unlabelled
+    images of `families` for each (k, k_per_class, alpha) of `settings`, against 1-NN; mean ± std over
+    the label `draws`. The quick way to choose the graph on the dev families."""
     from copyseek.learn.pseudo import LPParams, propagate_labels
 
-    data = load(cache)
-    family, trunk = data["family"], data["trunk"].astype(np.float32)
+    data = family_split(load(cache), families)
+    family, vectors = data["family"], data["small"]
     n_classes, size = int(family.max()) + 1, int(np.bincount(family).min())
-    print(f"Family classification, {len(family)} images, {n_classes} families of {size}; accuracy on the unlabelled "
-          f"images, mean of {seeds} label draws; head = copyseek-small's projection over its frozen trunk, "
-          f"{epochs} epochs per round\n")
+    counts = [m for m in (1, 2, 5) if m < size]
+    print(f"Label propagation alone ({families} families), {len(family)} images, {n_classes} families of {size}; "
+          f"accuracy on the unlabelled images, label draws {draws}\n")
+    print("| method | graph k | " + " | ".join(f"{m} label{'s' if m > 1 else ''}/family" for m in counts) + " |")
+    print("|---|---|" + "---|" * len(counts))
+    methods = [("1-NN (small)", None)] + [(f"LP k {k}" + ("" if kpc is None else f", k per class {kpc}") + f", alpha {a}",
+                                           LPParams(k, a, k_per_class=kpc)) for k, kpc, a in settings]
+    for name, params in methods:
+        cells = []
+        for m in counts:
+            accuracy = []
+            for seed in draws:
+                labels = split_labels(family, m, seed)
+                test = labels < 0
+                predicted = nearest_labelled(vectors, labels) if params is None else propagate_labels(vectors, labels, params).labels
+                accuracy.append(float((predicted[test] == family[test]).mean()))
+            cells.append(f"{np.mean(accuracy):.3f} ± {np.std(accuracy):.3f}")
+        graph_k = "-" if params is None else str(params.graph_k(len(family), n_classes))
+        print(f"| {name} | {graph_k} | " + " | ".join(cells) + " |", flush=True)
+
+
+def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None = None, rounds: int = 5,
+       epochs: int = 10, lr: float = 1e-3, augment: bool = False, families: str = "all",
+       draws: tuple[int, ...] = (1, 2, 3)) -> None:
+    """Accuracy on the unlabelled images of `families`: 1-NN (copyseek-small and SSCD descriptors), the
+    head trained on the labelled images alone (the same epochs, and the same optimiser steps, as the
+    loop), and the LP loop after each round (the classifier's and label propagation's own labels);
+    mean over the label `draws`, and the loop's last round minus the best of the baselines in each
+    draw. augment: train on the cache's augmented views (trunk_views) too."""
+    from copyseek.learn.pseudo import LPParams, propagate_labels
+
+    data = family_split(load(cache), families)
+    family, trunk = data["family"], data["trunk"].astype(np.float32)
+    views = data["trunk_views"] if augment else None
+    params = LPParams(k, alpha, k_per_class=k_per_class)
+    n_classes, size = int(family.max()) + 1, int(np.bincount(family).min())
+    print(f"Family classification ({families} families), {len(family)} images, {n_classes} families of {size}; "
+          f"accuracy on the unlabelled images, mean of label draws {draws}; head = copyseek-small's projection over "
+          f"its frozen trunk, {rounds} rounds of {epochs} epochs, Adam lr {lr}, augmented views: {augment}; "
+          f"LP k {k} (per class {k_per_class}), alpha {alpha}\n")
     rows = []
     for per_family in (1, 2, 5):
         if per_family >= size:
@@ -187,7 +287,7 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, rounds: int = 5, epochs: i
             continue
         results: dict[str, list[float]] = {}
         started = time.process_time()
-        for seed in range(1, seeds + 1):
+        for seed in draws:
             labels = split_labels(family, per_family, seed)
             test = labels < 0
 
@@ -195,29 +295,33 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, rounds: int = 5, epochs: i
                 results.setdefault(name, []).append(float((predicted[test] == family[test]).mean()))
 
             for name in [d for d in ("small", "sscd") if d in data]:
-                v = data[name]
-                sims = v[test] @ v[~test].T
-                predicted = labels.copy()
-                predicted[test] = labels[~test][sims.argmax(axis=1)]
-                add(f"1-NN ({name})", predicted)
-            alone = Head(n_classes, seed)
-            alone.set_prototypes(alone.describe(trunk), labels)
-            alone.fit(trunk, labels, np.where(labels >= 0, 1.0, 0.0), rounds * epochs, seed)
-            add("labelled only", alone.predict(trunk))
+                add(f"1-NN ({name})", nearest_labelled(data[name], labels))
+            # the loop's optimiser steps: rounds x epochs x batches of its (at most n) training images
+            same_steps = rounds * epochs * -(-len(family) // 128) // -(-int((~test).sum()) // 128)
+            for name, alone_epochs in (("labelled only (same epochs)", rounds * epochs),
+                                       ("labelled only (same steps)", same_steps)):
+                alone = Head(n_classes, seed)
+                alone.set_prototypes(alone.describe(trunk), labels)
+                alone.fit(trunk, labels, np.where(labels >= 0, 1.0, 0.0), alone_epochs, seed, lr, views)
+                add(name, alone.predict(trunk))
             head = Head(n_classes, seed)
             head.set_prototypes(head.describe(trunk), labels)
             for r in range(1, rounds + 1):
-                pseudo = propagate_labels(head.describe(trunk), labels, LPParams(k, alpha))
+                pseudo = propagate_labels(head.describe(trunk), labels, params)
                 add(f"LP labels, round {r}", pseudo.labels)
-                head.fit(trunk, pseudo.labels, pseudo.weights, epochs, seed * 100 + r)
+                head.fit(trunk, pseudo.labels, pseudo.weights, epochs, seed * 100 + r, lr, views)
                 add(f"LP loop, after round {r}", head.predict(trunk))
+        baselines = np.max([v for name, v in results.items() if not name.startswith("LP")], axis=0)
+        results["LP loop after the last round minus the best baseline (per draw)"] = list(
+            np.subtract(results[f"LP loop, after round {rounds}"], baselines))
         rows.append((per_family, {k: (np.mean(v), np.std(v)) for k, v in results.items()}))
-        print(f"({per_family} label(s) per family: {time.process_time() - started:.0f} s CPU)")
+        print(f"({per_family} label(s) per family: {time.process_time() - started:.0f} s CPU)", flush=True)
     names = next(r for _, r in rows if r)
     print("\n| method | " + " | ".join(f"{m} label{'s' if m > 1 else ''}/family" for m, _ in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for name in names:
-        cells = [f"{r[name][0]:.3f} ± {r[name][1]:.3f}" if r else "n/a (all labelled)" for _, r in rows]
+        cells = [f"{r[name][0]:{'+' if 'minus' in name else ''}.3f} ± {r[name][1]:.3f}" if r else "n/a (all labelled)"
+                 for _, r in rows]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
@@ -252,10 +356,13 @@ WEIGHTINGS = {
     "r": lambda r, group: r,
     "r^0.5": lambda r, group: r**0.5,
     "r^0.25": lambda r, group: r**0.25,
+    "r >= 0.3": lambda r, group: (r >= 0.3).astype(float),
+    "r >= 0.4": lambda r, group: (r >= 0.4).astype(float),
     "r >= 0.5": lambda r, group: (r >= 0.5).astype(float),
     "r >= 0.02": lambda r, group: (r >= 0.02).astype(float),
     "rank of r within the family": rank_within,
 }
+CEILING = "ceiling (uses the truth): every member of the family, the held-out ones too"
 LOW_RELEVANCE = 0.02  # the diagnostic row: the true reports a GCN scores below this are the ones thresholds drop
 
 
@@ -310,43 +417,26 @@ def report_relevance(vectors: np.ndarray, clean: list, reports: list, params) ->
     return relevance
 
 
-def collection_relevance(vectors: np.ndarray, clean: list, reports: list, params) -> np.ndarray:
-    """(len(reports),) relevance of each report from ONE multi-class GCN over the whole collection
-    (exploration, not in the library): a two-layer GCN on the `rw-self` matrix of the collection's
-    union kNN graph (k = params.k), one output per family, trained with cross-entropy on every clean
-    image (weight 1) and every report as a noisy label of its reported family (weight
-    params.noisy_weight); a report's relevance is the softmax probability of its reported family."""
-    import torch
-    from torch import nn
+def collection_relevance(vectors: np.ndarray, clean: list, reports: list, params, graph: str = "all") -> np.ndarray:
+    """(len(reports),) relevance of each report from `copyseek.graph.gcn.collection_relevance`, ONE
+    multi-class GCN over the collection: every family's clean images are clean labels, every report
+    a noisy label of its reported family. `graph`: "all" puts every image of the collection in the
+    graph (the held-out members too, unlabelled), "reported" only the clean and reported images (what
+    `copyseek triage --relevance collection` has: the index's references, verified and reported queries)."""
+    from copyseek.graph.gcn import collection_relevance as relevance
 
-    from copyseek.graph.gcn import GraphConvolution, sparse_tensor
-    from copyseek.graph.knn import knn_graph
-
-    rows = np.concatenate([r for _, r in clean] + [[r for _, r, _ in reports]]).astype(np.int64)
-    labels = np.concatenate([np.full(len(r), f) for f, r in clean] + [[f for f, _, _ in reports]]).astype(np.int64)
-    weight = torch.from_numpy(np.where(np.arange(len(rows)) < len(rows) - len(reports), 1.0, params.noisy_weight).astype(np.float32))
-    s = sparse_tensor(knn_graph(vectors, k=params.k, symmetrize="union").normalized("rw-self"))
-    x = torch.from_numpy(np.asarray(vectors, np.float32))
-    torch.manual_seed(params.seed)
-    first, second = GraphConvolution(x.shape[1], 2 * params.hidden), GraphConvolution(2 * params.hidden, len(clean))
-    dropout = nn.Dropout(params.dropout)
-    optimiser = torch.optim.Adam([*first.parameters(), *second.parameters()], lr=params.lr, weight_decay=params.weight_decay)
-    target, at = torch.from_numpy(labels), torch.from_numpy(rows)
-    for _ in range(params.epochs):
-        optimiser.zero_grad()
-        logits = second(dropout(torch.relu(first(x, s))), s)[at]
-        loss = (nn.functional.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
-        loss.backward()
-        optimiser.step()
-    dropout.eval()
-    with torch.no_grad():
-        probability = torch.softmax(second(dropout(torch.relu(first(x, s))), s), dim=1).numpy()
-    return probability[[r for _, r, _ in reports], [f for f, _, _ in reports]].astype(np.float64)
+    clean_rows = np.concatenate([rows for _, rows in clean])
+    report_rows = np.array([r for _, r, _ in reports])
+    nodes = np.arange(len(vectors)) if graph == "all" else np.unique(np.r_[clean_rows, report_rows])
+    node_of = np.full(len(vectors), -1)
+    node_of[nodes] = np.arange(len(nodes))
+    return relevance(vectors[nodes], node_of[clean_rows], np.concatenate([np.full(len(rows), f) for f, rows in clean]),
+                     node_of[report_rows], np.array([f for f, _, _ in reports]), params)
 
 
 def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2), draws: tuple[int, ...] = (1, 2, 3),
         clean_per_family: int = 2, reports_per_family: int = 4, context: tuple[int, ...] = (0,),
-        collection_k: tuple[int, ...] = ()) -> None:
+        collection_k: tuple[int, ...] = (), collection_graph: tuple[str, ...] = ("all",)) -> None:
     """AP of ranking wrong reports first (all wrong ones, and the look-alike half against the true
     reports) for GCN relevance, cosine to the clean prototype and label propagation; then the
     accuracy of nearest-prototype classification of each family's held-out members. Test draws are
@@ -354,7 +444,8 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
     what a family's clean images and reports are. `context`: numbers m of context references (our
     extension: the clean images of the m families whose clean prototypes are nearest join a family's
     graph as labelled negatives; 0 = the paper's per-family graph). `collection_k`: k values of
-    `collection_relevance`, one multi-class GCN over the whole collection (exploration)."""
+    `collection_relevance`, one multi-class GCN over the whole collection (`copyseek triage --relevance
+    collection`), over the graphs `collection_graph` ("all" and/or "reported")."""
     from copyseek.graph.gcn import GCNParams
     from copyseek.graph.knn import knn_graph
     from copyseek.graph.propagation import LabelPropagation
@@ -368,6 +459,7 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
           f"mean of draws {', '.join(map(str, draws))}\n")
     aps: dict[str, dict[str, list[float]]] = {}
     accuracy: dict[str, list[float]] = {}
+    hub: dict[str, list[int]] = {}  # per draw, the most held-out members misclassified into one prototype
     cpu: dict[str, float] = {}
     for seed in draws:
         vectors = data[descriptors]
@@ -396,10 +488,11 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
                 scores[name] = report_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed, context_references=m))
                 cpu[name] = time.process_time() - started
         for k in collection_k:
-            name = f"GCN relevance over the whole collection (k = {k})"
-            started = time.process_time()
-            scores[name] = collection_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed))
-            cpu[name] = time.process_time() - started
+            for graph in collection_graph:
+                name = f"GCN relevance over the whole collection (k = {k}, graph: {graph})"
+                started = time.process_time()
+                scores[name] = collection_relevance(vectors, clean, reports, GCNParams(k=k, seed=seed), graph)
+                cpu[name] = time.process_time() - started
         look = kinds == "look-alike"
         own_clean = np.zeros(len(family), bool)
         own_clean[np.concatenate([rows for _, rows in clean])] = True
@@ -430,6 +523,13 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
             protos /= np.linalg.norm(protos, axis=1, keepdims=True)
             predicted = (vectors[test] @ protos.T).argmax(axis=1)
             accuracy.setdefault(name, []).append(float((predicted == family[test]).mean()))
+            hub.setdefault(name, []).append(int(np.bincount(predicted[predicted != family[test]], minlength=1).max()))
+        # the ceiling of any weighting: each family's prototype from all its members, the held-out ones too
+        protos = np.stack([vectors[family == f].mean(axis=0) for f in range(n_families)])
+        protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+        predicted = (vectors[test] @ protos.T).argmax(axis=1)
+        accuracy.setdefault(CEILING, []).append(float((predicted == family[test]).mean()))
+        hub.setdefault(CEILING, []).append(int(np.bincount(predicted[predicted != family[test]], minlength=1).max()))
     cosine = aps["cosine to clean prototype"]
 
     def cell(values: list[float]) -> str:
@@ -447,11 +547,12 @@ def gcn(cache: Path, descriptors: str = "sscd", gcn_k: tuple[int, ...] = (5, 2),
               f"{gain(entry, 'look-alike')} | {cell(entry['unseen look-alike'])} | {gain(entry, 'unseen look-alike')} |")
     print(f"\nNearest-prototype classification of each family's held-out members ({len(test)} images, "
           f"{n_families} families); minus unweighted: the per-draw difference\n")
-    print("| prototype | accuracy | minus unweighted |")
-    print("|---|---|---|")
+    print("| prototype | accuracy | minus unweighted | errors into the prototype that draws the most |")
+    print("|---|---|---|---|")
     for name, values in accuracy.items():
         gain = np.subtract(values, accuracy["unweighted"])
-        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} | {np.mean(gain):+.3f} ± {np.std(gain):.3f} |")
+        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} | {np.mean(gain):+.3f} ± {np.std(gain):.3f} | "
+              f"{np.mean(hub[name]):.1f} ({min(hub[name])}-{max(hub[name])}) |")
 
 
 # ---------------------------------------------------------------- fine-tuning with mined pairs
@@ -601,17 +702,30 @@ def main() -> None:
     p.add_argument("bench", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--sscd", action="store_true", help="SSCD descriptors too (for the gcn table)")
+    p.add_argument("--views", type=int, default=0, help="augmented views (crops, flips) per image, for lp --augment (default 0)")
     for name in ("mining", "lp", "gcn"):
         p = sub.add_parser(name)
         p.add_argument("cache", type=Path)
         if name == "lp":
             p.add_argument("--k", type=int, default=10, help="LP graph neighbours (default 10, the paper's)")
             p.add_argument("--alpha", type=float, default=0.99, help="LP alpha (default 0.99, the paper's)")
+            p.add_argument("--k-per-class", type=float, help="LP graph k = this share of the mean family size, "
+                           "within [1, --k] (default: none, k = --k)")
+            p.add_argument("--rounds", type=int, default=5)
+            p.add_argument("--epochs", type=int, default=10, help="epochs per round (default 10)")
+            p.add_argument("--lr", type=float, default=1e-3)
+            p.add_argument("--augment", action="store_true", help="train on the cache's augmented views too (describe --views)")
+            p.add_argument("--families", default="all", choices=("all", "dev", "test"),
+                           help="dev: the even family ids (for choosing settings), test: the odd ones (default all)")
+            p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3], help="label draws (default 1 2 3)")
         if name == "gcn":
             p.add_argument("--descriptors", default="sscd", choices=("sscd", "small"))
             p.add_argument("--gcn-k", type=int, nargs="*", default=[5, 2], help="GCN graph k values (default 5 2; none: no per-family GCN)")
             p.add_argument("--collection-gcn-k", type=int, nargs="*", default=[],
-                           help="k values of one multi-class GCN over the whole collection (exploration; default none)")
+                           help="k values of one multi-class GCN over the whole collection (default none)")
+            p.add_argument("--collection-graph", nargs="+", default=["all"], choices=("all", "reported"),
+                           help="the collection GCN's graph: every image (all, default) or the clean and reported "
+                                "ones only (reported: what copyseek triage has)")
             p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3],
                            help="report draws (default 1 2 3; draw 0 is for choosing k)")
             p.add_argument("--clean", type=int, default=2, help="clean images per family (default 2)")
@@ -620,6 +734,12 @@ def main() -> None:
             p.add_argument("--context", type=int, nargs="+", default=[0],
                            help="GCN context references m values: the clean images of the m families with the "
                                 "nearest clean prototypes join each graph as negatives (our extension; default 0)")
+    p = sub.add_parser("lp-graph")
+    p.add_argument("cache", type=Path)
+    p.add_argument("--setting", nargs=3, action="append", required=True, metavar=("K", "K_PER_CLASS", "ALPHA"),
+                   help="a graph to try: k, k per class (or 'none'), alpha; repeat")
+    p.add_argument("--families", default="all", choices=("all", "dev", "test"))
+    p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3])
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -628,14 +748,20 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    if args.command == "finetune":
+    if args.command == "lp-graph":
+        settings = [(int(k), None if kpc == "none" else float(kpc), float(a)) for k, kpc, a in args.setting]
+        lp_graph(args.cache, settings, args.families, tuple(args.draws))
+    elif args.command == "finetune":
         finetune(args.cache, args.fam, args.bench, args.steps, args.lr, args.seeds)
     elif args.command == "describe":
-        describe(args.bench, args.out, args.sscd)
+        describe(args.bench, args.out, args.sscd, args.views)
     else:
-        options = {"lp": lambda: {"k": args.k, "alpha": args.alpha}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
+        options = {"lp": lambda: {"k": args.k, "alpha": args.alpha, "k_per_class": args.k_per_class, "rounds": args.rounds,
+                             "epochs": args.epochs, "lr": args.lr, "augment": args.augment, "families": args.families,
+                             "draws": tuple(args.draws)}, "gcn": lambda: {"descriptors": args.descriptors, "gcn_k": tuple(args.gcn_k), "draws": tuple(args.draws),
                                                        "clean_per_family": args.clean, "reports_per_family": args.reports,
-                                                       "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k)},
+                                                       "context": tuple(args.context), "collection_k": tuple(args.collection_gcn_k),
+                                                       "collection_graph": tuple(args.collection_graph)},
                    "mining": dict}[args.command]()
         {"mining": mining, "lp": lp, "gcn": gcn}[args.command](args.cache, **options)
 

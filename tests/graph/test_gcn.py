@@ -9,6 +9,8 @@ from copyseek.errors import CopyseekError  # noqa: E402
 from copyseek.graph.gcn import (  # noqa: E402
     GCNParams,
     GraphConvolution,
+    TwoLayerGCN,
+    collection_relevance,
     gcn_relevance,
     graph_convolution,
     nearest_references,
@@ -124,3 +126,61 @@ def test_masks_are_checked():
         gcn_relevance(x, np.zeros(8, bool), np.ones(8, bool))
     with pytest.raises(CopyseekError, match="both"):
         gcn_relevance(x, np.ones(8, bool), np.ones(8, bool))
+
+
+def test_two_layer_gcn_has_one_output_column_per_class():
+    x, _ = families(n_families=3, size=4, dim=8)
+    s = sparse_tensor(knn_graph(x, k=3, symmetrize="union").normalized("rw-self"))
+    assert TwoLayerGCN(8, 4, outputs=5)(torch.from_numpy(x), s).shape == (12, 5)
+    assert TwoLayerGCN(8, 4)(torch.from_numpy(x), s).shape == (12, 1)
+
+
+def hub_case():
+    """Families 0-5 of 12 images; 2 clean images each; reports against family 0: 4 of its own members
+    (true) and 2 members of each of families 1-5 (wrong), some of them nearer family 0's clean images
+    than the true ones. Returns (vectors, family, clean rows, report rows)."""
+    x, family = families(n_families=6, size=12, dim=32, noise=0.6, seed=4)
+    clean = np.concatenate([np.flatnonzero(family == f)[:2] for f in range(6)])
+    report = np.concatenate([np.flatnonzero(family == 0)[2:6]] + [np.flatnonzero(family == f)[2:4] for f in range(1, 6)])
+    return x, family, clean, report
+
+
+def test_collection_relevance_is_the_probability_of_the_reported_class():
+    """A report of family 0 that belongs to another family has its own family's clean images and
+    other members nearby: its probability of family 0 stays low; the true reports score high."""
+    x, family, clean, report = hub_case()
+    relevance = collection_relevance(x, clean, family[clean], report, np.zeros(len(report), int), GCNParams(epochs=100))
+    true = family[report] == 0
+    assert relevance[true].min() > relevance[~true].max()
+    assert relevance[true].mean() > 0.5 > relevance[~true].mean()
+    # the same image reported for every class: the relevances are a distribution over the classes
+    row = np.flatnonzero(family == 3)[5]
+    spread = collection_relevance(x, clean, family[clean], np.full(6, row), np.arange(6), GCNParams(epochs=100))
+    assert spread.sum() == pytest.approx(1.0, abs=1e-5) and spread.argmax() == 3
+
+
+def test_collection_relevance_takes_any_class_names_and_the_graph_only_images():
+    """Class names are any values (mapped in sorted order); images without a label shape the graph
+    only; the seed makes it deterministic."""
+    x, family, clean, report = hub_case()
+    params = GCNParams(epochs=30)
+    named = collection_relevance(x, clean, np.array([f"ref{f}" for f in family[clean]]), report,
+                                 np.full(len(report), "ref0"), params)
+    numbered = collection_relevance(x, clean, family[clean] * 10, report, np.zeros(len(report), int), params)
+    np.testing.assert_allclose(named, numbered, atol=1e-6)
+    labelled = np.unique(np.r_[clean, report])
+    inside = np.searchsorted(labelled, clean), np.searchsorted(labelled, report)
+    without = collection_relevance(x[labelled], inside[0], family[clean], inside[1], np.zeros(len(report), int), params)
+    assert np.abs(without - named).max() > 1e-3  # the unlabelled members change the graph
+
+
+def test_collection_relevance_checks_its_labels():
+    x, family, clean, report = hub_case()
+    with pytest.raises(CopyseekError, match="same length"):
+        collection_relevance(x, clean, family[clean][:-1], report, np.zeros(len(report), int))
+    with pytest.raises(CopyseekError, match="clean image"):
+        collection_relevance(x, clean, family[clean], report, np.full(len(report), 9))
+    with pytest.raises(CopyseekError, match="lie in"):
+        collection_relevance(x, clean, family[clean], np.array([len(x)]), np.array([0]))
+    with pytest.raises(CopyseekError, match="at least one clean"):
+        collection_relevance(x, np.zeros(0, int), np.zeros(0, int), report, np.zeros(len(report), int))

@@ -25,6 +25,29 @@ def test_propagated_labels_recover_the_families_with_one_label_each():
     np.testing.assert_allclose(pseudo.class_weight.mean(), 1.0)
 
 
+def test_graph_k_follows_the_class_size_when_asked():
+    assert LPParams(k=10, k_per_class=None).graph_k(750, 150) == 10
+    assert LPParams().graph_k(750, 150) == 10  # the default: a fixed k
+    assert LPParams(k=10, k_per_class=0.5).graph_k(750, 150) == 3  # families of 5: ceil(2.5)
+    assert LPParams(k=10, k_per_class=0.5).graph_k(660, 60) == 6  # families of 11
+    assert LPParams(k=4, k_per_class=0.5).graph_k(660, 60) == 4  # k caps it
+    assert LPParams(k=10, k_per_class=0.5).graph_k(3, 1) == 2  # never more than the other photos
+    with pytest.raises(CopyseekError, match="per class"):
+        LPParams(k_per_class=0)
+
+
+def test_small_families_do_not_leak_with_a_scaled_k_or_the_default_alpha():
+    vectors, family = families(n_families=40, size=4, noise=0.5, seed=1)
+    labels = few_labels(family, 1)
+    unlabelled = labels < 0
+    scaled = propagate_labels(vectors, labels, LPParams(k=10, alpha=0.99, k_per_class=0.5))
+    fixed = propagate_labels(vectors, labels, LPParams(k=10, alpha=0.99, k_per_class=None))  # 10 neighbours, 3 in the family
+    assert (scaled.labels[unlabelled] == family[unlabelled]).all()
+    assert (fixed.labels[unlabelled] == family[unlabelled]).mean() < 0.98
+    default = propagate_labels(vectors, labels)  # k = 10 too, but alpha 0.8 keeps the labels near their seeds
+    assert (default.labels[unlabelled] == family[unlabelled]).all()
+
+
 def test_weights_are_confidence_times_class_balance():
     pseudo = PseudoLabels(np.array([0, 0, 0, 1, -1]), np.array([1.0, 0.5, 0.2, 1.0, 0.0]),
                           np.array([True, False, False, True, False]), np.array([0.5, 1.5]))

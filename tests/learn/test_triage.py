@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("torch")
 
 from copyseek.cli import main  # noqa: E402
+from copyseek.errors import CopyseekError  # noqa: E402
 from copyseek.store.index import Index  # noqa: E402
 from tests.making import crop_copy, write_photos  # noqa: E402
 
@@ -115,3 +116,49 @@ def test_bad_k_is_refused(case, capsys):
                  "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(case / "q.csv"),
                  "--k", "0", "-q"])
     assert code == 2 and "k, hidden and epochs" in capsys.readouterr().err
+
+
+def test_collection_relevance_puts_reports_of_other_references_last(case):
+    """One multi-class GCN over reference 0 and its 5 context references (all of the index): the
+    wrong reports are copies of references 3-5, so each scores below every right report."""
+    scores = queue(case, "--relevance", "collection")
+    assert set(scores) == {"c3", "c4", "c5", "w0", "w1", "w2"}
+    assert max(scores[q] for q in ("w0", "w1", "w2")) < min(scores[q] for q in ("c3", "c4", "c5"))
+    assert all(0 <= s <= 1 for s in scores.values())
+
+
+def test_collection_relevance_calls_one_gcn_over_every_class(case, monkeypatch):
+    """--relevance collection trains one network, over the reported reference and its context
+    references, and no per-reference GCN."""
+    import copyseek.learn.triage
+
+    calls = []
+    real = copyseek.learn.triage.collection_relevance
+    monkeypatch.setattr(copyseek.learn.triage, "collection_relevance", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    monkeypatch.setattr(copyseek.learn.triage, "gcn_relevance", lambda *a, **kw: pytest.fail("per-reference GCN called"))
+    queue(case, "--relevance", "collection", "--context-references", "2")
+    (x, clean_nodes, clean_classes, noisy_nodes, noisy_classes, _), = calls
+    assert len(set(clean_classes)) == 3 and set(noisy_classes) == {"img0000"}
+    assert len(x) == 3 + 3 + 6 and len(clean_nodes) == 3 + 3 and len(noisy_nodes) == 6  # refs, verified, reports
+
+
+def test_collection_relevance_needs_two_references(case, capsys):
+    code = main(["triage", "--verified", str(case / "verified.csv"), "--reports", str(case / "reports.csv"),
+                 "--index", str(case / "idx"), "--queries", str(case / "queries"), "--output", str(case / "q.csv"),
+                 "--relevance", "collection", "--context-references", "0", "-q"])
+    assert code == 2 and "at least two references" in capsys.readouterr().err
+
+
+def test_triage_refuses_an_unknown_relevance(case):
+    import argparse
+
+    from copyseek.learn.cli import add_triage_parser
+    from copyseek.learn.triage import RELEVANCES, triage
+
+    parser = argparse.ArgumentParser()
+    add_triage_parser(parser.add_subparsers())
+    triage_parser = parser._subparsers._group_actions[0].choices["triage"]
+    offered = next(a.choices for a in triage_parser._actions if a.dest == "relevance")
+    assert tuple(offered) == RELEVANCES  # the CLI offers every library choice
+    with Index.open(case / "idx") as index, pytest.raises(CopyseekError, match="unknown relevance"):
+        triage(index, set(), {("c3", "img0000")}, case / "queries", relevance="lp", progress=False)

@@ -3,6 +3,8 @@ Chum, Schmid, "Graph convolutional networks for learning with few clean and many
 ECCV 2020). Needs torch (the `learn` extra).
 
     relevance = gcn_relevance(vectors, clean, noisy)   # (n,) in [0, 1]: how likely each image is relevant
+    relevance = collection_relevance(vectors, clean_nodes, clean_classes, noisy_nodes, noisy_classes)
+                                                       # (m,): one multi-class GCN over a whole collection
 
 `graph_convolution(x, s, weight)` is the layer as a function (S X W); `GraphConvolution` the module
 around it; `TwoLayerGCN` the paper's network. For one class (one reference and its reports), a kNN
@@ -18,6 +20,13 @@ often an image of ANOTHER reference, which a graph over one reference's images n
 weight: they are verified, not noisy), so a report that sits next to another reference's verified
 images is pulled down. `nearest_references(prototypes, rows, m)` picks, for a reference, the m other
 references whose clean prototypes are nearest to its own (`GCNParams.context_references`).
+
+One GCN over the whole collection (our extension, `collection_relevance`): a per-class graph cannot
+tell a look-alike of a "hub" class (whose clean images look like many photos) from a true report when
+the look-alike's own class is not among its context references. One two-layer GCN with a softmax
+over every class, trained on all clean images (weight 1) and every report as a noisy label of its
+reported class (weight `noisy_weight`), sees each report next to its own class's images; a report's
+relevance is the probability of the class it was reported for.
 """
 
 from __future__ import annotations
@@ -64,16 +73,16 @@ class GraphConvolution(nn.Module):
 
 
 class TwoLayerGCN(nn.Module):
-    """(n, d) features -> (n,) logits: convolution, ReLU, dropout, convolution."""
+    """(n, d) features -> (n, outputs) logits: convolution, ReLU, dropout, convolution."""
 
-    def __init__(self, d_in: int, hidden: int = 32, dropout: float = 0.5):
+    def __init__(self, d_in: int, hidden: int = 32, dropout: float = 0.5, outputs: int = 1):
         super().__init__()
         self.first = GraphConvolution(d_in, hidden)
-        self.second = GraphConvolution(hidden, 1)
+        self.second = GraphConvolution(hidden, outputs)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, s: Tensor) -> Tensor:
-        return self.second(self.dropout(torch.relu(self.first(x, s))), s)[:, 0]
+        return self.second(self.dropout(torch.relu(self.first(x, s))), s)
 
 
 CONTEXT_REFERENCES = 5  # default of GCNParams.context_references, chosen on draw 0 of the benchmark (BENCHMARKS.md, issue 15)
@@ -165,9 +174,53 @@ def gcn_relevance(vectors: np.ndarray, clean: np.ndarray, noisy: np.ndarray, par
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     for _ in range(params.epochs):
         optimiser.zero_grad()
-        loss = (loss_fn(model(x, s), target) * weight).sum() / weight.sum()
+        loss = (loss_fn(model(x, s)[:, 0], target) * weight).sum() / weight.sum()
         loss.backward()
         optimiser.step()
     model.eval()
     with torch.no_grad():
-        return torch.sigmoid(model(x, s)).numpy().astype(np.float64)
+        return torch.sigmoid(model(x, s)[:, 0]).numpy().astype(np.float64)
+
+
+def collection_relevance(vectors: np.ndarray, clean_nodes: np.ndarray, clean_classes: np.ndarray,
+                         noisy_nodes: np.ndarray, noisy_classes: np.ndarray, params: GCNParams | None = None) -> np.ndarray:
+    """(m,) relevance in [0, 1] of m noisy labels ("image noisy_nodes[i] belongs to class
+    noisy_classes[i]") from ONE multi-class GCN over the whole collection: (n, d) unit `vectors` (every
+    image; images without a label take part in the graph only), (c_clean,) `clean_nodes` with their
+    verified (c_clean,) `clean_classes` (any ints; an image may carry several labels). A two-layer GCN
+    (hidden width 2 x `params.hidden`: 64 by default, the width measured in BENCHMARKS.md issue 15) on
+    the `rw-self` matrix of the union kNN graph (k = `params.k`), one output per class of the clean
+    labels, trained with cross-entropy on every label, a noisy one weighted `params.noisy_weight`;
+    relevance = the softmax probability of the noisy label's class. `params.context_references` is
+    not used: every class is in the graph."""
+    params = params or GCNParams()
+    vectors = check_vectors(vectors)
+    nodes = [np.asarray(a, np.int64).reshape(-1) for a in (clean_nodes, noisy_nodes)]
+    classes = [np.asarray(a).reshape(-1) for a in (clean_classes, noisy_classes)]
+    if any(len(n) != len(c) for n, c in zip(nodes, classes)):
+        raise CopyseekError("clean (and noisy) nodes and classes must have the same length")
+    if not len(nodes[0]):
+        raise CopyseekError("GCN cleaning needs at least one clean image")
+    if any(len(n) and (n.min() < 0 or n.max() >= len(vectors)) for n in nodes):
+        raise CopyseekError(f"nodes must lie in [0, {len(vectors)})")
+    names = np.unique(classes[0])
+    if not np.isin(classes[1], names).all():
+        raise CopyseekError("every noisy label's class needs at least one clean image")
+    at = torch.from_numpy(np.concatenate(nodes))
+    target = torch.from_numpy(np.searchsorted(names, np.concatenate(classes)).astype(np.int64))
+    weight = torch.from_numpy(np.r_[np.ones(len(nodes[0])), np.full(len(nodes[1]), params.noisy_weight)].astype(np.float32))
+    graph = knn_graph(vectors, k=min(params.k, max(len(vectors) - 1, 1)), symmetrize="union")
+    s = sparse_tensor(graph.normalized("rw-self"))
+    x = torch.from_numpy(vectors)
+    torch.manual_seed(params.seed)
+    model = TwoLayerGCN(x.shape[1], 2 * params.hidden, params.dropout, outputs=len(names))
+    optimiser = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    for _ in range(params.epochs):
+        optimiser.zero_grad()
+        loss = (nn.functional.cross_entropy(model(x, s)[at], target, reduction="none") * weight).sum() / weight.sum()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        probability = torch.softmax(model(x, s), dim=1).numpy()
+    return probability[nodes[1], target[len(nodes[0]) :].numpy()].astype(np.float64)

@@ -119,6 +119,10 @@ def add_triage_parser(subparsers) -> None:
                    help="the clean images (reference + verified copies) of the M other references with the nearest "
                    "clean prototypes join each graph as negatives (copyseek's extension; 0 = the paper's graph; "
                    "default 5)")
+    p.add_argument("--relevance", choices=("gcn", "collection"), default="gcn",  # learn.triage.RELEVANCES (imports torch)
+                   help="gcn (default): one GCN per reported reference; collection: one multi-class GCN over every "
+                   "reported reference and its M context references, a report's relevance the probability of its "
+                   "reference (better for weighting prototypes on SSCD descriptors)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_triage)
 
@@ -139,7 +143,7 @@ def run_triage(args: argparse.Namespace) -> int:
     with Index.open(args.index) as index:
         chosen = {"k": args.k, "context_references": args.context_references}
         params = GCNParams(epochs=args.epochs, **{name: value for name, value in chosen.items() if value is not None})
-        rows = triage(index, verified, reports, args.queries, params, progress=not args.quiet)
+        rows = triage(index, verified, reports, args.queries, params, progress=not args.quiet, relevance=args.relevance)
     with open(output, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["query_id", "reference_id", "relevance"])

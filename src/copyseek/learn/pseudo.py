@@ -21,6 +21,7 @@ photos weigh 1). In expectation this is the weighted loss.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +34,17 @@ from copyseek.graph.propagation import LabelPropagation
 
 @dataclass(frozen=True)
 class LPParams:
-    """k: neighbours per node of the graph (summed with its transpose, as in the paper); alpha:
-    propagation's (0.99); gamma: edge weight = cosine ** gamma (3)."""
+    """k: neighbours per node of the graph (summed with its transpose, as in the paper); k_per_class:
+    if set, the graph's k is this share of the mean class size n / c (n photos, c labelled classes),
+    rounded up and at most `k` (`graph_k`); alpha: propagation's; gamma: edge weight = cosine ** gamma
+    (3, the paper's). The paper's alpha = 0.99 is for classes of thousands of images; on copy families
+    of 5 and 11 (BENCHMARKS.md, issue 15) it carries labels across families, and alpha = 0.8 with
+    k = 10, the best of a grid on half of the families, does not."""
 
     k: int = 10
-    alpha: float = 0.99
+    alpha: float = 0.8
     gamma: float = 3.0
+    k_per_class: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or int(self.k) != self.k or self.k < 1:
@@ -47,6 +53,16 @@ class LPParams:
             raise CopyseekError(f"label propagation alpha must be in (0, 1), got {self.alpha}")
         if not self.gamma > 0:
             raise CopyseekError(f"label propagation gamma must be > 0, got {self.gamma}")
+        if self.k_per_class is not None and not self.k_per_class > 0:
+            raise CopyseekError(f"label propagation k per class must be > 0, got {self.k_per_class}")
+
+    def graph_k(self, n_photos: int, n_classes: int) -> int:
+        """The graph's neighbours per node for `n_photos` photos in `n_classes` classes: `k`, or with
+        `k_per_class` ceil(k_per_class x n_photos / n_classes) up to k; never above n_photos - 1.
+        A node's list should stay mostly inside its class: the paper's k = 10 suits classes of
+        thousands, not copy families of 5."""
+        k = self.k if self.k_per_class is None else min(self.k, math.ceil(self.k_per_class * n_photos / n_classes))
+        return min(k, n_photos - 1)
 
 
 @dataclass
@@ -80,7 +96,7 @@ def propagate_labels(vectors: np.ndarray, labels: np.ndarray, params: LPParams |
     if not seed.any():
         raise CopyseekError("label propagation needs at least one labelled photo")
     n_classes = int(labels.max()) + 1
-    graph = knn_graph(vectors, k=min(params.k, len(vectors) - 1), gamma=params.gamma, symmetrize="sum")
+    graph = knn_graph(vectors, k=params.graph_k(len(vectors), len(np.unique(labels[seed]))), gamma=params.gamma, symmetrize="sum")
     lp = LabelPropagation(alpha=params.alpha, balance=True).fit(graph, labels)
     pseudo = np.where(seed, labels, lp.labels_).astype(np.int64)
     confidence = np.where(seed, 1.0, lp.confidence_)
