@@ -185,10 +185,17 @@ def test_search_time_parameters_are_named_validated_and_reset(case):
     branch, references, queries = case[2], case[3], case[4]
     searcher = searcher_over(branch, references)
     defaults = searcher.search_parameters()
-    assert all(isinstance(v, int) and v >= 1 for v in defaults.values())
+    # counts (>= 1) or switches (bool)
+    assert all(isinstance(v, bool) or (isinstance(v, int) and v >= 1) for v in defaults.values())
     with pytest.raises(CopyseekError, match="no_such_parameter"):
         searcher.set_search_parameters(no_such_parameter=4)
     for parameter in defaults:
+        if isinstance(defaults[parameter], bool):
+            searcher.set_search_parameters(**{parameter: not defaults[parameter]})
+            assert searcher.search_parameters()[parameter] is (not defaults[parameter])
+            assert all(len(c.rows) >= 1 for c in searcher.search(queries, 2))
+            searcher.set_search_parameters(**{parameter: None})
+            continue
         with pytest.raises(CopyseekError, match=parameter):
             searcher.set_search_parameters(**{parameter: 0})
         searcher.set_search_parameters(**{parameter: 1})

@@ -127,9 +127,9 @@ class LocalSearcher(Searcher):
         self.split_lists: SplitLists | None = None  # when the codec's lists are split
 
     def search_parameters(self) -> dict[str, int]:
-        """Search-time parameter name -> value now: pair_matching (1: tentative matches within each
-        verified pair, 0: from the collection-wide neighbours; module docstring)."""
-        return {"pair_matching": int(self.params.pair_matching)}
+        """Search-time parameter name -> value now: pair_matching (a switch: True takes tentative
+        matches within each verified pair, False from the collection-wide neighbours; module docstring)."""
+        return {"pair_matching": bool(self.params.pair_matching)}
 
     def set_search_parameters(self, **values: int | None) -> None:
         """Set pair_matching for the searches to come (None restores the index's setting)."""
