@@ -27,7 +27,9 @@ reuse costs). --drop-scene-mates T leaves out of the spare photos those whose SS
 photo of the benchmark (references, query sources, donors, background) is at least T: other shots
 of a benchmark photo's scene (copyseek.bench.distractors); its runs get their own distractors,
 indexes and rows (recipe name `EDITS-scene<T>`). Times are wall and CPU seconds
-of this process (all its threads), indexing and matching apart.
+of this process (all its threads), indexing and matching apart. --index-only grows the indexes
+without matching and keeps a copy of each size's index, WORKDIR/index-NAME-EDITS-SIZE, for
+`bench_growth_causes.py fused` (both local matchings on each size).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -112,13 +115,32 @@ def without_scene_mates(photos: list[Path], bench: Path, threshold: float, workd
     return [p for p, m in zip(photos, mates) if not m]
 
 
+def index_folder(name: str, workdir: Path, edits: str) -> Path:
+    """Where pipeline `name`'s growing index lives in WORKDIR (`+sn` shares the plain pipeline's)."""
+    return workdir / f"index-{name.removesuffix('+sn')}-{edits}"
+
+
+def grow_and_copy(name: str, files: list[ImageFile], workdir: Path, edits: str) -> Path:
+    """Add what is missing of `files` to pipeline `name`'s index in WORKDIR and copy the index as it
+    now is to `index-NAME-EDITS-SIZE` (kept if it exists): one index per size, without matching."""
+    chosen = parse_pipeline(name)
+    folder = index_folder(name, workdir, edits)
+    with Index.open_or_create(folder, chosen.pipeline, chosen.options) as index:
+        index.add(files, progress=True, on_skip=lambda f, r: None)
+        size = len(index)
+    copy = folder.with_name(f"{folder.name}-{size}")
+    if not copy.exists():
+        shutil.copytree(folder, copy)
+    return copy
+
+
 def grow_and_evaluate(name: str, bench: Path, files: list[ImageFile], workdir: Path, edits: str) -> dict:
     """Add what is missing of `files` to pipeline `name`'s index in WORKDIR, match every query and
     evaluate; one row of measurements (CPU time is the process's, all threads)."""
     paths = benchmark_paths(bench)
     chosen = parse_pipeline(name)
     options = MatchOptions(k=10, background=paths["background"] if chosen.normalize else None)
-    with Index.open_or_create(workdir / f"index-{name.removesuffix('+sn')}-{edits}", chosen.pipeline, chosen.options) as index:
+    with Index.open_or_create(index_folder(name, workdir, edits), chosen.pipeline, chosen.options) as index:
         start, cpu = time.perf_counter(), time.process_time()
         added = index.add(files, progress=True, on_skip=lambda f, r: None).added
         index_s, index_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -179,6 +201,9 @@ def main() -> None:
                         help="leave out spare photos this close to a benchmark photo (other shots of its scenes)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--table", action="store_true", help="only print the table of the rows measured so far in WORKDIR")
+    parser.add_argument("--index-only", action="store_true",
+                        help="grow the indexes without matching, copying each size's index to WORKDIR/index-NAME-EDITS-SIZE "
+                             "(the inputs of bench_growth_causes.py fused)")
     parser.add_argument("--false-matches", type=int, default=0, metavar="N", help="with --table: also the N top false matches of each pipeline's largest size")
     args = parser.parse_args()
     photos = read_photo_list(args.distractor_photos)
@@ -208,11 +233,15 @@ def main() -> None:
     for size in sizes:  # every pipeline at one size before the next, so a cut-short run is still side by side
         distractors = make_distractors(photos, max(0, size - len(references)), args.workdir / f"distractors-{label}", recipe)
         for name in args.pipelines:
+            if args.index_only:
+                print(f"{name} at {size:,} references: {grow_and_copy(name, references + distractors, args.workdir, label)}", flush=True)
+                continue
             row = grow_and_evaluate(name, args.bench, references + distractors, args.workdir, label)
             rows = [r for r in rows if (r["pipeline"], r["size"]) != (name, row["size"])] + [row]
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             rows_json.write_text(json.dumps(rows, indent=1))
-    print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at, len(photos), args.seed))
+    if not args.index_only:
+        print(table(rows, benchmark_paths(args.bench)["gt"], args.calibrate_at, len(photos), args.seed))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from copyseek.errors import CopyseekError
 from copyseek.match.fusion import (
     CHANCE_INLIERS, CHANCE_PAIR_INLIERS, FEATURES, FITTED_PAIR_WEIGHTS, FITTED_WEIGHTS, HOW_FEATURE, HOW_SCALE,
     PRESET_PARAMS, FusedScorer, FusionParams, FusionWeights, excess_inliers, fit_weights, margins,
-    warn_if_not_fitted_for,
+    warn_if_not_fitted_for, weights_for,
 )
 from copyseek.match.normalize import BackgroundNormalizer
 from copyseek.match.matcher import MatchOptions, match
@@ -124,6 +124,12 @@ def test_explain_draws_the_pair_and_locates_the_paste(fused_setup, tmp_path, cap
     overlap = max(0, min(x1, 600) - max(x0, 400)) * max(0, min(y1, 450) - max(y0, 300))
     union = (x1 - x0) * (y1 - y0) + 200 * 150 - overlap
     assert overlap / union > 0.6
+    # the pair is verified on its own, so it is scored as matching within the pair does
+    scores = explanation.scores
+    evidence = [scores["global"], scores["region-global"], excess_inliers(scores["local inliers"], CHANCE_PAIR_INLIERS), 0.0, scores["region-global"]]
+    within_pair = weights_for("rootsift", normalised=False, pair_matching=True).log_odds(np.array([evidence]))[0]
+    collection_wide = weights_for("rootsift", normalised=False).log_odds(np.array([evidence]))[0]
+    assert scores["fused (pair alone)"] == pytest.approx(within_pair) and abs(within_pair - collection_wide) > 0.1
 
 
 def test_margin_is_over_the_best_competitor_that_is_not_a_near_duplicate():

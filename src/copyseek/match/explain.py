@@ -6,7 +6,9 @@ local inliers and the fused log-odds.
 
 Two fused scores, because they answer different questions:
 - `fused (pair alone)`: the pair by itself, no other reference competing (the margin is the region
-  similarity itself) and no background normalisation. High for any pair that looks alike.
+  similarity itself) and no background normalisation, scored with the weights fitted for matching
+  within the pair (`match --pair-matching`), which is how the pair is verified. High for any pair
+  that looks alike.
 - `fused (as match)`: the score `copyseek match` gives this pair (without --background), when the
   index is a fused one and the reference is among the query's candidates. Other references compete,
   so a non-copy that is only "the least unlike" scores low here.
@@ -24,7 +26,7 @@ import numpy as np
 from copyseek.registry import make_branch
 from copyseek.errors import CopyseekError
 from copyseek.io.images import load_rgb
-from copyseek.match.fusion import excess_inliers, weights_for
+from copyseek.match.fusion import CHANCE_PAIR_INLIERS, excess_inliers, weights_for
 
 if TYPE_CHECKING:
     from copyseek.describe.global_branch import GlobalBranch
@@ -95,8 +97,11 @@ def explain_images(
     crops = query_crops(query_rgb, verification.region[None] if verification.inliers else None)
     crop_sims = global_branch.embed(crops) @ reference_vector if crops else np.zeros(0)
     region = max(whole, float(crop_sims.max()) if len(crop_sims) else whole)
-    evidence = [whole, region, excess_inliers(verification.inliers), 0.0, region]  # in FEATURES order
-    fused = float(weights_for(local_branch.describer.name, normalised=False).log_odds(np.array([evidence]))[0])
+    # verify_pair takes the tentative matches within the pair, so the weights and chance level
+    # fitted for matching within the pair apply (match --pair-matching)
+    evidence = [whole, region, excess_inliers(verification.inliers, CHANCE_PAIR_INLIERS), 0.0, region]  # in FEATURES order
+    weights = weights_for(local_branch.describer.name, normalised=False, pair_matching=True)
+    fused = float(weights.log_odds(np.array([evidence]))[0])
     scores = {"global": whole, "region-global": region, "local inliers": float(verification.inliers), "fused (pair alone)": fused}
     if as_match is not None:
         scores["fused (as match)"] = as_match
