@@ -41,14 +41,15 @@ from copyseek.match.matcher import NORMALIZE_WITH, MatchOptions, make_scorer, ma
 from copyseek.store.index import Index
 
 
-def report(label: str, index: Index, bench: Path, options: MatchOptions, scorer=None, extra: str = "", predictions: Path | None = None) -> None:
-    """Match the benchmark's queries, print muAP / recall at P90 / threshold at P90 (then `extra`)."""
+def report(label: str, index: Index, bench: Path, options: MatchOptions, scorer=None, extra=lambda: "", predictions: Path | None = None) -> None:
+    """Match the benchmark's queries, print muAP / recall at P90 / threshold at P90 (then what
+    `extra()` says once they are matched)."""
     paths = benchmark_paths(bench)
     result = match(index, paths["queries"], options, scorer=scorer, progress=False, on_skip=lambda f, r: None)
     if predictions is not None:
         write_predictions(predictions, result.predictions)
     metrics = evaluate(result.predictions, read_ground_truth(paths["gt"]))
-    print(f"| {label} | {len(index):,} | {metrics.micro_ap:.4f} | {metrics.recall_at_p90:.4f} | {metrics.threshold_at_p90}{extra} |", flush=True)
+    print(f"| {label} | {len(index):,} | {metrics.micro_ap:.4f} | {metrics.recall_at_p90:.4f} | {metrics.threshold_at_p90}{extra()} |", flush=True)
 
 
 def offsets(args: argparse.Namespace) -> None:
@@ -115,7 +116,7 @@ def fused(args: argparse.Namespace) -> None:
                 timed.seconds = 0.0
                 predictions = args.predictions_dir / f"pred-{path.name}-{'pair' if within_pair else 'neighbours'}.csv" if args.predictions_dir else None
                 report(MATCHINGS[within_pair], index, args.bench, MatchOptions(background=background, pair_matching=within_pair),
-                       extra=f" | {1000 * timed.seconds / queries:.0f}", predictions=predictions)
+                       extra=lambda: f" | {1000 * timed.seconds / queries:.0f}", predictions=predictions)
 
 
 def fallen_queries(small: Path, large: Path, ground_truth, n: int) -> list[str]:
