@@ -326,7 +326,7 @@ class FusedScorer:
     @property
     def pair_matching(self) -> bool:
         """Whether the local branch takes tentative matches within the pair now (SearchParams)."""
-        return bool(self.local_searcher.params.pair_matching)
+        return bool(self.local_searcher.search_parameters()["pair_matching"])
 
     @property
     def weights(self) -> FusionWeights:
