@@ -275,6 +275,8 @@ def test_fused_how_adds_the_asmk_similarity_and_hows_candidates(tmp_path, tiny_h
         with pytest.warns(UserWarning, match="no fusion weights with HOW evidence"):
             scorer = FusedScorer(index, None)
         assert scorer.features == (*FEATURES, HOW_FEATURE) and scorer.weights == FITTED_WEIGHTS["rootsift"][1]
+        # HOW's weights were fitted with collection-wide matches: a fused-how index keeps them at any size
+        assert index.searchers()["local"].params.pair_matching is False
         seen = {}
 
         def record(batch):

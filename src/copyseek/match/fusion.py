@@ -318,7 +318,9 @@ class FusedScorer:
             warnings.warn(
                 "no fusion weights with HOW evidence were fitted for this index (local descriptor "
                 f"{self.local_descriptor}{'' if normalizer is not None else ', without a background set'}): "
-                "it is scored with the fused pipeline's weights, its HOW evidence left out", stacklevel=2)
+                "it is scored with the fused pipeline's weights, its HOW evidence left out"
+                + (" (they were fitted with collection-wide matches: --no-pair-matching keeps it)" if self.pair_matching else ""),
+                stacklevel=2)
         self._reference_offsets: dict[int, float] = {}
         self.crops_described = 0  # crop descriptions so far (descriptor passes beyond the whole query)
         self.queries_cropped = 0
