@@ -163,7 +163,7 @@ its HOW evidence left out, with a warning."""
 
 
 FITTED_PAIR_WEIGHTS: dict[str, tuple[FusionWeights, FusionWeights]] = {
-    "rootsift": (FusionWeights(-3.674, (6.559, 8.645, 4.005, -1.153, 13.466)), FusionWeights(-4.589, (3.682, 6.410, 3.966, 0.0, 16.464))),
+    "rootsift": (FusionWeights(-3.807, (7.004, 8.326, 3.566, -0.296, 12.553)), FusionWeights(-4.568, (3.859, 5.961, 3.544, 0.0, 16.167))),
 }
 """Local descriptor -> (normalised, raw) weights for a local branch that takes tentative matches
 within the pair (`pair_matching`, its excess inliers counted beyond CHANCE_PAIR_INLIERS), fitted by
