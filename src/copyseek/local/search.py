@@ -38,8 +38,9 @@ BUILD_BLOCK = 1 << 20
 """Descriptors handed to Faiss at a time when the index is built."""
 PAIR_MATCHING_FROM = 1000
 """References from which the default `pair_matching` (None) takes tentative matches within the
-pair: below it collection-wide neighbours score a little better (fused muAP 0.9068 vs 0.9036 at 200
-references), past it their inliers fall with the collection (BENCHMARKS.md issue 13)."""
+pair: below it collection-wide neighbours score a little better, past it their inliers fall with
+the collection (fused+sn muAP on seed1, collection-wide vs within the pair: 0.9068 vs 0.9039 at 200
+references, 0.8654 vs 0.8793 at 1,000, 0.8198 vs 0.8389 at 10,000; BENCHMARKS.md issue 13)."""
 PIECE = 1 << 25
 """Descriptors in the plain IVF-PQ copy that is converted to fast-scan at a time (~0.8 GB)."""
 
