@@ -9,7 +9,11 @@
     # 3. the local branch alone, collection-wide tentative matches against matches within the pair
     .venv/bin/python benchmarks/bench_growth_causes.py local bench/seed1 --index idx200 idx1k
     # 4. the fused pipeline (+sn) with each of the two local matchings (fused indexes)
-    .venv/bin/python benchmarks/bench_growth_causes.py fused bench/seed1 --index idx200 idx1k idx10k
+    .venv/bin/python benchmarks/bench_growth_causes.py fused bench/seed1 --index idx200 idx1k idx10k \
+        --predictions-dir preds
+    # 5. what the spare photos' reuse costs, from saved predictions (bench_growth.py's recipe)
+    .venv/bin/python benchmarks/bench_growth_causes.py sources bench/seed1 --predictions preds/*.csv \
+        --distractor-photos bench/std/holdout.txt
 
 `evidence` re-matches the `--queries` copy queries whose true pair's score fell most between the
 two prediction files and prints the mean change of each evidence's contribution (fused weight x
@@ -17,6 +21,10 @@ change) to their true pairs' log-odds, then, for the same true pairs and the thr
 non-copies of each query on the small index, the inliers verified with the collection's
 neighbours on both indexes and within the pair (`LocalBranch.verify_pair`). A smaller index of the
 same references can be made from a larger one with `Index.remove` and `Index.compact`.
+
+`sources` prints, for prediction files of growth runs, the muAP with every distractor and with only
+each query's best distractor per source photo (each spare photo comes back many times among the
+distractors: the difference is what that reuse costs), and the top false matches' source photos.
 
 `fused` matches the queries once per local matching (`MatchOptions.pair_matching`, each with its
 shipped weights), describing each query and crop once for both (the global branch's embeddings
@@ -32,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from copyseek.bench.distractors import DISTRACTOR_EDITS, DistractorRecipe, distractor_index, one_per_source, read_photo_list
 from copyseek.bench.run import benchmark_paths
 from copyseek.eval.metrics import evaluate
 from copyseek.io.csvfiles import read_ground_truth, read_predictions, write_predictions
@@ -119,6 +128,29 @@ def fused(args: argparse.Namespace) -> None:
                        extra=lambda: f" | {1000 * timed.seconds / queries:.0f}", predictions=predictions)
 
 
+def sources(args: argparse.Namespace) -> None:
+    ground_truth = read_ground_truth(benchmark_paths(args.bench)["gt"])
+    photos = read_photo_list(args.distractor_photos)
+    recipe = DistractorRecipe(args.distractor_edits, args.seed)
+    print("| predictions | muAP | muAP, one distractor per source photo | source photos of the 10 highest false matches |\n|---|---:|---:|---|")
+    for path in args.predictions:
+        predictions = read_predictions(path)
+        deduplicated = evaluate(one_per_source(predictions, recipe, len(photos)), ground_truth).micro_ap
+        wrong = sorted((p for p in predictions if (p.query_id, p.reference_id) not in ground_truth.pairs), key=lambda p: -p.score)[:10]
+        made_from = [distractor_source(p.reference_id, photos, recipe) for p in wrong]
+        named = ", ".join(f"{name} x{made_from.count(name)}" for name in dict.fromkeys(made_from))
+        print(f"| {path.name} | {evaluate(predictions, ground_truth).micro_ap:.4f} | {deduplicated:.4f} | {named} |")
+
+
+def distractor_source(reference_id: str, photos: list[Path], recipe: DistractorRecipe) -> str:
+    """What a reference is made from: 'benchmark', 'procedural' or the distractor's photo file name."""
+    i = distractor_index(reference_id)
+    if i is None:
+        return "benchmark"
+    source = recipe.photo_of(i, len(photos))
+    return "procedural" if source is None else photos[source].name
+
+
 def fallen_queries(small: Path, large: Path, ground_truth, n: int) -> list[str]:
     """The n copy queries whose true pair's score fell most from `small` to `large` predictions
     (a pair missing from `large` counts as fallen furthest)."""
@@ -203,6 +235,12 @@ def main() -> None:
         p.add_argument("--index", type=Path, nargs="+", required=True)
         if name == "fused":
             p.add_argument("--predictions-dir", type=Path, help="write each run's predictions here")
+    p = commands.add_parser("sources")
+    p.add_argument("bench", type=Path)
+    p.add_argument("--predictions", type=Path, nargs="+", required=True, help="prediction CSVs of growth runs on BENCH")
+    p.add_argument("--distractor-photos", type=Path, required=True, help="the growth run's --distractor-photos")
+    p.add_argument("--distractor-edits", choices=DISTRACTOR_EDITS, default="light")
+    p.add_argument("--seed", type=int, default=13, help="the growth run's --seed")
     p = commands.add_parser("evidence")
     p.add_argument("bench", type=Path)
     p.add_argument("--small", type=Path, required=True, help="fused index of the smaller collection")
@@ -211,7 +249,7 @@ def main() -> None:
     p.add_argument("--large-predictions", type=Path, required=True)
     p.add_argument("--queries", type=int, default=30)
     args = parser.parse_args()
-    {"offsets": offsets, "local": local, "fused": fused, "evidence": evidence}[args.command](args)
+    {"offsets": offsets, "local": local, "fused": fused, "sources": sources, "evidence": evidence}[args.command](args)
 
 
 if __name__ == "__main__":
