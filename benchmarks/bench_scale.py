@@ -384,6 +384,8 @@ def main() -> None:
     parser.add_argument("--local-nprobe", default="", help="local: IVF nprobe values besides the default")
     parser.add_argument("--local-split", default="0", help="local: sub-lists per codec list to compare, comma-separated "
                         "(0 = the default by collection size)")
+    parser.add_argument("--local-pair-matching", action="store_true",
+                        help="local: verify with tentative matches within each pair (SearchParams.pair_matching)")
     parser.add_argument("--local-threads", default="1", help="local: Faiss threads per query to time, comma-separated "
                         "(the index is built on the most)")
     parser.add_argument("--local-cache", type=Path, help="local: folder keeping each size's simulated arrays (.npy), "
@@ -404,6 +406,8 @@ def main() -> None:
         print("\n".join(lines), flush=True)
     if args.branch in ("local", "both"):
         sim = LocalSimulation.make(args.images, args.local_refs, args.local_queries, args.local_pool)
+        if args.local_pair_matching:
+            sim.branch.search_params = replace(sim.branch.search_params, pair_matching=True)
         print(f"\nlocal: {args.local_refs} real references + simulated ones, {len(sim.queries)} real copies as "
               f"queries, pool of {len(sim.pool):,} descriptors, noise {sim.noise:.4f} per dimension\n")
         lines = list(LOCAL_HEADER)

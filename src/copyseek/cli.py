@@ -189,8 +189,8 @@ def add_match_parser(sub) -> None:
                    "compressed global index (`auto` past 50,000 references; default 1): lower latency when cores are idle")
     p.add_argument("--pair-matching", action=argparse.BooleanOptionalAction, default=None,
                    help="local branch: take each verified reference's tentative matches within the pair, so a pair's "
-                   "evidence does not fall as the collection grows (default: the index's setting, by default on from 1,000 "
-                   "references; BENCHMARKS.md issue 13)")
+                   "evidence falls less as the collection grows, at ~140-250 ms more per query (default: the index's setting, "
+                   "off unless it was built with it; BENCHMARKS.md issue 13)")
     add_speed_options(p)
     add_shard_options(p)
     p.set_defaults(run=run_match)

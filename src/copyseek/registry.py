@@ -55,12 +55,8 @@ PIPELINE_DEFAULTS: dict[str, dict[str, dict]] = {
     # the fused pipeline at about twice the speed: one resizing, fewer and smaller crops
     # (match/fusion.py PRESET_PARAMS), fused's weights; accuracy in BENCHMARKS.md (issue 13)
     "fused-fast": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224"}},
-    # the fused pipeline with HOW's ASMK similarity as a sixth evidence (match/fusion.py, docs/how.md);
-    # its weights were fitted with collection-wide tentative matches, so it keeps them at any size
-    "fused-how": {
-        "global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"},
-        "local": {"pair_matching": False},
-    },
+    # the fused pipeline with HOW's ASMK similarity as a sixth evidence (match/fusion.py, docs/how.md)
+    "fused-how": {"global": {"model": "sscd,copyseek-small@0.4", "resize": "square:224+short:256"}},
 }
 """Pipeline name -> branch name -> option defaults that differ from the branch's own (options given
 when an index is made override them)."""

@@ -174,25 +174,3 @@ def test_pair_matching_is_a_search_time_parameter(branch, reference_features):
     with pytest.raises(CopyseekError, match="no search-time parameter 'nprobe'"):
         searcher.set_search_parameters(nprobe=4)
 
-
-def test_pair_matching_by_default_follows_the_collection_size(branch, reference_features, queries, monkeypatch):
-    """Default (None): collection-wide neighbours below PAIR_MATCHING_FROM references, within the
-    pair from it; an explicit setting wins, and None given at search time restores the default."""
-    import copyseek.local.search as local_search
-
-    searchers = {}
-    for setting in (None, False, True):
-        searchers[setting] = LocalBranch(search=SearchParams(pair_matching=setting), threads=2).new_searcher()
-        searchers[setting].add(branch.pack(reference_features))
-    query = branch.extract([queries["paste"][0]], query=True)[0]
-    row = queries["paste"][1]
-    inliers = {setting: searcher.verification(query, row).inliers for setting, searcher in searchers.items()}
-    assert inliers[True] != inliers[False]
-    auto = searchers[None]
-    assert auto.search_parameters() == {"pair_matching": 0} and inliers[None] == inliers[False]
-    monkeypatch.setattr(local_search, "PAIR_MATCHING_FROM", auto.ntotal)
-    assert auto.search_parameters() == {"pair_matching": 1} and auto.verification(query, row).inliers == inliers[True]
-    auto.set_search_parameters(pair_matching=False)
-    assert auto.search_parameters() == {"pair_matching": 0}
-    auto.set_search_parameters(pair_matching=None)
-    assert auto.params.pair_matching is None and auto.search_parameters() == {"pair_matching": 1}

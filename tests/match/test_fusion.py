@@ -70,9 +70,8 @@ def test_the_scorer_follows_the_local_branchs_matching(fused_setup):
               scorer=record, progress=False)
     assert seen[True][0] == FITTED_PAIR_WEIGHTS["rootsift"][1] != seen[False][0]
     assert seen[True][1].max() > 0 and seen[False][1].max() > 0  # the paste verifies either way
-    match(index, root / "queries", MatchOptions(k=1), progress=False)  # None: the index's setting again,
-    # by collection size (a few references: collection-wide)
-    assert not scorer.pair_matching and index.searchers()["local"].params.pair_matching is None
+    match(index, root / "queries", MatchOptions(k=1), progress=False)  # None: the index's setting again
+    assert not scorer.pair_matching and index.searchers()["local"].params.pair_matching is False
 
 
 @pytest.fixture(scope="module")
@@ -276,8 +275,6 @@ def test_fused_how_adds_the_asmk_similarity_and_hows_candidates(tmp_path, tiny_h
         with pytest.warns(UserWarning, match="no fusion weights with HOW evidence"):
             scorer = FusedScorer(index, None)
         assert scorer.features == (*FEATURES, HOW_FEATURE) and scorer.weights == FITTED_WEIGHTS["rootsift"][1]
-        # HOW's weights were fitted with collection-wide matches: a fused-how index keeps them at any size
-        assert index.searchers()["local"].params.pair_matching is False
         seen = {}
 
         def record(batch):

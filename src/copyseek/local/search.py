@@ -36,11 +36,6 @@ XY_SCALE = 65535
 CHUNK_ARRAYS = ("codes", "lists", "xy", "counts", "sizes")
 BUILD_BLOCK = 1 << 20
 """Descriptors handed to Faiss at a time when the index is built."""
-PAIR_MATCHING_FROM = 1000
-"""References from which the default `pair_matching` (None) takes tentative matches within the
-pair: below it collection-wide neighbours score a little better, past it their inliers fall with
-the collection (fused+sn muAP on seed1, collection-wide vs within the pair: 0.9068 vs 0.9039 at 200
-references, 0.8654 vs 0.8793 at 1,000, 0.8198 vs 0.8389 at 10,000; BENCHMARKS.md issue 13)."""
 PIECE = 1 << 25
 """Descriptors in the plain IVF-PQ copy that is converted to fast-scan at a time (~0.8 GB)."""
 
@@ -59,8 +54,8 @@ class SearchParams:
     batch:       queries per Faiss call (bounds the (descriptors, knn) result arrays).
     pair_matching: tentative matches of a verified reference from its own descriptors (module
                  docstring); chance fits on non-copies then reach ~6 inliers instead of 3-4.
-                 None (default): by collection size, within the pair from PAIR_MATCHING_FROM
-                 references.
+                 Off by default: fused muAP +0.014 / +0.019 at 1,000 / 10,000 references, but
+                 ~140-250 ms more per query (BENCHMARKS.md issue 13).
     """
 
     knn: int = 5
@@ -71,7 +66,7 @@ class SearchParams:
     split: int = 0
     split_nprobe: int = 8
     batch: int = 64
-    pair_matching: bool | None = None
+    pair_matching: bool = False
 
     def __post_init__(self) -> None:
         for name in ("knn", "verify_top", "flat_max", "nprobe", "split", "split_nprobe", "batch"):
@@ -84,8 +79,7 @@ class SearchParams:
         if min(self.verify_top, self.nprobe, self.split_nprobe, self.batch, self.flat_max) < 1:
             raise CopyseekError("local verify_top, nprobe, split_nprobe, batch and flat_max must be positive")
         check_split(self.split)
-        if self.pair_matching is not None:
-            check_bool("local pair_matching", self.pair_matching)
+        check_bool("local pair_matching", self.pair_matching)
 
 
 def pack_features(codec: Codec, features: list[Features]) -> Chunk:
@@ -137,12 +131,11 @@ class LocalSearcher(Searcher):
     def search_parameters(self) -> dict[str, int]:
         """Search-time parameter name -> value now: pair_matching (a switch: True takes tentative
         matches within each verified pair, False from the collection-wide neighbours; module
-        docstring), as the next search applies it."""
-        return {"pair_matching": self.matches_within_pair}
+        docstring)."""
+        return {"pair_matching": self.params.pair_matching}
 
     def set_search_parameters(self, **values: int | None) -> None:
-        """Set pair_matching for the searches to come (None restores the index's setting, by
-        default chosen by collection size)."""
+        """Set pair_matching for the searches to come (None restores the index's setting)."""
         for name, value in values.items():
             if name != "pair_matching":
                 raise CopyseekError(f"the local searcher has no search-time parameter {name!r}; it takes: pair_matching")
@@ -157,14 +150,6 @@ class LocalSearcher(Searcher):
     @property
     def ntotal(self) -> int:
         return len(self.counts) + sum(len(c["counts"]) for c in self._parts)
-
-    @property
-    def matches_within_pair(self) -> bool:
-        """Whether verification takes tentative matches within each pair: pair_matching, or when it
-        is None, whether the collection holds PAIR_MATCHING_FROM references or more."""
-        if self.params.pair_matching is None:
-            return self.ntotal >= PAIR_MATCHING_FROM
-        return self.params.pair_matching
 
     def add(self, chunk: Chunk) -> None:
         missing = set(CHUNK_ARRAYS) - set(chunk)
@@ -323,7 +308,7 @@ class LocalSearcher(Searcher):
 
     def _verify(self, query: Features, neighbours: "Neighbours", row: int) -> Verification:
         ref_xy, ref_size = self.reference(row)
-        if self.matches_within_pair:
+        if self.params.pair_matching:
             groups = self.pair_matches(query, row)
         else:
             groups = neighbours.matches(row, int(self.offsets[row]))

@@ -42,8 +42,7 @@ class MatchOptions:
     fast-scan indexes, the `auto` structure past 50k references; None: 1), for latency on a
     machine whose cores are otherwise idle. pair_matching: the local branch's tentative matches
     within each verified pair (True) or from the collection-wide neighbours (False); None keeps
-    the index's setting, by default within the pair from 1,000 references
-    (`copyseek.local.search.PAIR_MATCHING_FROM`; the fused scorer uses the weights fitted for it).
+    the index's setting (`copyseek.local.search`; the fused scorer uses the weights fitted for it).
     """
 
     k: int = 10
