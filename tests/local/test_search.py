@@ -173,4 +173,3 @@ def test_pair_matching_is_a_search_time_parameter(branch, reference_features):
         searcher.set_search_parameters(pair_matching=2)
     with pytest.raises(CopyseekError, match="no search-time parameter 'nprobe'"):
         searcher.set_search_parameters(nprobe=4)
-

@@ -130,9 +130,8 @@ class LocalSearcher(Searcher):
 
     def search_parameters(self) -> dict[str, int]:
         """Search-time parameter name -> value now: pair_matching (a switch: True takes tentative
-        matches within each verified pair, False from the collection-wide neighbours; module
-        docstring)."""
-        return {"pair_matching": self.params.pair_matching}
+        matches within each verified pair, False from the collection-wide neighbours; module docstring)."""
+        return {"pair_matching": bool(self.params.pair_matching)}
 
     def set_search_parameters(self, **values: int | None) -> None:
         """Set pair_matching for the searches to come (None restores the index's setting)."""
@@ -141,11 +140,9 @@ class LocalSearcher(Searcher):
                 raise CopyseekError(f"the local searcher has no search-time parameter {name!r}; it takes: pair_matching")
             if value is None:
                 value = self._stored_params.pair_matching
-            elif value in (0, 1):  # True and False included
-                value = bool(value)
-            else:
+            elif value not in (0, 1):  # True and False included
                 raise CopyseekError(f"pair_matching must be true or false, got {value!r}")
-            self.params = replace(self.params, pair_matching=value)
+            self.params = replace(self.params, pair_matching=bool(value))
 
     @property
     def ntotal(self) -> int:
