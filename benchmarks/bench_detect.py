@@ -3,10 +3,14 @@
     .venv/bin/python benchmarks/bench_detect.py bench/std bench/seed1 \
         --model shipped=src/copyseek/models/detector.onnx --model teacher=runs/teacher/checkpoint.pt ...
     .venv/bin/python benchmarks/bench_detect.py bench/std --scn direct=runs/scn-direct/checkpoint.pt
+    .venv/bin/python benchmarks/bench_detect.py bench/e2 bench/e3 bench/e4 --model shipped=... --decoding --by-edit
 
 --model NAME=PATH (an exported .onnx, or a training checkpoint.pt run in torch): box AP50 / AP per
 class (COCO rules, detect/ap.py), ms per image (one image per call, resizing included, 1 thread),
-and multiply-accumulates of the network. --scn NAME=CHECKPOINT (a selective net): the same net run
+and multiply-accumulates of the network, decoded with --max-copies copy boxes per query after box
+suppression at --copy-nms-iou (the shipped defaults); --decoding: copy AP50 / AP over a grid of
+both (how the defaults were chosen); --by-edit: the share of queries whose copy is found by the
+best copy box, and by any kept one, by composite edit. --scn NAME=CHECKPOINT (a selective net): the same net run
 densely and selectively, wall time and MACs per image by the share of the image the copy covers,
 and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
 neck, heads; batch 1, 1 thread), i.e. the most a selective part can save. --oracle: the copy AP50
@@ -36,11 +40,14 @@ import torch
 from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_queries
 from copyseek.detect.model import NetConfig, macs
-from copyseek.detect.regions import COPIES_PER_IMAGE, decode
+from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, decode
 from copyseek.detect.runtime import Detector
 
 
 AMBIGUOUS_PASTES = ("paste_into", "paste_over")
+DECODING_GRID = ((0.3, 0.4, 0.5, 0.6, 0.7, 1.0), (1, 2, 4, 8, 0))
+"""--decoding: copy box suppression IoUs (1: none) x copy boxes kept per query (0: every one)."""
+TOP_K = 20  # regions per image, as Detector
 ORACLE_DRAWS = 100
 
 
@@ -94,30 +101,51 @@ def oracle_ap50(edits: list[list[str]], truths: list[dict], sizes: list[tuple[in
 EDIT_GROUPS = ("collage", "paste_into", "paste_over", "screenshot", "meme")
 
 
-def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits: list[list[str]]) -> dict[str, float]:
-    """Share of queries whose best copy box overlaps the true one at IoU >= 0.5, by the first of
-    EDIT_GROUPS in the query's chain ("other": none of them)."""
-    from copyseek.detect.ap import box_iou
+def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits: list[list[str]],
+                  boxes_per_query: int = 1) -> dict[str, float]:
+    """Share of queries of which one of the `boxes_per_query` best copy boxes (0: every one kept)
+    overlaps the true one at IoU >= 0.5, by the first of EDIT_GROUPS in the query's chain ("other":
+    none of them)."""
+    from copyseek.detect.regions import box_iou
 
     hits: dict[str, list[bool]] = {}
     for image, truth, chain in zip(images, truths, edits):
         regions = detector.detect_batch([image])[0]
-        boxes = regions.boxes[regions.labels == 0][:1]
+        boxes = regions.boxes[regions.labels == 0][: boxes_per_query or None]
         hit = bool(len(boxes) and len(truth["copy"]) and box_iou(boxes, truth["copy"]).max() >= 0.5)
         group = next((g for g in EDIT_GROUPS if g in chain), "other")
         hits.setdefault(group, []).append(hit)
     return {group: float(np.mean(h)) for group, h in hits.items()}
 
 
-def load_model(path: str, max_copies: int):
+def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU):
     """(detector, NetConfig) for an .onnx (with sidecar) or a checkpoint.pt."""
     import json
 
     if path.endswith(".onnx"):
         meta = json.loads(Path(path).with_suffix(".json").read_text())
-        return Detector(path, max_copies=max_copies), NetConfig.from_dict(meta["net"])
-    detector = TorchDetector(path, max_copies=max_copies)
+        return Detector(path, max_copies=max_copies, copy_nms_iou=copy_nms_iou), NetConfig.from_dict(meta["net"])
+    detector = TorchDetector(path, max_copies=max_copies, copy_nms_iou=copy_nms_iou)
     return detector, detector.net.config
+
+
+def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[dict]) -> list[str]:
+    """Copy AP50 / AP for each (copy box suppression IoU, copy boxes kept) of DECODING_GRID: the
+    net runs once, every peak kept, and the boxes are suppressed afterwards as `decode` does."""
+    from copyseek.detect.regions import Regions, suppress_copies
+
+    detector, _ = load_model(path, max_copies=0, copy_nms_iou=1.0)
+    detector.top_k = 10_000  # `decode` applies top_k after suppression: here after each setting's
+    found = [detector.detect_batch([image])[0] for image in images]
+    rows = []
+    for iou in DECODING_GRID[0]:
+        cells = []
+        for copies in DECODING_GRID[1]:
+            kept = [suppress_copies(r.boxes, r.labels, iou, copies, TOP_K) for r in found]
+            r = evaluate_regions([Regions(f.boxes[k], f.scores[k], f.labels[k]) for f, k in zip(found, kept)], truths)
+            cells.append(f"{r['copy']['AP50']:.3f} / {r['copy']['AP']:.3f}")
+        rows.append(f"| {name} | {iou:g} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def head_macs(net) -> int:
@@ -213,6 +241,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
     parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
                         help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
+    parser.add_argument("--copy-nms-iou", type=float, default=COPY_NMS_IOU,
+                        help=f"a copy box overlapping a better one this much is dropped (default {COPY_NMS_IOU}; 1: none)")
+    parser.add_argument("--decoding", action="store_true",
+                        help="each --model's copy AP50 / AP over a grid of box suppression IoUs and copy boxes kept")
     parser.add_argument("--by-edit", action="store_true", help="each --model's found share by composite edit")
     parser.add_argument("--oracle", action="store_true", help="the copy AP50 no detector can beat (ambiguous edits)")
     parser.add_argument("--profile", action="append", default=[], metavar="PRESET[+split]",
@@ -246,21 +278,31 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for spec in args.model:
             name, _, path = spec.partition("=")
-            detector, config = load_model(path, args.max_copies)
+            detector, config = load_model(path, args.max_copies, args.copy_nms_iou)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
                   f"{macs(config) / 1e6:.0f} |", flush=True)
+        if args.decoding:
+            print("\ncopy AP50 / AP by copy box suppression IoU (1: none) and copy boxes kept per query (0: every one)\n")
+            print("| model | IoU | " + " | ".join(f"{k or 'every'} kept" for k in DECODING_GRID[1]) + " |\n|---|---|"
+                  + "---|" * len(DECODING_GRID[1]))
+            for spec in args.model:
+                name, _, path = spec.partition("=")
+                print("\n".join(decoding_rows(name, path, images, truths)), flush=True)
         if args.by_edit:
             groups = [*EDIT_GROUPS, "other"]
             counts = {g: sum(next((e for e in EDIT_GROUPS if e in c), "other") == g for c in edits) for g in groups}
-            print("\nbest copy box at IoU >= 0.5, by edit (queries: "
+            print("\na copy box at IoU >= 0.5 among the best 1 / every kept, by edit (queries: "
                   + ", ".join(f"{g} {counts[g]}" for g in groups) + ")\n")
-            print("| model | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
+            print("| model | boxes | " + " | ".join(groups) + " |\n|---|---|" + "---|" * len(groups))
             for spec in args.model:
                 name, _, path = spec.partition("=")
-                found = found_by_edit(load_model(path, args.max_copies)[0], images, truths, edits)
-                print(f"| {name} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups) + " |", flush=True)
+                detector = load_model(path, args.max_copies, args.copy_nms_iou)[0]
+                for boxes in (1, 0):
+                    found = found_by_edit(detector, images, truths, edits, boxes)
+                    print(f"| {name} | {boxes or 'every kept'} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups)
+                          + " |", flush=True)
     if args.scn:
         print("\n| SCN net | images | n | tiles selected | MMACs dense / selective | wall ms dense / selective (median) | "
               "CPU ms dense / selective (mean) | copy AP50 dense / selective |")

@@ -4,13 +4,8 @@ precision, 101 recall points, IoU 0.50:0.05:0.95)."""
 import numpy as np
 import pytest
 
-from copyseek.detect.ap import average_precision, box_iou, evaluate_regions
+from copyseek.detect.ap import average_precision, evaluate_regions
 from copyseek.detect.regions import Regions
-
-
-def test_box_iou():
-    iou = box_iou(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]))
-    assert np.allclose(iou, [[1.0, 50 / 150, 0.0]])
 
 
 # image A: truths g1, g2; detections d1 (0.9, exact on g1), d2 (0.8, nowhere), d3 (0.7, IoU 0.62 with g2)

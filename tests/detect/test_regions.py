@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from copyseek.detect.regions import CLASSES, Regions, decode
+from copyseek.detect.regions import CLASSES, Regions, box_iou, decode, suppress_copies
 from copyseek.errors import CopyseekError
 
 
@@ -30,6 +30,34 @@ def test_max_copies_keeps_the_best_copy_peaks_and_every_overlay():
     assert np.allclose(one.of("copy").scores, [0.7]) and np.allclose(one.of("overlay").scores, [0.6, 0.3])
     assert np.allclose(decode(heat, *args, max_copies=2).of("copy").scores, [0.7, 0.5])
     assert len(decode(heat, *args).of("copy")) == 3
+
+
+def test_box_iou():
+    iou = box_iou(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]))
+    assert np.allclose(iou, [[1.0, 50 / 150, 0.0]])
+
+
+def test_copy_peaks_of_one_box_are_suppressed_and_distinct_copies_kept():
+    # three copy peaks: two 2 cells apart (both local maxima) with 8 x 8-cell boxes (IoU 0.6), one
+    # far away; an overlay on the first copy is not a copy box and stays
+    heat = np.zeros((2, 20, 20), np.float32)
+    heat[0, 5, 5], heat[0, 5, 7], heat[0, 15, 15] = 0.9, 0.8, 0.5
+    heat[1, 5, 5] = 0.6
+    size = np.full((2, 20, 20), 8.0, np.float32)
+    offset = np.zeros((2, 20, 20), np.float32)
+    regions = decode(heat, size, offset, (100, 100))
+    assert np.allclose(regions.of("copy").scores, [0.9, 0.5]) and np.allclose(regions.of("overlay").scores, [0.6])
+    assert np.allclose(decode(heat, size, offset, (100, 100), copy_nms_iou=1.0).of("copy").scores, [0.9, 0.8, 0.5])
+    assert np.allclose(decode(heat, size, offset, (100, 100), copy_nms_iou=0.7).of("copy").scores, [0.9, 0.8, 0.5])
+    assert np.allclose(decode(heat, size, offset, (100, 100), max_copies=1).of("copy").scores, [0.9])
+
+
+def test_suppress_copies_caps_copies_after_suppression_and_stops_at_the_limit():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60], [0, 0, 10, 10], [80, 80, 90, 90]], np.float32)
+    labels = np.array([0, 0, 0, 1, 0])
+    assert list(suppress_copies(boxes, labels, 0.5, 0, 10)) == [0, 2, 3, 4]
+    assert list(suppress_copies(boxes, labels, 0.5, 2, 10)) == [0, 2, 3]
+    assert list(suppress_copies(boxes, labels, 0.5, 0, 2)) == [0, 2]
 
 
 def test_min_score_top_k_and_class_filter():

@@ -9,7 +9,7 @@ import numpy as np
 
 from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.data import benchmark_queries
-from copyseek.detect.regions import COPIES_PER_IMAGE, Regions, decode
+from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, Regions, decode
 
 
 class TorchDetector:
@@ -17,12 +17,14 @@ class TorchDetector:
     without exporting them, and for validating during training); `detect_batch(images) -> list[Regions]`.
     The net is used as it is (a training net is not switched to eval mode here)."""
 
-    def __init__(self, source, *, top_k: int = 20, min_score: float = 0.05, max_copies: int = COPIES_PER_IMAGE):
+    def __init__(self, source, *, top_k: int = 20, min_score: float = 0.05, max_copies: int = COPIES_PER_IMAGE,
+                 copy_nms_iou: float = COPY_NMS_IOU):
         from copyseek.detect.model import DetectorNet, load_checkpoint
 
         self.net = source if isinstance(source, DetectorNet) else load_checkpoint(source)[0]
         self.input_size = self.net.config.input_size
-        self.top_k, self.min_score, self.max_copies = top_k, min_score, max_copies
+        self.top_k, self.min_score = top_k, min_score
+        self.max_copies, self.copy_nms_iou = max_copies, copy_nms_iou
 
     def detect_batch(self, images: list[np.ndarray]) -> list[Regions]:
         import torch
@@ -34,7 +36,7 @@ class TorchDetector:
             out = self.net(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0)
         heat, sz, off = torch.sigmoid(out["heat"]).numpy(), out["size"].numpy(), out["offset"].numpy()
         return [decode(heat[i], sz[i], off[i], (im.shape[1], im.shape[0]), top_k=self.top_k, min_score=self.min_score,
-                       max_copies=self.max_copies)
+                       max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou)
                 for i, im in enumerate(images)]
 
 

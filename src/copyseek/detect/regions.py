@@ -11,10 +11,17 @@ from copyseek.errors import CopyseekError
 CLASSES = ("copy", "overlay")
 """Label i of a region is CLASSES[i]: the copied photo, or something drawn over it."""
 
-COPIES_PER_IMAGE = 1
-"""Copy boxes the detector reports per query: an edit chain places one copy of the photo (the
-ISC2021 3rd-place solution likewise keeps only its best box). Extra copy peaks are near-duplicates
-of the same copy at a lower score, and as false positives they cost AP and crops."""
+COPIES_PER_IMAGE = 8
+"""Copy boxes the detector reports per query, best first. An edit chain places one copy, but which
+photo rectangle it is can be undecidable from the query (a paste into a donor photo against a donor
+pasted over the copy; one tile of a collage), so the runners-up are kept as ranked alternatives.
+Chosen on the e2-e4 benchmarks' queries with COPY_NMS_IOU (BENCHMARKS.md, issue 18); crop
+policies that want one box take the first."""
+
+COPY_NMS_IOU = 0.5
+"""A copy peak whose box overlaps a better copy box by this IoU or more is dropped: the max-pool
+suppression of the heat map leaves such near-duplicates of one copy (peaks a few cells apart, or
+at another scale), which as false positives cost AP and crops."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,36 @@ def _peaks(heat: np.ndarray) -> np.ndarray:
     return heat >= neighbours.max(axis=0)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, 4) and (m, 4) x0, y0, x1, y1 boxes -> (n, m) intersection over union."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    low = np.maximum(a[:, None, :2], b[None, :, :2])
+    high = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(high - low, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def suppress_copies(boxes: np.ndarray, labels: np.ndarray, iou: float, max_copies: int, limit: int) -> np.ndarray:
+    """Indices kept of (n, 4) boxes sorted best first, (n,) labels: every non-copy box, and greedily
+    each copy box overlapping no kept copy box by `iou` or more, up to `max_copies` of them (0: no
+    limit); the first `limit` of those."""
+    copy = CLASSES.index("copy")
+    kept: list[int] = []
+    kept_copies: list[int] = []
+    for i in range(len(boxes)):
+        if len(kept) == limit:
+            break
+        if labels[i] == copy:
+            if (max_copies and len(kept_copies) >= max_copies) or (
+                    kept_copies and box_iou(boxes[i], boxes[kept_copies]).max() >= iou):
+                continue
+            kept_copies.append(i)
+        kept.append(i)
+    return np.array(kept, np.int64)
+
+
 def decode(
     heat: np.ndarray,
     size: np.ndarray,
@@ -69,6 +106,7 @@ def decode(
     top_k: int = 20,
     min_score: float = 0.05,
     max_copies: int = 0,
+    copy_nms_iou: float = COPY_NMS_IOU,
 ) -> Regions:
     """Boxes from one image's head outputs.
 
@@ -76,17 +114,24 @@ def decode(
     size:   (2, h, w) box width and height in cells at each centre.
     offset: (2, h, w) the centre's sub-cell position (x, y) 0..1.
     image_size: (width, height) of the image the boxes are for; a cell is width / w by height / h.
-    Keeps the `top_k` best local maxima scoring at least `min_score`, and of the copy class only
-    the `max_copies` best (0: no limit).
+    Keeps the `top_k` best local maxima scoring at least `min_score`; of the copy class, only
+    boxes overlapping no better copy box by `copy_nms_iou` (IoU; 1 keeps them all), and at most
+    the `max_copies` best of those (0: no limit).
     """
-    classes, h, w = heat.shape
+    h, w = heat.shape[1:]
     peaks = np.where(_peaks(heat), heat, 0.0)
-    if max_copies > 0:
-        copy_peaks = peaks[CLASSES.index("copy")].reshape(-1)  # a view: zeroing it edits `peaks`
-        copy_peaks[np.argsort(-copy_peaks, kind="stable")[max_copies:]] = 0.0
     scores = peaks.reshape(-1)
-    order = np.argsort(-scores)[:top_k]
+    order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= min_score]
+    boxes, labels = _boxes(order, size, offset, (h, w), image_size)
+    kept = suppress_copies(boxes, labels, copy_nms_iou, max_copies, top_k)
+    return Regions(boxes[kept], scores[order[kept]].astype(np.float32), labels[kept])
+
+
+def _boxes(order: np.ndarray, size: np.ndarray, offset: np.ndarray, grid: tuple[int, int],
+           image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (class, cell) indices of heat-map peaks -> (n, 4) float32 boxes in image pixels and (n,) labels."""
+    h, w = grid
     label, cell = np.divmod(order, h * w)
     y, x = np.divmod(cell, w)
     cx, cy = x + offset[0, y, x], y + offset[1, y, x]
@@ -94,4 +139,4 @@ def decode(
     sx, sy = image_size[0] / w, image_size[1] / h
     boxes = np.stack([(cx - bw / 2) * sx, (cy - bh / 2) * sy, (cx + bw / 2) * sx, (cy + bh / 2) * sy], axis=1)
     boxes = np.clip(boxes, 0, [image_size[0], image_size[1], image_size[0], image_size[1]])
-    return Regions(boxes.astype(np.float32).reshape(-1, 4), scores[order].astype(np.float32), label.astype(np.int64))
+    return boxes.astype(np.float32).reshape(-1, 4), label.astype(np.int64)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from copyseek.detect.regions import CLASSES, COPIES_PER_IMAGE, Regions, decode
+from copyseek.detect.regions import CLASSES, COPIES_PER_IMAGE, COPY_NMS_IOU, Regions, decode
 from copyseek.errors import CopyseekError
 from copyseek.io.onnx import cpu_session
 
@@ -20,11 +20,12 @@ class Detector:
     """`detect(rgb) -> Regions` with an exported detector (detect/export.py).
 
     path: the .onnx file, with its .json sidecar beside it; top_k / min_score: decoding limits;
-    max_copies: copy boxes kept per image (COPIES_PER_IMAGE; 0: every peak).
+    max_copies: copy boxes kept per image (COPIES_PER_IMAGE; 0: every peak); copy_nms_iou: the
+    overlap with a better copy box that drops a copy box (COPY_NMS_IOU; 1: none dropped).
     """
 
     def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05,
-                 max_copies: int = COPIES_PER_IMAGE, threads: int = 1):
+                 max_copies: int = COPIES_PER_IMAGE, copy_nms_iou: float = COPY_NMS_IOU, threads: int = 1):
         path = Path(path)
         sidecar = path.with_suffix(".json")
         if not path.is_file() or not sidecar.is_file():
@@ -34,7 +35,8 @@ class Detector:
             raise CopyseekError(f"detector {path} has classes {meta.get('classes')}, expected {list(CLASSES)}")
         self.input_size = int(meta["input_size"])
         self.session = cpu_session(path, threads, what="detector")
-        self.path, self.top_k, self.min_score, self.max_copies = path, top_k, min_score, max_copies
+        self.path, self.top_k, self.min_score = path, top_k, min_score
+        self.max_copies, self.copy_nms_iou = max_copies, copy_nms_iou
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (S, S, 3) uint8, squashed as in training."""
@@ -51,7 +53,7 @@ class Detector:
         heat, size, offset = self.session.run(None, {"image": batch})
         return [
             decode(heat[i], size[i], offset[i], (image.shape[1], image.shape[0]), top_k=self.top_k,
-                   min_score=self.min_score, max_copies=self.max_copies)
+                   min_score=self.min_score, max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou)
             for i, image in enumerate(images)
         ]
 
