@@ -14,6 +14,8 @@
     # 5. what the spare photos' reuse costs, from saved predictions (bench_growth.py's recipe)
     .venv/bin/python benchmarks/bench_growth_causes.py sources bench/seed1 --predictions preds/*.csv \
         --distractor-photos bench/std/holdout.txt
+    # 6. what the drop is made of: true pairs scored lower, or new false matches (saved predictions)
+    .venv/bin/python benchmarks/bench_growth_causes.py decompose bench/seed1 --small pred-200.csv --large pred-10k.csv
 
 `evidence` re-matches the `--queries` copy queries whose true pair's score fell most between the
 two prediction files and prints the mean change of each evidence's contribution (fused weight x
@@ -25,6 +27,11 @@ same references can be made from a larger one with `Index.remove` and `Index.com
 `sources` prints, for prediction files of growth runs, the muAP with every distractor and with only
 each query's best distractor per source photo (each spare photo comes back many times among the
 distractors: the difference is what that reuse costs), and the top false matches' source photos.
+
+`decompose` mixes two prediction files of the same queries at two collection sizes: the larger
+collection's muAP with its true pairs scored as in the smaller one (what the new false matches
+cost), with its false matches as in the smaller one (what the true pairs' lower scores and lost
+pairs cost), and with its false matches to distractor references left out.
 
 `fused` matches the queries once per local matching (`MatchOptions.pair_matching`, each with its
 shipped weights), describing each query and crop once for both (the global branch's embeddings
@@ -142,6 +149,25 @@ def sources(args: argparse.Namespace) -> None:
         print(f"| {path.name} | {evaluate(predictions, ground_truth).micro_ap:.4f} | {deduplicated:.4f} | {named} |")
 
 
+def decompose(args: argparse.Namespace) -> None:
+    ground_truth = read_ground_truth(benchmark_paths(args.bench)["gt"])
+
+    def split(path: Path) -> tuple[list, list]:
+        predictions = read_predictions(path)
+        is_copy = [(p.query_id, p.reference_id) in ground_truth.pairs for p in predictions]
+        return [p for p, c in zip(predictions, is_copy) if c], [p for p, c in zip(predictions, is_copy) if not c]
+
+    def muap(predictions: list) -> str:
+        return f"{evaluate(predictions, ground_truth).micro_ap:.4f}"
+
+    (small_true, small_false), (large_true, large_false) = split(args.small), split(args.large)
+    no_distractors = [p for p in large_false if distractor_index(p.reference_id) is None]
+    print("| small | large | large, true pairs as in small | large, false matches as in small | "
+          "large without false matches to distractors | true pairs found small / large |\n|---:|---:|---:|---:|---:|---:|")
+    print(f"| {muap(small_true + small_false)} | {muap(large_true + large_false)} | {muap(small_true + large_false)} | "
+          f"{muap(large_true + small_false)} | {muap(large_true + no_distractors)} | {len(small_true)} / {len(large_true)} |")
+
+
 def distractor_source(reference_id: str, photos: list[Path], recipe: DistractorRecipe) -> str:
     """What a reference is made from: 'benchmark', 'procedural' or the distractor's photo file name."""
     i = distractor_index(reference_id)
@@ -241,6 +267,10 @@ def main() -> None:
     p.add_argument("--distractor-photos", type=Path, required=True, help="the growth run's --distractor-photos")
     p.add_argument("--distractor-edits", choices=DISTRACTOR_EDITS, default="light")
     p.add_argument("--seed", type=int, default=13, help="the growth run's --seed")
+    p = commands.add_parser("decompose")
+    p.add_argument("bench", type=Path)
+    p.add_argument("--small", type=Path, required=True, help="predictions on BENCH at the smaller collection")
+    p.add_argument("--large", type=Path, required=True, help="predictions on BENCH at the larger collection")
     p = commands.add_parser("evidence")
     p.add_argument("bench", type=Path)
     p.add_argument("--small", type=Path, required=True, help="fused index of the smaller collection")
@@ -249,7 +279,7 @@ def main() -> None:
     p.add_argument("--large-predictions", type=Path, required=True)
     p.add_argument("--queries", type=int, default=30)
     args = parser.parse_args()
-    {"offsets": offsets, "local": local, "fused": fused, "sources": sources, "evidence": evidence}[args.command](args)
+    {"offsets": offsets, "local": local, "fused": fused, "sources": sources, "decompose": decompose, "evidence": evidence}[args.command](args)
 
 
 if __name__ == "__main__":
