@@ -8,6 +8,9 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py mining CACHE.npz       # precision of mined pairs
     python benchmarks/bench_learn_graph.py lp CACHE.npz           # label propagation as a training loop
     python benchmarks/bench_learn_graph.py lp-graph CACHE.npz --setting 10 0.5 0.9   # propagation alone
+    python benchmarks/bench_learn_graph.py lp-network FAM_BENCH --families test --workdir runs/lpnet
+                                                                  # the loop training the whole network
+                                                                  # (`copyseek train --pseudo-labels lp`)
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 2 5 10   # on families
                                                                   # of 21 (--variants-per-reference 20); draw 0 picks k
@@ -323,6 +326,64 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None 
         cells = [f"{r[name][0]:{'+' if 'minus' in name else ''}.3f} ± {r[name][1]:.3f}" if r else "n/a (all labelled)"
                  for _, r in rows]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: int = 1, rounds: int = 4,
+               steps: int = 30, draws: tuple[int, ...] = (1, 2, 3), settings: tuple[str, ...] = ()) -> None:
+    """The LP loop as `copyseek train --pseudo-labels lp` runs it, training the whole network
+    (copyseek-small's weights, batch norm statistics frozen) for `steps` steps a round: accuracy on the
+    unlabelled images of `families` of the labels propagated at the start of each round (round 1:
+    copyseek-small untouched) and with the last round's model, against 1-NN; mean ± std over `draws`.
+    settings: extra KEY=VALUE training settings (TrainConfig)."""
+    from copyseek.describe.models import model_path
+    from copyseek.learn.config import TrainConfig, parse_assignment, updated
+    from copyseek.learn.lploop import train_lp
+    from copyseek.learn.mining import describe_photos
+    from copyseek.learn.pseudo import LPParams, propagate_labels
+    from copyseek.learn.from_onnx import descriptor_from_onnx
+
+    with open(bench / "families.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [r["reference_id"] for r in rows]
+    family_names = sorted({r["family"] for r in rows})
+    data = family_split({"family": np.array([family_names.index(r["family"]) for r in rows]), "names": np.array(names)},
+                        families)
+    family, names = data["family"], [str(n) for n in data["names"]]
+    paths = [next((bench / "references").glob(f"{name}.*")) for name in names]
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "images.txt").write_text("".join(f"{p.resolve()}\n" for p in paths))
+    config = TrainConfig(images=str(workdir / "images.txt"), init="copyseek-small", freeze_norm=1, steps=steps,
+                         classes_per_batch=min(32, int(family.max()) + 1), checkpoint_minutes=60.0)
+    config = updated(config, dict(map(parse_assignment, settings)), "--set")
+    print(f"LP loop training the whole network ({families} families): {len(family)} images, {family.max() + 1} "
+          f"families, {per_family} label(s) per family, {rounds} rounds of {steps} steps (loss {config.loss}, lr "
+          f"{config.lr}, {config.classes_per_batch} x {config.views_per_class} per batch), LP {LPParams()}\n")
+    results: dict[str, list[float]] = {}
+    started = time.process_time()
+    for seed in draws:
+        labels = split_labels(family, per_family, seed)
+        test = labels < 0
+        run = workdir / f"draw-{seed}"
+        labels_csv = workdir / f"labels-{seed}.csv"
+        labels_csv.write_text("image,label\n" + "".join(f"{n},f{l}\n" for n, l in zip(names, labels) if l >= 0))
+
+        def add(name: str, predicted: np.ndarray) -> None:
+            results.setdefault(name, []).append(float((predicted[test] == family[test]).mean()))
+
+        small = describe_photos(descriptor_from_onnx(model_path("copyseek-small")[1]), paths, config.image_size, progress=False)
+        add("1-NN (copyseek-small)", nearest_labelled(small, labels))
+        model = train_lp(config, run, labels_csv, rounds, progress=False)
+        for r in range(1, rounds + 1):
+            with open(run / f"round-{r}" / "pseudo-labels.csv", newline="") as handle:
+                by_name = {row["image"]: row["label"] for row in csv.DictReader(handle)}
+            add(f"LP labels at the start of round {r}", np.array([int(by_name[n][1:]) if by_name[n] else -1 for n in names]))
+        last = describe_photos(descriptor_from_onnx(model), paths, config.image_size, progress=False)
+        add(f"LP labels with the model after round {rounds}", propagate_labels(last, labels).labels)
+        add(f"1-NN with the model after round {rounds}", nearest_labelled(last, labels))
+        print(f"(draw {seed}: {time.process_time() - started:.0f} s CPU so far)", flush=True)
+    print("\n| method | accuracy on the unlabelled images |\n|---|---|")
+    for name, values in results.items():
+        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values):.3f} |")
 
 
 # ---------------------------------------------------------------- GCN cleaning of reports
@@ -740,6 +801,15 @@ def main() -> None:
                    help="a graph to try: k, k per class (or 'none'), alpha; repeat")
     p.add_argument("--families", default="all", choices=("all", "dev", "test"))
     p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3])
+    p = sub.add_parser("lp-network")
+    p.add_argument("bench", type=Path, help="the family benchmark (families.csv)")
+    p.add_argument("--workdir", type=Path, required=True, help="run directories of the loop, one per draw")
+    p.add_argument("--families", default="test", choices=("all", "dev", "test"))
+    p.add_argument("--per-family", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=30, help="training steps per round (default 30)")
+    p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting (repeatable)")
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -751,6 +821,9 @@ def main() -> None:
     if args.command == "lp-graph":
         settings = [(int(k), None if kpc == "none" else float(kpc), float(a)) for k, kpc, a in args.setting]
         lp_graph(args.cache, settings, args.families, tuple(args.draws))
+    elif args.command == "lp-network":
+        lp_network(args.bench, args.workdir, args.families, args.per_family, args.rounds, args.steps, tuple(args.draws),
+                   tuple(args.set))
     elif args.command == "finetune":
         finetune(args.cache, args.fam, args.bench, args.steps, args.lr, args.seeds)
     elif args.command == "describe":
