@@ -242,7 +242,7 @@ def main() -> None:
     parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
                         help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
     parser.add_argument("--copy-nms-iou", type=float, default=COPY_NMS_IOU,
-                        help=f"a copy box overlapping a better one this much is dropped (default {COPY_NMS_IOU}; 1: none)")
+                        help=f"a copy box overlapping a better one more than this is dropped (default {COPY_NMS_IOU}; 1: none)")
     parser.add_argument("--decoding", action="store_true",
                         help="each --model's copy AP50 / AP over a grid of box suppression IoUs and copy boxes kept")
     parser.add_argument("--by-edit", action="store_true", help="each --model's found share by composite edit")

@@ -19,7 +19,7 @@ Chosen on the e2-e4 benchmarks' queries with COPY_NMS_IOU (BENCHMARKS.md, issue 
 policies that want one box take the first."""
 
 COPY_NMS_IOU = 0.5
-"""A copy peak whose box overlaps a better copy box by this IoU or more is dropped: the max-pool
+"""A copy peak whose box overlaps a better copy box by more than this IoU is dropped: the max-pool
 suppression of the heat map leaves such near-duplicates of one copy (peaks a few cells apart, or
 at another scale), which as false positives cost AP and crops."""
 
@@ -80,8 +80,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def suppress_copies(boxes: np.ndarray, labels: np.ndarray, iou: float, max_copies: int, limit: int) -> np.ndarray:
     """Indices kept of (n, 4) boxes sorted best first, (n,) labels: every non-copy box, and greedily
-    each copy box overlapping no kept copy box by `iou` or more, up to `max_copies` of them (0: no
-    limit); the first `limit` of those."""
+    each copy box overlapping no kept copy box by more than `iou` (1: none is dropped), up to
+    `max_copies` of them (0: no limit); the first `limit` of those."""
     copy = CLASSES.index("copy")
     kept: list[int] = []
     kept_copies: list[int] = []
@@ -90,7 +90,7 @@ def suppress_copies(boxes: np.ndarray, labels: np.ndarray, iou: float, max_copie
             break
         if labels[i] == copy:
             if (max_copies and len(kept_copies) >= max_copies) or (
-                    kept_copies and box_iou(boxes[i], boxes[kept_copies]).max() >= iou):
+                    kept_copies and box_iou(boxes[i], boxes[kept_copies]).max() > iou):
                 continue
             kept_copies.append(i)
         kept.append(i)
@@ -115,7 +115,7 @@ def decode(
     offset: (2, h, w) the centre's sub-cell position (x, y) 0..1.
     image_size: (width, height) of the image the boxes are for; a cell is width / w by height / h.
     Keeps the `top_k` best local maxima scoring at least `min_score`; of the copy class, only
-    boxes overlapping no better copy box by `copy_nms_iou` (IoU; 1 keeps them all), and at most
+    boxes overlapping no better copy box by more than `copy_nms_iou` (IoU; 1: none dropped), and at most
     the `max_copies` best of those (0: no limit).
     """
     h, w = heat.shape[1:]

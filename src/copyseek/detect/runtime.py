@@ -21,7 +21,7 @@ class Detector:
 
     path: the .onnx file, with its .json sidecar beside it; top_k / min_score: decoding limits;
     max_copies: copy boxes kept per image (COPIES_PER_IMAGE; 0: every peak); copy_nms_iou: the
-    overlap with a better copy box that drops a copy box (COPY_NMS_IOU; 1: none dropped).
+    overlap with a better copy box past which a copy box is dropped (COPY_NMS_IOU; 1: none).
     """
 
     def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05,
