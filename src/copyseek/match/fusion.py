@@ -154,7 +154,7 @@ uses RootSIFT's, with a warning."""
 
 
 FITTED_HOW_WEIGHTS: dict[str, FusionWeights] = {
-    "rootsift": FusionWeights(-4.186, (5.192, 8.977, 4.711, -1.012, 13.922, 0.352)),
+    "rootsift": FusionWeights(-4.228, (4.654, 8.973, 4.751, -1.085, 13.914, 0.407)),
 }
 """Local descriptor -> six weights (FEATURES + HOW_FEATURE, normalised scores) for an index with the
 HOW branch (fused-how), fitted by benchmarks/bench_fused_how.py on the fusion training benchmarks.
