@@ -47,7 +47,6 @@ from copyseek.detect.runtime import Detector
 AMBIGUOUS_PASTES = ("paste_into", "paste_over")
 DECODING_GRID = ((0.3, 0.4, 0.5, 0.6, 0.7, 1.0), (1, 2, 4, 8, 0))
 """--decoding: copy box suppression IoUs (1: none) x copy boxes kept per query (0: every one)."""
-TOP_K = 20  # regions per image, as Detector
 ORACLE_DRAWS = 100
 
 
@@ -135,13 +134,14 @@ def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[d
     from copyseek.detect.regions import Regions, suppress_copies
 
     detector, _ = load_model(path, max_copies=0, copy_nms_iou=1.0)
-    detector.top_k = 10_000  # `decode` applies top_k after suppression: here after each setting's
+    # `decode` keeps its top_k regions after suppression: here after each setting's
+    limit, detector.top_k = detector.top_k, 10_000
     found = [detector.detect_batch([image])[0] for image in images]
     rows = []
     for iou in DECODING_GRID[0]:
         cells = []
         for copies in DECODING_GRID[1]:
-            kept = [suppress_copies(r.boxes, r.labels, iou, copies, TOP_K) for r in found]
+            kept = [suppress_copies(r.boxes, r.labels, iou, copies, limit) for r in found]
             r = evaluate_regions([Regions(f.boxes[k], f.scores[k], f.labels[k]) for f, k in zip(found, kept)], truths)
             cells.append(f"{r['copy']['AP50']:.3f} / {r['copy']['AP']:.3f}")
         rows.append(f"| {name} | {iou:g} | " + " | ".join(cells) + " |")
