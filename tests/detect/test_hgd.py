@@ -1,6 +1,8 @@
+import numpy as np
+import pytest
 import torch
 
-from copyseek.detect.hgd import hands_on_loss, location_weights, make_distiller, normalised
+from copyseek.detect.hgd import hands_on_loss, location_weights, make_distiller, normalised, teacher_outputs
 from copyseek.detect.model import DetectorNet, NetConfig
 from copyseek.detect.targets import make_targets
 
@@ -13,8 +15,6 @@ def nets():
 
 
 def batch():
-    import numpy as np
-
     t = make_targets(np.array([[8.0, 8.0, 40.0, 40.0]]), np.array([0]), 16, 4)
     return torch.rand(2, 3, 64, 64), {k: torch.from_numpy(np.stack([v, v])) for k, v in t.items()}
 
@@ -49,3 +49,39 @@ def test_hgd_pairs_every_stage_and_trains_the_adaptors():
     assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
     assert "teacher" not in "".join(hgd.state_dict())  # nor saved with the student
     assert plain(images, student(images), targets) > 0
+
+
+def pool_of(n):
+    from copyseek.detect.data import Sample
+
+    rng = np.random.default_rng(1)
+    boxes = np.array([[4.0, 6.0, 40.0, 30.0]], np.float32)
+    return [Sample(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), boxes, np.array([0])) for _ in range(n)]
+
+
+def test_teacher_cache_holds_each_sample_and_its_mirror_and_refuses_another_teacher(tmp_path):
+    from copyseek.detect.teacher_cache import TeacherCache
+    from copyseek.errors import CopyseekError
+    from copyseek.detect.train import collate
+
+    student, teacher = nets()
+    pool = pool_of(5)
+    cache = TeacherCache.open_or_build(tmp_path / "cache", teacher, pool)
+    assert len(cache) == 5 and cache.stages[0].dtype == np.float16 and cache.stages[0].shape[:2] == (5, 2)
+    indices, mirrored = np.array([3, 0, 3]), np.array([True, False, False])
+    samples = [pool[i].flipped() if m else pool[i] for i, m in zip(indices, mirrored)]
+    images, targets = collate(samples, 16)
+    live, cached = teacher_outputs(teacher.eval(), images), cache.lookup(indices, mirrored)
+    for a, b in zip([*live["stages"], live["evidence"]], [*cached["stages"], cached["evidence"]]):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=2e-3, atol=2e-3)
+    assert not torch.allclose(cached["stages"][0][0], cached["stages"][0][2], atol=1e-2)  # the mirror was run
+    out = student(images)
+    for kind in ("hgd", "plain"):
+        distiller = make_distiller(kind, student, teacher)
+        assert torch.allclose(distiller(images, out, targets), distiller(images, out, targets, cached), rtol=1e-3)
+    assert TeacherCache.open_or_build(tmp_path / "cache", teacher, pool).meta == cache.meta  # reused, not rebuilt
+    with pytest.raises(CopyseekError, match="another pool or teacher"):
+        TeacherCache.open_or_build(tmp_path / "cache", nets()[1].train(), pool[:4])
+    other = DetectorNet(NetConfig.preset("tiny", widths=(8, 12, 16, 24, 32), neck=12))
+    with pytest.raises(CopyseekError, match="another pool or teacher"):
+        TeacherCache.open_or_build(tmp_path / "cache", other, pool)

@@ -100,3 +100,19 @@ def test_guide_alone_learns_on_a_frozen_initialised_net(photo_list, tmp_path):
     assert not torch.equal(fresh["selective.guide.0.weight"], untrained["selective.guide.0.weight"])
     with pytest.raises(CopyseekError, match="trainable=guide needs"):
         tiny(photo_list, trainable="guide")
+
+
+def test_distilling_from_a_teacher_cache_matches_running_the_teacher(photo_list, tmp_path):
+    """The first step's distillation loss is the same whether the teacher runs or its cache is read
+    (float16 aside); the cache is built once over the pool, both sides of the mirror."""
+    torch.set_num_threads(1)
+    train(tiny(photo_list, steps=2), tmp_path / "teacher", progress=False)
+    teacher = str(tmp_path / "teacher" / "checkpoint.pt")
+    cache = tmp_path / "cache"
+    for name, extra in (("live", {}), ("cached", {"teacher_cache": str(cache)})):
+        train(tiny(photo_list, teacher=teacher, distill="hgd", **extra), tmp_path / name, progress=False)
+    first = {name: (tmp_path / name / "metrics.csv").read_text().splitlines()[1].split(",") for name in ("live", "cached")}
+    assert float(first["live"][7]) > 0 and abs(float(first["live"][7]) - float(first["cached"][7])) < 2e-3
+    assert json.loads((cache / "meta.json").read_text())["n"] == 8
+    with pytest.raises(CopyseekError, match="teacher_cache needs"):
+        tiny(photo_list, teacher_cache=str(cache))

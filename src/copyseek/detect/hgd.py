@@ -19,6 +19,9 @@ our reading of those words, not the paper's equations:
 
 "plain" is the classic baseline (FitNets-style hints): the neck alone, one adaptor, unnormalised
 mean squared error, uniform weights.
+
+The teacher's side of the losses is `teacher_outputs`; a training run over a fixed pool can read it
+from a cache instead (detect/teacher_cache.py), so a step costs the student little more than alone.
 """
 
 from __future__ import annotations
@@ -63,6 +66,15 @@ def location_weights(evidence: Tensor, size: tuple[int, int], focus: float) -> T
     return weight / weight.sum(dim=(1, 2, 3), keepdim=True)
 
 
+def teacher_outputs(teacher: DetectorNet, images: Tensor) -> dict:
+    """What the distillers use of the (frozen, eval-mode) teacher on (B, 3, S, S) images:
+    "stages", the five maps of its `out["stages"]` (B, C_i, h_i, w_i), and "evidence", its centre
+    probability max over the classes (B, 1, S/4, S/4)."""
+    with torch.no_grad():
+        out = teacher(images)
+    return {"stages": list(out["stages"]), "evidence": torch.sigmoid(out["heat"]).amax(dim=1, keepdim=True)}
+
+
 class Distiller(nn.Module):
     """Computes the distillation loss of a student's output given the images; holds the adaptors
     (trained with the student) and the frozen teacher."""
@@ -77,14 +89,15 @@ class Distiller(nn.Module):
             p.requires_grad_(False)
         self.hgd, self.focus = hgd, focus
 
-    def forward(self, images: Tensor, out: dict, targets: dict) -> Tensor:
-        with torch.no_grad():
-            t_out = self.teacher[0](images)
+    def forward(self, images: Tensor, out: dict, targets: dict, t_out: dict | None = None) -> Tensor:
+        """The distillation loss (scalar) of the student's `out` on `images`; `t_out`: the teacher's
+        `teacher_outputs` on the same images when precomputed (a cache), else the teacher runs."""
+        if t_out is None:
+            t_out = teacher_outputs(self.teacher[0], images)
         losses = []
         evidence = None
         if self.hgd:
-            t_heat = torch.sigmoid(t_out["heat"]).amax(dim=1, keepdim=True)
-            evidence = torch.maximum(targets["heat"].amax(dim=1, keepdim=True), t_heat)
+            evidence = torch.maximum(targets["heat"].amax(dim=1, keepdim=True), t_out["evidence"])
         for adapt, i in zip(self.adaptors, self.stages):
             s_feat, t_feat = adapt(out["stages"][i]), t_out["stages"][i]
             if s_feat.shape[2:] != t_feat.shape[2:]:

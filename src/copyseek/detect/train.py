@@ -3,6 +3,7 @@
     copyseek train-detector --images BENCH/holdout.txt --out runs/det --minutes 15
     copyseek train-detector --out runs/det --resume --minutes 20          # continue to a larger budget
     copyseek train-detector ... --preset student --teacher runs/teacher/checkpoint.pt --distill hgd
+    ... --set teacher_cache=DIR        # the teacher's outputs over the pool, computed once (detect/teacher_cache.py)
 
 A run directory holds config.json (the settings; --resume reuses them), checkpoint.pt (model,
 optimiser, step, elapsed time, random state; written atomically every `checkpoint_minutes`),
@@ -55,6 +56,9 @@ class DetectorTrainConfig:
     are shrunk to this before editing; minutes / steps: budgets (at least one);
     teacher: checkpoint.pt of a trained detector to distil from, with `distill` "plain" (the neck
     alone, one adaptor, uniform weights) or "hgd" (detect/hgd.py); distill_weight: its loss weight;
+    teacher_cache: a folder where the teacher's outputs over the pool (every sample and its mirror)
+    are computed once and read back at every step instead of running the teacher (needs a pool;
+    refused if made for another pool or teacher);
     scn_direct: weight of the guidance head's direct supervision (masks from the boxes; 0 leaves
     only the indirect signal through the detection loss) when the net is selective;
     clock: what `minutes` counts: "wall" time of the training steps, or the process's "cpu" time
@@ -83,6 +87,7 @@ class DetectorTrainConfig:
     teacher: str = ""
     distill: str = "none"
     distill_weight: float = 1.0
+    teacher_cache: str = ""
     scn_direct: float = 1.0
     clock: str = "wall"
     init: str = ""
@@ -109,6 +114,8 @@ class DetectorTrainConfig:
             raise CopyseekError(f"distill must be one of {', '.join(DISTILL)}, got {self.distill!r}")
         if (self.distill != "none") != bool(self.teacher):
             raise CopyseekError("--distill plain|hgd needs --teacher CHECKPOINT, and a teacher needs --distill")
+        if self.teacher_cache and (self.distill == "none" or self.pool <= 0):
+            raise CopyseekError("teacher_cache needs a teacher (--distill plain|hgd) and a pool (pool > 0)")
         self.net_config()  # validates preset and net
 
     def net_config(self) -> NetConfig:
@@ -209,12 +216,16 @@ class _Batches:
             if config.pool_file:
                 save_pool(self.pool, config.pool_file)
 
-    def next(self) -> list[Sample]:
+    def next(self) -> tuple[list[Sample], np.ndarray | None, np.ndarray]:
+        """A batch, the pool indices of its samples (None without a pool) and which are mirrored."""
+        indices = None
         if self.pool is None:
             samples = [self.data.sample(self.rng) for _ in range(self.config.batch)]
         else:
-            samples = [self.pool[int(i)] for i in self.rng.integers(len(self.pool), size=self.config.batch)]
-        return [s.flipped() if self.rng.random() < 0.5 else s for s in samples]
+            indices = self.rng.integers(len(self.pool), size=self.config.batch)
+            samples = [self.pool[int(i)] for i in indices]
+        mirrored = np.array([self.rng.random() < 0.5 for _ in samples])
+        return [s.flipped() if m else s for s, m in zip(samples, mirrored)], indices, mirrored
 
 
 def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
@@ -261,6 +272,11 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
         torch.set_rng_state(state["torch_rng"])
 
     batches = _Batches(config, net_config.input_size, rng, progress)
+    cache = None
+    if config.teacher_cache:  # built before the clock starts: a one-off shared by the runs of a pool
+        from copyseek.detect.teacher_cache import TeacherCache
+
+        cache = TeacherCache.open_or_build(config.teacher_cache, distiller.teacher[0], batches.pool, progress)
     validate = _Validation(config, out) if config.val else None
     grid = net_config.input_size // STRIDE
 
@@ -291,13 +307,15 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
             lr = config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction())))
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            images, targets = collate(batches.next(), grid)
+            samples, indices, mirrored = batches.next()
+            images, targets = collate(samples, grid)
             output = net(images)
             losses = detection_loss(output, targets)
             total = losses["total"]
             extra = {"distill": torch.zeros(()), "guide": torch.zeros(())}
             if distiller is not None:
-                extra["distill"] = distiller(images, output, targets)
+                t_out = cache.lookup(indices, mirrored) if cache is not None else None
+                extra["distill"] = distiller(images, output, targets, t_out)
                 total = total + config.distill_weight * extra["distill"]
             if net.selective is not None:
                 from copyseek.detect.scn import guide_loss, sparsity_loss
