@@ -14,7 +14,8 @@ best copy box, and by any kept one, by composite edit. --scn NAME=CHECKPOINT (a 
 densely and selectively (at each --scn-threshold and --scn-halo, and with an oracle guide that
 selects the cells the true copy boxes cover), the area computed, wall time,
 CPU time and MACs per image by the share of the image the copy covers, and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
-neck, heads; batch 1, 1 thread), i.e. the most a selective part can save. --oracle: the copy AP50
+neck, heads; batch 1, 1 thread), i.e. the most a selective part can save, and of the whole network
+on smaller square crops (what SCN's crops cost). --oracle: the copy AP50
 that no detector can beat on these queries, because two edits are ambiguous by construction (below).
 Prints markdown tables.
 
@@ -149,6 +150,13 @@ def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[d
     return rows
 
 
+def copy_share(truth: dict, image: np.ndarray) -> float:
+    """The share of the image its (first) true copy box covers (1 when it has none)."""
+    if not len(truth["copy"]):
+        return 1.0
+    return float(np.prod(truth["copy"][0, 2:] - truth["copy"][0, :2]) / (image.shape[0] * image.shape[1]))
+
+
 def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict], max_copies: int,
              thresholds: list[float], halos: list[int]) -> list[str]:
     """The same selective net run densely, with its guide at each threshold and halo, and with an
@@ -162,8 +170,7 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
 
     detector = TorchDetector(checkpoint)
     net, size = detector.net, detector.input_size
-    shares = np.array([float(np.prod(t["copy"][0, 2:] - t["copy"][0, :2]) / (im.shape[0] * im.shape[1]))
-                       if len(t["copy"]) else 1.0 for im, t in zip(images, truths)])
+    shares = np.array([copy_share(t, im) for im, t in zip(images, truths)])
     groups = {"copy <= 30% of the image": shares <= 0.3, "30-70%": (shares > 0.3) & (shares <= 0.7),
               "> 70%": shares > 0.7, "all": np.ones(len(images), bool)}
     inputs = [torch.from_numpy(np.array(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)))
@@ -251,7 +258,11 @@ def profile_rows(config: NetConfig, repeats: int = 100) -> list[str]:
         neck = net.neck(features)
         parts["heads (stride 4)"] = cpu_ms(lambda: net.heads(neck))
         total = cpu_ms(lambda: net(x))
-    return [f"| {part} | {ms:.2f} | {ms / total:.0%} |" for part, ms in parts.items()] + [f"| whole net | {total:.2f} | 100% |"]
+        # what a crop costs (SCN runs the whole net on crops): time falls slower than the area
+        crops = {side: cpu_ms(lambda: net(torch.rand(1, 3, side, side))) for side in (128, 96, 64, 32)}
+    return ([f"| {part} | {ms:.2f} | {ms / total:.0%} |" for part, ms in parts.items()] + [f"| whole net | {total:.2f} | 100% |"]
+            + [f"| whole net on a {side}-px crop ({(side / config.input_size) ** 2:.0%} of the area) | {ms:.2f} | {ms / total:.0%} |"
+               for side, ms in crops.items()])
 
 
 def main() -> None:
@@ -328,6 +339,10 @@ def main() -> None:
                     print(f"| {name} | {boxes or 'every kept'} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups)
                           + " |", flush=True)
     if args.scn:
+        small = [next((g for g in EDIT_GROUPS if g in chain), "other") for chain, t, im in zip(edits, truths, images)
+                 if copy_share(t, im) <= 0.3]
+        print("\nqueries whose copy covers <= 30% of the image, by composite edit: "
+              + ", ".join(f"{g} {small.count(g)}" for g in (*EDIT_GROUPS, "other") if small.count(g)))
         print("\n| SCN net | threshold | halo | images | n | area computed | MMACs dense / selective | "
               "wall ms dense / selective (median) | CPU ms dense / selective (mean) | copy AP50 dense / selective | "
               "overlay AP50 dense / selective |")

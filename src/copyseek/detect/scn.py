@@ -46,10 +46,11 @@ SPARSITY = 0.05
 """Weight of the mean guide probability in the guide loss: selecting costs."""
 
 CALL_COST = 0.4
-"""The fixed cost of one network call in image areas: on the student at 160 px, batch 1, 1 thread,
-a call costs about 0.66 ms + 1.7 ms x the share of the image it covers (0.98 ms for a 64-px crop,
-2.4 ms for the whole image), so two crops are merged into their bounding box when that adds less
-than 0.4 of the image, and the whole image runs once when that is cheaper than the crops."""
+"""The fixed cost of one network call in image areas. On the student at 160 px, batch 1, 1 thread,
+a call costs about 0.5-0.7 ms + 1.7-2.1 ms x the share of the image it covers (`bench_detect.py
+--profile student`: 1.0 ms for a 64-px crop, 2.6 ms for the whole image), i.e. 0.25-0.4 of an
+image; two crops are merged into their bounding box when that adds less area than this, and the
+whole image runs once when that is cheaper than the crops."""
 
 MIN_COVER = 0.25
 """A guide cell is a direct-supervision target when a copy box covers at least this share of it."""
