@@ -11,9 +11,11 @@ and multiply-accumulates of the network, decoded with --max-copies copy boxes pe
 suppression at --copy-nms-iou (the shipped defaults); --decoding: copy AP50 / AP over a grid of
 both (how the defaults were chosen); --by-edit: the share of queries whose copy is found by the
 best copy box, and by any kept one, by composite edit. --scn NAME=CHECKPOINT (a selective net): the same net run
-densely and selectively, wall time and MACs per image by the share of the image the copy covers,
-and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
-neck, heads; batch 1, 1 thread), i.e. the most a selective part can save. --oracle: the copy AP50
+densely and selectively (at each --scn-threshold and --scn-halo, and with an oracle guide that
+selects the cells the true copy boxes cover), the area computed, wall time,
+CPU time and MACs per image by the share of the image the copy covers, and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
+neck, heads; batch 1, 1 thread), i.e. the most a selective part can save, and of the whole network
+on smaller square crops (what SCN's crops cost). --oracle: the copy AP50
 that no detector can beat on these queries, because two edits are ambiguous by construction (below).
 Prints markdown tables.
 
@@ -148,56 +150,82 @@ def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[d
     return rows
 
 
-def head_macs(net) -> int:
-    """MACs of the stride-4 heads (the part SCN makes selective)."""
-    g = net.config.input_size // 4
-    return g * g * net.heads.macs_per_cell()
+def copy_share(truth: dict, image: np.ndarray) -> float:
+    """The share of the image its (first) true copy box covers (1 when it has none)."""
+    if not len(truth["copy"]):
+        return 1.0
+    return float(np.prod(truth["copy"][0, 2:] - truth["copy"][0, :2]) / (image.shape[0] * image.shape[1]))
 
 
-def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict], max_copies: int) -> list[str]:
+def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict], max_copies: int,
+             thresholds: list[float], halos: list[int]) -> list[str]:
+    """The same selective net run densely, with its guide at each threshold and halo, and with an
+    oracle guide (the cells the true copy boxes cover; the learned guide's cost still paid), by the
+    share of the image the copy covers: cells computed, MACs (guide included), wall and CPU ms, AP50."""
     from PIL import Image
+
+    from copyseek.detect.model import count_macs
+    from copyseek.detect.scn import guide_targets
+    from copyseek.detect.targets import make_targets
 
     detector = TorchDetector(checkpoint)
     net, size = detector.net, detector.input_size
-    dense_macs = macs(net.config)
-    guide_macs = (size // 16) ** 2 * (net.config.widths[3] * 16 * 9 + 16)
-    shares = np.array([float(np.prod(t["copy"][0, 2:] - t["copy"][0, :2]) / (im.shape[0] * im.shape[1]))
-                       if len(t["copy"]) else 1.0 for im, t in zip(images, truths)])
+    shares = np.array([copy_share(t, im) for im, t in zip(images, truths)])
     groups = {"copy <= 30% of the image": shares <= 0.3, "30-70%": (shares > 0.3) & (shares <= 0.7),
               "> 70%": shares > 0.7, "all": np.ones(len(images), bool)}
-    results = {}
-    for mode in ("dense", "selective"):
+    inputs = [torch.from_numpy(np.array(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)))
+              .permute(2, 0, 1)[None].float() / 255.0 for im in images]
+
+    def oracle_logits(truth: dict, image: np.ndarray) -> torch.Tensor:
+        """+-20 where the true copy boxes cover a guide cell (a guide that knows the answer)."""
+        scale = np.array([size / image.shape[1], size / image.shape[0]] * 2, np.float32)
+        boxes = truth["copy"] * scale
+        cover = make_targets(boxes, np.zeros(len(boxes), np.int64), size // 4, 4)["cover"]
+        return torch.where(guide_targets(torch.from_numpy(cover)[None]) > 0, 20.0, -20.0)
+
+    def run(mode: str) -> tuple:
         net.selective.dense = mode == "dense"
-        regions, seconds, cpu, selected = [], [], [], []
-        for image in images:
-            x = torch.from_numpy(np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)))
-            x = x.permute(2, 0, 1)[None].float() / 255.0
+        regions, seconds, cpu, computed, work = [], [], [], [], []
+        for image, truth, x in zip(images, truths, inputs):
+            oracle = oracle_logits(truth, image) if mode == "oracle" else None
             started, cpu_started = time.perf_counter(), time.process_time()
             with torch.no_grad():
-                out = net(x)
+                if oracle is not None:  # the learned guide still runs (its cost counts), its answer is replaced
+                    net.selective.guide(x)
+                    out = net.selective.run(net.dense, x, oracle, net.heads.classes)
+                else:
+                    out = net(x)
             seconds.append(time.perf_counter() - started)
             cpu.append(time.process_time() - cpu_started)
-            selected.append(float(out["tiles"].float().mean()))
+            computed.append(float(out["tiles"].float().mean()) if "tiles" in out else 1.0)
+            work.append(count_macs(net, x) if mode != "oracle" else
+                        count_macs(net.selective.guide, x) + macs(net.config) * computed[-1])
             heat = torch.sigmoid(out["heat"])[0].numpy()
             regions.append(decode(heat, out["size"][0].numpy(), out["offset"][0].numpy(), (image.shape[1], image.shape[0]),
                                   max_copies=max_copies))
-        results[mode] = (regions, np.array(seconds), np.array(cpu), np.array(selected))
-    net.selective.dense = False
+        return regions, np.array(seconds), np.array(cpu), np.array(computed), np.array(work)
+
+    dense = run("dense")
     rows = []
-    for group, keep in groups.items():
-        if not keep.any():
-            continue
-        idx = np.nonzero(keep)[0]
-        cells = []
-        for mode in ("dense", "selective"):
-            regions, seconds, cpu, selected = results[mode]
-            ap = evaluate_regions([regions[i] for i in idx], [truths[i] for i in idx])["copy"]["AP50"]
-            mean_macs = dense_macs if mode == "dense" else dense_macs - head_macs(net) * (1 - selected[idx].mean()) + guide_macs
-            cells.append((1000 * np.median(seconds[idx]), 1000 * cpu[idx].mean(), mean_macs / 1e6, ap, selected[idx].mean()))
-        (dt, dc, dm, dap, _), (st, sc, sm, sap, share) = cells
-        rows.append(f"| {name} | {group} | {len(idx)} | {share:.2f} | {dm:.1f} / {sm:.1f} ({1 - sm / dm:.0%} less) | "
-                    f"{dt:.1f} / {st:.1f} ({1 - st / dt:.0%} less) | {dc:.1f} / {sc:.1f} ({1 - sc / dc:.0%} less) | "
-                    f"{dap:.3f} / {sap:.3f} |")
+    for threshold, halo in [(t, h) for t in [*thresholds, "oracle"] for h in halos]:
+        net.selective.halo = halo
+        if threshold != "oracle":
+            net.selective.threshold = threshold
+        selective = run("oracle" if threshold == "oracle" else "guide")
+        for group, keep in groups.items():
+            if not keep.any():
+                continue
+            idx = np.nonzero(keep)[0]
+            cells = []
+            for regions, seconds, cpu, computed, work in (dense, selective):
+                result = evaluate_regions([regions[i] for i in idx], [truths[i] for i in idx])
+                cells.append((1000 * np.median(seconds[idx]), 1000 * cpu[idx].mean(), work[idx].mean() / 1e6,
+                              result["copy"]["AP50"], result["overlay"]["AP50"], computed[idx].mean()))
+            (dt, dc, dm, dap, dov, _), (st, sc, sm, sap, sov, share) = cells
+            rows.append(f"| {name} | {threshold} | {halo} | {group} | {len(idx)} | {share:.2f} | "
+                        f"{dm:.1f} / {sm:.1f} ({1 - sm / dm:.0%} less) | {dt:.1f} / {st:.1f} ({1 - st / dt:.0%} less) | "
+                        f"{dc:.1f} / {sc:.1f} ({1 - sc / dc:.0%} less) | {dap:.3f} / {sap:.3f} | {dov:.3f} / {sov:.3f} |")
+    net.selective.dense = False
     return rows
 
 
@@ -230,7 +258,11 @@ def profile_rows(config: NetConfig, repeats: int = 100) -> list[str]:
         neck = net.neck(features)
         parts["heads (stride 4)"] = cpu_ms(lambda: net.heads(neck))
         total = cpu_ms(lambda: net(x))
-    return [f"| {part} | {ms:.2f} | {ms / total:.0%} |" for part, ms in parts.items()] + [f"| whole net | {total:.2f} | 100% |"]
+        # what a crop costs (SCN runs the whole net on crops): time falls slower than the area
+        crops = {side: cpu_ms(lambda: net(torch.rand(1, 3, side, side))) for side in (128, 96, 64, 32)}
+    return ([f"| {part} | {ms:.2f} | {ms / total:.0%} |" for part, ms in parts.items()] + [f"| whole net | {total:.2f} | 100% |"]
+            + [f"| whole net on a {side}-px crop ({(side / config.input_size) ** 2:.0%} of the area) | {ms:.2f} | {ms / total:.0%} |"
+               for side, ms in crops.items()])
 
 
 def main() -> None:
@@ -238,6 +270,9 @@ def main() -> None:
     parser.add_argument("benches", nargs="+", type=Path)
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--scn", action="append", default=[], metavar="NAME=CHECKPOINT")
+    parser.add_argument("--scn-threshold", type=float, nargs="+", default=[0.5],
+                        help="guide probabilities above which a cell is computed (one row group each)")
+    parser.add_argument("--scn-halo", type=int, nargs="+", default=[0], help="guide cells added around each crop")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
     parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
                         help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
@@ -304,12 +339,18 @@ def main() -> None:
                     print(f"| {name} | {boxes or 'every kept'} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups)
                           + " |", flush=True)
     if args.scn:
-        print("\n| SCN net | images | n | tiles selected | MMACs dense / selective | wall ms dense / selective (median) | "
-              "CPU ms dense / selective (mean) | copy AP50 dense / selective |")
-        print("|---|---|---|---|---|---|---|---|")
+        small = [next((g for g in EDIT_GROUPS if g in chain), "other") for chain, t, im in zip(edits, truths, images)
+                 if copy_share(t, im) <= 0.3]
+        print("\nqueries whose copy covers <= 30% of the image, by composite edit: "
+              + ", ".join(f"{g} {small.count(g)}" for g in (*EDIT_GROUPS, "other") if small.count(g)))
+        print("\n| SCN net | threshold | halo | images | n | area computed | MMACs dense / selective | "
+              "wall ms dense / selective (median) | CPU ms dense / selective (mean) | copy AP50 dense / selective | "
+              "overlay AP50 dense / selective |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for spec in args.scn:
             name, _, path = spec.partition("=")
-            print("\n".join(scn_rows(name, path, images, truths, args.max_copies)), flush=True)
+            print("\n".join(scn_rows(name, path, images, truths, args.max_copies, args.scn_threshold, args.scn_halo)),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ def test_synthetic_queries_are_labelled(photo_list):
         assert (s.labels == 0).sum() <= 1
         assert np.all(s.boxes >= 0) and np.all(s.boxes <= 64) and np.all(s.boxes[:, 2:] > s.boxes[:, :2])
     assert any((s.labels == 0).sum() == 1 for s in samples)
+    assert all(np.all(s.alternatives >= 0) and np.all(s.alternatives <= 64) for s in samples)
 
 
 def test_flip_mirrors_boxes():
@@ -28,7 +29,19 @@ def test_layout_boxes_rescale_and_drop_slivers():
 
 
 def test_pool_round_trip(tmp_path):
-    samples = [Sample(np.full((8, 8, 3), i, np.uint8), np.ones((i, 4), np.float32), np.zeros(i, np.int64)) for i in range(3)]
+    samples = [Sample(np.full((8, 8, 3), i, np.uint8), np.ones((i, 4), np.float32), np.zeros(i, np.int64),
+                      np.full((2 - i, 4), i, np.float32)) for i in range(3)]
     save_pool(samples, tmp_path / "pool.npz")
     back = load_pool(tmp_path / "pool.npz")
     assert [len(s.labels) for s in back] == [0, 1, 2] and back[2].image[0, 0, 0] == 2
+    assert [len(s.alternatives) for s in back] == [2, 1, 0] and back[1].alternatives[0, 0] == 1
+    # a pool saved before alternatives were recorded loads with none
+    np.savez(tmp_path / "old.npz", images=np.zeros((1, 8, 8, 3), np.uint8), counts=np.array([1]),
+             boxes=np.ones((1, 4), np.float32), labels=np.zeros(1, np.int64))
+    assert load_pool(tmp_path / "old.npz")[0].alternatives.shape == (0, 4)
+
+
+def test_flip_mirrors_alternatives_too():
+    s = Sample(np.zeros((10, 20, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+               np.array([[0.0, 0.0, 5.0, 10.0]], np.float32))
+    assert np.allclose(s.flipped().alternatives, [[15, 0, 20, 10]])

@@ -83,6 +83,8 @@ def test_validation_writes_a_learning_curve_and_cpu_clock(photo_list, tmp_path):
     assert len(rows) >= 2 and int(last[0]) >= 1 and all(0.0 <= float(v) <= 1.0 for v in last[2:])
     with pytest.raises(CopyseekError, match="clock"):
         tiny(photo_list, clock="sundial")
+    with pytest.raises(CopyseekError, match="alternatives"):
+        tiny(photo_list, alternatives=1.0)
 
 
 def test_guide_alone_learns_on_a_frozen_initialised_net(photo_list, tmp_path):
@@ -97,7 +99,7 @@ def test_guide_alone_learns_on_a_frozen_initialised_net(photo_list, tmp_path):
     assert set(fresh) - set(frozen) == {k for k in fresh if k.startswith("selective.guide")}
     torch.manual_seed(0)  # train() seeds with config.seed (0) before making the net: the guide's initial weights
     untrained = DetectorNet(NetConfig.preset("tiny", selective=True)).state_dict()
-    assert not torch.equal(fresh["selective.guide.0.weight"], untrained["selective.guide.0.weight"])
+    assert not torch.equal(fresh["selective.guide.out.weight"], untrained["selective.guide.out.weight"])
     with pytest.raises(CopyseekError, match="trainable=guide needs"):
         tiny(photo_list, trainable="guide")
 

@@ -93,3 +93,23 @@ def test_boxes_leaving_the_frame_are_clipped_and_empty_overlays_dropped():
     layout = Layout((100, 100), np.array([50.0, 50.0, 100.0, 100.0]), np.array([[0.0, 0.0, 20.0, 20.0]]))
     moved = layout.after(Moved(Image.new("RGB", (60, 60)), shift(-40, -40)))
     assert np.allclose(moved.copy, [10, 10, 60, 60]) and len(moved.overlays) == 0
+
+
+def test_composites_name_the_other_photos_that_could_be_the_copy():
+    image, donors = marker_image(), [Image.fromarray(np.full((120, 160, 3), 90, np.uint8))] * 4
+    pasted, layout = EDITS["paste_into"].apply(image, np.random.default_rng(0), 1.0, donors)
+    assert np.allclose(layout.alternatives, [[0, 0, pasted.width, pasted.height]])  # the donor frame
+    _, layout = EDITS["paste_over"].apply(image, np.random.default_rng(0), 1.0, donors)
+    assert np.allclose(layout.alternatives, layout.overlays)  # the pasted photo covers the copy and looks like a pasted copy
+    _, layout = EDITS["collage"].apply(image, np.random.default_rng(2), 1.5, donors)
+    cells = np.vstack([layout.copy[None], layout.alternatives])
+    assert len(layout.alternatives) >= 1 and np.allclose((cells[:, 2:] - cells[:, :2]).std(axis=0), 0)  # equal cells
+    assert all(iou(layout.copy, other) == 0 for other in layout.alternatives)
+
+
+def test_alternatives_follow_later_edits_and_round_trip():
+    layout = Layout((100, 100), np.array([10.0, 10.0, 50.0, 50.0]), alternatives=np.array([[0.0, 0.0, 100.0, 100.0]]))
+    moved = layout.after(Moved(Image.new("RGB", (60, 60)), shift(-40, -40)))  # a crop of the lower right
+    assert np.allclose(moved.alternatives, [[0, 0, 60, 60]])
+    assert np.allclose(Layout.from_dict(moved.to_dict()).alternatives, moved.alternatives)
+    assert "alternatives" not in Layout.whole((10, 10)).to_dict()  # layouts without them are written as before

@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, help="step budget")
     p.add_argument("--teacher", metavar="CHECKPOINT", help="distil from this trained detector's checkpoint.pt")
     p.add_argument("--distill", choices=("none", "plain", "hgd"), help="distillation (with --teacher)")
-    p.add_argument("--selective", action="store_true", help="SCN: neck and heads only on tiles a guidance head selects")
+    p.add_argument("--selective", action="store_true", help="SCN: the network runs only on the crops a cheap guide selects")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help='any setting, e.g. --set pool=0 --set \'net={"input_size": 128}\' (repeatable)')
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +25,24 @@ MIN_BOX = 2.0
 
 @dataclass(frozen=True)
 class Sample:
-    """image (S, S, 3) uint8; boxes (n, 4) x0, y0, x1, y1 in its pixels; labels (n,) CLASSES indices."""
+    """image (S, S, 3) uint8; boxes (n, 4) x0, y0, x1, y1 in its pixels; labels (n,) CLASSES indices;
+    alternatives (m, 4): other photos that could be the copy as far as the image shows (Layout)."""
 
     image: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
+    alternatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
     def flipped(self) -> Sample:
         """The mirror image with its boxes mirrored."""
         width = self.image.shape[1]
-        boxes = self.boxes.copy()
-        boxes[:, [0, 2]] = width - self.boxes[:, [2, 0]]
-        return Sample(self.image[:, ::-1].copy(), boxes, self.labels)
+
+        def mirrored(boxes: np.ndarray) -> np.ndarray:
+            out = boxes.copy()
+            out[:, [0, 2]] = width - boxes[:, [2, 0]]
+            return out
+
+        return Sample(self.image[:, ::-1].copy(), mirrored(self.boxes), self.labels, mirrored(self.alternatives))
 
 
 def layout_boxes(layout, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +53,21 @@ def layout_boxes(layout, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]
     layout = layout.resized(size)
     boxes = np.vstack([layout.copy[None], layout.overlays]).astype(np.float32)
     labels = np.array([CLASSES.index("copy")] + [CLASSES.index("overlay")] * len(layout.overlays), np.int64)
-    sides = boxes[:, 2:] - boxes[:, :2]
-    keep = (sides >= MIN_BOX).all(axis=1)
+    keep = _wide_enough(boxes)
     return boxes[keep], labels[keep]
+
+
+def layout_alternatives(layout, size: tuple[int, int]) -> np.ndarray:
+    """A Layout's (or its dict's) alternatives rescaled to an image of `size` -> (m, 4)."""
+    from copyseek.edits.layout import Layout
+
+    layout = Layout.from_dict(layout) if isinstance(layout, dict) else layout
+    boxes = layout.resized(size).alternatives.astype(np.float32)
+    return boxes[_wide_enough(boxes)]
+
+
+def _wide_enough(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2:] - boxes[:, :2] >= MIN_BOX).all(axis=1)
 
 
 def load_photos(paths: Sequence[str | Path], max_side: int) -> list[Image.Image]:
@@ -93,7 +111,7 @@ class SyntheticQueries:
         side = self.input_size
         boxes, labels = layout_boxes(layout, (side, side))
         image = np.asarray(edited.resize((side, side), Image.Resampling.BILINEAR))
-        return Sample(image, boxes, labels)
+        return Sample(image, boxes, labels, layout_alternatives(layout, (side, side)))
 
     def pool(self, n: int, rng: np.random.Generator, progress: bool = False) -> list[Sample]:
         """n samples made once (training cycles through them, mirrored at random)."""

@@ -38,7 +38,7 @@ def export_detector(net: DetectorNet, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = net.config.input_size
-    if net.selective is not None:  # ONNX gets the dense heads: tile gathering is a torch-side saving
+    if net.selective is not None:  # ONNX gets the dense network: the crops are a torch-side saving
         net.selective.dense = True
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
     with warnings.catch_warnings(), torch.no_grad():

@@ -8,7 +8,7 @@
 
 Widths and depths are parameters so that a teacher and a student of about a third of its cost share
 one definition (`NetConfig.preset`). The neck and heads run at stride 4; an optional `Selective`
-module (detect/scn.py) computes them only where a guidance head says the image is informative.
+module (detect/scn.py) runs the whole network only on the crops a cheap guide selects.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class NetConfig:
     """widths: channels of the stem (stride 2) and the stages at strides 4, 8, 16, 32;
     depth: convolutions per stage after its strided one; neck: channels at stride 4;
     input_size: square input side in pixels (a multiple of 32); split_heads: one head branch per
-    output (heat, size, offset) as CenterNet, instead of one shared; selective: run the heads only
-    on the tiles a guidance head selects (SCN, detect/scn.py)."""
+    output (heat, size, offset) as CenterNet, instead of one shared; selective: run the network
+    only on the crops a guidance network selects (SCN, detect/scn.py)."""
 
     widths: tuple[int, ...] = (16, 24, 48, 64, 96)
     depth: int = 1
@@ -127,18 +127,14 @@ class HeadBranch(nn.Module):
         self.smooth = conv(channels, channels)
         self.out = nn.Conv2d(channels, outputs, 1)
 
-    def forward(self, x: Tensor, padding: int = 1) -> Tensor:
-        """padding 0 reads a one-cell halo and returns 2 cells less per side (SCN's tiles)."""
-        smooth = self.smooth[0]
-        # the module itself when it can be (its forward hooks count MACs: model.macs)
-        x = smooth(x) if padding == smooth.padding[0] else F.conv2d(x, smooth.weight, None, 1, padding)
-        return self.out(self.smooth[2](self.smooth[1](x)))
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.smooth(x))
 
 
 class Heads(nn.Module):
     """Stride-4 neck features (B, neck, h, w) -> heat logits (B, C, h, w), log size and offset
     (B, 2, h, w), stacked as (B, C + 4, h, w). One shared branch, or (split) one branch per
-    output as CenterNet does: three times the cost, which is the part SCN can skip."""
+    output as CenterNet does: three times the cost."""
 
     def __init__(self, channels: int, classes: int, split: bool = False):
         super().__init__()
@@ -150,8 +146,8 @@ class Heads(nn.Module):
         self.classes = classes
         self.outputs = classes + 4
 
-    def forward(self, x: Tensor, padding: int = 1) -> Tensor:
-        return torch.cat([branch(x, padding) for branch in self.branches], dim=1)
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
 
     def macs_per_cell(self) -> int:
         """Multiply-accumulates per output cell."""
@@ -174,7 +170,7 @@ class DetectorNet(nn.Module):
         if config.selective:
             from copyseek.detect.scn import Selective
 
-            self.selective = Selective(w[3], self.heads)
+            self.selective = Selective()
 
     def backbone(self, images: Tensor) -> list[Tensor]:
         """(B, 3, S, S) in [0, 1] -> feature maps at strides 4, 8, 16, 32."""
@@ -190,41 +186,55 @@ class DetectorNet(nn.Module):
         """Top-down: each coarser map, upsampled, added to the lateral projection of the finer one."""
         x = self.lateral[3](features[3])
         for i in (2, 1, 0):
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest") + self.lateral[i](features[i])
+            # to the finer map's size, not x2: SCN's crops are whole guide cells (16 px), not multiples of 32
+            x = F.interpolate(x, size=features[i].shape[-2:], mode="nearest") + self.lateral[i](features[i])
         return x
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """See the module docstring; a selective net also returns `guide` (B, 1, S/16, S/16) logits and
+        `tiles` (B, S/16, S/16) bool, the cells computed (all of them in training)."""
+        if self.selective is None or self.selective.dense:
+            return self.dense(images)
+        logits = self.selective.guide(images)
+        if self.training:
+            out = self.dense(self.selective.gate(images, logits))
+            return {**out, "guide": logits, "tiles": torch.sigmoid(logits[:, 0]) >= self.selective.threshold}
+        return {**self.selective.run(self.dense, images, logits, self.heads.classes), "guide": logits}
+
+    def dense(self, images: Tensor) -> dict[str, Tensor]:
+        """The network on every pixel of `images` (B, 3, H, W), H and W multiples of 16."""
         features = self.backbone(images)
         neck = self.neck(features)
-        out: dict[str, Tensor] = {}
-        if self.selective is not None:
-            raw, out["guide"], out["tiles"] = self.selective(neck, features[2])
-        else:
-            raw = self.heads(neck)
+        raw = self.heads(neck)
         c = self.heads.classes
         # sizes are learnt in log space: a 10% error costs the same for an emoji and the whole frame
         log_size = raw[:, c : c + 2].clamp(max=MAX_LOG_SIZE)
-        out.update(heat=raw[:, :c], log_size=log_size, size=torch.exp(log_size), offset=raw[:, c + 2 :],
-                   stages=[*features, neck])
-        return out
+        return {"heat": raw[:, :c], "log_size": log_size, "size": torch.exp(log_size), "offset": raw[:, c + 2 :],
+                "stages": [*features, neck]}
 
 
 def macs(config: NetConfig) -> int:
     """Multiply-accumulates of one dense forward pass at config.input_size (convolutions only)."""
+    net = DetectorNet(NetConfig(**{**asdict(config), "selective": False})).eval()
+    return count_macs(net, torch.zeros(1, 3, config.input_size, config.input_size))
+
+
+def count_macs(module: nn.Module, *inputs) -> int:
+    """Multiply-accumulates of the convolutions `module(*inputs)` runs (no gradients)."""
     total = 0
 
-    def hook(module: nn.Module, inputs, output):
+    def hook(layer: nn.Module, _inputs, output):
         nonlocal total
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            total += output.numel() * k
+        k = layer.kernel_size[0] * layer.kernel_size[1] * layer.in_channels // layer.groups
+        total += output.numel() * k
 
-    net = DetectorNet(NetConfig(**{**asdict(config), "selective": False})).eval()
-    handles = [m.register_forward_hook(hook) for m in net.modules()]
-    with torch.no_grad():
-        net(torch.zeros(1, 3, config.input_size, config.input_size))
-    for h in handles:
-        h.remove()
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
     return total
 
 

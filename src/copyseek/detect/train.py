@@ -59,7 +59,9 @@ class DetectorTrainConfig:
     teacher_cache: a folder where the teacher's outputs over the pool (every sample and its mirror)
     are computed once and read back at every step instead of running the teacher (needs a pool;
     refused if made for another pool or teacher);
-    scn_direct: weight of the guidance head's direct supervision (masks from the boxes; 0 leaves
+    alternatives: the target weight of the other photos that could be the copy (a paste's other
+    photo, a collage's other cells; detect/targets.py), 0 leaves them negatives;
+    scn_direct: weight of the SCN guide's direct supervision (masks from the copy boxes; 0 leaves
     only the indirect signal through the detection loss) when the net is selective;
     clock: what `minutes` counts: "wall" time of the training steps, or the process's "cpu" time
     (fair between runs on a shared machine, whose share of the cores changes from minute to minute);
@@ -88,6 +90,7 @@ class DetectorTrainConfig:
     distill: str = "none"
     distill_weight: float = 1.0
     teacher_cache: str = ""
+    alternatives: float = 0.0
     scn_direct: float = 1.0
     clock: str = "wall"
     init: str = ""
@@ -102,6 +105,8 @@ class DetectorTrainConfig:
         if self.batch < 1 or self.pool < 0 or self.photo_side < 32:
             raise CopyseekError(f"batch must be >= 1, pool >= 0 and photo_side >= 32, got "
                                 f"{self.batch}, {self.pool}, {self.photo_side}")
+        if not 0.0 <= self.alternatives < 1.0:
+            raise CopyseekError(f"alternatives must be a weight in [0, 1), got {self.alternatives}")
         if self.val_limit < 1 or self.val_minutes <= 0:
             raise CopyseekError(f"val_limit must be >= 1 and val_minutes > 0, got {self.val_limit}, {self.val_minutes}")
         if self.trainable not in TRAINABLE:
@@ -141,10 +146,10 @@ def image_paths(images: str) -> list[Path]:
     return [f.path for f in find_images(path)[0]]
 
 
-def collate(samples: list[Sample], grid: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def collate(samples: list[Sample], grid: int, alternative_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Samples -> (B, 3, S, S) float images in [0, 1] and batched dense targets."""
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
-    targets = [make_targets(s.boxes, s.labels, grid, STRIDE) for s in samples]
+    targets = [make_targets(s.boxes, s.labels, grid, STRIDE, s.alternatives, alternative_weight) for s in samples]
     return images, {k: torch.from_numpy(np.stack([t[k] for t in targets])) for k in targets[0]}
 
 
@@ -154,7 +159,9 @@ def save_pool(samples: list[Sample], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, images=np.stack([s.image for s in samples]), counts=np.array([len(s.labels) for s in samples]),
-             boxes=np.concatenate([s.boxes for s in samples]), labels=np.concatenate([s.labels for s in samples]))
+             boxes=np.concatenate([s.boxes for s in samples]), labels=np.concatenate([s.labels for s in samples]),
+             alternative_counts=np.array([len(s.alternatives) for s in samples]),
+             alternatives=np.concatenate([s.alternatives for s in samples]).reshape(-1, 4))
     os.replace(tmp, path)
 
 
@@ -162,8 +169,12 @@ def load_pool(path: str | Path) -> list[Sample]:
     """The samples `save_pool` wrote."""
     with np.load(path) as data:  # each data[key] reads the array anew: read each once
         images, counts, boxes, labels = data["images"], data["counts"], data["boxes"], data["labels"]
-    ends = np.cumsum(counts)
-    return [Sample(images[i], boxes[a:b], labels[a:b]) for i, (a, b) in enumerate(zip(ends - counts, ends))]
+        # pools saved before alternatives were recorded have none
+        alternative_counts = data["alternative_counts"] if "alternative_counts" in data else np.zeros(len(images), int)
+        alternatives = data["alternatives"] if "alternatives" in data else np.zeros((0, 4), np.float32)
+    ends, alternative_ends = np.cumsum(counts), np.cumsum(alternative_counts)
+    return [Sample(images[i], boxes[a:b], labels[a:b], alternatives[c:d])
+            for i, (a, b, c, d) in enumerate(zip(ends - counts, ends, alternative_ends - alternative_counts, alternative_ends))]
 
 
 def _save_atomic(obj, path: Path) -> None:
@@ -308,7 +319,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
             for group in optimiser.param_groups:
                 group["lr"] = lr
             samples, indices, mirrored = batches.next()
-            images, targets = collate(samples, grid)
+            images, targets = collate(samples, grid, config.alternatives)
             output = net(images)
             losses = detection_loss(output, targets)
             total = losses["total"]
@@ -322,7 +333,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
 
                 extra["guide"] = sparsity_loss(output["guide"])
                 if config.scn_direct > 0:
-                    extra["guide"] = extra["guide"] + config.scn_direct * guide_loss(output["guide"], targets["heat"])
+                    extra["guide"] = extra["guide"] + config.scn_direct * guide_loss(output["guide"], targets["cover"])
                 total = total + extra["guide"]
             optimiser.zero_grad(set_to_none=True)
             total.backward()

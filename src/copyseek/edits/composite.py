@@ -53,7 +53,8 @@ def paste_into(image: Image.Image, rng: np.random.Generator, strength: float, do
     piece = image.resize(scaled_to_area(image.size, canvas.size, area))
     opacity = 1.0 if rng.random() < 0.8 else float(rng.uniform(0.6, 0.9))
     pasted, (left, top) = _paste_at_random(canvas, piece, rng, opacity)
-    return Moved(pasted, shift(left, top, piece.width / image.width, piece.height / image.height))
+    frame = (0.0, 0.0, float(pasted.width), float(pasted.height))  # the donor: a paste_over's copy looks like this
+    return Moved(pasted, shift(left, top, piece.width / image.width, piece.height / image.height), alternatives=(frame,))
 
 
 @register("paste_over", "composite", weight=1.5)
@@ -66,7 +67,8 @@ def paste_over(image: Image.Image, rng: np.random.Generator, strength: float, do
     area = float(np.clip((0.1 + 0.25 * strength) * rng.uniform(0.7, 1.3), 0.02, 0.6))
     piece = window.resize(scaled_to_area(window.size, image.size, area))
     pasted, (left, top) = _paste_at_random(image, piece, rng, float(rng.uniform(0.75, 1.0)))
-    return Moved(pasted, overlays=((left, top, left + piece.width, top + piece.height),))
+    inset = (left, top, left + piece.width, top + piece.height)  # covers the copy, and looks like a paste_into's copy
+    return Moved(pasted, overlays=(inset,), alternatives=(inset,))
 
 
 @register("collage", "composite", weight=1.5)
@@ -83,16 +85,17 @@ def collage(image: Image.Image, rng: np.random.Generator, strength: float, donor
     )
     copy_cell = int(rng.integers(rows * cols))
     donor_order = rng.permutation(len(donors))
-    for index in range(rows * cols):
+    corners = [(gutter + col * (cell[0] + gutter), gutter + row * (cell[1] + gutter))
+               for row, col in (divmod(index, cols) for index in range(rows * cols))]
+    for index, corner in enumerate(corners):
         if index == copy_cell:
             tile = image.resize(cell)
         else:
             tile = _fill(donors[int(donor_order[index % len(donors)])], cell, rng)
-        row, col = divmod(index, cols)
-        canvas.paste(tile, (gutter + col * (cell[0] + gutter), gutter + row * (cell[1] + gutter)))
-    row, col = divmod(copy_cell, cols)
-    left, top = gutter + col * (cell[0] + gutter), gutter + row * (cell[1] + gutter)
-    return Moved(canvas, shift(left, top, cell[0] / image.width, cell[1] / image.height))
+        canvas.paste(tile, corner)
+    left, top = corners[copy_cell]
+    others = tuple((x, y, x + cell[0], y + cell[1]) for index, (x, y) in enumerate(corners) if index != copy_cell)
+    return Moved(canvas, shift(left, top, cell[0] / image.width, cell[1] / image.height), alternatives=others)
 
 
 @register("blend", "composite")

@@ -32,11 +32,14 @@ CHANGE_LEVEL = 12
 class Moved:
     """An edit's result with its geometry: `warp` maps input points to output points (None: the
     whole frame is resized to the output's size); `overlays` are (x0, y0, x1, y1) output-pixel
-    boxes of what the edit drew over the image."""
+    boxes of what the edit drew over the image; `alternatives` the boxes of other photos the edit
+    placed that look as much like the copy as the copy does (a paste's other photo, a collage's
+    other cells): which one is the copy depends only on the reference."""
 
     image: Image.Image
     warp: Warp | None = None
     overlays: tuple[tuple[float, float, float, float], ...] = ()
+    alternatives: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def shift(dx: float, dy: float, sx: float = 1.0, sy: float = 1.0) -> Warp:
@@ -90,11 +93,13 @@ def _clip(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class Layout:
     """Boxes in an image of `size` (width, height) pixels, as x0, y0, x1, y1 floats:
     copy (4,) the copied photo (an empty box when it left the frame), overlays (n, 4) what was
-    drawn over it (emoji, text, pasted photos, caption bands)."""
+    drawn over it (emoji, text, pasted photos, caption bands), alternatives (m, 4) other photos
+    that a detector cannot tell from the copy (Moved.alternatives)."""
 
     size: tuple[int, int]
     copy: np.ndarray
     overlays: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    alternatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
     @classmethod
     def whole(cls, size: tuple[int, int]) -> Layout:
@@ -109,24 +114,33 @@ class Layout:
         if warp is None:
             warp = shift(0.0, 0.0, size[0] / self.size[0], size[1] / self.size[1])
         copy = _clip(_warp_boxes(self.copy[None], warp), size)[0]
-        overlays = _clip(_warp_boxes(self.overlays, warp), size)
-        overlays = np.vstack([overlays, _clip(np.array(moved.overlays, np.float64), size)])
-        sides = overlays[:, 2:] - overlays[:, :2]
-        return Layout(tuple(size), copy, overlays[(sides >= 1).all(axis=1)])
+
+        def carried(boxes: np.ndarray, added: tuple) -> np.ndarray:
+            """Earlier boxes moved with the image, plus the edit's own; slivers under a pixel dropped."""
+            boxes = np.vstack([_clip(_warp_boxes(boxes, warp), size), _clip(np.array(added, np.float64), size)])
+            return boxes[(boxes[:, 2:] - boxes[:, :2] >= 1).all(axis=1)]
+
+        return Layout(tuple(size), copy, carried(self.overlays, moved.overlays), carried(self.alternatives, moved.alternatives))
 
     def resized(self, size: tuple[int, int]) -> Layout:
         """The layout of the image resized to `size` (width, height)."""
         return self.after(Moved(Image.new("L", size)))
 
     def to_dict(self) -> dict:
-        """JSON-ready: size, copy and overlays as rounded lists."""
-        return {
+        """JSON-ready: size, copy, overlays and (when there are any, so that layouts of edits without
+        them read as before) alternatives, as rounded lists."""
+        data = {
             "size": list(self.size),
             "copy": [round(float(v), 1) for v in self.copy],
             "overlays": [[round(float(v), 1) for v in box] for box in self.overlays],
         }
+        if len(self.alternatives):
+            data["alternatives"] = [[round(float(v), 1) for v in box] for box in self.alternatives]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Layout:
-        overlays = np.asarray(data.get("overlays", []), np.float64).reshape(-1, 4)
-        return cls(tuple(data["size"]), np.asarray(data["copy"], np.float64), overlays)
+        def boxes(key: str) -> np.ndarray:
+            return np.asarray(data.get(key, []), np.float64).reshape(-1, 4)
+
+        return cls(tuple(data["size"]), np.asarray(data["copy"], np.float64), boxes("overlays"), boxes("alternatives"))
