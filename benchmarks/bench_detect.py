@@ -106,7 +106,7 @@ def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits:
                   boxes_per_query: int = 1) -> dict[str, float]:
     """Share of queries of which one of the `boxes_per_query` best copy boxes (0: every one kept)
     overlaps the true one at IoU >= 0.5, by the first of EDIT_GROUPS in the query's chain ("other":
-    none of them)."""
+    none of them), and over all queries ("all")."""
     from copyseek.detect.regions import box_iou
 
     hits: dict[str, list[bool]] = {}
@@ -116,7 +116,7 @@ def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits:
         hit = bool(len(boxes) and len(truth["copy"]) and box_iou(boxes, truth["copy"]).max() >= 0.5)
         group = next((g for g in EDIT_GROUPS if g in chain), "other")
         hits.setdefault(group, []).append(hit)
-    return {group: float(np.mean(h)) for group, h in hits.items()}
+    return {"all": float(np.mean(sum(hits.values(), []))), **{group: float(np.mean(h)) for group, h in hits.items()}}
 
 
 def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU):
@@ -326,8 +326,9 @@ def main() -> None:
                 name, _, path = spec.partition("=")
                 print("\n".join(decoding_rows(name, path, images, truths)), flush=True)
         if args.by_edit:
-            groups = [*EDIT_GROUPS, "other"]
+            groups = [*EDIT_GROUPS, "other", "all"]
             counts = {g: sum(next((e for e in EDIT_GROUPS if e in c), "other") == g for c in edits) for g in groups}
+            counts["all"] = len(edits)
             print("\na copy box at IoU >= 0.5 among the best 1 / every kept, by edit (queries: "
                   + ", ".join(f"{g} {counts[g]}" for g in groups) + ")\n")
             print("| model | boxes | " + " | ".join(groups) + " |\n|---|---|" + "---|" * len(groups))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from copyseek.detect.model import STRIDE, DetectorNet, NetConfig, macs
+from copyseek.detect.model import STRIDE, DetectorNet, NetConfig, load_checkpoint, macs
 from copyseek.errors import CopyseekError
 
 
@@ -38,3 +38,12 @@ def test_config_refuses_bad_values():
     with pytest.raises(CopyseekError, match="unknown detector preset"):
         NetConfig.preset("huge")
     assert NetConfig.from_dict(NetConfig.preset("teacher").to_dict()) == NetConfig.preset("teacher")
+
+
+def test_a_checkpoint_of_another_layout_is_refused_with_a_clear_message(tmp_path):
+    net = DetectorNet(NetConfig.preset("tiny", selective=True))
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("selective.")}
+    state["selective.guide.0.weight"] = torch.zeros(16, 16, 3, 3)  # session 5's stride-16 guide head
+    torch.save({"model": state, "net": net.config.to_dict()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(CopyseekError, match="another layout"):
+        load_checkpoint(tmp_path / "checkpoint.pt")

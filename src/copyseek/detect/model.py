@@ -245,5 +245,9 @@ def load_checkpoint(path: str | Path) -> tuple[DetectorNet, dict]:
         raise CopyseekError(f"no detector checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=False)
     net = DetectorNet(NetConfig.from_dict(state["net"]))
-    net.load_state_dict(state["model"])
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as error:  # e.g. a selective net saved before session 14's SCN (a stride-16 guide head)
+        raise CopyseekError(f"{path} holds a detector of another layout than this version's; retrain it "
+                            f"({str(error).splitlines()[0]})") from error
     return net.eval(), state
