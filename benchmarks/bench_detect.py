@@ -42,7 +42,7 @@ import torch
 from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_queries
 from copyseek.detect.model import NetConfig, macs
-from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, decode
+from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, ONE_COPY, decode
 from copyseek.detect.runtime import Detector
 
 
@@ -119,34 +119,38 @@ def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits:
     return {"all": float(np.mean(sum(hits.values(), []))), **{group: float(np.mean(h)) for group, h in hits.items()}}
 
 
-def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU):
+def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY):
     """(detector, NetConfig) for an .onnx (with sidecar) or a checkpoint.pt."""
     import json
 
+    settings = {"max_copies": max_copies, "copy_nms_iou": copy_nms_iou, "one_copy": one_copy}
     if path.endswith(".onnx"):
         meta = json.loads(Path(path).with_suffix(".json").read_text())
-        return Detector(path, max_copies=max_copies, copy_nms_iou=copy_nms_iou), NetConfig.from_dict(meta["net"])
-    detector = TorchDetector(path, max_copies=max_copies, copy_nms_iou=copy_nms_iou)
+        return Detector(path, **settings), NetConfig.from_dict(meta["net"])
+    detector = TorchDetector(path, **settings)
     return detector, detector.net.config
 
 
 def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[dict]) -> list[str]:
-    """Copy AP50 / AP for each (copy box suppression IoU, copy boxes kept) of DECODING_GRID: the
-    net runs once, every peak kept, and the boxes are suppressed afterwards as `decode` does."""
-    from copyseek.detect.regions import Regions, suppress_copies
+    """Copy AP50 / AP for each (copy box suppression IoU, copy boxes kept) of DECODING_GRID, with
+    and without the one-copy scores: the net runs once, every peak kept, and the boxes are
+    suppressed and rescored afterwards as `decode` does."""
+    from copyseek.detect.regions import Regions, one_copy_scores, suppress_copies
 
-    detector, _ = load_model(path, max_copies=0, copy_nms_iou=1.0)
+    detector, _ = load_model(path, max_copies=0, copy_nms_iou=1.0, one_copy=False)
     # `decode` keeps its top_k regions after suppression: here after each setting's
     limit, detector.top_k = detector.top_k, 10_000
     found = [detector.detect_batch([image])[0] for image in images]
     rows = []
-    for iou in DECODING_GRID[0]:
-        cells = []
-        for copies in DECODING_GRID[1]:
-            kept = [suppress_copies(r.boxes, r.labels, iou, copies, limit) for r in found]
-            r = evaluate_regions([Regions(f.boxes[k], f.scores[k], f.labels[k]) for f, k in zip(found, kept)], truths)
-            cells.append(f"{r['copy']['AP50']:.3f} / {r['copy']['AP']:.3f}")
-        rows.append(f"| {name} | {iou:g} | " + " | ".join(cells) + " |")
+    for one_copy in (False, True):
+        for iou in DECODING_GRID[0]:
+            cells = []
+            for copies in DECODING_GRID[1]:
+                kept = [suppress_copies(r.boxes, r.labels, iou, copies, limit) for r in found]
+                regions = [Regions(f.boxes[k], f.scores[k], f.labels[k]) for f, k in zip(found, kept)]
+                r = evaluate_regions([one_copy_scores(g) for g in regions] if one_copy else regions, truths)
+                cells.append(f"{r['copy']['AP50']:.3f} / {r['copy']['AP']:.3f}")
+            rows.append(f"| {name} | {'yes' if one_copy else 'no'} | {iou:g} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -158,7 +162,7 @@ def copy_share(truth: dict, image: np.ndarray) -> float:
 
 
 def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict], max_copies: int,
-             thresholds: list[float], halos: list[int]) -> list[str]:
+             thresholds: list[float], halos: list[int], one_copy: bool = ONE_COPY) -> list[str]:
     """The same selective net run densely, with its guide at each threshold and halo, and with an
     oracle guide (the cells the true copy boxes cover; the learned guide's cost still paid), by the
     share of the image the copy covers: cells computed, MACs (guide included), wall and CPU ms, AP50."""
@@ -202,7 +206,7 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
                         count_macs(net.selective.guide, x) + macs(net.config) * computed[-1])
             heat = torch.sigmoid(out["heat"])[0].numpy()
             regions.append(decode(heat, out["size"][0].numpy(), out["offset"][0].numpy(), (image.shape[1], image.shape[0]),
-                                  max_copies=max_copies))
+                                  max_copies=max_copies, one_copy=one_copy))
         return regions, np.array(seconds), np.array(cpu), np.array(computed), np.array(work)
 
     dense = run("dense")
@@ -278,6 +282,8 @@ def main() -> None:
                         help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
     parser.add_argument("--copy-nms-iou", type=float, default=COPY_NMS_IOU,
                         help=f"a copy box overlapping a better one more than this is dropped (default {COPY_NMS_IOU}; 1: none)")
+    parser.add_argument("--raw-scores", action="store_true",
+                        help="the runners-up keep their heat-map scores (no one-copy rescoring, regions.ONE_COPY; --model, --by-edit, --scn)")
     parser.add_argument("--decoding", action="store_true",
                         help="each --model's copy AP50 / AP over a grid of box suppression IoUs and copy boxes kept")
     parser.add_argument("--by-edit", action="store_true", help="each --model's found share by composite edit")
@@ -313,7 +319,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
         for spec in args.model:
             name, _, path = spec.partition("=")
-            detector, config = load_model(path, args.max_copies, args.copy_nms_iou)
+            detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
@@ -334,7 +340,7 @@ def main() -> None:
             print("| model | boxes | " + " | ".join(groups) + " |\n|---|---|" + "---|" * len(groups))
             for spec in args.model:
                 name, _, path = spec.partition("=")
-                detector = load_model(path, args.max_copies, args.copy_nms_iou)[0]
+                detector = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores)[0]
                 for boxes in (1, 0):
                     found = found_by_edit(detector, images, truths, edits, boxes)
                     print(f"| {name} | {boxes or 'every kept'} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups)
@@ -350,8 +356,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for spec in args.scn:
             name, _, path = spec.partition("=")
-            print("\n".join(scn_rows(name, path, images, truths, args.max_copies, args.scn_threshold, args.scn_halo)),
-                  flush=True)
+            print("\n".join(scn_rows(name, path, images, truths, args.max_copies, args.scn_threshold, args.scn_halo,
+                                      not args.raw_scores)), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from copyseek.detect.regions import CLASSES, Regions, box_iou, decode, suppress_copies
+from copyseek.detect.regions import CLASSES, Regions, box_iou, decode, one_copy_scores, suppress_copies
 from copyseek.errors import CopyseekError
 
 
@@ -28,7 +28,7 @@ def test_max_copies_keeps_the_best_copy_peaks_and_every_overlay():
     args = (np.ones((2, 8, 8)), np.zeros((2, 8, 8)), (80, 80))
     one = decode(heat, *args, max_copies=1)
     assert np.allclose(one.of("copy").scores, [0.7]) and np.allclose(one.of("overlay").scores, [0.6, 0.3])
-    assert np.allclose(decode(heat, *args, max_copies=2).of("copy").scores, [0.7, 0.5])
+    assert np.allclose(decode(heat, *args, max_copies=2, one_copy=False).of("copy").scores, [0.7, 0.5])
     assert len(decode(heat, *args).of("copy")) == 3
 
 
@@ -45,10 +45,11 @@ def test_copy_peaks_of_one_box_are_suppressed_and_distinct_copies_kept():
     heat[1, 5, 5] = 0.6
     size = np.full((2, 20, 20), 8.0, np.float32)
     offset = np.zeros((2, 20, 20), np.float32)
-    regions = decode(heat, size, offset, (100, 100))
+    raw = {"one_copy": False}
+    regions = decode(heat, size, offset, (100, 100), **raw)
     assert np.allclose(regions.of("copy").scores, [0.9, 0.5]) and np.allclose(regions.of("overlay").scores, [0.6])
-    assert np.allclose(decode(heat, size, offset, (100, 100), copy_nms_iou=1.0).of("copy").scores, [0.9, 0.8, 0.5])
-    assert np.allclose(decode(heat, size, offset, (100, 100), copy_nms_iou=0.7).of("copy").scores, [0.9, 0.8, 0.5])
+    assert np.allclose(decode(heat, size, offset, (100, 100), copy_nms_iou=1.0, **raw).of("copy").scores, [0.9, 0.8, 0.5])
+    assert np.allclose(decode(heat, size, offset, (100, 100), copy_nms_iou=0.7, **raw).of("copy").scores, [0.9, 0.8, 0.5])
     assert np.allclose(decode(heat, size, offset, (100, 100), max_copies=1).of("copy").scores, [0.9])
 
 
@@ -75,3 +76,18 @@ def test_regions_check_shapes():
     with pytest.raises(CopyseekError):
         Regions(np.zeros((2, 4)), np.zeros(3), np.zeros(3, np.int64))
     assert len(Regions.empty()) == 0
+
+
+def test_one_copy_scores_are_the_chance_that_no_better_box_is_the_copy():
+    boxes = np.zeros((4, 4), np.float32)
+    regions = Regions(boxes, np.array([0.9, 0.6, 0.5, 0.4], np.float32), np.array([0, 1, 0, 0]))
+    rescored = one_copy_scores(regions)
+    assert np.allclose(rescored.of("copy").scores, [0.9, 0.5 * 0.1, 0.4 * 0.1 * 0.5])  # sure first: runners-up fall
+    assert np.allclose(rescored.of("overlay").scores, [0.6]) and list(rescored.labels) == [0, 1, 0, 0]
+    assert np.all(np.diff(rescored.scores) <= 0)  # best first again
+    unsure = one_copy_scores(Regions(boxes[:2], np.array([0.4, 0.35], np.float32), np.array([0, 0])))
+    assert np.allclose(unsure.scores, [0.4, 0.35 * 0.6])  # an unsure first keeps its runner-up high
+    heat = np.zeros((2, 20, 20), np.float32)
+    heat[0, 5, 5], heat[0, 15, 15] = 0.9, 0.5
+    decoded = decode(heat, np.full((2, 20, 20), 4.0, np.float32), np.zeros((2, 20, 20), np.float32), (100, 100))
+    assert np.allclose(decoded.scores, [0.9, 0.05])  # decode scores this way by default

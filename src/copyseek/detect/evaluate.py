@@ -9,7 +9,7 @@ import numpy as np
 
 from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.data import benchmark_queries
-from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, Regions, decode
+from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, ONE_COPY, Regions, decode
 
 
 class TorchDetector:
@@ -18,13 +18,13 @@ class TorchDetector:
     The net is used as it is (a training net is not switched to eval mode here)."""
 
     def __init__(self, source, *, top_k: int = 20, min_score: float = 0.05, max_copies: int = COPIES_PER_IMAGE,
-                 copy_nms_iou: float = COPY_NMS_IOU):
+                 copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY):
         from copyseek.detect.model import DetectorNet, load_checkpoint
 
         self.net = source if isinstance(source, DetectorNet) else load_checkpoint(source)[0]
         self.input_size = self.net.config.input_size
         self.top_k, self.min_score = top_k, min_score
-        self.max_copies, self.copy_nms_iou = max_copies, copy_nms_iou
+        self.max_copies, self.copy_nms_iou, self.one_copy = max_copies, copy_nms_iou, one_copy
 
     def detect_batch(self, images: list[np.ndarray]) -> list[Regions]:
         import torch
@@ -36,7 +36,7 @@ class TorchDetector:
             out = self.net(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0)
         heat, sz, off = torch.sigmoid(out["heat"]).numpy(), out["size"].numpy(), out["offset"].numpy()
         return [decode(heat[i], sz[i], off[i], (im.shape[1], im.shape[0]), top_k=self.top_k, min_score=self.min_score,
-                       max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou)
+                       max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou, one_copy=self.one_copy)
                 for i, im in enumerate(images)]
 
 

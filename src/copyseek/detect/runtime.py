@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from copyseek.detect.regions import CLASSES, COPIES_PER_IMAGE, COPY_NMS_IOU, Regions, decode
+from copyseek.detect.regions import CLASSES, COPIES_PER_IMAGE, COPY_NMS_IOU, ONE_COPY, Regions, decode
 from copyseek.errors import CopyseekError
 from copyseek.io.onnx import cpu_session
 
@@ -21,11 +21,13 @@ class Detector:
 
     path: the .onnx file, with its .json sidecar beside it; top_k / min_score: decoding limits;
     max_copies: copy boxes kept per image (COPIES_PER_IMAGE; 0: every peak); copy_nms_iou: the
-    overlap with a better copy box past which a copy box is dropped (COPY_NMS_IOU; 1: none).
+    overlap with a better copy box past which a copy box is dropped (COPY_NMS_IOU; 1: none);
+    one_copy: runners-up scored as the chance that no better box is the copy (ONE_COPY).
     """
 
     def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05,
-                 max_copies: int = COPIES_PER_IMAGE, copy_nms_iou: float = COPY_NMS_IOU, threads: int = 1):
+                 max_copies: int = COPIES_PER_IMAGE, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY,
+                 threads: int = 1):
         path = Path(path)
         sidecar = path.with_suffix(".json")
         if not path.is_file() or not sidecar.is_file():
@@ -36,7 +38,7 @@ class Detector:
         self.input_size = int(meta["input_size"])
         self.session = cpu_session(path, threads, what="detector")
         self.path, self.top_k, self.min_score = path, top_k, min_score
-        self.max_copies, self.copy_nms_iou = max_copies, copy_nms_iou
+        self.max_copies, self.copy_nms_iou, self.one_copy = max_copies, copy_nms_iou, one_copy
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (S, S, 3) uint8, squashed as in training."""
@@ -53,7 +55,8 @@ class Detector:
         heat, size, offset = self.session.run(None, {"image": batch})
         return [
             decode(heat[i], size[i], offset[i], (image.shape[1], image.shape[0]), top_k=self.top_k,
-                   min_score=self.min_score, max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou)
+                   min_score=self.min_score, max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou,
+                   one_copy=self.one_copy)
             for i, image in enumerate(images)
         ]
 
