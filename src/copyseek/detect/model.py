@@ -144,14 +144,9 @@ class Heads(nn.Module):
             self.branches[0].out.bias.zero_()
             self.branches[0].out.bias[:classes] = float(torch.logit(torch.tensor(HEAT_PRIOR)))
         self.classes = classes
-        self.outputs = classes + 4
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([branch(x) for branch in self.branches], dim=1)
-
-    def macs_per_cell(self) -> int:
-        """Multiply-accumulates per output cell."""
-        return sum(b.smooth[0].weight.numel() + b.out.weight.numel() for b in self.branches)
 
 
 class DetectorNet(nn.Module):
