@@ -48,7 +48,7 @@ SPARSITY = 0.05
 CALL_COST = 0.4
 """The fixed cost of one network call in image areas. On the student at 160 px, batch 1, 1 thread,
 a call costs about 0.5-0.7 ms + 1.7-2.1 ms x the share of the image it covers (`bench_detect.py
---profile student`: 1.0 ms for a 64-px crop, 2.6 ms for the whole image), i.e. 0.25-0.4 of an
+--profile student`: 0.9-1.0 ms for a 64-px crop, 2.5-2.6 ms for the whole image), i.e. 0.25-0.4 of an
 image; two crops are merged into their bounding box when that adds less area than this, and the
 whole image runs once when that is cheaper than the crops."""
 
