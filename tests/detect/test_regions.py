@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from copyseek.detect.regions import CLASSES, Regions, box_iou, decode, one_copy_scores, suppress_copies
+from copyseek.detect.regions import (
+    CLASSES, REGION_COLOURS, Regions, box_iou, decode, draw_regions, one_copy_scores, suppress_copies,
+)
 from copyseek.errors import CopyseekError
 
 
@@ -91,3 +93,14 @@ def test_one_copy_scores_are_the_chance_that_no_better_box_is_the_copy():
     heat[0, 5, 5], heat[0, 15, 15] = 0.9, 0.5
     decoded = decode(heat, np.full((2, 20, 20), 4.0, np.float32), np.zeros((2, 20, 20), np.float32), (100, 100))
     assert np.allclose(decoded.scores, [0.9, 0.05])  # decode scores this way by default
+
+
+def test_drawn_regions_outline_the_boxes_and_leave_the_rest():
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    regions = Regions(np.array([[20, 10, 120, 90], [150, 20, 190, 40]], np.float32), np.array([0.9, 0.1], np.float32),
+                      np.array([0, 1]))
+    drawn = np.asarray(draw_regions(rgb, regions, min_score=0.5))
+    assert drawn.shape == rgb.shape
+    assert tuple(drawn[50, 20]) == REGION_COLOURS["copy"] and tuple(drawn[89, 70]) == REGION_COLOURS["copy"]
+    assert not drawn[50, 70].any()  # inside the box: untouched
+    assert not drawn[30, 170].any() and not drawn[20, 170].any()  # the weak overlay is below min_score

@@ -58,9 +58,10 @@ def test_cli_train_and_detect(photo_list, tmp_path, capsys):
     assert main(args) == 0
     assert json.loads((run / "config.json").read_text())["pool"] == 4
     image = str(photo_list.parent / "p0.jpg")
-    assert main(["detect", image, "--model", str(run / "detector.onnx"), "--min-score", "0"]) == 0
+    assert main(["detect", image, "--model", str(run / "detector.onnx"), "--min-score", "0", "--draw", str(tmp_path / "drawn")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["image"] == image and all(r["label"] in ("copy", "overlay") for r in line["regions"])
+    assert (tmp_path / "drawn" / "p0.png").is_file()
 
 
 def test_validation_writes_a_learning_curve_and_cpu_clock(photo_list, tmp_path):

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   copyseek train-detector --images BENCH/holdout.txt --out runs/teacher --preset teacher --minutes 20
   copyseek train-detector --images BENCH/holdout.txt --out runs/hgd --teacher runs/teacher/checkpoint.pt --distill hgd
   copyseek detect query.jpg                                            # boxes of the copy and overlays (JSON)
+  copyseek detect queries/*.jpg --draw boxes/                          # ... and the images with their boxes drawn
 """
 
 
@@ -47,6 +48,7 @@ def add_parser(subparsers) -> None:
     d.add_argument("images", nargs="+", help="image files")
     d.add_argument("--model", help="an exported detector.onnx (default: the shipped one)")
     d.add_argument("--min-score", type=float, default=0.2, help="leave out weaker regions (default 0.2)")
+    d.add_argument("--draw", metavar="DIR", help="also write each image with its regions drawn as DIR/NAME.png")
     d.set_defaults(run=run_detect)
 
 
@@ -91,14 +93,19 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from copyseek.detect.regions import CLASSES
+    from copyseek.detect.regions import CLASSES, draw_regions
     from copyseek.detect.runtime import Detector, load_detector
     from copyseek.io.images import ImageFile, read_image
 
     detector = Detector(args.model) if args.model else load_detector()
+    drawings = Path(args.draw) if args.draw else None
+    if drawings is not None:
+        drawings.mkdir(parents=True, exist_ok=True)
     for path in args.images:
         image = read_image(ImageFile(Path(path).stem, Path(path)))
         regions = detector.detect(image.pixels)
+        if drawings is not None:
+            draw_regions(image.pixels, regions, args.min_score).save(drawings / f"{Path(path).stem}.png")
         found = [
             {"box": [round(float(v), 1) for v in box], "score": round(float(s), 3), "label": CLASSES[int(label)]}
             for box, s, label in zip(regions.boxes, regions.scores, regions.labels) if s >= args.min_score

@@ -161,3 +161,27 @@ def _boxes(order: np.ndarray, size: np.ndarray, offset: np.ndarray, grid: tuple[
     boxes = np.stack([(cx - bw / 2) * sx, (cy - bh / 2) * sy, (cx + bw / 2) * sx, (cy + bh / 2) * sy], axis=1)
     boxes = np.clip(boxes, 0, [image_size[0], image_size[1], image_size[0], image_size[1]])
     return boxes.astype(np.float32).reshape(-1, 4), label.astype(np.int64)
+
+
+REGION_COLOURS = {"copy": (0, 200, 80), "overlay": (230, 40, 40)}
+
+
+def draw_regions(rgb: np.ndarray, regions: Regions, min_score: float = 0.0):
+    """A PIL image of `rgb` (H, W, 3) uint8 with the regions scoring >= min_score drawn as boxes
+    (copy green, overlay red; the best copy box thicker), each labelled with its class and score."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(rgb).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(max(image.size) / 250))
+    best_copy = True
+    for box, score, label in zip(regions.boxes, regions.scores, regions.labels):
+        if score < min_score:
+            continue
+        name = CLASSES[int(label)]
+        thick = 2 * width if name == "copy" and best_copy else width
+        best_copy = best_copy and name != "copy"
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=REGION_COLOURS[name], width=thick)
+        draw.text((x0 + thick + 1, y0 + thick), f"{name} {score:.2f}", fill=REGION_COLOURS[name])
+    return image
