@@ -22,7 +22,7 @@ ONE_COPY = True
 """Rescore the runners-up: an edit chain places one copy, so the k-th copy box's score becomes
 s_k x (1 - s_1) ... (1 - s_(k-1)), the chance that it and no better box is the copy. A sure first
 box then pushes its runners-up below the uncertain first boxes of other queries, where AP ranks all
-queries' boxes together. Chosen on e2-e4 (copy AP50 +0.009 to +0.015 for four detectors), the first
+queries' boxes together. Chosen on e2-e4 (copy AP50 +0.005 to +0.015 for four detectors), the first
 box keeps its score, so policies that crop the first box are unchanged (BENCHMARKS.md, issue 18)."""
 
 COPY_NMS_IOU = 0.5
