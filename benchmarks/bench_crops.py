@@ -26,6 +26,7 @@ from copyseek.bench.run import PipelineResult, edit_recall_counts, recall_table
 from copyseek.eval.metrics import evaluate
 from copyseek.io.csvfiles import GroundTruth, Prediction, read_ground_truth
 from copyseek.io.images import find_images
+from copyseek.detect.runtime import CROP_DETECTOR
 from copyseek.match.fusion import FusedScorer, FusionParams
 from copyseek.match.matcher import MatchOptions, match
 from copyseek.match.normalize import BackgroundNormalizer, background_vectors
@@ -103,7 +104,8 @@ def main() -> None:
     parser.add_argument("benches", nargs="+", type=Path)
     parser.add_argument("--work", type=Path, required=True, help="where the indexes are kept")
     parser.add_argument("--policies", nargs="+", metavar="POLICY[@N][,FIELD=VALUE...]", default=["grid", "local", "best", "best-else-grid", "partial-else-grid", "boxes+grid"])
-    parser.add_argument("--detector", default="", help="an exported detector.onnx (default: the shipped one)")
+    parser.add_argument("--detector", default=str(CROP_DETECTOR),
+                        help="an exported detector.onnx (default: the fused preset's, models/detector-crops.onnx)")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark, evenly spaced (0: all)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,8 @@ def test_distilling_from_a_teacher_cache_matches_running_the_teacher(photo_list,
     for name, extra in (("live", {}), ("cached", {"teacher_cache": str(cache)})):
         train(tiny(photo_list, teacher=teacher, distill="hgd", **extra), tmp_path / name, progress=False)
     first = {name: (tmp_path / name / "metrics.csv").read_text().splitlines()[1].split(",") for name in ("live", "cached")}
-    assert float(first["live"][7]) > 0 and abs(float(first["live"][7]) - float(first["cached"][7])) < 2e-3
+    live, cached = float(first["live"][7]), float(first["cached"][7])
+    assert live > 0 and abs(live - cached) < 1e-3 * live  # float16 storage: a relative error
     assert json.loads((cache / "meta.json").read_text())["n"] == 8
     with pytest.raises(CopyseekError, match="teacher_cache needs"):
         tiny(photo_list, teacher_cache=str(cache))

@@ -322,3 +322,14 @@ def test_the_fused_preset_keeps_the_grid_only_where_the_detector_is_unsure(fused
     match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=grid)
     # sure the copy fills the frame: only the located regions; unsure: the grid's 9 boxes per query too
     assert described[0.9] < described[0.5] == grid.crops_described >= 2 * 9
+
+
+def test_the_fused_preset_crops_with_the_detector_its_thresholds_were_chosen_with():
+    from pathlib import Path
+
+    from copyseek.detect.runtime import CROP_DETECTOR, SHIPPED, Detector
+    from copyseek.match.fusion import PRESET_PARAMS
+
+    assert PRESET_PARAMS["fused"].detector == str(CROP_DETECTOR) and CROP_DETECTOR != SHIPPED
+    for path in (SHIPPED, CROP_DETECTOR):  # both packaged and loadable
+        assert Path(path).is_file() and Detector(path).input_size == 160

@@ -14,6 +14,10 @@ from copyseek.errors import CopyseekError
 from copyseek.io.onnx import cpu_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
+CROP_DETECTOR = SHIPPED.with_name("detector-crops.onnx")
+"""Session 5's detector (copy AP50 0.643 against the shipped one's 0.839, BENCHMARKS.md issue 18),
+kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen with it, and with the
+shipped detector the preset scores 0.0017 less muAP on the five benchmarks."""
 
 
 class Detector:

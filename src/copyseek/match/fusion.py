@@ -49,6 +49,7 @@ import numpy as np
 
 from copyseek.describe.base import Candidates
 from copyseek.describe.preprocess import Preprocess
+from copyseek.detect.runtime import CROP_DETECTOR
 from copyseek.errors import CopyseekError
 from copyseek.match.normalize import DUPLICATE_SIMILARITY, BackgroundNormalizer
 from copyseek.match.scoring import QueryBatch, normalized_global
@@ -275,7 +276,7 @@ class FusionParams:
 PRESET_PARAMS: dict[str, FusionParams] = {
     # the detector's copy box replaces the fixed crops where it places the copy: on five calibrated
     # benchmarks 42% fewer crop descriptions than the grid for the same muAP (BENCHMARKS.md, issue 18)
-    "fused": FusionParams(crop_policy="sure-else-grid"),
+    "fused": FusionParams(crop_policy="sure-else-grid", detector=str(CROP_DETECTOR)),
     # the fixed crops (2x2 grid, centre, halves) are most of a query's cost and add little: only
     # the regions the local branch located (BENCHMARKS.md, issues 13 and 18)
     "fused-fast": FusionParams(crop_policy="local"),
