@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from copyseek.detect.hgd import hands_on_loss, location_weights, make_distiller, normalised, teacher_outputs
+from copyseek.detect.hgd import hands_on_loss, location_weights, make_distiller, normalised, sampled, teacher_outputs
 from copyseek.detect.model import DetectorNet, NetConfig
 from copyseek.detect.targets import make_targets
 
@@ -49,6 +49,31 @@ def test_hgd_pairs_every_stage_and_trains_the_adaptors():
     assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
     assert "teacher" not in "".join(hgd.state_dict())  # nor saved with the student
     assert plain(images, student(images), targets) > 0
+
+
+def test_sampled_locations_estimate_the_whole_imitation_loss():
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    index = torch.tensor([[0, 7], [19, 5]])
+    picked = sampled(x, index)
+    assert picked.shape == (2, 3, 2, 1) and picked[1, 2, 0, 0] == x[1, 2, 3, 4] and picked[0, 1, 1, 0] == x[0, 1, 1, 2]
+
+    student, teacher = nets()
+    images, targets = batch()
+    with torch.no_grad():
+        out, t_out = student(images), teacher_outputs(teacher, images)
+    for kind in ("hgd", "plain"):
+        whole = make_distiller(kind, student, teacher).eval()  # eval: the adaptors' batch norm is then fixed
+        part = make_distiller(kind, student, teacher, locations=64).eval()
+        part.load_state_dict(whole.state_dict())
+        exact = whole(images, out, targets, t_out)
+        estimates = torch.stack([part(images, out, targets, t_out) for _ in range(300)])
+        assert not torch.allclose(estimates[0], estimates[1])  # stride 4 (256 locations) is sampled
+        assert abs(estimates.mean() - exact) < 0.1 * exact
+        everything = make_distiller(kind, student, teacher, locations=10_000).eval()
+        everything.load_state_dict(whole.state_dict())
+        assert torch.allclose(everything(images, out, targets, t_out), exact)  # no stage has more: all used
+    with pytest.raises(Exception, match="locations"):
+        make_distiller("hgd", student, teacher, locations=-1)
 
 
 def pool_of(n):

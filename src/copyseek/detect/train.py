@@ -58,7 +58,8 @@ class DetectorTrainConfig:
     alone, one adaptor, uniform weights) or "hgd" (detect/hgd.py); distill_weight: its loss weight;
     teacher_cache: a folder where the teacher's outputs over the pool (every sample and its mirror)
     are computed once and read back at every step instead of running the teacher (needs a pool;
-    refused if made for another pool or teacher);
+    refused if made for another pool or teacher); distill_locations: locations per image and stage
+    where the imitation is computed (0: every one; detect/hgd.py);
     alternatives: the target weight of the other photos that could be the copy (a paste's other
     photo, a collage's other cells; detect/targets.py), 0 leaves them negatives (the defaults, pool
     20000 and alternatives 0.3, with 16 CPU minutes, are the shipped detector's recipe: with a pool
@@ -92,6 +93,7 @@ class DetectorTrainConfig:
     distill: str = "none"
     distill_weight: float = 1.0
     teacher_cache: str = ""
+    distill_locations: int = 0
     alternatives: float = 0.3
     scn_direct: float = 1.0
     clock: str = "wall"
@@ -121,6 +123,8 @@ class DetectorTrainConfig:
             raise CopyseekError(f"distill must be one of {', '.join(DISTILL)}, got {self.distill!r}")
         if (self.distill != "none") != bool(self.teacher):
             raise CopyseekError("--distill plain|hgd needs --teacher CHECKPOINT, and a teacher needs --distill")
+        if self.distill_locations < 0:
+            raise CopyseekError(f"distill_locations must be >= 0 (0: every location), got {self.distill_locations}")
         if self.teacher_cache and (self.distill == "none" or self.pool <= 0):
             raise CopyseekError("teacher_cache needs a teacher (--distill plain|hgd) and a pool (pool > 0)")
         self.net_config()  # validates preset and net
@@ -261,7 +265,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
         from copyseek.detect.hgd import make_distiller
 
         teacher, _ = load_checkpoint(config.teacher)
-        distiller = make_distiller(config.distill, net, teacher)
+        distiller = make_distiller(config.distill, net, teacher, config.distill_locations)
     if config.init:
         missing, unexpected = net.load_state_dict(load_checkpoint(config.init)[0].state_dict(), strict=False)
         if unexpected or any(not key.startswith("selective.") for key in missing):
