@@ -7,7 +7,7 @@
 
 --model NAME=PATH (an exported .onnx, or a training checkpoint.pt run in torch): box AP50 / AP per
 class (COCO rules, detect/ap.py), ms per image (one image per call, resizing included, 1 thread),
-and multiply-accumulates of the network, decoded with --max-copies copy boxes per query after box
+the ONNX network's CPU ms alone, and multiply-accumulates of the network, decoded with --max-copies copy boxes per query after box
 suppression at --copy-nms-iou (the shipped defaults); --decoding: copy AP50 / AP over a grid of
 both (how the defaults were chosen); --by-edit: the share of queries whose copy is found by the
 best copy box, and by any kept one, by composite edit. --scn NAME=CHECKPOINT (a selective net): the same net run
@@ -233,6 +233,18 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
     return rows
 
 
+def network_cpu_ms(detector, images: list[np.ndarray]) -> float:
+    """CPU ms per image of the ONNX network alone (one prepared image per call, as at match time):
+    without resizing and decoding, which cost every detector the same; nan for a checkpoint run in torch."""
+    if not isinstance(detector, Detector):
+        return float("nan")
+    prepared = [detector.prepare(image)[None] for image in images]
+    started = time.process_time()
+    for batch in prepared:
+        detector.session.run(None, {"image": batch})
+    return 1000 * (time.process_time() - started) / max(1, len(prepared))
+
+
 def profile_rows(config: NetConfig, repeats: int = 100) -> list[str]:
     """CPU ms per image of each part of a (randomly initialised) net: timing does not depend on the weights."""
     from copyseek.detect.model import DetectorNet
@@ -316,15 +328,16 @@ def main() -> None:
                   flush=True)
         print()
     if args.model:
-        print("| model | copy AP50 | copy AP | overlay AP50 | overlay AP | ms / image (wall) | CPU ms / image | MMACs |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| model | copy AP50 | copy AP | overlay AP50 | overlay AP | ms / image (wall) | CPU ms / image | "
+              "network CPU ms / image | MMACs |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for spec in args.model:
             name, _, path = spec.partition("=")
             detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
-                  f"{macs(config) / 1e6:.0f} |", flush=True)
+                  f"{network_cpu_ms(detector, images):.2f} | {macs(config) / 1e6:.0f} |", flush=True)
         if args.decoding:
             print("\ncopy AP50 / AP by copy box suppression IoU (1: none) and copy boxes kept per query (0: every one)\n")
             print("| model | IoU | " + " | ".join(f"{k or 'every'} kept" for k in DECODING_GRID[1]) + " |\n|---|---|"
