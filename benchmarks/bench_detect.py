@@ -43,7 +43,7 @@ from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_queries
 from copyseek.detect.model import NetConfig, macs
 from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, ONE_COPY, decode
-from copyseek.detect.runtime import Detector
+from copyseek.detect.runtime import FLIP, Detector
 
 
 AMBIGUOUS_PASTES = ("paste_into", "paste_over")
@@ -119,25 +119,38 @@ def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits:
     return {"all": float(np.mean(sum(hits.values(), []))), **{group: float(np.mean(h)) for group, h in hits.items()}}
 
 
-def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY):
-    """(detector, NetConfig) for an .onnx (with sidecar) or a checkpoint.pt."""
+def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY,
+               flip: bool = FLIP):
+    """(detector, NetConfig) for an .onnx (with sidecar; `flip`: with the mirror pass) or a checkpoint.pt."""
     import json
 
     settings = {"max_copies": max_copies, "copy_nms_iou": copy_nms_iou, "one_copy": one_copy}
     if path.endswith(".onnx"):
         meta = json.loads(Path(path).with_suffix(".json").read_text())
-        return Detector(path, **settings), NetConfig.from_dict(meta["net"])
+        return Detector(path, **settings, flip=flip), NetConfig.from_dict(meta["net"])
     detector = TorchDetector(path, **settings)
     return detector, detector.net.config
 
 
-def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[dict]) -> list[str]:
+def models_to_run(specs: list[str], flip: str) -> list[tuple[str, str, bool]]:
+    """NAME=PATH specs -> (name, path, mirror pass) for --flip on / off / both (both: NAME without
+    it, NAME+mirror with it; a checkpoint.pt runs in torch, without)."""
+    runs = []
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        for mirrored in {"on": (True,), "off": (False,), "both": (False, True)}[flip]:
+            if not (mirrored and not path.endswith(".onnx")):
+                runs.append((f"{name}+mirror" if mirrored and flip == "both" else name, path, mirrored))
+    return runs
+
+
+def decoding_rows(name: str, path: str, images: list[np.ndarray], truths: list[dict], flip: bool = FLIP) -> list[str]:
     """Copy AP50 / AP for each (copy box suppression IoU, copy boxes kept) of DECODING_GRID, with
     and without the one-copy scores: the net runs once, every peak kept, and the boxes are
     suppressed and rescored afterwards as `decode` does."""
     from copyseek.detect.regions import Regions, one_copy_scores, suppress_copies
 
-    detector, _ = load_model(path, max_copies=0, copy_nms_iou=1.0, one_copy=False)
+    detector, _ = load_model(path, max_copies=0, copy_nms_iou=1.0, one_copy=False, flip=flip)
     # `decode` keeps its top_k regions after suppression: here after each setting's
     limit, detector.top_k = detector.top_k, 10_000
     found = [detector.detect_batch([image])[0] for image in images]
@@ -234,14 +247,15 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
 
 
 def network_cpu_ms(detector, images: list[np.ndarray]) -> float:
-    """CPU ms per image of the ONNX network alone (one prepared image per call, as at match time):
-    without resizing and decoding, which cost every detector the same; nan for a checkpoint run in torch."""
+    """CPU ms per image of the ONNX network alone (one prepared image per call, as at match time;
+    with the mirror pass if the detector makes it): without resizing and decoding, which cost
+    every detector the same; nan for a checkpoint run in torch."""
     if not isinstance(detector, Detector):
         return float("nan")
     prepared = [detector.prepare(image)[None] for image in images]
     started = time.process_time()
     for batch in prepared:
-        detector.session.run(None, {"image": batch})
+        detector.maps(batch)
     return 1000 * (time.process_time() - started) / max(1, len(prepared))
 
 
@@ -297,6 +311,9 @@ def main() -> None:
                         help=f"a copy box overlapping a better one more than this is dropped (default {COPY_NMS_IOU}; 1: none)")
     parser.add_argument("--raw-scores", action="store_true",
                         help="the runners-up keep their heat-map scores (no one-copy rescoring, regions.ONE_COPY; --model, --by-edit, --scn)")
+    parser.add_argument("--flip", choices=("on", "off", "both"), default="on",
+                        help="ONNX models with the mirror pass (runtime.FLIP, the default), without it (as before "
+                             "session 15), or both (NAME and NAME+mirror)")
     parser.add_argument("--decoding", action="store_true",
                         help="each --model's copy AP50 / AP over a grid of box suppression IoUs and copy boxes kept")
     parser.add_argument("--by-edit", action="store_true", help="each --model's found share by composite edit")
@@ -331,9 +348,8 @@ def main() -> None:
         print("| model | copy AP50 | copy AP | overlay AP50 | overlay AP | ms / image (wall) | CPU ms / image | "
               "network CPU ms / image | MMACs |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for spec in args.model:
-            name, _, path = spec.partition("=")
-            detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores)
+        for name, path, flip in models_to_run(args.model, args.flip):
+            detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
@@ -342,9 +358,8 @@ def main() -> None:
             print("\ncopy AP50 / AP by copy box suppression IoU (1: none) and copy boxes kept per query (0: every one)\n")
             print("| model | IoU | " + " | ".join(f"{k or 'every'} kept" for k in DECODING_GRID[1]) + " |\n|---|---|"
                   + "---|" * len(DECODING_GRID[1]))
-            for spec in args.model:
-                name, _, path = spec.partition("=")
-                print("\n".join(decoding_rows(name, path, images, truths)), flush=True)
+            for name, path, flip in models_to_run(args.model, args.flip):
+                print("\n".join(decoding_rows(name, path, images, truths, flip)), flush=True)
         if args.by_edit:
             groups = [*EDIT_GROUPS, "other", "all"]
             counts = {g: sum(next((e for e in EDIT_GROUPS if e in c), "other") == g for c in edits) for g in groups}
@@ -352,9 +367,8 @@ def main() -> None:
             print("\na copy box at IoU >= 0.5 among the best 1 / every kept, by edit (queries: "
                   + ", ".join(f"{g} {counts[g]}" for g in groups) + ")\n")
             print("| model | boxes | " + " | ".join(groups) + " |\n|---|---|" + "---|" * len(groups))
-            for spec in args.model:
-                name, _, path = spec.partition("=")
-                detector = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores)[0]
+            for name, path, flip in models_to_run(args.model, args.flip):
+                detector = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip)[0]
                 for boxes in (1, 0):
                     found = found_by_edit(detector, images, truths, edits, boxes)
                     print(f"| {name} | {boxes or 'every kept'} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups)

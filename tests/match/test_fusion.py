@@ -314,10 +314,13 @@ def test_the_fused_preset_keeps_the_grid_only_where_the_detector_is_unsure(fused
     every_query = dataclasses.replace(PRESET_PARAMS["fused"], skip_crops_above=1.0)
     described = {}
     for score in (0.9, 0.5):
-        monkeypatch.setattr(copyseek.detect, "load_detector", lambda path=None, s=score: WholeFrame(s))
+        loads = []
+        monkeypatch.setattr(copyseek.detect, "load_detector",
+                            lambda path=None, flip=True, s=score: loads.append(flip) or WholeFrame(s))
         scorer = FusedScorer(index, None, every_query)
         match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=scorer)
         described[score] = scorer.crops_described
+        assert loads and not any(loads)  # without the mirror pass, as the thresholds were chosen
     grid = FusedScorer(index, None, dataclasses.replace(every_query, crop_policy="grid"))
     match(index, root / "queries", MatchOptions(k=3), progress=False, scorer=grid)
     # sure the copy fills the frame: only the located regions; unsure: the grid's 9 boxes per query too

@@ -17,8 +17,9 @@ from copyseek.detect.regions import CLASSES, Regions
 __all__ = ["CLASSES", "Regions", "load_detector"]
 
 
-def load_detector(path: str | None = None):
-    """The shipped detector (or the ONNX model at `path`), loaded once per path."""
+def load_detector(path: str | None = None, flip: bool = True):
+    """The shipped detector (or the ONNX model at `path`), loaded once per path; `flip`: run it on
+    the image and its mirror too (runtime.FLIP)."""
     from copyseek.detect.runtime import load_detector as load
 
-    return load(path)
+    return load(path, flip)

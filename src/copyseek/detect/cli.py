@@ -49,6 +49,8 @@ def add_parser(subparsers) -> None:
     d.add_argument("--model", help="an exported detector.onnx (default: the shipped one)")
     d.add_argument("--min-score", type=float, default=0.2, help="leave out weaker regions (default 0.2)")
     d.add_argument("--draw", metavar="DIR", help="also write each image with its regions drawn as DIR/NAME.png")
+    d.add_argument("--no-flip", action="store_true",
+                   help="run the network on the image only, not also on its mirror (faster, slightly less accurate)")
     d.set_defaults(run=run_detect)
 
 
@@ -97,7 +99,7 @@ def run_detect(args: argparse.Namespace) -> int:
     from copyseek.detect.runtime import Detector, load_detector
     from copyseek.io.images import ImageFile, read_image
 
-    detector = Detector(args.model) if args.model else load_detector()
+    detector = Detector(args.model, flip=not args.no_flip) if args.model else load_detector(flip=not args.no_flip)
     drawings = Path(args.draw) if args.draw else None
     if drawings is not None:
         drawings.mkdir(parents=True, exist_ok=True)

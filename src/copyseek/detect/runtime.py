@@ -20,18 +20,25 @@ kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen wit
 shipped detector the preset scores 0.0017 less muAP on the five benchmarks."""
 
 
+FLIP = True
+"""Run the network on the query and on its mirror, and average their centre and size maps (the
+mirror's flipped back): +0.013 copy AP50 on e2-e4 for the shipped detector, for one more network
+pass (~1.2 CPU ms per image; BENCHMARKS.md issue 18, session 15)."""
+
+
 class Detector:
     """`detect(rgb) -> Regions` with an exported detector (detect/export.py).
 
     path: the .onnx file, with its .json sidecar beside it; top_k / min_score: decoding limits;
     max_copies: copy boxes kept per image (COPIES_PER_IMAGE; 0: every peak); copy_nms_iou: the
     overlap with a better copy box past which a copy box is dropped (COPY_NMS_IOU; 1: none);
-    one_copy: runners-up scored as the chance that no better box is the copy (ONE_COPY).
+    one_copy: runners-up scored as the chance that no better box is the copy (ONE_COPY); flip:
+    average the maps of the image and of its mirror (FLIP).
     """
 
     def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05,
                  max_copies: int = COPIES_PER_IMAGE, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY,
-                 threads: int = 1):
+                 flip: bool = FLIP, threads: int = 1):
         path = Path(path)
         sidecar = path.with_suffix(".json")
         if not path.is_file() or not sidecar.is_file():
@@ -42,7 +49,7 @@ class Detector:
         self.input_size = int(meta["input_size"])
         self.session = cpu_session(path, threads, what="detector")
         self.path, self.top_k, self.min_score = path, top_k, min_score
-        self.max_copies, self.copy_nms_iou, self.one_copy = max_copies, copy_nms_iou, one_copy
+        self.max_copies, self.copy_nms_iou, self.one_copy, self.flip = max_copies, copy_nms_iou, one_copy, flip
 
     def prepare(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (S, S, 3) uint8, squashed as in training."""
@@ -51,12 +58,23 @@ class Detector:
         size = (self.input_size, self.input_size)
         return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
 
+    def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, S, S, 3) uint8 prepared images -> heat (N, C, S/4, S/4) centre probabilities, size
+        (N, 2, ...) and offset (N, 2, ...); with `flip`, heat and size are the means of the image's
+        and its mirror's (flipped back), the offsets the image's own (a mirrored offset is 1 - x only
+        where the mirrored peak lands on the same cell)."""
+        if not self.flip:
+            return tuple(self.session.run(None, {"image": batch}))
+        both = np.concatenate([batch, np.ascontiguousarray(batch[:, :, ::-1])])
+        heat, size, offset = self.session.run(None, {"image": both})
+        n = len(batch)
+        return (heat[:n] + heat[n:, :, :, ::-1]) / 2, (size[:n] + size[n:, :, :, ::-1]) / 2, offset[:n]
+
     def detect_batch(self, images: list[np.ndarray]) -> list[Regions]:
         """Regions of each (H, W, 3) uint8 image, boxes in its own pixels."""
         if not images:
             return []
-        batch = np.stack([self.prepare(image) for image in images])
-        heat, size, offset = self.session.run(None, {"image": batch})
+        heat, size, offset = self.maps(np.stack([self.prepare(image) for image in images]))
         return [
             decode(heat[i], size[i], offset[i], (image.shape[1], image.shape[0]), top_k=self.top_k,
                    min_score=self.min_score, max_copies=self.max_copies, copy_nms_iou=self.copy_nms_iou,
@@ -70,6 +88,6 @@ class Detector:
 
 
 @cache
-def load_detector(path: str | None = None) -> Detector:
-    """The detector at `path` (default: the one shipped in the package), loaded once."""
-    return Detector(SHIPPED if path is None else Path(path))
+def load_detector(path: str | None = None, flip: bool = FLIP) -> Detector:
+    """The detector at `path` (default: the one shipped in the package), loaded once per setting."""
+    return Detector(SHIPPED if path is None else Path(path), flip=flip)

@@ -371,7 +371,8 @@ class FusedScorer:
         if self.params.crop_policy in USES_DETECTOR:
             from copyseek.detect import load_detector
 
-            detector = load_detector(self.params.detector)
+            # without the mirror: the preset's crop thresholds were chosen on the plain maps
+            detector = load_detector(self.params.detector, flip=False)
         whole = normalized_global(batch, self.normalizer)
         out = [self.pair_evidence(batch, q, whole[q].rows, {}) for q in range(len(batch.images))]
         cropped = [
