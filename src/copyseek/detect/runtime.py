@@ -15,15 +15,15 @@ from copyseek.io.onnx import cpu_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
 CROP_DETECTOR = SHIPPED.with_name("detector-crops.onnx")
-"""Session 5's detector (copy AP50 0.643 against the shipped one's 0.839, BENCHMARKS.md issue 18),
+"""Session 5's detector (copy AP50 0.643 against the shipped one's 0.852, BENCHMARKS.md issue 18),
 kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen with it, and with the
 shipped detector the preset scores 0.0017 less muAP on the five benchmarks."""
 
 
 FLIP = True
 """Run the network on the query and on its mirror, and average their centre and size maps (the
-mirror's flipped back): +0.013 copy AP50 on e2-e4 for the shipped detector, for one more network
-pass (~1.2 CPU ms per image; BENCHMARKS.md issue 18, session 15)."""
+mirror's flipped back): copy AP50 +0.002 to +0.018 for session 14's and 15's detectors on e2-e4 and
+std + seed1, for one more network pass (~1.2 CPU ms per image; BENCHMARKS.md issue 18, session 15)."""
 
 
 class Detector:
