@@ -15,17 +15,17 @@ from copyseek.io.onnx import cpu_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
 CROP_DETECTOR = SHIPPED.with_name("detector-crops.onnx")
-"""Session 5's detector (copy AP50 0.643 against the shipped one's 0.852, BENCHMARKS.md issue 18),
+"""Session 5's detector (copy AP50 0.643 on std + seed1 against the shipped one's 0.844, BENCHMARKS.md issue 18),
 kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen with it, and with the
 shipped detector the preset scores 0.0017 less muAP on the five benchmarks."""
 
 
 FLIP = True
 """Run the network on the query and on its mirror, and average their centre and size maps (the
-mirror's flipped back): copy AP50 +0.002 to +0.018 for session 14's and 15's detectors on e2-e4 and
-std + seed1, for one more network pass (~1.2 CPU ms per image; BENCHMARKS.md issue 18, session 15).
+mirror's flipped back): copy AP50 -0.011 to +0.022 by benchmark set for session 14's and 15's
+detectors, +0.003 for the shipped one on 920 test queries, for one more network pass (~1.2 CPU ms per image; BENCHMARKS.md issue 18, session 15).
 The mirror's maps, flipped back, are not aligned with the image's to the cell (stride-2
-convolutions on even sizes shift them: -0.35 cells for the shipped net, -0.57 for the `teacher`
+convolutions on even sizes shift them: -0.32 cells for the shipped net, -0.57 for the `teacher`
 preset, whose copy AP at IoU 0.5:0.95 falls from 0.70 to 0.58 with the pass while its AP50 rises):
 measure it before using it with another net (`bench_detect.py --flip both`)."""
 

@@ -62,8 +62,9 @@ class DetectorTrainConfig:
     where the imitation is computed (0: every one; detect/hgd.py);
     alternatives: the target weight of the other photos that could be the copy (a paste's other
     photo, a collage's other cells; detect/targets.py), 0 leaves them negatives (the defaults, pool
-    20000 and alternatives 0.3, with 10,716 steps, are the shipped detector's recipe: with a pool
-    of 2,200 the network overfits it, copy AP50 0.63-0.66 against 0.84, BENCHMARKS.md issue 18);
+    40000 (3 GB in memory) and alternatives 0.3, with 10,716 steps, are the shipped detector's
+    recipe: with a pool of 2,200 the network overfits it, copy AP50 0.63-0.66 against 0.85,
+    BENCHMARKS.md issue 18);
     scn_direct: weight of the SCN guide's direct supervision (masks from the copy boxes; 0 leaves
     only the indirect signal through the detection loss) when the net is selective;
     clock: what `minutes` counts: "wall" time of the training steps, or the process's "cpu" time
@@ -78,7 +79,7 @@ class DetectorTrainConfig:
     images: str = ""
     preset: str = "student"
     net: dict | None = None
-    pool: int = 20000
+    pool: int = 40000
     pool_file: str = ""
     photo_side: int = 320
     batch: int = 32
