@@ -62,6 +62,10 @@ def test_cli_train_and_detect(photo_list, tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["image"] == image and all(r["label"] in ("copy", "overlay") for r in line["regions"])
     assert (tmp_path / "drawn" / "p0.png").is_file()
+    assert main(["detect", image, "--small", "--no-flip"]) == 0  # the small shipped detector, one pass
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["image"] == image
+    assert main(["detect", image, "--small", "--model", str(run / "detector.onnx")]) != 0
+    assert "not both" in capsys.readouterr().err
 
 
 def test_validation_writes_a_learning_curve_and_cpu_clock(photo_list, tmp_path):

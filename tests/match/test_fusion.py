@@ -330,9 +330,9 @@ def test_the_fused_preset_keeps_the_grid_only_where_the_detector_is_unsure(fused
 def test_the_fused_preset_crops_with_the_detector_its_thresholds_were_chosen_with():
     from pathlib import Path
 
-    from copyseek.detect.runtime import CROP_DETECTOR, SHIPPED, Detector
+    from copyseek.detect.runtime import CROP_DETECTOR, SHIPPED, SMALL, Detector
     from copyseek.match.fusion import PRESET_PARAMS
 
-    assert PRESET_PARAMS["fused"].detector == str(CROP_DETECTOR) and CROP_DETECTOR != SHIPPED
-    for path in (SHIPPED, CROP_DETECTOR):  # both packaged and loadable
+    assert PRESET_PARAMS["fused"].detector == str(CROP_DETECTOR) and CROP_DETECTOR not in (SHIPPED, SMALL)
+    for path in (SHIPPED, SMALL, CROP_DETECTOR):  # all packaged and loadable
         assert Path(path).is_file() and Detector(path).input_size == 160

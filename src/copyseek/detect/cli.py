@@ -47,6 +47,8 @@ def add_parser(subparsers) -> None:
                               "(box x0, y0, x1, y1 in pixels, score, label copy|overlay).")
     d.add_argument("images", nargs="+", help="image files")
     d.add_argument("--model", help="an exported detector.onnx (default: the shipped one)")
+    d.add_argument("--small", action="store_true",
+                   help="the small shipped detector: a third of the time, copy AP50 0.847 instead of 0.859")
     d.add_argument("--min-score", type=float, default=0.2, help="leave out weaker regions (default 0.2)")
     d.add_argument("--draw", metavar="DIR", help="also write each image with its regions drawn as DIR/NAME.png")
     d.add_argument("--no-flip", action="store_true",
@@ -96,10 +98,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_detect(args: argparse.Namespace) -> int:
     from copyseek.detect.regions import CLASSES, draw_regions
-    from copyseek.detect.runtime import Detector, load_detector
+    from copyseek.detect.runtime import SMALL, load_detector
     from copyseek.io.images import ImageFile, read_image
 
-    detector = Detector(args.model, flip=not args.no_flip) if args.model else load_detector(flip=not args.no_flip)
+    if args.model and args.small:
+        raise CopyseekError("choose --model PATH or --small, not both")
+    path = args.model or (str(SMALL) if args.small else None)
+    detector = load_detector(path, flip=not args.no_flip)
     drawings = Path(args.draw) if args.draw else None
     if drawings is not None:
         drawings.mkdir(parents=True, exist_ok=True)

@@ -14,19 +14,25 @@ from copyseek.errors import CopyseekError
 from copyseek.io.onnx import cpu_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
+"""The default detector: the `teacher` preset's network (379 MMACs, 7.6 MB), copy AP50 0.859 on 920
+test queries with the mirror pass, ~14 CPU ms per image (BENCHMARKS.md issue 18, session 15)."""
+SMALL = SHIPPED.with_name("detector-small.onnx")
+"""The `student` preset's network (56 MMACs, 1.1 MB): copy AP50 0.847 on the same queries, ~5 CPU ms
+per image (`copyseek detect --small`)."""
 CROP_DETECTOR = SHIPPED.with_name("detector-crops.onnx")
-"""Session 5's detector (copy AP50 0.643 on std + seed1 against the shipped one's 0.844, BENCHMARKS.md issue 18),
-kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen with it, and with the
-shipped detector the preset scores 0.0017 less muAP on the five benchmarks."""
+"""Session 5's detector (copy AP50 0.643 on std + seed1 against 0.844 for SMALL, BENCHMARKS.md
+issue 18), kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen with it,
+and with session 14's detector the preset scored 0.0017 less muAP on the five benchmarks."""
 
 
 FLIP = True
 """Run the network on the query and on its mirror, and average their centre and size maps (the
 mirror's flipped back): copy AP50 -0.011 to +0.022 by benchmark set for session 14's and 15's
-detectors, +0.003 for the shipped one on 920 test queries, for one more network pass (~1.2 CPU ms per image; BENCHMARKS.md issue 18, session 15).
+detectors, +0.003 for SMALL and +0.011 for SHIPPED on 920 test queries, for one more network pass
+(1.2 CPU ms per image for SMALL, 5.7 for SHIPPED; BENCHMARKS.md issue 18, session 15).
 The mirror's maps, flipped back, are not aligned with the image's to the cell (stride-2
-convolutions on even sizes shift them: -0.32 cells for the shipped net, -0.57 for the `teacher`
-preset, whose copy AP at IoU 0.5:0.95 falls from 0.70 to 0.58 with the pass while its AP50 rises):
+convolutions on even sizes shift them: -0.32 cells for SMALL, -0.57 for SHIPPED (the `teacher`
+preset), whose copy AP at IoU 0.5:0.95 falls from 0.70 to 0.58 with the pass while its AP50 rises):
 measure it before using it with another net (`bench_detect.py --flip both`)."""
 
 
