@@ -6,7 +6,7 @@ import torch
 
 from copyseek.detect.export import export_detector
 from copyseek.detect.model import DetectorNet, NetConfig
-from copyseek.detect.runtime import Detector
+from copyseek.detect.runtime import Detector, mirrored_back
 from copyseek.errors import CopyseekError
 
 
@@ -16,16 +16,20 @@ def model(tmp_path_factory):
     return export_detector(DetectorNet(NetConfig.preset("tiny")), tmp_path_factory.mktemp("det") / "detector.onnx")
 
 
-def test_the_mirror_pass_makes_the_maps_mirror_equivariant(model):
+def test_the_mirror_pass_averages_the_maps_of_the_image_and_of_its_mirror_moved_back_into_place(model):
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     mirror = np.ascontiguousarray(image[:, :, ::-1])
-    plain, flipped = Detector(model, flip=False), Detector(model, flip=True)
-    heat, size, _ = flipped.maps(image)
-    heat_m, size_m, _ = flipped.maps(mirror)
-    assert np.allclose(heat, heat_m[:, :, :, ::-1], atol=1e-5) and np.allclose(size, size_m[:, :, :, ::-1], atol=1e-4)
-    alone, alone_m = plain.maps(image)[0], plain.maps(mirror)[0]
-    assert not np.allclose(alone, alone_m[:, :, :, ::-1], atol=1e-3)  # an untrained net is not symmetric by itself
-    assert np.allclose(heat, (alone + alone_m[:, :, :, ::-1]) / 2, atol=1e-5)
+    plain, flipped = Detector(model, flip=False), Detector(model, flip=True, mirror_shift=1)
+    heat, size, offset = flipped.maps(image)
+    alone, alone_size, alone_offset = plain.maps(image)
+    of_mirror, of_mirror_size, _ = plain.maps(mirror)
+    assert np.allclose(heat, (alone + mirrored_back(of_mirror, 1)) / 2, atol=1e-5)
+    assert np.allclose(size, (alone_size + mirrored_back(of_mirror_size, 1)) / 2, atol=1e-4)
+    assert np.allclose(Detector(model).maps(image)[0], (alone + of_mirror[..., ::-1]) / 2, atol=1e-5)  # default: unmoved
+    assert np.allclose(offset, alone_offset)
+    maps = np.arange(2 * 5, dtype=np.float32).reshape(1, 1, 2, 5)
+    assert mirrored_back(maps, 0).tolist() == [[[[4, 3, 2, 1, 0], [9, 8, 7, 6, 5]]]]
+    assert mirrored_back(maps, 1).tolist() == [[[[4, 4, 3, 2, 1], [9, 9, 8, 7, 6]]]]  # one cell right
 
 
 def test_boxes_are_in_the_image_pixels_and_bad_inputs_are_refused(model, tmp_path):
