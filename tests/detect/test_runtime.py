@@ -38,5 +38,7 @@ def test_boxes_are_in_the_image_pixels_and_bad_inputs_are_refused(model, tmp_pat
     assert len(regions.boxes) and np.all(regions.boxes[:, [0, 2]] <= 90) and np.all(regions.boxes[:, [1, 3]] <= 50)
     with pytest.raises(CopyseekError, match="uint8 RGB"):
         Detector(model).detect(image.astype(np.float32))
+    with pytest.raises(CopyseekError, match="mirror_shift"):
+        Detector(model, mirror_shift=-1)
     with pytest.raises(CopyseekError, match="no detector"):
         Detector(tmp_path / "missing.onnx")

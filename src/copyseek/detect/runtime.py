@@ -65,6 +65,8 @@ class Detector:
     def __init__(self, path: str | Path = SHIPPED, *, top_k: int = 20, min_score: float = 0.05,
                  max_copies: int = COPIES_PER_IMAGE, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY,
                  flip: bool = FLIP, mirror_shift: int = MIRROR_SHIFT, threads: int = 1):
+        if mirror_shift < 0:
+            raise CopyseekError(f"mirror_shift is a number of cells >= 0, got {mirror_shift}")
         path = Path(path)
         sidecar = path.with_suffix(".json")
         if not path.is_file() or not sidecar.is_file():
