@@ -22,11 +22,13 @@ mean squared error, uniform weights.
 
 `locations` (ours, not the paper's): on a CPU the imitation itself costs more than the student's
 own step (batch 32 at stride 4 is 51,200 locations of 56-64 channels, standardised, weighted and
-differentiated per stage: 0.33 CPU s against the student's 0.24), so at equal time a distilled
-student gets a third of the steps. With `locations` = L, each stage's loss is computed on L
+differentiated per stage: 0.33 CPU s more per step, against the student's own 0.24), so at equal
+time a distilled student gets about 40% of the steps. With `locations` = L, each stage's loss is computed on L
 locations per image drawn uniformly without replacement, their weights scaled by (h w) / L: an
 unbiased estimate of the same weighted sum, and the per-channel standardisation is estimated on
-the same locations. Stages with at most L locations are used whole.
+the same locations. Stages with at most L locations are used whole. With L = 128 a step costs
+0.31 CPU s; with the cache's reads, session 15's distilled students got 61% of the steps of the
+student alone in the same time (BENCHMARKS.md issue 18).
 
 The teacher's side of the losses is `teacher_outputs`; a training run over a fixed pool can read it
 from a cache instead (detect/teacher_cache.py), so a step costs the student little more than alone.
