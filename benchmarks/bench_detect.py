@@ -43,7 +43,7 @@ from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_queries
 from copyseek.detect.model import NetConfig, macs
 from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, ONE_COPY, decode
-from copyseek.detect.runtime import FLIP, MIRROR_SHIFT, Detector
+from copyseek.detect.runtime import FLIP, Detector
 
 
 AMBIGUOUS_PASTES = ("paste_into", "paste_over")
@@ -120,14 +120,14 @@ def found_by_edit(detector, images: list[np.ndarray], truths: list[dict], edits:
 
 
 def load_model(path: str, max_copies: int, copy_nms_iou: float = COPY_NMS_IOU, one_copy: bool = ONE_COPY,
-               flip: bool = FLIP, mirror_shift: int = MIRROR_SHIFT):
+               flip: bool = FLIP):
     """(detector, NetConfig) for an .onnx (with sidecar; `flip`: with the mirror pass) or a checkpoint.pt."""
     import json
 
     settings = {"max_copies": max_copies, "copy_nms_iou": copy_nms_iou, "one_copy": one_copy}
     if path.endswith(".onnx"):
         meta = json.loads(Path(path).with_suffix(".json").read_text())
-        return Detector(path, **settings, flip=flip, mirror_shift=mirror_shift), NetConfig.from_dict(meta["net"])
+        return Detector(path, **settings, flip=flip), NetConfig.from_dict(meta["net"])
     detector = TorchDetector(path, **settings)
     return detector, detector.net.config
 
@@ -255,7 +255,7 @@ def network_cpu_ms(detector, images: list[np.ndarray]) -> float:
     prepared = [detector.prepare(image)[None] for image in images]
     started = time.process_time()
     for batch in prepared:
-        detector.maps(batch)
+        detector.network(batch)
     return 1000 * (time.process_time() - started) / max(1, len(prepared))
 
 
@@ -314,8 +314,6 @@ def main() -> None:
     parser.add_argument("--flip", choices=("on", "off", "both"), default="on",
                         help="ONNX models with the mirror pass (runtime.FLIP, the default), without it (as before "
                              "session 15), or both (NAME and NAME+mirror)")
-    parser.add_argument("--mirror-shift", type=int, default=MIRROR_SHIFT,
-                        help=f"cells the mirror's maps are moved right before averaging (default {MIRROR_SHIFT}; runtime.MIRROR_SHIFT)")
     parser.add_argument("--decoding", action="store_true",
                         help="each --model's copy AP50 / AP over a grid of box suppression IoUs and copy boxes kept")
     parser.add_argument("--by-edit", action="store_true", help="each --model's found share by composite edit")
@@ -351,8 +349,7 @@ def main() -> None:
               "network CPU ms / image | MMACs |")
         print("|---|---|---|---|---|---|---|---|---|")
         for name, path, flip in models_to_run(args.model, args.flip):
-            detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip,
-                                          args.mirror_shift)
+            detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip)
             r = evaluate_detector(detector, images, truths)
             print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
                   f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
@@ -371,8 +368,7 @@ def main() -> None:
                   + ", ".join(f"{g} {counts[g]}" for g in groups) + ")\n")
             print("| model | boxes | " + " | ".join(groups) + " |\n|---|---|" + "---|" * len(groups))
             for name, path, flip in models_to_run(args.model, args.flip):
-                detector = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip,
-                                      args.mirror_shift)[0]
+                detector = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip)[0]
                 for boxes in (1, 0):
                     found = found_by_edit(detector, images, truths, edits, boxes)
                     print(f"| {name} | {boxes or 'every kept'} | " + " | ".join(f"{found.get(g, float('nan')):.2f}" for g in groups)

@@ -104,3 +104,22 @@ def test_drawn_regions_outline_the_boxes_and_leave_the_rest():
     assert tuple(drawn[50, 20]) == REGION_COLOURS["copy"] and tuple(drawn[89, 70]) == REGION_COLOURS["copy"]
     assert not drawn[50, 70].any()  # inside the box: untouched
     assert not drawn[30, 170].any() and not drawn[20, 170].any()  # the weak overlay is below min_score
+
+
+def test_mirrored_regions_map_back_and_two_views_fuse_into_one_set():
+    from copyseek.detect.regions import fuse_views, mirrored
+
+    seen = Regions(np.array([[10.0, 5.0, 30.0, 25.0]], np.float32), np.array([0.8], np.float32), np.array([0]))
+    assert mirrored(seen, 100).boxes.tolist() == [[70.0, 5.0, 90.0, 25.0]]
+    own = Regions(np.array([[0, 0, 40, 40], [50, 50, 60, 60]], np.float32), np.array([0.9, 0.6], np.float32),
+                  np.array([0, 1]))
+    other = Regions(np.array([[4, 0, 44, 40], [50, 50, 60, 60], [0, 60, 10, 70]], np.float32),
+                    np.array([0.3, 0.5, 0.4], np.float32), np.array([0, 0, 1]))
+    fused = fuse_views(own, other)
+    # the copy boxes pair (IoU 0.82): score-weighted mean box, mean score; the overlay at (50, 50)
+    # has no overlay partner (the other view called it a copy), so every unpaired box keeps half its score
+    assert np.allclose(fused.boxes[0], [1.0, 0, 41.0, 40]) and np.isclose(fused.scores[0], 0.6)
+    assert sorted(zip(fused.scores.astype(float).round(3).tolist(), fused.labels.tolist())) == [(0.2, 1), (0.25, 0), (0.3, 1), (0.6, 0)]
+    assert np.all(np.diff(fused.scores) <= 0)  # best first
+    empty = Regions(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert len(fuse_views(empty, empty).boxes) == 0 and np.allclose(fuse_views(own, empty).scores, [0.45, 0.3])

@@ -137,6 +137,49 @@ def decode(
     return one_copy_scores(regions) if one_copy else regions
 
 
+MIRROR_IOU = 0.55
+"""A box of the mirror pass (detect/runtime.py, FLIP) and a box of the image of one class overlapping
+by at least this IoU are one region."""
+
+
+def mirrored(regions: Regions, width: float) -> Regions:
+    """Regions found in an image's mirror -> the same regions in the image (x -> width - x)."""
+    boxes = regions.boxes.copy()
+    boxes[:, 0], boxes[:, 2] = width - regions.boxes[:, 2], width - regions.boxes[:, 0]
+    return Regions(boxes, regions.scores, regions.labels)
+
+
+def fuse_views(own: Regions, other: Regions, iou: float = MIRROR_IOU) -> Regions:
+    """Regions of one image found twice (in it, and in its mirror mapped back) -> one set, best first.
+
+    Each box of `own` (best first) is paired with the best-overlapping unpaired box of `other` of
+    its class at IoU >= `iou`: the pair becomes their score-weighted mean box with the mean score;
+    a box seen by one view only keeps its box at half its score (the other view gave it 0)."""
+    overlap = box_iou(own.boxes, other.boxes)
+    paired = np.zeros(len(other.boxes), bool)
+    boxes, scores, labels = [], [], []
+    for k in range(len(own.boxes)):
+        candidates = (overlap[k] >= iou) & (other.labels == own.labels[k]) & ~paired
+        if candidates.any():
+            j = int(np.argmax(np.where(candidates, overlap[k], -1.0)))
+            paired[j] = True
+            w_own, w_other = own.scores[k], other.scores[j]
+            boxes.append((w_own * own.boxes[k] + w_other * other.boxes[j]) / max(w_own + w_other, 1e-12))
+            scores.append((w_own + w_other) / 2)
+        else:
+            boxes.append(own.boxes[k])
+            scores.append(own.scores[k] / 2)
+        labels.append(own.labels[k])
+    for j in np.flatnonzero(~paired):
+        boxes.append(other.boxes[j])
+        scores.append(other.scores[j] / 2)
+        labels.append(other.labels[j])
+    scores_array = np.asarray(scores, np.float32)
+    order = np.argsort(-scores_array, kind="stable")
+    return Regions(np.asarray(boxes, np.float32).reshape(-1, 4)[order], scores_array[order],
+                   np.asarray(labels, np.int64)[order])
+
+
 def one_copy_scores(regions: Regions) -> Regions:
     """Regions (best first) with the k-th copy box scored s_k x prod_(j < k) (1 - s_j) (ONE_COPY),
     re-sorted best first; other classes keep their scores."""
