@@ -15,15 +15,15 @@ from copyseek.errors import CopyseekError
 from copyseek.io.onnx import cpu_session
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "detector.onnx"
-"""The default detector: the `teacher` preset's network (379 MMACs, 7.6 MB), copy AP50 0.859 on 920
-test queries with the mirror pass, ~14 CPU ms per image (BENCHMARKS.md issue 18, session 15)."""
+"""The default detector: the `teacher` preset's network (379 MMACs, 7.6 MB), copy AP50 0.859 and AP
+0.701 on 920 test queries with the mirror pass, ~14 CPU ms per image (BENCHMARKS.md issue 18, session 15)."""
 SMALL = SHIPPED.with_name("detector-small.onnx")
-"""The `student` preset's network (56 MMACs, 1.1 MB): copy AP50 0.847 on the same queries, ~5 CPU ms
-per image (`copyseek detect --small`)."""
+"""The `student` preset's network (56 MMACs, 1.1 MB): copy AP50 0.857 and AP 0.650 on the same
+queries, ~5 CPU ms per image (`copyseek detect --small`)."""
 CROP_DETECTOR = SHIPPED.with_name("detector-crops.onnx")
-"""Session 5's detector (copy AP50 0.643 on std + seed1 against 0.844 for SMALL, BENCHMARKS.md
-issue 18), kept for the fused preset's crops: `sure-else-grid`'s thresholds were chosen with it,
-and with session 14's detector the preset scored 0.0017 less muAP on the five benchmarks."""
+"""Session 5's detector (copy AP50 0.643 on std + seed1, BENCHMARKS.md issue 18), kept for the
+fused preset's crops: `sure-else-grid`'s thresholds were chosen with it, and with session 14's
+detector the preset scored 0.0017 less muAP on the five benchmarks."""
 
 
 FLIP = True
