@@ -7,8 +7,9 @@
 
 --model NAME=PATH (an exported .onnx, or a training checkpoint.pt run in torch): box AP50 / AP per
 class (COCO rules, detect/ap.py), ms per image (one image per call, resizing included, 1 thread),
-the ONNX network's CPU ms alone, and multiply-accumulates of the network, decoded with --max-copies copy boxes per query after box
-suppression at --copy-nms-iou (the shipped defaults); --decoding: copy AP50 / AP over a grid of
+the ONNX network's CPU ms alone, and multiply-accumulates of the network, decoded with --max-copies
+copy boxes per query after box suppression at --copy-nms-iou (the shipped defaults); --flip: with
+the mirror pass (on, the runtime's default), without it (off), or both, one row each; --decoding: copy AP50 / AP over a grid of
 both (how the defaults were chosen); --by-edit: the share of queries whose copy is found by the
 best copy box, and by any kept one, by composite edit. --scn NAME=CHECKPOINT (a selective net): the same net run
 densely and selectively (at each --scn-threshold and --scn-halo, and with an oracle guide that
@@ -139,8 +140,9 @@ def models_to_run(specs: list[str], flip: str) -> list[tuple[str, str, bool]]:
     for spec in specs:
         name, _, path = spec.partition("=")
         for mirrored in {"on": (True,), "off": (False,), "both": (False, True)}[flip]:
-            if not (mirrored and not path.endswith(".onnx")):
-                runs.append((f"{name}+mirror" if mirrored and flip == "both" else name, path, mirrored))
+            if mirrored and not path.endswith(".onnx"):
+                continue
+            runs.append((f"{name}+mirror" if mirrored and flip == "both" else name, path, mirrored))
     return runs
 
 
