@@ -17,9 +17,10 @@ from copyseek.detect.regions import CLASSES, Regions
 __all__ = ["CLASSES", "Regions", "load_detector"]
 
 
-def load_detector(path: str | None = None, flip: bool = True):
+def load_detector(path: str | None = None, flip: bool | None = None):
     """The shipped detector (or the ONNX model at `path`), loaded once per path; `flip`: run it on
-    the image and its mirror too (runtime.FLIP)."""
+    the image and its mirror too (None: runtime.FLIP)."""
+    from copyseek.detect.runtime import FLIP
     from copyseek.detect.runtime import load_detector as load
 
-    return load(path, flip)
+    return load(path, FLIP if flip is None else flip)
