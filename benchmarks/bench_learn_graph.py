@@ -328,6 +328,26 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None 
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def train_labelled_only(config, run: Path, paths: list[Path], labels: np.ndarray, steps: int) -> Path:
+    """The baseline the loop must beat: the same network and settings trained `steps` steps on the
+    labelled photos alone (one class per family, its photos seen under the random edits of ordinary
+    training, since one labelled photo has no positive of its own); returns its ONNX model."""
+    from dataclasses import replace
+
+    from copyseek.learn.train import train
+
+    folder = run / "labelled"
+    for path, label in zip(paths, labels):
+        if label >= 0:
+            (folder / f"f{label}").mkdir(parents=True, exist_ok=True)
+            link = folder / f"f{label}" / path.name
+            if not link.exists():
+                link.symlink_to(path.resolve())
+    n_classes = len({int(l) for l in labels if l >= 0})
+    return train(replace(config, images=str(folder), steps=steps, classes_per_batch=min(config.classes_per_batch, n_classes)),
+                 run / "labelled-only", progress=False)
+
+
 def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: int = 1, rounds: int = 4,
                steps: int = 30, draws: tuple[int, ...] = (1, 2, 3), settings: tuple[str, ...] = ()) -> None:
     """The LP loop as `copyseek train --pseudo-labels lp` runs it, training the whole network
@@ -372,6 +392,9 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
 
         small = describe_photos(descriptor_from_onnx(model_path("copyseek-small")[1]), paths, config.image_size, progress=False)
         add("1-NN (copyseek-small)", nearest_labelled(small, labels))
+        add(f"labelled only ({rounds * steps} steps), 1-NN", nearest_labelled(
+            describe_photos(descriptor_from_onnx(train_labelled_only(config, run, paths, labels, rounds * steps)),
+                            paths, config.image_size, progress=False), labels))
         model = train_lp(config, run, labels_csv, rounds, progress=False)
         for r in range(1, rounds + 1):
             with open(run / f"round-{r}" / "pseudo-labels.csv", newline="") as handle:

@@ -290,3 +290,13 @@ def test_reference_families(photo_dir, bench, tmp_path):
     assert (out / "gt.csv").read_text() == (bench / "gt.csv").read_text()
     for original in families:
         assert (out / "references" / f"{original}.jpg").read_bytes() == (bench / "references" / f"{original}.jpg").read_bytes()
+
+
+def test_copyseek_bench_build_passes_the_variant_severity(photo_dir, tmp_path):
+    from copyseek.cli import main
+
+    out = tmp_path / "fam"
+    assert main(["bench", "build", "--images", str(photo_dir), "--out", str(out), "--variants-per-reference", "1",
+                 "--variant-severity", "1.6", "--references", "8", "--copied", "5", "--copies", "8",
+                 "--distractor-queries", "5", "--background", "4", "--workers", "1", "-q"]) == 0
+    assert json.loads((out / "benchmark.json").read_text())["config"]["variant_severity"] == 1.6

@@ -2,7 +2,14 @@
 
 import csv
 
+import numpy as np
+
 from copyseek.cli import main
+from copyseek.learn.config import TrainConfig
+from copyseek.learn.data import discover_photos
+from copyseek.learn.lploop import RoundSource
+from copyseek.learn.mining import square_photo
+from tests.learn.tiny import tiny_model
 from tests.making import write_photos
 
 
@@ -22,3 +29,18 @@ def test_copyseek_train_pseudo_labels_lp_runs_rounds(tmp_path, capsys):
         assert len(list(csv.DictReader(handle))) == 6
     assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "x"), "--pseudo-labels", "lp",
                  "--set", "steps=1", "-q"]) == 2
+
+
+def test_a_rounds_batches_edit_the_configured_share_of_the_photos(tmp_path):
+    photos = write_photos(tmp_path / "imgs", 6, size=(64, 48))
+    config = TrainConfig(images=str(tmp_path / "imgs"), steps=1, image_size=32, classes_per_batch=2, views_per_class=2,
+                         photo_edits=1.0)
+    source = RoundSource(config, discover_photos(tmp_path / "imgs"), np.array([0, 1, 0, 1, -1, -1]), ["a", "b"],
+                         tmp_path / "round", None, progress=False)
+    (tmp_path / "round").mkdir()
+    batches = source(tiny_model("resnet"))
+    assert batches.edited == 1.0 and (tmp_path / "round" / "pseudo-labels.csv").exists()
+    batch = batches.next_batch(np.random.default_rng(0))
+    originals = {square_photo(p, 32).tobytes() for p in photos}
+    assert batch.images.shape[1:] == (3, 32, 32)
+    assert not any(image.permute(1, 2, 0).numpy().tobytes() in originals for image in batch.images)

@@ -9,8 +9,8 @@ from copyseek.graph.mining import MinedExamples
 from copyseek.learn.config import TrainConfig
 from copyseek.learn.data import Batch
 from copyseek.learn.mining import (
-    KnnMiner, ManifoldMiner, MinedBatches, MiningParams, PoolNegatives, describe_arrays, describe_photos,
-    hardest_pool_negatives, mining_precision, square_photo,
+    KnnMiner, ManifoldMiner, MinedBatches, MiningParams, PhotoBatches, PoolNegatives, describe_arrays,
+    describe_photos, hardest_pool_negatives, mining_precision, square_photo,
 )
 from copyseek.learn.train import Trainer
 from tests.graph.families import families
@@ -110,6 +110,41 @@ def test_describe_photos_gives_unit_rows_and_keeps_the_models_mode(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     model.eval()
     np.testing.assert_allclose(describe_photos(model, paths[:1], 32, progress=False), vectors[:1], atol=1e-5)
+
+
+class FixedRows:
+    """A sampler that always chooses the same photos, so that only the edits vary between batches."""
+
+    def __init__(self, rows: list[int]):
+        self.rows = np.asarray(rows)
+
+    def sample(self, rng):
+        return self.rows, np.zeros(len(self.rows), np.int64)
+
+
+def flipped(image, rng, donors):
+    return image.transpose(0)  # PIL's FLIP_LEFT_RIGHT: an edit that is easy to recognise
+
+
+@pytest.mark.parametrize("edited", [0.0, 0.5, 1.0])
+def test_photo_batches_edit_the_chosen_share_of_photos(tmp_path, edited):
+    paths = write_photos(tmp_path, 4, size=(40, 40))
+    batches = PhotoBatches(paths, FixedRows([0, 1, 2, 3] * 50), 32, augment=flipped, edited=edited)
+    images = batches.next_batch(np.random.default_rng(0)).images.permute(0, 2, 3, 1).numpy()
+    originals = np.stack([square_photo(p, 32) for p in paths] * 50)
+    mirrors = originals[:, :, ::-1]
+    unchanged = np.all(images == originals, axis=(1, 2, 3))
+    assert np.all(unchanged | np.all(images == mirrors, axis=(1, 2, 3)))
+    assert abs((~unchanged).mean() - edited) < 0.12
+
+
+def test_photo_batches_check_the_edited_share():
+    with pytest.raises(CopyseekError, match="in \\[0, 1\\]"):
+        PhotoBatches([], FixedRows([]), 32, augment=flipped, edited=1.5)
+    with pytest.raises(CopyseekError, match="needs an augment"):
+        PhotoBatches([], FixedRows([]), 32, edited=0.5)
+    with pytest.raises(CopyseekError, match="photo_edits must be in"):
+        TrainConfig(images="x", steps=1, photo_edits=-0.1).validate()
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "recall@k"])

@@ -99,6 +99,12 @@ def add_build_parser(bench_sub) -> None:
         help="N edited versions of each reference as more references (families.csv; default 0)",
     )
     p.add_argument(
+        "--variant-severity",
+        type=float,
+        default=BenchConfig.variant_severity,
+        help="edit strength 0..2 of those versions (default %(default)s; they get no composite edits)",
+    )
+    p.add_argument(
         "--holdout",
         type=float,
         default=BenchConfig.holdout,
@@ -152,6 +158,7 @@ def run_build(args: argparse.Namespace) -> int:
         max_side=args.max_side,
         quality=args.quality,
         variants_per_reference=args.variants_per_reference,
+        variant_severity=args.variant_severity,
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.quiet,

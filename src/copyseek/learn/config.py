@@ -22,6 +22,9 @@ class TrainConfig:
     images: str = ""  # folder (each photo its own class, or one class per sub-folder) or .txt list
     severity: float = 1.0  # strength of the random edits that make positives
     colour_edits: float = 0.0  # share of the views that also get a colour edit (learn/data.py COLOUR_EDITS)
+    # share of the photos in batches of collection photos (pseudo-labels, mined tuples, reported pairs)
+    # that get a random edit at `severity` first (learn/mining.py PhotoBatches; 0: the photos as they are)
+    photo_edits: float = 0.0
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
     workers: int = 0  # processes making bank views (0: in the training process)
@@ -121,8 +124,9 @@ class TrainConfig:
             raise CopyseekError("miner pool adds negatives without teacher embeddings: use it with ranking losses only")
         if self.miner == "pool" and self.pairs:
             raise CopyseekError("miner pool mines the training photos' pool: not with reported pairs")
-        if not 0 <= self.colour_edits <= 1:
-            raise CopyseekError(f"colour_edits must be in [0, 1], got {self.colour_edits}")
+        for name in ("colour_edits", "photo_edits"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise CopyseekError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.pool_views < 0:
             raise CopyseekError(f"pool_views must be >= 0, got {self.pool_views}")
         for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size", "pool_every",

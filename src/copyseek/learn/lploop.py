@@ -22,7 +22,7 @@ from copyseek.learn.mining import PhotoBatches, describe_photos
 from copyseek.learn.pseudo import (
     LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels, write_pseudo_labels,
 )
-from copyseek.learn.train import Trainer
+from copyseek.learn.train import Trainer, photo_batches
 
 
 class RoundSource:
@@ -41,7 +41,7 @@ class RoundSource:
         names = [p.stem for p in self.photos.paths]
         write_pseudo_labels(self.folder / "pseudo-labels.csv", names, self.classes, self.pseudo)
         sampler = PseudoLabelBatches(self.pseudo, self.config.classes_per_batch, self.config.views_per_class)
-        return PhotoBatches(self.photos.paths, sampler, self.config.image_size)
+        return photo_batches(self.config, self.photos.paths, sampler)
 
 
 def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, rounds: int, params: LPParams | None = None,

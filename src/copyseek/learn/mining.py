@@ -35,13 +35,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from copyseek.errors import CopyseekError
 from copyseek.graph.knn import GraphParams, KnnGraph, check_vectors, knn_graph, search
 from copyseek.graph.mining import MinedExamples, mine_on_manifold, stationary_anchors
 from copyseek.io.images import load_rgb
-from copyseek.learn.data import Batch, square, to_batch
+from copyseek.learn.data import Augment, Batch, square, to_batch
 from copyseek.learn.losses import HardNegatives, Similarities
 from copyseek.progress import progress_bar
 
@@ -302,24 +303,42 @@ def build_pool(maker, size: int, views: int, seed: int) -> tuple[np.ndarray, np.
 
 class PhotoBatches:
     """A BatchSource over a collection's photos: `sampler.sample(rng) -> (rows, labels)` chooses,
-    the photos are decoded (square, `size` px) and cached."""
+    the photos are decoded (square, `size` px) and cached. With `augment` and `edited` > 0, that
+    share of the chosen photos get a random edit first (other photos of the collection as donors
+    for composite edits): the photos of a pseudo-class are then seen under the edits the
+    descriptor must be invariant to, not only as themselves, which a network can memorise."""
 
-    def __init__(self, paths: Sequence[Path], sampler, size: int, cache_size: int = 4096):
+    def __init__(self, paths: Sequence[Path], sampler, size: int, cache_size: int = 4096,
+                 augment: Augment | None = None, edited: float = 0.0):
+        if not 0 <= edited <= 1:
+            raise CopyseekError(f"the share of edited photos must be in [0, 1], got {edited}")
+        if edited > 0 and augment is None:
+            raise CopyseekError("editing a share of the photos needs an augment")
         self.paths, self.sampler, self.size = list(paths), sampler, size
+        self.augment, self.edited = augment, edited
+        self.decoded = lru_cache(maxsize=cache_size)(self._decoded)
         self.image = lru_cache(maxsize=cache_size)(self._image)
 
+    def _decoded(self, row: int) -> Image.Image:
+        return Image.fromarray(load_rgb(self.paths[row], self.size))
+
     def _image(self, row: int) -> np.ndarray:
-        return square_photo(self.paths[row], self.size)
+        return square(self.decoded(row), self.size)
+
+    def view(self, row: int, rng: np.random.Generator) -> np.ndarray:
+        """(size, size, 3) uint8: photo `row`, edited with probability `edited`."""
+        if not self.edited or rng.random() >= self.edited:
+            return self.image(row)
+        donors = [self.decoded(int(d)) for d in rng.choice(len(self.paths), size=min(2, len(self.paths)), replace=False)]
+        return square(self.augment(self.decoded(row), rng, donors), self.size)
 
     def next_batch(self, rng: np.random.Generator) -> Batch:
         rows, labels = self.sampler.sample(rng)
-        return to_batch(np.stack([self.image(int(r)) for r in rows]), labels, None)
+        return to_batch(np.stack([self.view(int(r), rng) for r in rows]), labels, None)
 
 
 def square_photo(path: Path, size: int) -> np.ndarray:
     """(size, size, 3) uint8: the photo decoded and resized as the exported model's sidecar does."""
-    from PIL import Image
-
     return square(Image.fromarray(load_rgb(path, size)), size)
 
 

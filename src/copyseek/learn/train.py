@@ -111,7 +111,13 @@ def mined_source(config: TrainConfig, model: nn.Module, miner: CollectionMiner, 
     vectors = describe_photos(model, photos.paths, config.image_size, progress=progress)
     miner.params = config.mining_params()
     sampler = MinedBatches(miner.mine(vectors), config.classes_per_batch, config.views_per_class)
-    return PhotoBatches(photos.paths, sampler, config.image_size)
+    return photo_batches(config, photos.paths, sampler)
+
+
+def photo_batches(config: TrainConfig, paths, sampler) -> PhotoBatches:
+    """Batches of the collection photos `sampler` chooses, a share `config.photo_edits` of them edited."""
+    return PhotoBatches(paths, sampler, config.image_size, augment=EditAugment(config.severity, config.colour_edits),
+                        edited=config.photo_edits)
 
 
 def make_source(config: TrainConfig, out: Path, augment: Augment | None, progress: bool,
@@ -123,8 +129,7 @@ def make_source(config: TrainConfig, out: Path, augment: Augment | None, progres
         from copyseek.learn.reports import report_classes
 
         paths, classes = report_classes(config.images, config.pairs, config.pair_queries)
-        return PhotoBatches(paths, PseudoLabelBatches(classes, config.classes_per_batch, config.views_per_class),
-                            config.image_size)
+        return photo_batches(config, paths, PseudoLabelBatches(classes, config.classes_per_batch, config.views_per_class))
     miner = MINERS[config.miner]()
     if isinstance(miner, CollectionMiner):
         if model is None or config.head != "global":
