@@ -336,6 +336,8 @@ def train_labelled_only(config, run: Path, paths: list[Path], labels: np.ndarray
 
     from copyseek.learn.train import train
 
+    if (run / "labelled-only" / "model.onnx").exists():  # a finished run: re-read, not retrained
+        return run / "labelled-only" / "model.onnx"
     folder = run / "labelled"
     for path, label in zip(paths, labels):
         if label >= 0:
@@ -344,8 +346,6 @@ def train_labelled_only(config, run: Path, paths: list[Path], labels: np.ndarray
             if not link.exists():
                 link.symlink_to(path.resolve())
     n_classes = len({int(l) for l in labels if l >= 0})
-    if (run / "labelled-only" / "model.onnx").exists():  # a finished run: re-read, not retrained
-        return run / "labelled-only" / "model.onnx"
     return train(replace(config, images=str(folder), steps=steps, classes_per_batch=min(config.classes_per_batch, n_classes)),
                  run / "labelled-only", progress=False)
 

@@ -306,7 +306,7 @@ class PhotoBatches:
     the photos are decoded (square, `size` px) and cached. With `augment` and `edited` > 0, that
     share of the chosen photos get a random edit first (other photos of the collection as donors
     for composite edits): the photos of a pseudo-class are then seen under the edits the
-    descriptor must be invariant to, not only as themselves, which a network can memorise."""
+    descriptor must be invariant to, not only as themselves (`TrainConfig.photo_edits`)."""
 
     def __init__(self, paths: Sequence[Path], sampler, size: int, cache_size: int = 4096,
                  augment: Augment | None = None, edited: float = 0.0):

@@ -114,7 +114,7 @@ def mined_source(config: TrainConfig, model: nn.Module, miner: CollectionMiner, 
     return photo_batches(config, photos.paths, sampler)
 
 
-def photo_batches(config: TrainConfig, paths, sampler) -> PhotoBatches:
+def photo_batches(config: TrainConfig, paths: list[Path], sampler) -> PhotoBatches:
     """Batches of the collection photos `sampler` chooses, a share `config.photo_edits` of them edited."""
     return PhotoBatches(paths, sampler, config.image_size, augment=EditAugment(config.severity, config.colour_edits),
                         edited=config.photo_edits)
