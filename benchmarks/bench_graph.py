@@ -3,6 +3,8 @@
 
     python benchmarks/bench_graph.py diffusion --real real.npz --sizes 10000 100000 --ranks 16 64 256 1024
     python benchmarks/bench_graph.py labels --real real.npz --size 10000 --draws 10   # LP vs 1-NN over 10 label draws
+    python benchmarks/bench_graph.py labels --real real.npz --size 10000 --draws 10 --self-train 0.1 0.3 --self-weight 0.5 1
+        # and LP with self-training: the grid's best on the dev families over --self-draws draws, then reported
     python benchmarks/bench_graph.py dedup-scale --real real.npz --sizes 1000 10000 100000
 
 diffusion: one edited member of each of --queries families is the query (left out of the graph); the
@@ -166,12 +168,14 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 def labels_benchmark(
     data: dict, seeds_per_family: list[int], k: int, seed: int, abstain: float, alpha: float, split: str,
-    symmetrize: str = "sum", gamma: float = 3.0, draw: int = 0,
+    symmetrize: str = "sum", gamma: float = 3.0, draw: int = 0, variants: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Half the families get seeds (1/2/5 labelled members), the other half none (LP should abstain
     there). Accuracy on the unlabelled members of the seeded families of `split` (dev or test): LP vs
     the nearest seed (1-NN). `draw` redraws which families are seeded and which members are their
-    seeds; the dev/test split stays the one of `seed` (draw 0 is the draw of the earlier tables)."""
+    seeds; the dev/test split stays the one of `seed` (draw 0 is the draw of the earlier tables).
+    `variants`: name -> more LabelPropagation options (self-training), each fitted on the same labels:
+    columns "<name> acc" and "<name> acc (confident half)"."""
     vectors, family = data["vectors"], data["family"]
     rng = np.random.default_rng(seed if draw == 0 else [seed, draw])
     present = np.unique(family)
@@ -191,6 +195,12 @@ def labels_benchmark(
         start = time.perf_counter()
         lp = LabelPropagation(alpha=alpha, abstain=abstain).fit(graph, labels)
         lp_seconds = time.perf_counter() - start
+        more = {}
+        for name, options in (variants or {}).items():
+            fitted = LabelPropagation(alpha=alpha, abstain=abstain, **options).fit(graph, labels)
+            hit = fitted.labels_[in_seeded] == family[in_seeded]
+            sure = fitted.confidence_[in_seeded] >= np.median(fitted.confidence_[in_seeded])
+            more |= {f"{name} acc": hit.mean(), f"{name} acc (confident half)": hit[sure].mean()}
         seed_rows = np.flatnonzero(seeded)
         sims, nearest = search(np.ascontiguousarray(vectors[seed_rows]), vectors[in_seeded], 1, GraphParams())
         one_nn = labels[seed_rows[nearest[:, 0]]]
@@ -205,25 +215,69 @@ def labels_benchmark(
              "1-NN acc (nearer half)": (one_nn == truth)[nn_confident].mean(),
              "LP abstains (seeded fams)": (lp.labels_[in_seeded] < 0).mean(),
              "LP abstains (unseeded fams)": (lp.labels_[unseeded] < 0).mean(),
-             "CG iters": lp.iterations_, "LP s": lp_seconds}
+             "CG iters": lp.iterations_, "LP s": lp_seconds, **more}
         )
     return results
 
 
-def draw_summary(rows: list[dict]) -> list[dict]:
+def gain(rows: list[dict], better: str, than: str) -> np.ndarray:
+    """Per-draw accuracy differences "<better> acc" - "<than> acc" of `rows`."""
+    return np.array([r[f"{better} acc"] - r[f"{than} acc"] for r in rows])
+
+
+def draw_summary(rows: list[dict], variants: list[str] = ()) -> list[dict]:
     """One row per seeds/family over the draws of `rows`: mean accuracies and the gain of LP over 1-NN as
-    mean ± standard deviation over draws, its smallest draw and the draws reaching the +0.05 target."""
+    mean ± standard deviation over draws, its smallest draw and the draws reaching the +0.05 target;
+    for each of `variants` its accuracy and its gains over LP and over 1-NN (mean ± std)."""
     summary = []
     for n_seeds in sorted({r["seeds/family"] for r in rows}):
         mine = [r for r in rows if r["seeds/family"] == n_seeds]
-        gains = np.array([r["LP acc"] - r["1-NN acc"] for r in mine])
+        gains = gain(mine, "LP", "1-NN")
         summary.append(
             {"seeds/family": n_seeds, "draws": len(mine), "LP acc": np.mean([r["LP acc"] for r in mine]),
              "1-NN acc": np.mean([r["1-NN acc"] for r in mine]), "gain": f"{gains.mean():+.4f} ± {gains.std():.4f}",
              "smallest gain": f"{gains.min():+.4f}", "draws >= +0.05": f"{int((gains >= 0.05).sum())} of {len(gains)}",
              "LP acc (confident half)": np.mean([r["LP acc (confident half)"] for r in mine])}
         )
+        for name in variants:
+            over_lp, over_nn = gain(mine, name, "LP"), gain(mine, name, "1-NN")
+            summary[-1] |= {f"{name} acc": np.mean([r[f"{name} acc"] for r in mine]),
+                            f"{name} - LP": f"{over_lp.mean():+.4f} ± {over_lp.std():.4f}",
+                            f"{name} draws > LP": f"{int((over_lp > 0).sum())} of {len(over_lp)}",
+                            f"{name} - 1-NN": f"{over_nn.mean():+.4f} ± {over_nn.std():.4f}",
+                            f"{name} acc (confident half)": np.mean([r[f"{name} acc (confident half)"] for r in mine])}
     return summary
+
+
+def tune_self_training(data: dict, seed: int, setting: dict, grid: dict[str, list], draws: int) -> dict[str, dict]:
+    """Every (self_train, self_weight, self_rounds) of `grid` on the dev families, draws 0..draws-1, with
+    the LP `setting`; prints each one's gain over LP at 1/2/5 seeds per family (mean ± std over draws).
+    Returns the chosen settings: "ST" the best mean gain over 1/2/5 among those that do not lose at 1
+    seed (mean gain >= 0), "ST 2+" the best mean gain over 2 and 5 seeds (may be the same one)."""
+    import itertools
+
+    names = ("self_train", "self_weight", "self_rounds")
+    options = {f"F={f} W={w} R={r}": dict(zip(names, (f, w, r)))
+               for f, w, r in itertools.product(*(grid[name] for name in names)) if f > 0}
+    rows = [row for draw in range(draws)
+            for row in labels_benchmark(data, [1, 2, 5], setting["k"], seed, setting["abstain"], setting["alpha"], "dev",
+                                        setting["symmetrize"], setting["gamma"], draw, options)]
+    gains = {}
+    for name in options:
+        gains[name] = {n: gain([r for r in rows if r["seeds/family"] == n], name, "LP") for n in (1, 2, 5)}
+        print(f"dev, {draws} draws: {name}: over LP at 1/2/5 seeds: "
+              + ", ".join(f"{g.mean():+.4f} ± {g.std():.4f}" for g in gains[name].values()), flush=True)
+    mean = lambda name, ns: float(np.mean([gains[name][n].mean() for n in ns]))  # noqa: E731
+    safe = [name for name in options if gains[name][1].mean() >= 0]
+    chosen = {}
+    if safe:
+        chosen["ST"] = options[max(safe, key=lambda name: mean(name, (1, 2, 5)))]
+    chosen["ST 2+"] = options[max(options, key=lambda name: mean(name, (2, 5)))]
+    if chosen.get("ST") == chosen["ST 2+"]:
+        del chosen["ST 2+"]
+    for name, option in chosen.items():
+        print(f"chosen on dev: {name} = {option}", flush=True)
+    return chosen
 
 
 def tune_labels(data: dict, seed: int, grid: dict[str, list]) -> dict:
@@ -358,6 +412,11 @@ def main() -> None:
     lab.add_argument("--gamma", type=float, nargs="+", default=[3.0])
     lab.add_argument("--seed", type=int, default=0)
     lab.add_argument("--draws", type=int, default=1, help="label draws reported (the setting is tuned on draw 0)")
+    lab.add_argument("--self-train", type=float, nargs="+", default=[0.0],
+                     help="self-training fractions to try (0: off); chosen on dev over --self-draws draws")
+    lab.add_argument("--self-weight", type=float, nargs="+", default=[1.0], help="pseudo-seed weights to try")
+    lab.add_argument("--self-rounds", type=int, nargs="+", default=[1], help="self-training rounds to try")
+    lab.add_argument("--self-draws", type=int, default=5, help="dev label draws self-training is chosen on")
     v = sub.add_parser("variants")
     v.add_argument("--real", type=Path, required=True)
     v.add_argument("--size", type=int, default=10_000)
@@ -389,14 +448,17 @@ def main() -> None:
         grown = grow(real, args.size, args.seed)
         grid = {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize, "gamma": args.gamma}
         best = tune_labels(grown, args.seed, grid)
-        print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best}\n")
+        self_grid = {"self_train": args.self_train, "self_weight": args.self_weight, "self_rounds": args.self_rounds}
+        chosen = tune_self_training(grown, args.seed, best, self_grid, args.self_draws) if max(args.self_train) > 0 else {}
+        print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best} {chosen}\n")
         for split in ("dev", "test"):
             rows = [row for draw in range(args.draws)
                     for row in labels_benchmark(grown, [1, 2, 5], best["k"], args.seed, best["abstain"], best["alpha"],
-                                                split, best["symmetrize"], best["gamma"], draw)]
+                                                split, best["symmetrize"], best["gamma"], draw, chosen)]
             print(f"\n{split} families:\n\n" + table(rows, list(rows[0])), flush=True)
             if args.draws > 1:
-                print(f"\n{split} families, {args.draws} draws:\n\n" + table(draw_summary(rows), list(draw_summary(rows)[0])))
+                summary = draw_summary(rows, list(chosen))
+                print(f"\n{split} families, {args.draws} draws:\n\n" + table(summary, list(summary[0])), flush=True)
     elif args.cmd == "variants":
         grown = grow(real, args.size, args.seed)
         reach = [None if r < 0 else r for r in args.reach]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from copyseek.errors import CopyseekError
-from copyseek.graph.knn import knn_graph
+from copyseek.graph.knn import GraphParams, KnnGraph, knn_graph
 from copyseek.graph.propagation import LabelPropagation, entropy_confidence
 from tests.graph.families import families
 
@@ -89,7 +89,96 @@ class TestLabelPropagation:
         with pytest.raises(CopyseekError, match=word):
             LabelPropagation().fit(data[0], labels)
 
-    @pytest.mark.parametrize("options", [{"alpha": 1.0}, {"abstain": -1.0}, {"min_confidence": 2.0}])
+    @pytest.mark.parametrize(
+        "options",
+        [{"alpha": 1.0}, {"abstain": -1.0}, {"min_confidence": 2.0}, {"self_train": -0.1}, {"self_train": 1.5},
+         {"self_weight": 0.0}, {"self_weight": 2.0}, {"self_rounds": 0}, {"self_rounds": 1.5}, {"self_rounds": True}],
+    )
     def test_bad_parameters_are_refused(self, options):
         with pytest.raises(CopyseekError, match=list(options)[0]):
             LabelPropagation(**options)
+
+
+def graph_of(edges: list[tuple[int, int, float]], n: int) -> KnnGraph:
+    """A union graph with exactly these weighted edges (i lists j)."""
+    lists: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    for i, j, w in edges:
+        lists[i].append((j, w))
+    k = max(len(row) for row in lists)
+    neighbors, sims = np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+    for i, row in enumerate(lists):
+        for c, (j, w) in enumerate(row):
+            neighbors[i, c], sims[i, c] = j, w
+    return KnnGraph(neighbors, sims, GraphParams(k=k, gamma=1.0, symmetrize="union"))
+
+
+def chain_and_clique(length: int = 10, clique: int = 10, weak: float = 0.3):
+    """Class 0: a seed at the head of a chain of `length` nodes; class 1: a seed in a clique, which
+    touches the chain's far end by one weak edge. Plain LP's class-0 mass fades along the chain, so
+    the clique's class wins the far end."""
+    n = length + 1 + clique
+    edges = [(i, i + 1, 1.0) for i in range(length)]
+    members = range(length + 1, n)
+    edges += [(i, j, 1.0) for i in members for j in members if i < j] + [(length, length + 1, weak)]
+    labels = np.full(n, -1)
+    labels[0], labels[length + 1] = 0, 1
+    return graph_of(edges, n), np.array([0] * (length + 1) + [1] * clique), labels
+
+
+class TestSelfTraining:
+    def test_confident_pseudo_seeds_carry_a_label_further_along_a_chain(self):
+        graph, truth, labels = chain_and_clique()
+        plain = LabelPropagation(alpha=0.8).fit(graph, labels)
+        tuned = LabelPropagation(alpha=0.8, self_train=0.6).fit(graph, labels)
+        assert (tuned.labels_ == truth).sum() >= (plain.labels_ == truth).sum() + 2
+        assert (tuned.labels_ == truth)[plain.labels_ == truth].all()  # nothing plain LP got right is lost
+        assert tuned.pseudo_seeds_.sum() == int(0.6 * 19) and not tuned.pseudo_seeds_[labels >= 0].any()
+        assert not plain.pseudo_seeds_.any()
+        np.testing.assert_array_equal(tuned.labels_[labels >= 0], labels[labels >= 0])
+        assert tuned.iterations_ > plain.iterations_  # both propagations counted
+
+    def test_zero_is_plain_propagation_exactly(self, data):
+        graph, family = data
+        labels = one_seed_per_family(family, range(10))
+        plain = LabelPropagation(abstain=0.01).fit(graph, labels)
+        off = LabelPropagation(abstain=0.01, self_train=0.0, self_weight=0.5, self_rounds=3).fit(graph, labels)
+        for name in ("labels_", "confidence_", "scores_", "mass_", "iterations_"):
+            np.testing.assert_array_equal(getattr(off, name), getattr(plain, name))
+
+    def test_pseudo_seeds_count_in_balance_by_weight(self, data):
+        graph, family = data
+        labels = one_seed_per_family(family, range(20))
+        first = LabelPropagation(alpha=0.9, tol=1e-10).fit(graph, labels)
+        lp = LabelPropagation(alpha=0.9, tol=1e-10, self_train=0.2, self_weight=0.5).fit(graph, labels)
+        pseudo = np.flatnonzero(lp.pseudo_seeds_)
+        assert len(pseudo) == int(0.2 * 180)
+        # the most confident unlabelled nodes of the first propagation, as seeds of its best class
+        assert first.confidence_[pseudo].min() >= np.delete(first.confidence_, np.r_[pseudo, np.flatnonzero(labels >= 0)]).max()
+        y = np.zeros((len(family), 20))
+        y[labels >= 0, labels[labels >= 0]] = 1.0
+        y[pseudo, first.scores_[pseudo].argmax(axis=1)] = 0.5
+        s = graph.normalized("sym").toarray()
+        z = 0.1 * np.linalg.solve(np.eye(len(family)) - 0.9 * s, y) / y.sum(axis=0)
+        np.testing.assert_allclose(lp.scores_, z, atol=1e-9)
+        np.testing.assert_allclose(lp.mass_, z.max(axis=1), atol=1e-9)
+        np.testing.assert_allclose(lp.confidence_[labels < 0], entropy_confidence(z)[labels < 0], atol=1e-6)
+
+    def test_abstention_and_min_confidence_still_apply(self, data):
+        graph, family = data
+        labels = one_seed_per_family(family, range(10))
+        lp = LabelPropagation(abstain=0.02, self_train=0.3).fit(graph, labels)
+        unseeded = family >= 10
+        assert (lp.labels_[unseeded] == -1).mean() >= 0.8
+        assert not lp.pseudo_seeds_[unseeded].any() or (lp.labels_[lp.pseudo_seeds_] >= 0).all()
+        picky = LabelPropagation(min_confidence=0.5, self_train=0.3).fit(graph, labels)
+        unsure = (picky.confidence_ < 0.5) & (labels < 0)
+        assert unsure.any() and (picky.labels_[unsure] == -1).all()
+
+    def test_rounds_choose_fresh_pseudo_seeds_and_params_round_trip(self, data):
+        graph, family = data
+        labels = one_seed_per_family(family, range(20))
+        lp = LabelPropagation(self_train=0.3, self_weight=0.5, self_rounds=3)
+        assert LabelPropagation(**lp.get_params()).get_params() == lp.get_params()
+        lp.fit(graph, labels)
+        assert lp.pseudo_seeds_.sum() == int(0.3 * 180)
+        assert (lp.labels_ == family).mean() >= 0.9

@@ -10,6 +10,16 @@ labels: (n,) ints, -1 for unlabelled nodes. Class balancing divides each class's
 of seeds, so a class with many labelled images does not flood the graph. Abstention: a node whose
 largest propagated mass (from Z scaled by 1 - alpha, so a lone seed scores about 1 on itself) stays
 under `abstain` reached no labelled family and is left unlabelled (-1).
+
+Self-training (`self_train=F`, ours): after the propagation, the most confident fraction F of the
+unlabelled nodes (by 1 - H / log c of their scores, among those that would get a label) become extra
+seeds of their best class with weight `self_weight`, and the propagation is run again from the
+seeds and these pseudo-seeds; `self_rounds` repeats this, each round choosing its pseudo-seeds afresh
+from the previous round's scores. It is the iterative pseudo-labelling of Iscen et al. and of Lee
+(2013), which feed pseudo-labels back into training, applied here to the transductive step alone:
+a confident node near the edge of what a seed reaches becomes a source itself, so the labels reach
+further along chains of edited copies. Measured on 483 hard families (BENCHMARKS.md, issue 14,
+session 17): it helps at 2 and more labels per family and not at 1.
 """
 
 from __future__ import annotations
@@ -44,9 +54,16 @@ class LabelPropagation:
     abstain:        minimum propagated mass (>= 0) for a node to get a label; 0 labels every node that
                     any seed reaches.
     min_confidence: minimum 1 - H / log c for a label (0: no condition).
+    self_train:     fraction in [0, 1] of the unlabelled nodes made pseudo-seeds per round (0: off, one
+                    propagation). Only nodes that would get a label (mass over `abstain`, confidence
+                    at least `min_confidence`) qualify.
+    self_weight:    a pseudo-seed's weight in (0, 1] (a user's seed weighs 1). With `balance`, a class's
+                    scores are divided by its seeds' total weight, pseudo-seeds included.
+    self_rounds:    rounds of self-training (>= 1; used only when self_train > 0).
     tol, max_iter:  conjugate gradient's.
-    Fitted: classes_ (c,) the distinct labels, scores_ (n, c) propagated (balanced) scores, labels_ (n,),
-    confidence_ (n,), mass_ (n,), iterations_.
+    Fitted: classes_ (c,) the distinct labels, scores_ (n, c) the last propagation's (balanced) scores,
+    labels_ (n,), confidence_ (n,), mass_ (n,) from scores_, pseudo_seeds_ (n,) bool, the last round's
+    pseudo-seeds (all False without self-training), iterations_ CG iterations of all propagations.
     """
 
     def __init__(
@@ -55,6 +72,9 @@ class LabelPropagation:
         balance: bool = True,
         abstain: float = 0.0,
         min_confidence: float = 0.0,
+        self_train: float = 0.0,
+        self_weight: float = 1.0,
+        self_rounds: int = 1,
         tol: float = 1e-4,
         max_iter: int = 500,
     ):
@@ -64,11 +84,19 @@ class LabelPropagation:
             raise CopyseekError(f"abstain must be a mass >= 0, got {abstain}")
         if not 0.0 <= min_confidence <= 1.0:
             raise CopyseekError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        if not 0.0 <= self_train <= 1.0:
+            raise CopyseekError(f"self_train must be a fraction of the unlabelled nodes in [0, 1], got {self_train}")
+        if not 0.0 < self_weight <= 1.0:
+            raise CopyseekError(f"self_weight must be in (0, 1] (a user's seed weighs 1), got {self_weight}")
+        if isinstance(self_rounds, bool) or not isinstance(self_rounds, (int, np.integer)) or self_rounds < 1:
+            raise CopyseekError(f"self_rounds must be an integer >= 1, got {self_rounds!r}")
         self.alpha, self.balance, self.abstain, self.min_confidence = alpha, balance, abstain, min_confidence
+        self.self_train, self.self_weight, self.self_rounds = float(self_train), float(self_weight), int(self_rounds)
         self.tol, self.max_iter = tol, max_iter
 
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("alpha", "balance", "abstain", "min_confidence", "tol", "max_iter")}
+        names = ("alpha", "balance", "abstain", "min_confidence", "self_train", "self_weight", "self_rounds", "tol", "max_iter")
+        return {k: getattr(self, k) for k in names}
 
     def fit(self, graph: KnnGraph, labels: np.ndarray) -> "LabelPropagation":
         labels = np.asarray(labels)
@@ -80,19 +108,35 @@ class LabelPropagation:
         if not seeded.any():
             raise CopyseekError("label propagation needs at least one labelled node")
         self.classes_, seed_class = np.unique(labels[seeded], return_inverse=True)
-        y = np.zeros((graph.n_nodes, len(self.classes_)))
-        y[np.flatnonzero(seeded), seed_class] = 1.0
+        seeds = np.zeros((graph.n_nodes, len(self.classes_)))
+        seeds[np.flatnonzero(seeded), seed_class] = 1.0
         s = graph.normalized("sym")
-        z, self.iterations_ = conjugate_gradient(lambda x: x - self.alpha * (s @ x), y, self.tol, self.max_iter)
-        z = np.maximum(z * (1.0 - self.alpha), 0)  # tiny negative values are CG's rounding
-        if self.balance:
-            z /= np.bincount(seed_class, minlength=len(self.classes_))[None, :]
-        self.scores_ = z
-        self.mass_ = z.max(axis=1)
-        self.confidence_ = entropy_confidence(z)
-        best = self.classes_[z.argmax(axis=1)]
-        unsure = (self.mass_ <= self.abstain) | (self.confidence_ < self.min_confidence) | (self.mass_ <= 0)
-        self.labels_ = np.where(unsure, -1, best)
+        self.iterations_ = 0
+        self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
+        self._propagate(s, seeds)
+        n_pseudo = int(self.self_train * (~seeded).sum())
+        for _ in range(self.self_rounds if n_pseudo else 0):
+            eligible = ~seeded & ~self._unsure()
+            order = np.argsort(-np.where(eligible, self.confidence_, -1.0), kind="stable")
+            top = order[: min(n_pseudo, int(eligible.sum()))]
+            y = seeds.copy()
+            y[top, self.scores_[top].argmax(axis=1)] = self.self_weight
+            self.pseudo_seeds_ = np.isin(np.arange(graph.n_nodes), top)
+            self._propagate(s, y)
+        self.labels_ = np.where(self._unsure(), -1, self.classes_[self.scores_.argmax(axis=1)])
         self.labels_[seeded] = labels[seeded]  # a user's label is kept as given
         self.confidence_[seeded] = 1.0
         return self
+
+    def _propagate(self, s, y: np.ndarray) -> None:
+        """scores_, mass_, confidence_ of one propagation from the (n, c) seed weights y."""
+        z, iterations = conjugate_gradient(lambda x: x - self.alpha * (s @ x), y, self.tol, self.max_iter)
+        self.iterations_ += iterations
+        z = np.maximum(z * (1.0 - self.alpha), 0)  # tiny negative values are CG's rounding
+        if self.balance:
+            z /= y.sum(axis=0)[None, :]  # each class's seed weight: its number of seeds without pseudo-seeds
+        self.scores_, self.mass_, self.confidence_ = z, z.max(axis=1), entropy_confidence(z)
+
+    def _unsure(self) -> np.ndarray:
+        """(n,) bool: nodes the current scores leave unlabelled (abstain, min_confidence, no mass)."""
+        return (self.mass_ <= self.abstain) | (self.confidence_ < self.min_confidence) | (self.mass_ <= 0)
