@@ -169,6 +169,19 @@ def test_label_command(tmp_path, photos, tiny_options, capsys):
         assert graph_path(index, GraphParams(k=3, gamma=3.0, symmetrize="sum")).exists()
     assert main(base + ["--symmetrize", "both"]) == 2
     assert "symmetrize" in capsys.readouterr().err
+    capsys.readouterr()
+    # 12 references, 2 seeds: 5 of the 10 others become pseudo-seeds
+    assert main(base + ["--abstain", "0", "--self-train", "0.5", "--self-weight", "0.5"]) == 0
+    assert "self-training: 5 confident references were extra seeds" in capsys.readouterr().out
+    with open(out) as handle:
+        rows = {r["reference_id"]: r for r in csv.DictReader(handle)}
+    assert rows[ids[5]]["label"] == "case-b" and rows[ids[5]]["seed"] == "1"
+    assert all(r["label"] in {"case-a", "case-b"} for r in rows.values())
+    for option, value in (("--self-train", "1.5"), ("--self-weight", "0"), ("--self-rounds", "0")):
+        assert main(base + ["--k", "4", option, value]) == 2  # refused before the k = 4 graph is built
+        assert option[2:].replace("-", "_") in capsys.readouterr().err
+    with Index.open(tmp_path / "idx") as index:
+        assert not graph_path(index, GraphParams(k=4, gamma=1.0, symmetrize="union")).exists()
     bad = tmp_path / "bad.csv"
     bad.write_text("reference_id,label\nNOPE,x\n")
     assert main(["label", str(tmp_path / "idx"), "--seeds", str(bad), "--output", str(out)]) == 2

@@ -7,12 +7,13 @@ class, then a label, a confidence 1 - H(z) / log c and an abstention per node.
     lp.confidence_    # (n,) in [0, 1]
 
 labels: (n,) ints, -1 for unlabelled nodes. Class balancing divides each class's column by its number
-of seeds, so a class with many labelled images does not flood the graph. Abstention: a node whose
+of seeds (its seeds' total weight with self-training), so a class with many labelled images does not
+flood the graph. Abstention: a node whose
 largest propagated mass (from Z scaled by 1 - alpha, so a lone seed scores about 1 on itself) stays
 under `abstain` reached no labelled family and is left unlabelled (-1).
 
-Self-training (`self_train=F`, ours): after the propagation, the most confident fraction F of the
-unlabelled nodes (by 1 - H / log c of their scores, among those that would get a label) become extra
+Self-training (`self_train=F`, ours): after the propagation, the most confident floor(F x unlabelled)
+of the unlabelled nodes (by 1 - H / log c of their scores, among those that would get a label) become extra
 seeds of their best class with weight `self_weight`, and the propagation is run again from the
 seeds and these pseudo-seeds; `self_rounds` repeats this, each round choosing its pseudo-seeds afresh
 from the previous round's scores. It is the iterative pseudo-labelling of Iscen et al. and of Lee

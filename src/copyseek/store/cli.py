@@ -42,6 +42,12 @@ def add_label_parser(sub) -> None:
     p.add_argument("--abstain", type=float, default=0.01, help="least propagated mass for a label (default 0.01)")
     p.add_argument("--min-confidence", type=float, default=0.0, help="least confidence for a label (default 0)")
     p.add_argument("--no-balance", action="store_true", help="do not divide each label's scores by its number of seeds")
+    p.add_argument("--self-train", type=float, default=0.0, metavar="F",
+                   help="self-training: the most confident fraction F of the unlabelled references becomes extra seeds "
+                   "of their label and the propagation runs again (default 0: off)")
+    p.add_argument("--self-weight", type=float, default=1.0, metavar="W",
+                   help="weight of those extra seeds, in (0, 1] (a given label weighs 1; default 1)")
+    p.add_argument("--self-rounds", type=int, default=1, help="self-training rounds (default 1)")
     p.set_defaults(run=run_label)
 
 
@@ -72,6 +78,10 @@ def run_label(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.exists():
         raise CopyseekError(f"output folder does not exist: {output.parent}")
+    lp = LabelPropagation(  # its options are checked before the graph is built
+        alpha=args.alpha, balance=not args.no_balance, abstain=args.abstain, min_confidence=args.min_confidence,
+        self_train=args.self_train, self_weight=args.self_weight, self_rounds=args.self_rounds,
+    )
     with Index.open(args.index) as index:
         nodes = index_graph(index, GraphParams(k=args.k, gamma=args.gamma, symmetrize=args.symmetrize))
     ids, graph = nodes.ids, nodes.graph
@@ -81,9 +91,7 @@ def run_label(args: argparse.Namespace) -> int:
     row_of = {image_id: row for row, image_id in enumerate(ids)}
     for image_id, label in seeds.items():
         labels[row_of[image_id]] = names.index(label)
-    lp = LabelPropagation(
-        alpha=args.alpha, balance=not args.no_balance, abstain=args.abstain, min_confidence=args.min_confidence
-    ).fit(graph, labels)
+    lp.fit(graph, labels)
     with open(output, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["reference_id", "label", "confidence", "seed"])
@@ -92,6 +100,8 @@ def run_label(args: argparse.Namespace) -> int:
             writer.writerow([image_id, label, f"{lp.confidence_[row]:.4f}", int(labels[row] >= 0)])
     labelled = int((lp.labels_ >= 0).sum() - (labels >= 0).sum())
     print(f"{len(seeds)} seeds, {len(names)} labels: labelled {labelled} more references, {int((lp.labels_ < 0).sum())} left unlabelled")
+    if lp.pseudo_seeds_.any():
+        print(f"self-training: {int(lp.pseudo_seeds_.sum())} confident references were extra seeds ({args.self_rounds} round(s))")
     print(f"labels written to {output}")
     return 0
 
