@@ -170,8 +170,10 @@ def test_label_command(tmp_path, photos, tiny_options, capsys):
     assert main(base + ["--symmetrize", "both"]) == 2
     assert "symmetrize" in capsys.readouterr().err
     capsys.readouterr()
-    # 12 references, 2 seeds: 5 of the 10 others become pseudo-seeds
-    assert main(base + ["--abstain", "0", "--self-train", "0.5", "--self-weight", "0.5"]) == 0
+    assert main(base + ["--abstain", "0", "--self-train", "0"]) == 0
+    assert "self-training" not in capsys.readouterr().out
+    # on by default (F 0.5): 12 references, 2 seeds, 5 of the 10 others become pseudo-seeds
+    assert main(base + ["--abstain", "0"]) == 0
     assert "self-training: 5 confident references were extra seeds" in capsys.readouterr().out
     with open(out) as handle:
         rows = {r["reference_id"]: r for r in csv.DictReader(handle)}
