@@ -110,3 +110,29 @@ def test_teacher_cache_holds_each_sample_and_its_mirror_and_refuses_another_teac
     other = DetectorNet(NetConfig.preset("tiny", widths=(8, 12, 16, 24, 32), neck=12))
     with pytest.raises(CopyseekError, match="another pool or teacher"):
         TeacherCache.open_or_build(tmp_path / "cache", other, pool)
+
+
+def test_int8_teacher_cache_is_half_the_size_within_one_percent_and_refuses_the_other_type(tmp_path):
+    from copyseek.detect.teacher_cache import TeacherCache, quantized
+    from copyseek.errors import CopyseekError
+
+    _, teacher = nets()
+    pool = pool_of(4)
+    exact = TeacherCache.open_or_build(tmp_path / "f16", teacher, pool)
+    small = TeacherCache.open_or_build(tmp_path / "i8", teacher, pool, dtype="int8")
+    assert small.meta["dtype"] == "int8" and small.stages[0].dtype == np.int8 and exact.dtype == "float16"
+    assert small.stages[0].nbytes * 2 == exact.stages[0].nbytes
+    indices, mirrored = np.array([2, 1, 2]), np.array([False, True, True])
+    a, b = exact.lookup(indices, mirrored), small.lookup(indices, mirrored)
+    for x, y in zip([*a["stages"], a["evidence"]], [*b["stages"], b["evidence"]]):
+        assert x.shape == y.shape and y.dtype == torch.float32
+        assert float((x - y).abs().mean()) < 0.01 * float(x.abs().mean()) + 1e-6
+        # no value is off by more than half a step of its channel's scale (plus float16's own rounding)
+        step = x.abs().amax(dim=(2, 3), keepdim=True) / 127
+        assert bool(((x - y).abs() <= 0.5 * step + 2e-3 * x.abs() + 1e-6).all())
+    with pytest.raises(CopyseekError, match="stores int8, not float16"):
+        TeacherCache.open_or_build(tmp_path / "i8", teacher, pool)
+    with pytest.raises(CopyseekError, match="dtype must be one of"):
+        TeacherCache.open_or_build(tmp_path / "x", teacher, pool, dtype="int4")
+    values, scale = quantized(np.array([[[[0.0, -2.54], [1.27, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]], np.float32))
+    assert values.tolist() == [[[[0, -127], [64, 0]]], [[[0, 0], [0, 0]]]] and np.allclose(scale, [[0.02], [0.0]])

@@ -124,3 +124,5 @@ def test_distilling_from_a_teacher_cache_matches_running_the_teacher(photo_list,
     assert json.loads((cache / "meta.json").read_text())["n"] == 8
     with pytest.raises(CopyseekError, match="teacher_cache needs"):
         tiny(photo_list, teacher_cache=str(cache))
+    with pytest.raises(CopyseekError, match="dtype must be one of"):
+        tiny(photo_list, teacher=teacher, distill="hgd", teacher_cache=str(cache), teacher_cache_dtype="int4")
