@@ -52,7 +52,8 @@ class LabelPropagation:
     """Transductive label propagation (scikit-learn shape).
 
     alpha:          0 < alpha < 1 (0.99 in the paper).
-    balance:        divide each class's propagated scores by its number of seeds.
+    balance:        divide each class's propagated scores by its number of seeds (by its seeds' total
+                    weight with self-training).
     abstain:        minimum propagated mass (>= 0) for a node to get a label; 0 labels every node that
                     any seed reaches.
     min_confidence: minimum 1 - H / log c for a label (0: no condition).
@@ -123,7 +124,8 @@ class LabelPropagation:
             top = order[: min(n_pseudo, int(eligible.sum()))]
             y = seeds.copy()
             y[top, self.scores_[top].argmax(axis=1)] = self.self_weight
-            self.pseudo_seeds_ = np.isin(np.arange(graph.n_nodes), top)
+            self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
+            self.pseudo_seeds_[top] = True
             self._propagate(s, y)
         self.labels_ = np.where(self._unsure(), -1, self.classes_[self.scores_.argmax(axis=1)])
         self.labels_[seeded] = labels[seeded]  # a user's label is kept as given
