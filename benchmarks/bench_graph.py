@@ -250,15 +250,15 @@ def draw_summary(rows: list[dict], variants: list[str] = ()) -> list[dict]:
 
 
 def tune_self_training(data: dict, seed: int, setting: dict, grid: dict[str, list], draws: int) -> dict[str, dict]:
-    """Every (self_train, self_weight, self_rounds) of `grid` on the dev families, draws 0..draws-1, with
+    """Every (self_train, self_weight, self_rounds, self_select) of `grid` on the dev families, draws 0..draws-1, with
     the LP `setting`; prints each one's gain over LP at 1/2/5 seeds per family (mean ± std over draws).
     Returns the chosen settings: "ST" the best mean gain over 1/2/5 among those that do not lose at 1
     seed (mean gain >= 0), "ST 2+" the best mean gain over 2 and 5 seeds (may be the same one)."""
     import itertools
 
-    names = ("self_train", "self_weight", "self_rounds")
-    options = {f"F={f} W={w} R={r}": dict(zip(names, (f, w, r)))
-               for f, w, r in itertools.product(*(grid[name] for name in names)) if f > 0}
+    names = ("self_train", "self_weight", "self_rounds", "self_select")
+    options = {f"F={f} W={w} R={r} {how}": dict(zip(names, (f, w, r, how)))
+               for f, w, r, how in itertools.product(*(grid[name] for name in names)) if f > 0}
     rows = [row for draw in range(draws)
             for row in labels_benchmark(data, [1, 2, 5], setting["k"], seed, setting["abstain"], setting["alpha"], "dev",
                                         setting["symmetrize"], setting["gamma"], draw, options)]
@@ -416,6 +416,8 @@ def main() -> None:
                      help="self-training fractions to try (0: off); chosen on dev over --self-draws draws")
     lab.add_argument("--self-weight", type=float, nargs="+", default=[1.0], help="pseudo-seed weights to try")
     lab.add_argument("--self-rounds", type=int, nargs="+", default=[1], help="self-training rounds to try")
+    lab.add_argument("--self-select", nargs="+", default=["global"], choices=["global", "class"],
+                     help="pseudo-seeds: the most confident of all unlabelled nodes (global) or of each class's (class)")
     lab.add_argument("--self-draws", type=int, default=5, help="dev label draws self-training is chosen on")
     v = sub.add_parser("variants")
     v.add_argument("--real", type=Path, required=True)
@@ -448,7 +450,8 @@ def main() -> None:
         grown = grow(real, args.size, args.seed)
         grid = {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize, "gamma": args.gamma}
         best = tune_labels(grown, args.seed, grid)
-        self_grid = {"self_train": args.self_train, "self_weight": args.self_weight, "self_rounds": args.self_rounds}
+        self_grid = {"self_train": args.self_train, "self_weight": args.self_weight, "self_rounds": args.self_rounds,
+                     "self_select": args.self_select}
         chosen = tune_self_training(grown, args.seed, best, self_grid, args.self_draws) if max(args.self_train) > 0 else {}
         print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best} {chosen}\n")
         for split in ("dev", "test"):

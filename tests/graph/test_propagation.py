@@ -92,7 +92,7 @@ class TestLabelPropagation:
     @pytest.mark.parametrize(
         "options",
         [{"alpha": 1.0}, {"abstain": -1.0}, {"min_confidence": 2.0}, {"self_train": -0.1}, {"self_train": 1.5},
-         {"self_weight": 0.0}, {"self_weight": 2.0}, {"self_rounds": 0}, {"self_rounds": 1.5}, {"self_rounds": True}],
+         {"self_weight": 0.0}, {"self_weight": 2.0}, {"self_rounds": 0}, {"self_rounds": 1.5}, {"self_rounds": True}, {"self_select": "best"}],
     )
     def test_bad_parameters_are_refused(self, options):
         with pytest.raises(CopyseekError, match=list(options)[0]):
@@ -174,11 +174,32 @@ class TestSelfTraining:
         unsure = (picky.confidence_ < 0.5) & (labels < 0)
         assert unsure.any() and (picky.labels_[unsure] == -1).all()
 
+    def test_per_class_selection_gives_the_less_confident_class_pseudo_seeds(self):
+        graph, truth, labels = chain_and_clique()
+        pick = {how: LabelPropagation(alpha=0.8, self_train=0.3, self_select=how).fit(graph, labels).pseudo_seeds_
+                for how in ("global", "class")}
+        assert (truth[pick["global"]] == 1).all()  # the clique's nodes are the most confident
+        assert (truth[pick["class"]] == 0).sum() == 2  # 30% of the 6 chain nodes class 0 wins, rounded
+
+    def test_per_class_selection_takes_the_fraction_of_each_class(self, data):
+        graph, family = data
+        labels = one_seed_per_family(family, range(20))
+        first = LabelPropagation().fit(graph, labels)
+        lp = LabelPropagation(self_train=0.25, self_select="class").fit(graph, labels)
+        best = first.scores_.argmax(axis=1)
+        unlabelled = labels < 0
+        expected = np.rint(0.25 * np.bincount(best[unlabelled], minlength=20))
+        np.testing.assert_array_equal(np.bincount(best[lp.pseudo_seeds_], minlength=20), expected)
+        for c in range(20):  # each class's most confident nodes
+            mine = unlabelled & (best == c)
+            if lp.pseudo_seeds_[mine].any() and (~lp.pseudo_seeds_[mine]).any():
+                assert first.confidence_[mine & lp.pseudo_seeds_].min() >= first.confidence_[mine & ~lp.pseudo_seeds_].max()
+
     def test_rounds_choose_fresh_pseudo_seeds_and_params_round_trip(self, data):
         graph, family = data
         labels = one_seed_per_family(family, range(20))
-        lp = LabelPropagation(self_train=0.3, self_weight=0.5, self_rounds=3)
+        lp = LabelPropagation(self_train=0.3, self_weight=0.5, self_rounds=3, self_select="class")
         assert LabelPropagation(**lp.get_params()).get_params() == lp.get_params()
         lp.fit(graph, labels)
-        assert lp.pseudo_seeds_.sum() == int(0.3 * 180)
+        assert lp.pseudo_seeds_.sum() > 0
         assert (lp.labels_ == family).mean() >= 0.9

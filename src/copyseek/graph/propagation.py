@@ -16,7 +16,10 @@ Self-training (`self_train=F`, ours): after the propagation, the most confident 
 of the unlabelled nodes (by 1 - H / log c of their scores, among those that would get a label) become extra
 seeds of their best class with weight `self_weight`, and the propagation is run again from the
 seeds and these pseudo-seeds; `self_rounds` repeats this, each round choosing its pseudo-seeds afresh
-from the previous round's scores. It is the iterative pseudo-labelling of Iscen et al. and of Lee
+from the previous round's scores. `self_select="class"` takes the fraction F of each class's
+unlabelled nodes instead (those whose best class it is, rounded), so a class whose nodes are all
+less confident than another's still gets pseudo-seeds (as class-balanced self-training, Zou et al.
+ECCV 2018, does for its pseudo-labels). It is the iterative pseudo-labelling of Iscen et al. and of Lee
 (2013), which feed pseudo-labels back into training, applied here to the transductive step alone:
 a confident node near the edge of what a seed reaches becomes a source itself, so the labels reach
 further along chains of edited copies. Measured on 483 hard families (BENCHMARKS.md, issue 14,
@@ -63,6 +66,8 @@ class LabelPropagation:
     self_weight:    a pseudo-seed's weight in (0, 1] (a user's seed weighs 1). With `balance`, a class's
                     scores are divided by its seeds' total weight, pseudo-seeds included.
     self_rounds:    rounds of self-training (>= 1; used only when self_train > 0).
+    self_select:    "global": the most confident fraction of all unlabelled nodes; "class": of each
+                    class's unlabelled nodes (by their best class).
     tol, max_iter:  conjugate gradient's.
     Fitted: classes_ (c,) the distinct labels, scores_ (n, c) the last propagation's (balanced) scores,
     labels_ (n,), confidence_ (n,), mass_ (n,) from scores_, pseudo_seeds_ (n,) bool, the last round's
@@ -78,6 +83,7 @@ class LabelPropagation:
         self_train: float = 0.0,
         self_weight: float = 1.0,
         self_rounds: int = 1,
+        self_select: str = "global",
         tol: float = 1e-4,
         max_iter: int = 500,
     ):
@@ -93,12 +99,16 @@ class LabelPropagation:
             raise CopyseekError(f"self_weight must be in (0, 1] (a user's seed weighs 1), got {self_weight}")
         if isinstance(self_rounds, bool) or not isinstance(self_rounds, (int, np.integer)) or self_rounds < 1:
             raise CopyseekError(f"self_rounds must be an integer >= 1, got {self_rounds!r}")
+        if self_select not in ("global", "class"):
+            raise CopyseekError(f"self_select must be 'global' or 'class', got {self_select!r}")
         self.alpha, self.balance, self.abstain, self.min_confidence = alpha, balance, abstain, min_confidence
+        self.self_select = self_select
         self.self_train, self.self_weight, self.self_rounds = float(self_train), float(self_weight), int(self_rounds)
         self.tol, self.max_iter = tol, max_iter
 
     def get_params(self) -> dict[str, Any]:
-        names = ("alpha", "balance", "abstain", "min_confidence", "self_train", "self_weight", "self_rounds", "tol", "max_iter")
+        names = ("alpha", "balance", "abstain", "min_confidence", "self_train", "self_weight", "self_rounds", "self_select",
+                 "tol", "max_iter")
         return {k: getattr(self, k) for k in names}
 
     def fit(self, graph: KnnGraph, labels: np.ndarray) -> "LabelPropagation":
@@ -117,11 +127,8 @@ class LabelPropagation:
         self.iterations_ = 0
         self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
         self._propagate(s, seeds)
-        n_pseudo = int(self.self_train * (~seeded).sum())
-        for _ in range(self.self_rounds if n_pseudo else 0):
-            eligible = ~seeded & ~self._unsure()
-            order = np.argsort(-np.where(eligible, self.confidence_, -1.0), kind="stable")
-            top = order[: min(n_pseudo, int(eligible.sum()))]
+        for _ in range(self.self_rounds if self.self_train > 0 else 0):
+            top = self._pseudo_seeds(seeded)
             y = seeds.copy()
             y[top, self.scores_[top].argmax(axis=1)] = self.self_weight
             self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
@@ -140,6 +147,19 @@ class LabelPropagation:
         if self.balance:
             z /= y.sum(axis=0)[None, :]  # each class's seed weight: its number of seeds without pseudo-seeds
         self.scores_, self.mass_, self.confidence_ = z, z.max(axis=1), entropy_confidence(z)
+
+    def _pseudo_seeds(self, seeded: np.ndarray) -> np.ndarray:
+        """Rows of this round's pseudo-seeds: the most confident unlabelled nodes that would get a label,
+        floor(self_train x unlabelled) of them, or with "class" the rounded fraction of each class's."""
+        candidates = np.flatnonzero(~seeded & ~self._unsure())
+        best = self.scores_[candidates].argmax(axis=1)
+        order = np.lexsort((-self.confidence_[candidates], best if self.self_select == "class" else np.zeros_like(best)))
+        if self.self_select == "global":
+            return candidates[order[: int(self.self_train * (~seeded).sum())]]
+        counts = np.bincount(best, minlength=len(self.classes_))
+        start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.arange(len(order)) - start[best[order]]  # place within its class, most confident first
+        return candidates[order[rank < np.rint(self.self_train * counts)[best[order]]]]
 
     def _unsure(self) -> np.ndarray:
         """(n,) bool: nodes the current scores leave unlabelled (abstain, min_confidence, no mass)."""
