@@ -172,9 +172,11 @@ def test_label_command(tmp_path, photos, tiny_options, capsys):
     capsys.readouterr()
     assert main(base + ["--abstain", "0", "--self-train", "0"]) == 0
     assert "self-training" not in capsys.readouterr().out
-    # on by default (F 0.5): 12 references, 2 seeds, 5 of the 10 others become pseudo-seeds
-    assert main(base + ["--abstain", "0"]) == 0
+    # 12 references, 2 seeds: 5 of the 10 others become pseudo-seeds
+    assert main(base + ["--abstain", "0", "--self-select", "global", "--self-train", "0.5"]) == 0
     assert "self-training: 5 confident references were extra seeds" in capsys.readouterr().out
+    assert main(base + ["--abstain", "0", "--self-train", "0.5"]) == 0  # by default half of each label's, rounded
+    assert "self-training: " in capsys.readouterr().out
     with open(out) as handle:
         rows = {r["reference_id"]: r for r in csv.DictReader(handle)}
     assert rows[ids[5]]["label"] == "case-b" and rows[ids[5]]["seed"] == "1"

@@ -23,8 +23,9 @@ ECCV 2018, does for its pseudo-labels). It is the iterative pseudo-labelling of 
 (2013), which feed pseudo-labels back into training, applied here to the transductive step alone:
 a confident node near the edge of what a seed reaches becomes a source itself, so the labels reach
 further along chains of edited copies. Measured on 483 hard families (BENCHMARKS.md, issue 14,
-session 17), F 0.5 and W 0.5 (chosen on the dev half; `copyseek label`'s default) add +0.004, +0.009
-and +0.009 accuracy to plain propagation on the test half at 1, 2 and 5 labels per family.
+session 17), "class" with F 0.05 and W 1 (chosen on the dev half; `copyseek label`'s default) adds
++0.004 (level within the spread), +0.027 and +0.036 accuracy to plain propagation on the test half
+at 1, 2 and 5 labels per family; "global" at its best (F 0.5, W 0.5) +0.004, +0.009 and +0.009.
 """
 
 from __future__ import annotations

@@ -42,14 +42,17 @@ def add_label_parser(sub) -> None:
     p.add_argument("--abstain", type=float, default=0.01, help="least propagated mass for a label (default 0.01)")
     p.add_argument("--min-confidence", type=float, default=0.0, help="least confidence for a label (default 0)")
     p.add_argument("--no-balance", action="store_true", help="do not divide each label's scores by its number of seeds")
-    # self-training F 0.5, W 0.5, one round: chosen on the dev families over 5 label draws (BENCHMARKS.md,
-    # issue 14, session 17), the best mean gain at 1, 2 and 5 labels of 36 settings, not losing at 1
-    p.add_argument("--self-train", type=float, default=0.5, metavar="F",
-                   help="self-training: the most confident fraction F of the unlabelled references becomes extra seeds "
-                   "of their label and the propagation runs again (default 0.5; 0: off)")
-    p.add_argument("--self-weight", type=float, default=0.5, metavar="W",
-                   help="weight of those extra seeds, in (0, 1] (a given label weighs 1; default 0.5)")
+    # self-training F 0.05 of each label's references, W 1, one round: chosen on the dev families over 5 label
+    # draws (BENCHMARKS.md, issue 14, session 17), the best mean gain at 1, 2 and 5 labels, not losing at 1
+    p.add_argument("--self-train", type=float, default=0.05, metavar="F",
+                   help="self-training: the most confident fraction F of each label's unlabelled references becomes "
+                   "extra seeds of that label and the propagation runs again (default 0.05; 0: off)")
+    p.add_argument("--self-weight", type=float, default=1.0, metavar="W",
+                   help="weight of those extra seeds, in (0, 1] (a given label weighs 1; default 1)")
     p.add_argument("--self-rounds", type=int, default=1, help="self-training rounds (default 1)")
+    p.add_argument("--self-select", default="class", choices=["global", "class"],
+                   help="extra seeds: the most confident fraction of each label's unlabelled references (class, the "
+                   "default) or of all of them (global)")
     p.set_defaults(run=run_label)
 
 
@@ -83,6 +86,7 @@ def run_label(args: argparse.Namespace) -> int:
     lp = LabelPropagation(  # its options are checked before the graph is built
         alpha=args.alpha, balance=not args.no_balance, abstain=args.abstain, min_confidence=args.min_confidence,
         self_train=args.self_train, self_weight=args.self_weight, self_rounds=args.self_rounds,
+        self_select=args.self_select,
     )
     with Index.open(args.index) as index:
         nodes = index_graph(index, GraphParams(k=args.k, gamma=args.gamma, symmetrize=args.symmetrize))
