@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--scn-threshold", type=float, nargs="+", default=[0.5],
                         help="guide probabilities above which a cell is computed (one row group each)")
     parser.add_argument("--scn-halo", type=int, nargs="+", default=[0], help="guide cells added around each crop")
+    parser.add_argument("--digits", type=int, default=3, help="decimals of the AP columns in the model table")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
     parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
                         help=f"copy boxes kept per image (default {COPIES_PER_IMAGE}; 0: every peak)")
@@ -353,8 +354,9 @@ def main() -> None:
         for name, path, flip in models_to_run(args.model, args.flip):
             detector, config = load_model(path, args.max_copies, args.copy_nms_iou, not args.raw_scores, flip)
             r = evaluate_detector(detector, images, truths)
-            print(f"| {name} | {r['copy']['AP50']:.3f} | {r['copy']['AP']:.3f} | {r['overlay']['AP50']:.3f} | "
-                  f"{r['overlay']['AP']:.3f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
+            d = args.digits
+            print(f"| {name} | {r['copy']['AP50']:.{d}f} | {r['copy']['AP']:.{d}f} | {r['overlay']['AP50']:.{d}f} | "
+                  f"{r['overlay']['AP']:.{d}f} | {r['ms_per_image']:.1f} | {r['cpu_ms_per_image']:.1f} | "
                   f"{network_cpu_ms(detector, images):.2f} | {macs(config) / 1e6:.0f} |", flush=True)
         if args.decoding:
             print("\ncopy AP50 / AP by copy box suppression IoU (1: none) and copy boxes kept per query (0: every one)\n")
