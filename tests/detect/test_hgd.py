@@ -136,3 +136,29 @@ def test_int8_teacher_cache_is_half_the_size_within_one_percent_and_refuses_the_
         TeacherCache.open_or_build(tmp_path / "x", teacher, pool, dtype="int4")
     values, scale = quantized(np.array([[[[0.0, -2.54], [1.27, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]], np.float32))
     assert values.tolist() == [[[[0, -127], [64, 0]]], [[[0, 0], [0, 0]]]] and np.allclose(scale, [[0.02], [0.0]])
+
+
+def test_cache_read_at_drawn_locations_gives_the_loss_of_whole_maps_sampled_there(tmp_path):
+    from copyseek.detect.teacher_cache import TeacherCache
+    from copyseek.detect.train import collate
+    from copyseek.detect.hgd import sampled
+
+    student, teacher = nets()
+    pool = pool_of(4)
+    indices, mirrored = np.array([1, 3, 1]), np.array([False, False, True])
+    images, targets = collate([pool[i].flipped() if m else pool[i] for i, m in zip(indices, mirrored)], 16)
+    out = student(images)
+    distiller = make_distiller("hgd", student, teacher, locations=5)
+    sizes = [tuple(m.shape[2:]) for m in out["stages"]]
+    torch.manual_seed(3)
+    drawn = distiller.draw_locations(len(indices), sizes)
+    assert all(v is None or (v.shape == (3, 5) and len(set(v[0].tolist())) == 5) for v in drawn.values())
+    assert any(v is None for v in drawn.values()) and any(v is not None for v in drawn.values())  # small stages whole
+    for dtype in ("float16", "int8"):
+        cache = TeacherCache.open_or_build(tmp_path / dtype, teacher, pool, dtype=dtype)
+        whole, part = cache.lookup(indices, mirrored), cache.lookup(indices, mirrored, drawn)
+        for i, at in drawn.items():
+            expected = whole["stages"][i] if at is None else sampled(whole["stages"][i], at)
+            assert part["stages"][i].shape == expected.shape and torch.allclose(part["stages"][i], expected)
+        torch.manual_seed(3)  # forward draws the same locations itself from the same seed
+        assert torch.allclose(distiller(images, out, targets, part, drawn), distiller(images, out, targets, whole), rtol=1e-5)

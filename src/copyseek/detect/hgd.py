@@ -108,26 +108,44 @@ class Distiller(nn.Module):
             p.requires_grad_(False)
         self.hgd, self.focus, self.locations = hgd, focus, locations
 
-    def forward(self, images: Tensor, out: dict, targets: dict, t_out: dict | None = None) -> Tensor:
+    def draw_locations(self, batch: int, sizes: list[tuple[int, int]]) -> dict[int, Tensor | None]:
+        """Per distilled stage i (sizes[i] = its (h, w)), the (batch, L) flat locations where the
+        imitation is computed, drawn uniformly without replacement; None: every location."""
+        drawn: dict[int, Tensor | None] = {}
+        for i in self.stages:
+            count = sizes[i][0] * sizes[i][1]
+            drawn[i] = torch.rand(batch, count).argsort(dim=1)[:, : self.locations] if 0 < self.locations < count else None
+        return drawn
+
+    def forward(self, images: Tensor, out: dict, targets: dict, t_out: dict | None = None,
+                locations: dict[int, Tensor | None] | None = None) -> Tensor:
         """The distillation loss (scalar) of the student's `out` on `images`; `t_out`: the teacher's
-        `teacher_outputs` on the same images when precomputed (a cache), else the teacher runs."""
+        `teacher_outputs` on the same images when precomputed (a cache), else the teacher runs.
+        `locations`: `draw_locations`' answer, when the teacher's maps in `t_out` were read at
+        those locations only (`TeacherCache.lookup(..., locations)`: (B, C, L, 1) maps); else drawn here."""
         if t_out is None:
             t_out = teacher_outputs(self.teacher[0], images)
+        if locations is None:
+            locations = self.draw_locations(images.shape[0], [tuple(m.shape[2:]) for m in out["stages"]])
+            presampled = False
+        else:
+            presampled = True
         losses = []
         evidence = None
         if self.hgd:
             evidence = torch.maximum(targets["heat"].amax(dim=1, keepdim=True), t_out["evidence"])
         for adapt, i in zip(self.adaptors, self.stages):
             s_feat, t_feat = out["stages"][i], t_out["stages"][i]
-            if s_feat.shape[2:] != t_feat.shape[2:]:
+            size = tuple(s_feat.shape[2:])
+            index = locations[i]
+            if not (presampled and index is not None) and size != t_feat.shape[2:]:
                 raise CopyseekError(f"stage {i}: student {tuple(s_feat.shape)} and teacher {tuple(t_feat.shape)} strides differ")
-            weight = location_weights(evidence, tuple(t_feat.shape[2:]), self.focus) if self.hgd else None
-            count = t_feat.shape[2] * t_feat.shape[3]
-            if 0 < self.locations < count:
-                index = torch.rand(t_feat.shape[0], count, device=t_feat.device).argsort(dim=1)[:, : self.locations]
-                s_feat, t_feat = sampled(s_feat, index), sampled(t_feat, index)
+            weight = location_weights(evidence, size, self.focus) if self.hgd else None
+            if index is not None:
+                s_feat = sampled(s_feat, index)
+                t_feat = t_feat if presampled else sampled(t_feat, index)
                 if weight is not None:
-                    weight = sampled(weight, index) * (count / self.locations)
+                    weight = sampled(weight, index) * (size[0] * size[1] / index.shape[1])
             s_feat = adapt(s_feat)
             if weight is not None:
                 losses.append(hands_on_loss(s_feat, t_feat, weight))

@@ -92,13 +92,24 @@ class TeacherCache:
     def __len__(self) -> int:
         return int(self.meta["n"])
 
-    def lookup(self, indices: np.ndarray, mirrored: np.ndarray) -> dict:
+    def lookup(self, indices: np.ndarray, mirrored: np.ndarray, locations: dict[int, Tensor | None] | None = None) -> dict:
         """indices (B,) into the pool, mirrored (B,) bool -> {"stages": five (B, C_i, h_i, w_i),
-        "evidence": (B, 1, S/4, S/4)} float32 tensors, as `teacher_outputs` on the batch's images."""
+        "evidence": (B, 1, S/4, S/4)} float32 tensors, as `teacher_outputs` on the batch's images.
+        `locations` ({stage: (B, L) flat locations or None}, `Distiller.draw_locations`): those
+        stages are read at their L locations only, as (B, C_i, L, 1) maps: a step then reads and
+        converts a few percent of the cache's bytes instead of whole maps."""
         rows, sides = np.asarray(indices, dtype=np.int64), np.asarray(mirrored, dtype=np.int64)
+        locations = locations or {}
 
         def read(i: int, array: np.ndarray) -> torch.Tensor:
-            values = torch.from_numpy(array[rows, sides]).float()  # torch converts faster than numpy
+            at = locations.get(i)
+            if at is None:
+                values = torch.from_numpy(array[rows, sides]).float()  # torch converts faster than numpy
+            else:  # (B, C, L) gathered from the flattened maps, then a map of L x 1 locations
+                flat = array.reshape(*array.shape[:3], -1)
+                picked = flat[rows[:, None, None], sides[:, None, None], np.arange(flat.shape[2])[None, :, None],
+                              at.numpy()[:, None, :]]
+                values = torch.from_numpy(picked).float().unsqueeze(-1)
             if self.scales is None:
                 return values
             return values.mul_(torch.from_numpy(self.scales[i][rows, sides])[:, :, None, None])

@@ -335,8 +335,11 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
             total = losses["total"]
             extra = {"distill": torch.zeros(()), "guide": torch.zeros(())}
             if distiller is not None:
-                t_out = cache.lookup(indices, mirrored) if cache is not None else None
-                extra["distill"] = distiller(images, output, targets, t_out)
+                t_out, locations = None, None
+                if cache is not None:  # the sampled locations are drawn first, so that only they are read
+                    locations = distiller.draw_locations(len(indices), [tuple(m.shape[2:]) for m in output["stages"]])
+                    t_out = cache.lookup(indices, mirrored, locations)
+                extra["distill"] = distiller(images, output, targets, t_out, locations)
                 total = total + config.distill_weight * extra["distill"]
             if net.selective is not None:
                 from copyseek.detect.scn import guide_loss, sparsity_loss
