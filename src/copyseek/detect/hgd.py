@@ -125,11 +125,9 @@ class Distiller(nn.Module):
         those locations only (`TeacherCache.lookup(..., locations)`: (B, C, L, 1) maps); else drawn here."""
         if t_out is None:
             t_out = teacher_outputs(self.teacher[0], images)
+        presampled = locations is not None
         if locations is None:
             locations = self.draw_locations(images.shape[0], [tuple(m.shape[2:]) for m in out["stages"]])
-            presampled = False
-        else:
-            presampled = True
         losses = []
         evidence = None
         if self.hgd:
