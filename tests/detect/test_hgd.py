@@ -29,6 +29,7 @@ def test_hands_on_loss_is_zero_for_an_affine_copy_and_weighted_by_location():
     focused[:, :, 4, 4] = 1.0
     assert hands_on_loss(student, teacher, focused) < hands_on_loss(student, teacher, uniform)
     assert torch.allclose(normalised(teacher).mean(dim=(0, 2, 3)), torch.zeros(6), atol=1e-5)
+    assert torch.allclose(normalised(teacher).var(dim=(0, 2, 3), unbiased=False), torch.ones(6), atol=1e-4)
 
 
 def test_location_weights_favour_objects_and_sum_to_one():
