@@ -24,7 +24,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from copyseek.detect.hgd import make_distiller
+from copyseek.detect.hgd import make_distiller, teacher_outputs
 from copyseek.detect.model import STRIDE, DetectorNet
 from copyseek.detect.targets import detection_loss
 from copyseek.detect.teacher_cache import TeacherCache
@@ -72,8 +72,6 @@ def step(setting: Setting, batches: _Batches, grid: int, alternatives: float, ca
             lap("draw")
             t_out = cache.lookup(indices, mirrored, locations)
         else:
-            from copyseek.detect.hgd import teacher_outputs
-
             t_out = teacher_outputs(setting.distiller.teacher[0], images)
         lap("teacher")
         seen = {"stages": [m.detach() for m in out["stages"]]} if detached else out
