@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from copyseek.detect.hgd import hands_on_loss, location_weights, make_distiller, normalised, sampled, teacher_outputs
+from copyseek.detect.hgd import (hands_on_loss, head_loss, head_maps, location_weights, make_distiller, normalised, sampled,
+                                 teacher_outputs)
 from copyseek.detect.model import DetectorNet, NetConfig
 from copyseek.detect.targets import make_targets
 
@@ -52,6 +53,48 @@ def test_hgd_pairs_every_stage_and_trains_the_adaptors():
     assert plain(images, student(images), targets) > 0
 
 
+def test_head_loss_pulls_the_student_to_the_teachers_outputs_where_it_sees_objects():
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 6, 5, 5)
+    weight = torch.full((2, 1, 5, 5), 1 / 25)
+    evidence = torch.zeros(2, 1, 5, 5)
+    evidence[:, :, 1, 1] = 1.0
+    student = teacher.clone().requires_grad_(True)
+    floor = head_loss(student, teacher, weight, evidence)  # the soft targets' own entropy, no box error
+    (grad,) = torch.autograd.grad(floor, student)
+    assert torch.allclose(grad, torch.zeros_like(grad), atol=1e-7)  # the teacher's outputs are the optimum
+    off_object = teacher.clone()
+    off_object[:, 2:, 3, 3] += 1.0  # boxes wrong where the teacher sees nothing: free
+    assert torch.allclose(head_loss(off_object, teacher, weight, evidence), floor)
+    on_object = teacher.clone()
+    on_object[:, 2:, 1, 1] += 1.0
+    assert torch.allclose(head_loss(on_object, teacher, weight, evidence), floor + 1.0)
+    hotter = teacher.clone()
+    hotter[:, :2] += 2.0
+    assert head_loss(hotter, teacher, weight, evidence) > floor + 0.01
+
+
+def test_head_imitation_adds_to_either_distiller_and_trains_the_students_heads():
+    student, teacher = nets()
+    images, targets = batch()
+    out = student(images)
+    assert head_maps(out).shape == (2, 2 + 4, 16, 16)
+    for kind in ("hgd", "plain"):
+        without = make_distiller(kind, student, teacher).eval()
+        with_head = make_distiller(kind, student, teacher, head=2.0).eval()
+        with_head.load_state_dict(without.state_dict())
+        t_out = teacher_outputs(teacher, images)
+        extra = with_head(images, out, targets, t_out) - without(images, out, targets, t_out)
+        evidence = torch.maximum(targets["heat"].amax(dim=1, keepdim=True), t_out["evidence"])
+        expected = 2.0 * head_loss(head_maps(out), t_out["heads"], location_weights(evidence, (16, 16), 4.0), t_out["evidence"])
+        assert torch.allclose(extra, expected, rtol=1e-4)
+    student.zero_grad()
+    make_distiller("hgd", student, teacher, head=1.0)(images, student(images), targets).backward()
+    assert all(p.grad is not None for p in student.heads.parameters())
+    with pytest.raises(Exception, match="head imitation"):
+        make_distiller("hgd", student, teacher, head=-1.0)
+
+
 def test_sampled_locations_estimate_the_whole_imitation_loss():
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
     index = torch.tensor([[0, 7], [19, 5]])
@@ -98,7 +141,7 @@ def test_teacher_cache_holds_each_sample_and_its_mirror_and_refuses_another_teac
     samples = [pool[i].flipped() if m else pool[i] for i, m in zip(indices, mirrored)]
     images, targets = collate(samples, 16)
     live, cached = teacher_outputs(teacher.eval(), images), cache.lookup(indices, mirrored)
-    for a, b in zip([*live["stages"], live["evidence"]], [*cached["stages"], cached["evidence"]]):
+    for a, b in zip([*live["stages"], live["evidence"], live["heads"]], [*cached["stages"], cached["evidence"], cached["heads"]]):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=2e-3, atol=2e-3)
     assert not torch.allclose(cached["stages"][0][0], cached["stages"][0][2], atol=1e-2)  # the mirror was run
     out = student(images)
@@ -111,6 +154,9 @@ def test_teacher_cache_holds_each_sample_and_its_mirror_and_refuses_another_teac
     other = DetectorNet(NetConfig.preset("tiny", widths=(8, 12, 16, 24, 32), neck=12))
     with pytest.raises(CopyseekError, match="another pool or teacher"):
         TeacherCache.open_or_build(tmp_path / "cache", other, pool)
+    (tmp_path / "cache" / "heads.npy").unlink()  # as a cache made before the head maps were kept
+    with pytest.raises(CopyseekError, match="lacks heads"):
+        TeacherCache.open_or_build(tmp_path / "cache", teacher, pool)
 
 
 def test_int8_teacher_cache_is_half_the_size_within_one_percent_and_refuses_the_other_type(tmp_path):
@@ -125,7 +171,7 @@ def test_int8_teacher_cache_is_half_the_size_within_one_percent_and_refuses_the_
     assert small.stages[0].nbytes * 2 == exact.stages[0].nbytes
     indices, mirrored = np.array([2, 1, 2]), np.array([False, True, True])
     a, b = exact.lookup(indices, mirrored), small.lookup(indices, mirrored)
-    for x, y in zip([*a["stages"], a["evidence"]], [*b["stages"], b["evidence"]]):
+    for x, y in zip([*a["stages"], a["evidence"], a["heads"]], [*b["stages"], b["evidence"], b["heads"]]):
         assert x.shape == y.shape and y.dtype == torch.float32
         assert float((x - y).abs().mean()) < 0.01 * float(x.abs().mean()) + 1e-6
         # no value is off by more than half a step of its channel's scale (plus float16's own rounding)

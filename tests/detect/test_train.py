@@ -49,6 +49,8 @@ def test_config_refuses_unknown_and_inconsistent_settings():
         DetectorTrainConfig()
     with pytest.raises(CopyseekError, match="needs --teacher"):
         DetectorTrainConfig(steps=1, distill="hgd")
+    with pytest.raises(CopyseekError, match="distill_head must be >= 0 and needs --distill"):
+        DetectorTrainConfig(steps=1, distill_head=1.0)
 
 
 def test_cli_train_and_detect(photo_list, tmp_path, capsys):
@@ -110,14 +112,14 @@ def test_guide_alone_learns_on_a_frozen_initialised_net(photo_list, tmp_path):
 
 
 def test_distilling_from_a_teacher_cache_matches_running_the_teacher(photo_list, tmp_path):
-    """The first step's distillation loss is the same whether the teacher runs or its cache is read
+    """The first step's distillation loss (stages and head) is the same whether the teacher runs or its cache is read
     (float16 aside); the cache is built once over the pool, both sides of the mirror."""
     torch.set_num_threads(1)
     train(tiny(photo_list, steps=2), tmp_path / "teacher", progress=False)
     teacher = str(tmp_path / "teacher" / "checkpoint.pt")
     cache = tmp_path / "cache"
     for name, extra in (("live", {}), ("cached", {"teacher_cache": str(cache)})):
-        train(tiny(photo_list, teacher=teacher, distill="hgd", **extra), tmp_path / name, progress=False)
+        train(tiny(photo_list, teacher=teacher, distill="hgd", distill_head=1.0, **extra), tmp_path / name, progress=False)
     first = {name: (tmp_path / name / "metrics.csv").read_text().splitlines()[1].split(",") for name in ("live", "cached")}
     live, cached = float(first["live"][7]), float(first["cached"][7])
     assert live > 0 and abs(live - cached) < 1e-3 * live  # float16 storage: a relative error

@@ -5,7 +5,7 @@ forward pass per step (`--set teacher_cache=DIR`).
     t_out = cache.lookup(indices, mirrored)                     # per batch: as hgd.teacher_outputs
 
 On disk, DIR holds arrays read memory-mapped: stage0.npy .. stage4.npy, (N, 2, C_i, h_i, w_i),
-and evidence.npy, (N, 2, 1, S/4, S/4), where index 1 of the second axis is the sample mirrored as
+evidence.npy, (N, 2, 1, S/4, S/4), and heads.npy, (N, 2, C + 4, S/4, S/4) (`hgd.head_maps`), where index 1 of the second axis is the sample mirrored as
 `Sample.flipped` makes it (the teacher is not mirror-symmetric, so the mirror is run, not flipped);
 and meta.json with the storage type and fingerprints of the pool and of the teacher's weights: a
 cache made for other data, another teacher or in another type is refused, not silently used.
@@ -43,7 +43,7 @@ STAGES = 5
 DTYPES = ("float16", "int8")
 """How the maps are stored (see the module docstring)."""
 
-MAP_NAMES = [f"stage{i}" for i in range(STAGES)] + ["evidence"]
+MAP_NAMES = [f"stage{i}" for i in range(STAGES)] + ["evidence", "heads"]
 
 
 def quantized(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +85,12 @@ class TeacherCache:
         self.path = path
         self.meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         self.dtype = self.meta.get("dtype", "float16")  # caches made before int8 storage have no dtype
+        missing = [name for name in MAP_NAMES if not (path / f"{name}.npy").is_file()]
+        if missing:
+            raise CopyseekError(f"teacher cache {path} lacks {', '.join(missing)} (made by an older copyseek?): "
+                                f"remove it to have it rebuilt")
         maps = [np.load(path / f"{name}.npy", mmap_mode="r") for name in MAP_NAMES]
-        self.stages, self.evidence = maps[:STAGES], maps[STAGES]
+        self.stages, self.evidence, self.heads = maps[:STAGES], maps[STAGES], maps[STAGES + 1]
         self.scales = [np.load(path / f"{name}.scale.npy", mmap_mode="r") for name in MAP_NAMES] if self.dtype == "int8" else None
 
     def __len__(self) -> int:
@@ -94,7 +98,7 @@ class TeacherCache:
 
     def lookup(self, indices: np.ndarray, mirrored: np.ndarray, locations: dict[int, Tensor | None] | None = None) -> dict:
         """indices (B,) into the pool, mirrored (B,) bool -> {"stages": five (B, C_i, h_i, w_i),
-        "evidence": (B, 1, S/4, S/4)} float32 tensors, as `teacher_outputs` on the batch's images.
+        "evidence": (B, 1, S/4, S/4), "heads": (B, C + 4, S/4, S/4)} float32 tensors, as `teacher_outputs` on the batch's images.
         `locations` ({stage: (B, L) flat locations or None}, `Distiller.draw_locations`): those
         stages are read at their L locations only, as (B, C_i, L, 1) maps: a step then reads and
         converts a few percent of the cache's bytes instead of whole maps."""
@@ -114,8 +118,8 @@ class TeacherCache:
                 return values
             return values.mul_(torch.from_numpy(self.scales[i][rows, sides])[:, :, None, None])
 
-        maps = [read(i, a) for i, a in enumerate([*self.stages, self.evidence])]
-        return {"stages": maps[:STAGES], "evidence": maps[STAGES]}
+        maps = [read(i, a) for i, a in enumerate([*self.stages, self.evidence, self.heads])]
+        return {"stages": maps[:STAGES], "evidence": maps[STAGES], "heads": maps[STAGES + 1]}
 
     @classmethod
     def build(cls, path: str | Path, teacher: DetectorNet, pool: Sequence[Sample], batch: int = 64,
@@ -148,7 +152,7 @@ class TeacherCache:
                 rows = slice(start, start + len(chunk))
                 for side, samples in enumerate((chunk, [s.flipped() for s in chunk])):
                     out = teacher_outputs(teacher, _images(samples))
-                    maps = [*out["stages"], out["evidence"]]
+                    maps = [*out["stages"], out["evidence"], out["heads"]]
                     if not arrays:
                         open_arrays(maps)
                     for i, m in enumerate(maps):

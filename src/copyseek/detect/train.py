@@ -61,7 +61,9 @@ class DetectorTrainConfig:
     are computed once and read back at every step instead of running the teacher (needs a pool;
     refused if made for another pool or teacher); teacher_cache_dtype: how the cache stores the maps,
     "float16" or "int8" (half the size, ~1% error: detect/teacher_cache.py); distill_locations: locations per image and stage
-    where the imitation is computed (0: every one; detect/hgd.py);
+    where the imitation is computed (0: every one; detect/hgd.py); distill_head: weight of the
+    imitation of the teacher's outputs (centre probabilities as soft targets, boxes where it sees
+    an object; 0: none), added to `distill`'s stage imitation;
     alternatives: the target weight of the other photos that could be the copy (a paste's other
     photo, a collage's other cells; detect/targets.py), 0 leaves them negatives (the defaults, pool
     40000 (3 GB in memory) and alternatives 0.3, with 10,716 steps, are the shipped detector's
@@ -98,6 +100,7 @@ class DetectorTrainConfig:
     teacher_cache: str = ""
     teacher_cache_dtype: str = "float16"
     distill_locations: int = 0
+    distill_head: float = 0.0
     alternatives: float = 0.3
     scn_direct: float = 1.0
     clock: str = "wall"
@@ -129,6 +132,8 @@ class DetectorTrainConfig:
             raise CopyseekError("--distill plain|hgd needs --teacher CHECKPOINT, and a teacher needs --distill")
         if self.distill_locations < 0:
             raise CopyseekError(f"distill_locations must be >= 0 (0: every location), got {self.distill_locations}")
+        if self.distill_head < 0 or (self.distill_head and self.distill == "none"):
+            raise CopyseekError(f"distill_head must be >= 0 and needs --distill plain|hgd, got {self.distill_head}")
         if self.teacher_cache and (self.distill == "none" or self.pool <= 0):
             raise CopyseekError("teacher_cache needs a teacher (--distill plain|hgd) and a pool (pool > 0)")
         check_dtype(self.teacher_cache_dtype)
@@ -270,7 +275,7 @@ def train(config: DetectorTrainConfig, out: str | Path, *, resume: bool = False,
         from copyseek.detect.hgd import make_distiller
 
         teacher, _ = load_checkpoint(config.teacher)
-        distiller = make_distiller(config.distill, net, teacher, config.distill_locations)
+        distiller = make_distiller(config.distill, net, teacher, config.distill_locations, config.distill_head)
     if config.init:
         missing, unexpected = net.load_state_dict(load_checkpoint(config.init)[0].state_dict(), strict=False)
         if unexpected or any(not key.startswith("selective.") for key in missing):
