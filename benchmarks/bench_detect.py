@@ -44,7 +44,7 @@ from copyseek.detect.ap import evaluate_regions
 from copyseek.detect.evaluate import TorchDetector, evaluate_detector, load_queries
 from copyseek.detect.model import NetConfig, macs
 from copyseek.detect.regions import COPIES_PER_IMAGE, COPY_NMS_IOU, ONE_COPY, decode
-from copyseek.detect.runtime import FLIP, Detector
+from copyseek.detect.runtime import FLIP, Detector, squash
 
 
 AMBIGUOUS_PASTES = ("paste_into", "paste_over")
@@ -181,8 +181,6 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
     """The same selective net run densely, with its guide at each threshold and halo, and with an
     oracle guide (the cells the true copy boxes cover; the learned guide's cost still paid), by the
     share of the image the copy covers: cells computed, MACs (guide included), wall and CPU ms, AP50."""
-    from PIL import Image
-
     from copyseek.detect.model import count_macs
     from copyseek.detect.scn import guide_targets
     from copyseek.detect.targets import make_targets
@@ -192,8 +190,7 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
     shares = np.array([copy_share(t, im) for im, t in zip(images, truths)])
     groups = {"copy <= 30% of the image": shares <= 0.3, "30-70%": (shares > 0.3) & (shares <= 0.7),
               "> 70%": shares > 0.7, "all": np.ones(len(images), bool)}
-    inputs = [torch.from_numpy(np.array(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)))
-              .permute(2, 0, 1)[None].float() / 255.0 for im in images]
+    inputs = [torch.from_numpy(squash(im, size)).permute(2, 0, 1)[None].float() / 255.0 for im in images]
 
     def oracle_logits(truth: dict, image: np.ndarray) -> torch.Tensor:
         """+-20 where the true copy boxes cover a guide cell (a guide that knows the answer)."""

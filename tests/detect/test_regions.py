@@ -123,3 +123,31 @@ def test_mirrored_regions_map_back_and_two_views_fuse_into_one_set():
     assert np.all(np.diff(fused.scores) <= 0)  # best first
     empty = Regions(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     assert len(fuse_views(empty, empty).boxes) == 0 and np.allclose(fuse_views(own, empty).scores, [0.45, 0.3])
+
+
+def dense_decode(heat, size, offset, image_size, min_score, **settings):
+    """The decoder as written before session 19: every cell's 3x3 maximum, the whole map sorted."""
+    from copyseek.detect.regions import _boxes
+
+    padded = np.pad(heat, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    h, w = heat.shape[1:]
+    local_max = np.stack([padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]).max(axis=0)
+    scores = np.where(heat >= local_max, heat, 0.0).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] >= min_score]
+    boxes, labels = _boxes(order, size, offset, (h, w), image_size)
+    kept = suppress_copies(boxes, labels, settings["copy_nms_iou"], settings["max_copies"], settings["top_k"])
+    return Regions(boxes[kept], scores[order[kept]].astype(np.float32), labels[kept])
+
+
+@pytest.mark.parametrize("min_score", [0.05, 0.3, 0.0])
+def test_decoding_only_the_cells_above_the_floor_changes_nothing(min_score):
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        heat = (rng.integers(0, 12, (2, 12, 12)) / 12).astype(np.float32) ** 3  # ties and plateaus too
+        size, offset = rng.uniform(0, 6, (2, 12, 12)), rng.uniform(0, 1, (2, 12, 12))
+        settings = {"top_k": 20, "max_copies": 3, "copy_nms_iou": 0.5}
+        fast = decode(heat, size, offset, (120, 90), min_score=min_score, one_copy=False, **settings)
+        slow = dense_decode(heat, size, offset, (120, 90), min_score, **settings)
+        assert np.array_equal(fast.boxes, slow.boxes) and np.array_equal(fast.labels, slow.labels)
+        assert np.array_equal(fast.scores, slow.scores)

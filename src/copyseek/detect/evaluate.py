@@ -28,10 +28,10 @@ class TorchDetector:
 
     def detect_batch(self, images: list[np.ndarray]) -> list[Regions]:
         import torch
-        from PIL import Image
 
-        size = (self.input_size, self.input_size)
-        batch = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BILINEAR)) for im in images])
+        from copyseek.detect.runtime import squash
+
+        batch = np.stack([squash(im, self.input_size) for im in images])
         with torch.no_grad():
             out = self.net(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0)
         heat, sz, off = torch.sigmoid(out["heat"]).numpy(), out["size"].numpy(), out["offset"].numpy()

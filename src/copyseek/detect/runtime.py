@@ -34,6 +34,12 @@ mapped back; regions.fuse_views): on e2-e4, copy AP50 +0.015 for SHIPPED and +0.
 sizes do not commute with the mirror, so the mirror's maps lie about a cell off."""
 
 
+def squash(rgb: np.ndarray, side: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (side, side, 3) uint8: the whole image squashed to the network's input
+    (bilinear), at match time and in evaluation as training's queries were (detect/data.py)."""
+    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.BILINEAR))
+
+
 class Detector:
     """`detect(rgb) -> Regions` with an exported detector (detect/export.py).
 
@@ -63,8 +69,7 @@ class Detector:
         """(H, W, 3) uint8 -> (S, S, 3) uint8, squashed as in training."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise CopyseekError(f"detect needs an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
-        size = (self.input_size, self.input_size)
-        return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        return squash(rgb, self.input_size)
 
     def network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, S, S, 3) uint8 prepared images -> heat (M, C, S/4, S/4) centre probabilities, size
