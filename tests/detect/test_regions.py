@@ -151,3 +151,48 @@ def test_decoding_only_the_cells_above_the_floor_changes_nothing(min_score):
         slow = dense_decode(heat, size, offset, (120, 90), min_score, **settings)
         assert np.array_equal(fast.boxes, slow.boxes) and np.array_equal(fast.labels, slow.labels)
         assert np.array_equal(fast.scores, slow.scores)
+
+
+def looped_fuse_views(own, other, iou):
+    """The mirror fusion as written before session 19, one box at a time."""
+    overlap = box_iou(own.boxes, other.boxes)
+    paired = np.zeros(len(other.boxes), bool)
+    boxes, scores, labels = [], [], []
+    for k in range(len(own.boxes)):
+        candidates = (overlap[k] >= iou) & (other.labels == own.labels[k]) & ~paired
+        if candidates.any():
+            j = int(np.argmax(np.where(candidates, overlap[k], -1.0)))
+            paired[j] = True
+            w_own, w_other = own.scores[k], other.scores[j]
+            boxes.append((w_own * own.boxes[k] + w_other * other.boxes[j]) / max(w_own + w_other, 1e-12))
+            scores.append((w_own + w_other) / 2)
+        else:
+            boxes.append(own.boxes[k])
+            scores.append(own.scores[k] / 2)
+        labels.append(own.labels[k])
+    for j in np.flatnonzero(~paired):
+        boxes.append(other.boxes[j])
+        scores.append(other.scores[j] / 2)
+        labels.append(other.labels[j])
+    scores_array = np.asarray(scores, np.float32)
+    order = np.argsort(-scores_array, kind="stable")
+    return Regions(np.asarray(boxes, np.float32).reshape(-1, 4)[order], scores_array[order],
+                   np.asarray(labels, np.int64)[order])
+
+
+def test_fusing_the_views_on_whole_arrays_changes_nothing():
+    from copyseek.detect.regions import fuse_views
+
+    rng = np.random.default_rng(3)
+
+    def regions(n):
+        corner = rng.integers(0, 40, (n, 2)).astype(np.float32)  # a coarse grid: equal overlaps happen
+        boxes = np.concatenate([corner, corner + rng.integers(5, 40, (n, 2))], axis=1).astype(np.float32)
+        return Regions(boxes, np.sort(rng.integers(1, 10, n) / 10).astype(np.float32)[::-1].copy(), rng.integers(0, 2, n))
+
+    for n, m in [(0, 0), (3, 0), (0, 4), (1, 1)] + [(int(a), int(b)) for a, b in rng.integers(1, 15, (40, 2))]:
+        own, other = regions(n), regions(m)
+        for iou in (0.0, 0.3, 0.55):
+            fast, slow = fuse_views(own, other, iou), looped_fuse_views(own, other, iou)
+            assert np.array_equal(fast.boxes, slow.boxes) and np.array_equal(fast.scores, slow.scores)
+            assert np.array_equal(fast.labels, slow.labels)

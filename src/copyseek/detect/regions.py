@@ -169,29 +169,32 @@ def fuse_views(own: Regions, other: Regions, iou: float = MIRROR_IOU) -> Regions
     Each box of `own` (best first) is paired with the best-overlapping unpaired box of `other` of
     its class at IoU >= `iou`: the pair becomes their score-weighted mean box with the mean score;
     a box seen by one view only keeps its box at half its score (the other view gave it 0)."""
+    # the pairing is greedy (best own box first) over plain lists; the rest is arithmetic on whole
+    # arrays: a loop of small numpy calls per box cost about as much as decoding a view
     overlap = box_iou(own.boxes, other.boxes)
-    paired = np.zeros(len(other.boxes), bool)
-    boxes, scores, labels = [], [], []
-    for k in range(len(own.boxes)):
-        candidates = (overlap[k] >= iou) & (other.labels == own.labels[k]) & ~paired
-        if candidates.any():
-            j = int(np.argmax(np.where(candidates, overlap[k], -1.0)))
-            paired[j] = True
-            w_own, w_other = own.scores[k], other.scores[j]
-            boxes.append((w_own * own.boxes[k] + w_other * other.boxes[j]) / max(w_own + w_other, 1e-12))
-            scores.append((w_own + w_other) / 2)
-        else:
-            boxes.append(own.boxes[k])
-            scores.append(own.scores[k] / 2)
-        labels.append(own.labels[k])
-    for j in np.flatnonzero(~paired):
-        boxes.append(other.boxes[j])
-        scores.append(other.scores[j] / 2)
-        labels.append(other.labels[j])
-    scores_array = np.asarray(scores, np.float32)
-    order = np.argsort(-scores_array, kind="stable")
-    return Regions(np.asarray(boxes, np.float32).reshape(-1, 4)[order], scores_array[order],
-                   np.asarray(labels, np.int64)[order])
+    eligible = (overlap >= iou) & (own.labels[:, None] == other.labels[None, :])
+    rows = np.where(eligible, overlap, -1.0).tolist()
+    free = [True] * len(other.boxes)
+    partner = np.full(len(own.boxes), -1, np.int64)
+    for k, row in enumerate(rows):
+        j = max((j for j, o in enumerate(row) if o >= 0 and free[j]), key=row.__getitem__, default=-1)
+        if j >= 0:
+            free[j] = False
+            partner[k] = j
+    paired = partner >= 0
+    mate = np.where(paired, partner, 0)
+    if len(other.boxes):
+        w_other, mate_boxes = np.where(paired, other.scores[mate], 0).astype(np.float32), other.boxes[mate]
+    else:
+        w_other, mate_boxes = np.zeros_like(own.scores), own.boxes
+    w_own = own.scores
+    mean_boxes = (w_own[:, None] * own.boxes + w_other[:, None] * mate_boxes) / np.maximum(w_own + w_other, 1e-12)[:, None]
+    alone = np.flatnonzero(free)
+    boxes = np.concatenate([np.where(paired[:, None], mean_boxes, own.boxes), other.boxes[alone]]).astype(np.float32)
+    scores = np.concatenate([np.where(paired, (w_own + w_other) / 2, w_own / 2), other.scores[alone] / 2]).astype(np.float32)
+    labels = np.concatenate([own.labels, other.labels[alone]]).astype(np.int64)
+    order = np.argsort(-scores, kind="stable")
+    return Regions(boxes.reshape(-1, 4)[order], scores[order], labels[order])
 
 
 def one_copy_scores(regions: Regions) -> Regions:
