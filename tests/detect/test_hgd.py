@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from copyseek.detect.hgd import (hands_on_loss, head_loss, head_maps, location_weights, make_distiller, normalised, sampled,
-                                 teacher_outputs)
+from copyseek.detect.hgd import (hands_on_loss, head_loss, head_maps, location_weights, make_distiller, normalised,
+                                 sampled, teacher_outputs)
 from copyseek.detect.model import DetectorNet, NetConfig
 from copyseek.detect.targets import make_targets
 
@@ -86,7 +86,8 @@ def test_head_imitation_adds_to_either_distiller_and_trains_the_students_heads()
         t_out = teacher_outputs(teacher, images)
         extra = with_head(images, out, targets, t_out) - without(images, out, targets, t_out)
         evidence = torch.maximum(targets["heat"].amax(dim=1, keepdim=True), t_out["evidence"])
-        expected = 2.0 * head_loss(head_maps(out), t_out["heads"], location_weights(evidence, (16, 16), 4.0), t_out["evidence"])
+        weight = location_weights(evidence, (16, 16), 4.0)
+        expected = 2.0 * head_loss(head_maps(out), t_out["heads"], weight, t_out["evidence"])
         assert torch.allclose(extra, expected, rtol=1e-4)
     student.zero_grad()
     make_distiller("hgd", student, teacher, head=1.0)(images, student(images), targets).backward()
@@ -141,7 +142,8 @@ def test_teacher_cache_holds_each_sample_and_its_mirror_and_refuses_another_teac
     samples = [pool[i].flipped() if m else pool[i] for i, m in zip(indices, mirrored)]
     images, targets = collate(samples, 16)
     live, cached = teacher_outputs(teacher.eval(), images), cache.lookup(indices, mirrored)
-    for a, b in zip([*live["stages"], live["evidence"], live["heads"]], [*cached["stages"], cached["evidence"], cached["heads"]]):
+    for a, b in zip([*live["stages"], live["evidence"], live["heads"]],
+                    [*cached["stages"], cached["evidence"], cached["heads"]]):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=2e-3, atol=2e-3)
     assert not torch.allclose(cached["stages"][0][0], cached["stages"][0][2], atol=1e-2)  # the mirror was run
     out = student(images)

@@ -190,8 +190,8 @@ class Distiller(nn.Module):
             loss = stacked.mean()
         if self.head:
             size = tuple(out["heat"].shape[2:])
-            loss = loss + self.head * head_loss(head_maps(out), t_out["heads"], location_weights(evidence, size, self.focus),
-                                                t_out["evidence"])
+            weight = location_weights(evidence, size, self.focus)
+            loss = loss + self.head * head_loss(head_maps(out), t_out["heads"], weight, t_out["evidence"])
         return loss
 
 

@@ -188,10 +188,12 @@ def fuse_views(own: Regions, other: Regions, iou: float = MIRROR_IOU) -> Regions
     else:
         w_other, mate_boxes = np.zeros_like(own.scores), own.boxes
     w_own = own.scores
-    mean_boxes = (w_own[:, None] * own.boxes + w_other[:, None] * mate_boxes) / np.maximum(w_own + w_other, 1e-12)[:, None]
+    total = np.maximum(w_own + w_other, 1e-12)[:, None]
+    mean_boxes = (w_own[:, None] * own.boxes + w_other[:, None] * mate_boxes) / total
     alone = np.flatnonzero(free)
     boxes = np.concatenate([np.where(paired[:, None], mean_boxes, own.boxes), other.boxes[alone]]).astype(np.float32)
-    scores = np.concatenate([np.where(paired, (w_own + w_other) / 2, w_own / 2), other.scores[alone] / 2]).astype(np.float32)
+    own_scores = np.where(paired, (w_own + w_other) / 2, w_own / 2)
+    scores = np.concatenate([own_scores, other.scores[alone] / 2]).astype(np.float32)
     labels = np.concatenate([own.labels, other.labels[alone]]).astype(np.int64)
     order = np.argsort(-scores, kind="stable")
     return Regions(boxes.reshape(-1, 4)[order], scores[order], labels[order])

@@ -5,10 +5,12 @@ forward pass per step (`--set teacher_cache=DIR`).
     t_out = cache.lookup(indices, mirrored)                     # per batch: as hgd.teacher_outputs
 
 On disk, DIR holds arrays read memory-mapped: stage0.npy .. stage4.npy, (N, 2, C_i, h_i, w_i),
-evidence.npy, (N, 2, 1, S/4, S/4), and heads.npy, (N, 2, C + 4, S/4, S/4) (`hgd.head_maps`), where index 1 of the second axis is the sample mirrored as
-`Sample.flipped` makes it (the teacher is not mirror-symmetric, so the mirror is run, not flipped);
-and meta.json with the storage type and fingerprints of the pool and of the teacher's weights: a
-cache made for other data, another teacher or in another type is refused, not silently used.
+evidence.npy, (N, 2, 1, S/4, S/4), and heads.npy, (N, 2, C + 4, S/4, S/4) (`hgd.head_maps`), where
+index 1 of the second axis is the sample mirrored as `Sample.flipped` makes it (the teacher is not
+mirror-symmetric, so the mirror is run, not flipped); and meta.json with the storage type and
+fingerprints of the pool and of the teacher's weights: a cache made for other data, another
+teacher or in another type is refused, not silently used, and one made before the head maps were
+kept asks to be rebuilt.
 
 Storage (`dtype`): "float16", or "int8" at half the size, each map stored as round(x / scale) with
 one float32 scale per sample, side and channel (its largest |x| / 127, in NAME.scale.npy, (N, 2,
@@ -98,7 +100,8 @@ class TeacherCache:
 
     def lookup(self, indices: np.ndarray, mirrored: np.ndarray, locations: dict[int, Tensor | None] | None = None) -> dict:
         """indices (B,) into the pool, mirrored (B,) bool -> {"stages": five (B, C_i, h_i, w_i),
-        "evidence": (B, 1, S/4, S/4), "heads": (B, C + 4, S/4, S/4)} float32 tensors, as `teacher_outputs` on the batch's images.
+        "evidence": (B, 1, S/4, S/4), "heads": (B, C + 4, S/4, S/4)} float32 tensors, as
+        `teacher_outputs` on the batch's images.
         `locations` ({stage: (B, L) flat locations or None}, `Distiller.draw_locations`): those
         stages are read at their L locations only, as (B, C_i, L, 1) maps: a step then reads and
         converts a few percent of the cache's bytes instead of whole maps."""
