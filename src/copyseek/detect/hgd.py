@@ -21,9 +21,8 @@ our reading of those words, not the paper's equations:
 as the last stage: the student's centre logits learn the teacher's probabilities (binary cross
 entropy against soft targets, weighted per location as above) and its log sizes and offsets the
 teacher's where the teacher sees an object (L1 weighted by the teacher's evidence). It costs
-almost nothing (2 + 4 channels at stride 4); with weight 8, over three seeds, it raised the
-overlays' AP50 by 2.5 points over HGD alone and left the copies' level (BENCHMARKS.md issue 18,
-session 19).
+almost nothing (2 + 4 channels at stride 4); with weight 8, over five seeds, it raised the
+overlays' AP50 by 2 points over HGD alone and not the copies' (BENCHMARKS.md issue 18, session 19).
 
 "plain" is the classic baseline (FitNets-style hints): the neck alone, one adaptor, unnormalised
 mean squared error, uniform weights.
