@@ -16,7 +16,7 @@ densely and selectively (at each --scn-threshold and --scn-halo, and with an ora
 selects the cells the true copy boxes cover), the area computed, wall time,
 CPU time and MACs per image by the share of the image the copy covers, and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
 neck, heads; batch 1, 1 thread), i.e. the most a selective part can save, and of the whole network
-on smaller square crops (what SCN's crops cost). --oracle: the copy AP50
+on smaller square crops (what SCN's crops cost), in torch and in onnxruntime. --oracle: the copy AP50
 that no detector can beat on these queries, because two edits are ambiguous by construction (below).
 Prints markdown tables.
 
@@ -290,9 +290,40 @@ def profile_rows(config: NetConfig, repeats: int = 100) -> list[str]:
         # what a crop costs (SCN runs the whole net on crops): time falls slower than the area
         crops = {side: torch.rand(1, 3, side, side) for side in (128, 96, 64, 32)}
         crops = {side: cpu_ms(lambda: net(crop)) for side, crop in crops.items()}
+    onnx_ms = onnx_crop_ms(net, [config.input_size, *crops], repeats)
     return ([f"| {part} | {ms:.2f} | {ms / total:.0%} |" for part, ms in parts.items()] + [f"| whole net | {total:.2f} | 100% |"]
             + [f"| whole net on a {side}-px crop ({(side / config.input_size) ** 2:.0%} of the area) | {ms:.2f} | {ms / total:.0%} |"
-               for side, ms in crops.items()])
+               for side, ms in crops.items()]
+            + [f"| whole net in onnxruntime, {side} px ({(side / config.input_size) ** 2:.0%} of the area) | {ms:.2f} | "
+               f"{ms / onnx_ms[config.input_size]:.0%} of its whole pass |" for side, ms in onnx_ms.items()])
+
+
+def onnx_crop_ms(net, sides: list[int], repeats: int) -> dict[int, float]:
+    """CPU ms per square input of each side for `net` exported with free height and width (the
+    runtime's export fixes them) and run by onnxruntime, one thread, as at match time: what SCN's
+    crops would cost there, where per-call overheads are smaller than torch's."""
+    import tempfile
+    import warnings
+
+    from copyseek.detect.export import ExportWrapper
+    from copyseek.io.onnx import cpu_session
+
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
+        path = Path(folder) / "crops.onnx"
+        torch.onnx.export(ExportWrapper(net), (torch.zeros(1, sides[0], sides[0], 3, dtype=torch.uint8),), str(path),
+                          input_names=["image"], dynamic_axes={"image": {1: "height", 2: "width"}}, dynamo=False)
+        session = cpu_session(path, 1, what="detector")
+        times = {}
+        for side in sides:
+            feed = {"image": np.zeros((1, side, side, 3), np.uint8)}
+            for _ in range(5):
+                session.run(None, feed)
+            started = time.process_time()
+            for _ in range(repeats):
+                session.run(None, feed)
+            times[side] = 1000 * (time.process_time() - started) / repeats
+    return times
 
 
 def main() -> None:
