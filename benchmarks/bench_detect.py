@@ -177,10 +177,12 @@ def copy_share(truth: dict, image: np.ndarray) -> float:
 
 
 def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[dict], max_copies: int,
-             thresholds: list[float], halos: list[int], one_copy: bool = ONE_COPY) -> list[str]:
+             thresholds: list[float], halos: list[int], one_copy: bool = ONE_COPY, runtime: str = "torch") -> list[str]:
     """The same selective net run densely, with its guide at each threshold and halo, and with an
     oracle guide (the cells the true copy boxes cover; the learned guide's cost still paid), by the
-    share of the image the copy covers: cells computed, MACs (guide included), wall and CPU ms, AP50."""
+    share of the image the copy covers: cells computed, MACs (guide included), wall and CPU ms, AP50.
+    runtime "onnx": the network's dense passes (the whole image, or each crop) run in onnxruntime
+    (`free_size_session`), the guide and the cropping in torch, as a deployment would."""
     from copyseek.detect.model import count_macs
     from copyseek.detect.scn import guide_targets
     from copyseek.detect.targets import make_targets
@@ -199,18 +201,20 @@ def scn_rows(name: str, checkpoint: str, images: list[np.ndarray], truths: list[
         cover = make_targets(boxes, np.zeros(len(boxes), np.int64), size // 4, 4)["cover"]
         return torch.where(guide_targets(torch.from_numpy(cover)[None]) > 0, 20.0, -20.0)
 
+    network = net.dense if runtime == "torch" else onnx_dense(net)
+
     def run(mode: str) -> tuple:
-        net.selective.dense = mode == "dense"
+        net.selective.dense = mode == "dense"  # for counting the MACs: the net itself is run by `network`
         regions, seconds, cpu, computed, work = [], [], [], [], []
         for image, truth, x in zip(images, truths, inputs):
             oracle = oracle_logits(truth, image) if mode == "oracle" else None
             started, cpu_started = time.perf_counter(), time.process_time()
             with torch.no_grad():
-                if oracle is not None:  # the learned guide still runs (its cost counts), its answer is replaced
-                    net.selective.guide(x)
-                    out = net.selective.run(net.dense, x, oracle, net.heads.classes)
-                else:
-                    out = net(x)
+                if mode == "dense":
+                    out = network(x)
+                else:  # an oracle still pays for the learned guide: its answer is replaced
+                    logits = net.selective.guide(x)
+                    out = net.selective.run(network, x, logits if oracle is None else oracle, net.heads.classes)
             seconds.append(time.perf_counter() - started)
             cpu.append(time.process_time() - cpu_started)
             computed.append(float(out["tiles"].float().mean()) if "tiles" in out else 1.0)
@@ -302,28 +306,54 @@ def onnx_crop_ms(net, sides: list[int], repeats: int) -> dict[int, float]:
     """CPU ms per square input of each side for `net` exported with free height and width (the
     runtime's export fixes them) and run by onnxruntime, one thread, as at match time: what SCN's
     crops would cost there, where per-call overheads are smaller than torch's."""
+    session = free_size_session(net)
+    times = {}
+    for side in sides:
+        feed = {"image": np.zeros((1, side, side, 3), np.uint8)}
+        for _ in range(5):
+            session.run(None, feed)
+        started = time.process_time()
+        for _ in range(repeats):
+            session.run(None, feed)
+        times[side] = 1000 * (time.process_time() - started) / repeats
+    return times
+
+
+def free_size_session(net):
+    """An onnxruntime session (one thread) of `net`'s dense network exported with free height and
+    width (uint8 NHWC in; centre probabilities, sizes and offsets out, as the runtime's export)."""
     import tempfile
     import warnings
 
     from copyseek.detect.export import ExportWrapper
     from copyseek.io.onnx import cpu_session
 
+    selective = net.selective
+    was_dense = selective is not None and selective.dense
+    if selective is not None:
+        selective.dense = True  # the dense network: SCN's crops are cut around it
+    side = net.config.input_size
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        path = Path(folder) / "crops.onnx"
-        torch.onnx.export(ExportWrapper(net), (torch.zeros(1, sides[0], sides[0], 3, dtype=torch.uint8),), str(path),
+        path = Path(folder) / "free-size.onnx"
+        torch.onnx.export(ExportWrapper(net.eval()).eval(), (torch.zeros(1, side, side, 3, dtype=torch.uint8),), str(path),
                           input_names=["image"], dynamic_axes={"image": {1: "height", 2: "width"}}, dynamo=False)
-        session = cpu_session(path, 1, what="detector")
-        times = {}
-        for side in sides:
-            feed = {"image": np.zeros((1, side, side, 3), np.uint8)}
-            for _ in range(5):
-                session.run(None, feed)
-            started = time.process_time()
-            for _ in range(repeats):
-                session.run(None, feed)
-            times[side] = 1000 * (time.process_time() - started) / repeats
-    return times
+        if selective is not None:
+            selective.dense = was_dense
+        return cpu_session(path, 1, what="detector")
+
+
+def onnx_dense(net):
+    """`net.dense` run by onnxruntime: (1, 3, h, w) images in [0, 1] (made from uint8 pixels) -> the
+    output maps `scn.Selective.run` writes back (heat as logits, as torch's)."""
+    session = free_size_session(net)
+
+    def dense(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        heat, size, offset = (torch.from_numpy(a) for a in session.run(None, {"image": pixels}))
+        return {"heat": torch.logit(heat, eps=1e-7), "size": size, "log_size": torch.log(size), "offset": offset}
+
+    return dense
 
 
 def main() -> None:
@@ -334,6 +364,8 @@ def main() -> None:
     parser.add_argument("--scn-threshold", type=float, nargs="+", default=[0.5],
                         help="guide probabilities above which a cell is computed (one row group each)")
     parser.add_argument("--scn-halo", type=int, nargs="+", default=[0], help="guide cells added around each crop")
+    parser.add_argument("--scn-runtime", nargs="+", choices=("torch", "onnx"), default=["torch"],
+                        help="where the network's dense passes run (onnx: onnxruntime, the guide still in torch)")
     parser.add_argument("--digits", type=int, default=3, help="decimals of the AP columns in the model table")
     parser.add_argument("--limit", type=int, default=0, help="queries per benchmark (0: all)")
     parser.add_argument("--max-copies", type=int, default=COPIES_PER_IMAGE,
@@ -416,8 +448,10 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for spec in args.scn:
             name, _, path = spec.partition("=")
-            print("\n".join(scn_rows(name, path, images, truths, args.max_copies, args.scn_threshold, args.scn_halo,
-                                      not args.raw_scores)), flush=True)
+            for runtime in args.scn_runtime:
+                label = name if runtime == "torch" else f"{name} (onnxruntime)"
+                print("\n".join(scn_rows(label, path, images, truths, args.max_copies, args.scn_threshold, args.scn_halo,
+                                          not args.raw_scores, runtime)), flush=True)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,11 @@ def test_boxes_are_in_the_image_pixels_and_bad_inputs_are_refused(model, tmp_pat
         Detector(model).detect(image.astype(np.float32))
     with pytest.raises(CopyseekError, match="no detector"):
         Detector(tmp_path / "missing.onnx")
+
+
+def test_export_leaves_the_net_in_the_mode_it_was_given(tmp_path):
+    net = DetectorNet(NetConfig.preset("tiny"))
+    for training in (False, True):
+        net.train(training)
+        export_detector(net, tmp_path / f"{training}.onnx")
+        assert net.training == training and all(m.training == training for m in net.modules())

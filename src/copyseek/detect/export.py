@@ -41,16 +41,20 @@ def export_detector(net: DetectorNet, path: str | Path) -> Path:
     if net.selective is not None:  # ONNX gets the dense network: the crops are a torch-side saving
         net.selective.dense = True
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
+    was_training = net.training
+    # the wrapper in eval mode too: the exporter puts the wrapper back in its own mode afterwards,
+    # which a fresh module's "training" would spread to the net
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
         torch.onnx.export(
-            ExportWrapper(net.eval()), (example,), str(path), input_names=["image"],
+            ExportWrapper(net).eval(), (example,), str(path), input_names=["image"],
             output_names=["heat", "size", "offset"],
             dynamic_axes={"image": {0: "batch"}, "heat": {0: "batch"}, "size": {0: "batch"}, "offset": {0: "batch"}},
             opset_version=ONNX_OPSET, dynamo=False,
         )
     if net.selective is not None:
         net.selective.dense = False
+    net.train(was_training)
     sidecar = {"input_size": size, "classes": list(CLASSES), "net": net.config.to_dict()}
     path.with_suffix(".json").write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
     return path
