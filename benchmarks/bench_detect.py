@@ -14,7 +14,8 @@ both (how the defaults were chosen); --by-edit: the share of queries whose copy 
 best copy box, and by any kept one, by composite edit. --scn NAME=CHECKPOINT (a selective net): the same net run
 densely and selectively (at each --scn-threshold and --scn-halo, and with an oracle guide that
 selects the cells the true copy boxes cover), the area computed, wall time,
-CPU time and MACs per image by the share of the image the copy covers, and AP of each. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
+CPU time and MACs per image by the share of the image the copy covers, and AP of each; with
+--scn-runtime onnx the network's passes run in onnxruntime. --profile PRESET: CPU ms per image of each part of the network (stem, stages,
 neck, heads; batch 1, 1 thread), i.e. the most a selective part can save, and of the whole network
 on smaller square crops (what SCN's crops cost), in torch and in onnxruntime. --oracle: the copy AP50
 that no detector can beat on these queries, because two edits are ambiguous by construction (below).
