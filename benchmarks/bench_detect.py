@@ -322,26 +322,15 @@ def onnx_crop_ms(net, sides: list[int], repeats: int) -> dict[int, float]:
 
 def free_size_session(net):
     """An onnxruntime session (one thread) of `net`'s dense network exported with free height and
-    width (uint8 NHWC in; centre probabilities, sizes and offsets out, as the runtime's export)."""
+    width (`export_detector(free_size=True)`: uint8 NHWC in; centre probabilities, sizes, offsets out)."""
     import tempfile
-    import warnings
 
-    from copyseek.detect.export import ExportWrapper
+    from copyseek.detect.export import export_detector
     from copyseek.io.onnx import cpu_session
 
-    selective = net.selective
-    was_dense = selective is not None and selective.dense
-    if selective is not None:
-        selective.dense = True  # the dense network: SCN's crops are cut around it
-    side = net.config.input_size
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        path = Path(folder) / "free-size.onnx"
-        torch.onnx.export(ExportWrapper(net.eval()).eval(), (torch.zeros(1, side, side, 3, dtype=torch.uint8),), str(path),
-                          input_names=["image"], dynamic_axes={"image": {1: "height", 2: "width"}}, dynamo=False)
-        if selective is not None:
-            selective.dense = was_dense
-        return cpu_session(path, 1, what="detector")
+    with tempfile.TemporaryDirectory() as folder:
+        return cpu_session(export_detector(net.eval(), Path(folder) / "free-size.onnx", free_size=True), 1,
+                           what="detector")
 
 
 def onnx_dense(net):

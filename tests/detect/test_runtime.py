@@ -45,3 +45,16 @@ def test_export_leaves_the_net_in_the_mode_it_was_given(tmp_path):
         net.train(training)
         export_detector(net, tmp_path / f"{training}.onnx")
         assert net.training == training and all(m.training == training for m in net.modules())
+
+
+def test_a_free_size_export_runs_on_crops_of_any_size(tmp_path):
+    from copyseek.io.onnx import cpu_session
+
+    net = DetectorNet(NetConfig.preset("tiny")).eval()
+    crop = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    heat, _, _ = cpu_session(export_detector(net, tmp_path / "free.onnx", free_size=True), 1).run(None, {"image": crop})
+    with torch.no_grad():
+        expected = torch.sigmoid(net(torch.from_numpy(crop).permute(0, 3, 1, 2).float() / 255.0)["heat"]).numpy()
+    assert heat.shape == (1, 2, 8, 12) and np.allclose(heat, expected, atol=1e-4)
+    with pytest.raises(Exception):  # the runtime's export keeps the input size fixed
+        cpu_session(export_detector(net, tmp_path / "fixed.onnx"), 1).run(None, {"image": crop})

@@ -33,8 +33,9 @@ class ExportWrapper(nn.Module):
         return torch.sigmoid(out["heat"]), out["size"], out["offset"]
 
 
-def export_detector(net: DetectorNet, path: str | Path) -> Path:
-    """Write `net` as ONNX at `path` (+ the .json sidecar); returns the path."""
+def export_detector(net: DetectorNet, path: str | Path, free_size: bool = False) -> Path:
+    """Write `net` as ONNX at `path` (+ the .json sidecar); returns the path. `free_size`: height
+    and width left free too (the runtime feeds the input size; benchmarks time crops)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = net.config.input_size
@@ -49,7 +50,8 @@ def export_detector(net: DetectorNet, path: str | Path) -> Path:
         torch.onnx.export(
             ExportWrapper(net).eval(), (example,), str(path), input_names=["image"],
             output_names=["heat", "size", "offset"],
-            dynamic_axes={"image": {0: "batch"}, "heat": {0: "batch"}, "size": {0: "batch"}, "offset": {0: "batch"}},
+            dynamic_axes={"image": {0: "batch", **({1: "height", 2: "width"} if free_size else {})},
+                          **{name: {0: "batch"} for name in ("heat", "size", "offset")}},
             opset_version=ONNX_OPSET, dynamo=False,
         )
     if net.selective is not None:
