@@ -22,7 +22,9 @@ def small_bench(tmp_path_factory) -> Path:
 
 def test_runs_pipelines_side_by_side(small_bench, tiny_onnx, tmp_path):
     names = ["pdq", f"global:onnx:{tiny_onnx}", f"global:onnx:{tiny_onnx}+sn"]
-    results = run_benchmark(small_bench, names, progress=False)
+    workdir = tmp_path / "not" / "made" / "yet"
+    results = run_benchmark(small_bench, names, workdir=workdir, progress=False)
+    assert workdir.is_dir() and not any(workdir.iterdir())  # made, and the scratch inside removed
     assert [r.name for r in results] == names
     for r in results:
         assert 0 <= r.metrics.micro_ap <= 1 and r.index_rate > 0 and r.query_rate > 0 and r.peak_rss_mb > 10

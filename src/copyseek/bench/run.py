@@ -147,7 +147,9 @@ def run_benchmark(
     workdir: str | Path | None = None,
     progress: bool = True,
 ) -> list[PipelineResult]:
-    """Run each pipeline on the benchmark at `bench`; background defaults to BENCH/background."""
+    """Run each pipeline on the benchmark at `bench`; background defaults to BENCH/background. The
+    indexes and predictions go to a temporary folder inside `workdir` (made if missing; default: the
+    system's temporary folder)."""
     bench = Path(bench)
     paths = benchmark_paths(bench)
     background = Path(background) if background else (paths["background"] if paths["background"].exists() else None)
@@ -160,6 +162,8 @@ def run_benchmark(
         groups[p.index_key].append(p)
     results: list[PipelineResult] = []
     context = multiprocessing.get_context("spawn")
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir) as scratch:
         for number, group in enumerate(groups.values(), start=1):
             if progress:
