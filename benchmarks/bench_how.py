@@ -12,6 +12,9 @@ recipes side by side, ASMK alone (no RootSIFT row, no timings):
 
     .venv/bin/python benchmarks/bench_how.py bench/std bench/seed1 --untrained runs/untrained/model.onnx \
         --trained runs/how/model.onnx --model r2=runs/how-r2/model.onnx --asmk-only
+
+`--how-option KEY=VALUE` sets an extraction or ASMK option of every ASMK row (e.g. `max_side=768`,
+`features=600`, `scales=1.414,1,0.707,0.5`).
 """
 
 from __future__ import annotations
@@ -83,8 +86,16 @@ def main() -> None:
                         help="ASMK rows only: no RootSIFT row, no single-thread timings (training recipes side by side)")
     parser.add_argument("--curve", action="store_true", help="also the memory / accuracy curve (first benchmark)")
     parser.add_argument("--curve-only", action="store_true", help="only the curve")
+    parser.add_argument("--how-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a HOW branch option for every ASMK row, e.g. max_side=768, scales=1,0.707,0.5, features=600")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
+    how_options = {}
+    for option in args.how_option:
+        key, _, value = option.partition("=")
+        if not value:
+            parser.error(f"--how-option takes KEY=VALUE, got {option!r}")
+        how_options[key] = value if key == "scales" else float(value) if "." in value else int(value)
 
     models = {"asmk untrained": args.untrained, "asmk trained": args.trained}
     for named in args.model:
@@ -92,8 +103,8 @@ def main() -> None:
         if not path:
             parser.error(f"--model takes NAME=PATH, got {named!r}")
         models[f"asmk {name}"] = Path(path)
-    rows = ([] if args.asmk_only else ["local"]) + [how_pipeline(name, path) for name, path in models.items()]
-    options = {"local": ("local", {}), **{name: ("how", {"model": str(path)}) for name, path in models.items()}}
+    rows = ([] if args.asmk_only else ["local"]) + [how_pipeline(name, path, **how_options) for name, path in models.items()]
+    options = {"local": ("local", {}), **{name: ("how", {"model": str(path), **how_options}) for name, path in models.items()}}
     for bench in [] if args.curve_only else args.benchmarks:
         print(f"\n### {bench}\n", flush=True)
         results = run_benchmark(bench, rows, workdir=args.workdir, progress=False)
