@@ -33,6 +33,16 @@ from copyseek.io.images import find_images, load_rgb
 TIMED_IMAGES = 40
 
 
+def number_or_text(text: str) -> int | float | str:
+    """'768' -> 768, '0.5' -> 0.5, anything else (e.g. scales '1,0.707') as given."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def how_pipeline(name: str, model: Path, **options) -> str:
     register_bench_pipeline(BenchPipeline(name, "asmk", {"how": {"model": str(model), **options}}))
     return name
@@ -95,7 +105,7 @@ def main() -> None:
         key, _, value = option.partition("=")
         if not value:
             parser.error(f"--how-option takes KEY=VALUE, got {option!r}")
-        how_options[key] = value if key == "scales" else float(value) if "." in value else int(value)
+        how_options[key] = number_or_text(value)
 
     models = {"asmk untrained": args.untrained, "asmk trained": args.trained}
     for named in args.model:
