@@ -20,6 +20,7 @@ recipes side by side, ASMK alone (no RootSIFT row, no timings):
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -31,16 +32,6 @@ from copyseek.io.csvfiles import read_ground_truth
 from copyseek.io.images import find_images, load_rgb
 
 TIMED_IMAGES = 40
-
-
-def number_or_text(text: str) -> int | float | str:
-    """'768' -> 768, '0.5' -> 0.5, anything else (e.g. scales '1,0.707') as given."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def how_pipeline(name: str, model: Path, **options) -> str:
@@ -105,7 +96,10 @@ def main() -> None:
         key, _, value = option.partition("=")
         if not value:
             parser.error(f"--how-option takes KEY=VALUE, got {option!r}")
-        how_options[key] = number_or_text(value)
+        try:  # as train-detector's --set: JSON values, anything else (scales "1,0.707") as text
+            how_options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            how_options[key] = value
 
     models = {"asmk untrained": args.untrained, "asmk trained": args.trained}
     for named in args.model:
