@@ -4,7 +4,9 @@ from PIL import Image
 
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
-from copyseek.learn.data import EditAugment, OnlineViews, ViewBank, ViewMaker, build_view_bank, discover_photos
+from copyseek.learn.data import (
+    EditAugment, OnlineViews, PrefetchedViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
+)
 from tests.making import write_photos
 
 
@@ -112,3 +114,31 @@ def test_colour_share_adds_a_colour_edit_to_that_share_of_the_views():
                               np.asarray(plain(image, np.random.default_rng(s), []))) for s in range(3))
     with pytest.raises(CopyseekError, match="colour"):
         EditAugment(1.0, colour=1.5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_prefetched_views_are_numbered_batches_whatever_the_number_of_workers(tmp_path, workers):
+    write_photos(tmp_path, 6, size=(96, 72))
+    views = OnlineViews(ViewMaker(discover_photos(tmp_path), shift, decode_side=32), 32, classes_per_batch=3,
+                        views_per_class=2)
+    source = PrefetchedViews(views, workers, seed=5, first_batch=2)
+    try:
+        batches = [source.next_batch(np.random.default_rng(99)) for _ in range(3)]
+    finally:
+        source.close()
+    # Batch k is what the views give with default_rng([seed, k]), from first_batch on.
+    for k, batch in enumerate(batches, start=2):
+        expected = views.next_batch(np.random.default_rng([5, k]))
+        assert np.array_equal(batch.images.numpy(), expected.images.numpy())
+        assert batch.labels.tolist() == expected.labels.tolist()
+    assert not np.array_equal(batches[0].images.numpy(), batches[1].images.numpy())
+    assert not source._shutdown.alive
+
+
+def test_prefetched_views_need_a_worker_and_no_teacher(tmp_path):
+    write_photos(tmp_path, 3, size=(64, 48))
+    maker = ViewMaker(discover_photos(tmp_path), shift, decode_side=32)
+    with pytest.raises(CopyseekError, match="at least 1 worker"):
+        PrefetchedViews(OnlineViews(maker, 32, 2, 2), 0, seed=0)
+    with pytest.raises(CopyseekError, match="view bank"):
+        PrefetchedViews(OnlineViews(maker, 32, 2, 2, teacher=FakeTeacher()), 1, seed=0)

@@ -1,5 +1,6 @@
 import argparse
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from copyseek.errors import CopyseekError
 from copyseek.learn import cli
 from copyseek.learn.config import TrainConfig
-from copyseek.learn.train import learning_rate, load_checkpoint_model, train
+from copyseek.learn.train import Trainer, learning_rate, load_checkpoint_model, train
 from tests.learn.test_data import shift
 from tests.making import write_photos
 
@@ -45,6 +46,23 @@ def test_training_writes_metrics_curves_model_and_resumes(tmp_path):
     # On the command line, --resume starts from the run's saved settings.
     resumed = cli.settings(parse(["--out", str(run), "--resume", "--set", "steps=7"]))
     assert (resumed.steps, resumed.dim, resumed.images) == (7, 16, str(tmp_path / "imgs"))
+
+
+def test_fresh_views_from_worker_processes_depend_neither_on_their_number_nor_on_resuming(tmp_path):
+    write_photos(tmp_path / "imgs", 5, size=(80, 64))
+    losses = {}
+    for workers in (1, 2):
+        config = TrainConfig(images=str(tmp_path / "imgs"), steps=4, workers=workers, **TINY)
+        train(config, tmp_path / f"run{workers}", augment=shift, progress=False)
+        losses[workers] = [r["loss"] for r in rows(tmp_path / f"run{workers}")]
+    assert losses[1] == losses[2] and len(set(losses[1])) == 4
+    # A resumed run goes on from the batch after its last step (its batch k is default_rng([seed, k])'s).
+    config = TrainConfig(images=str(tmp_path / "imgs"), steps=2, workers=1, **TINY)
+    train(config, tmp_path / "resumed", augment=shift, progress=False)
+    trainer = Trainer(replace(config, steps=4), tmp_path / "resumed", resume=True, augment=shift, progress=False)
+    trainer.run()
+    assert trainer.source.next_index == 4 and not trainer.source._shutdown.alive
+    assert [r["step"] for r in rows(tmp_path / "resumed")] == ["1", "2", "3", "4"]
 
 
 def test_distillation_from_an_onnx_teacher_through_a_view_bank(tmp_path, tiny_onnx):

@@ -27,7 +27,7 @@ class TrainConfig:
     photo_edits: float = 0.0
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
-    workers: int = 0  # processes making bank views (0: in the training process)
+    workers: int = 0  # processes making bank views, or fresh views ahead of the trainer (0: in the training process)
     # model
     arch: str = "resnet-small"
     dim: int = 512

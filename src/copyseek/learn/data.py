@@ -6,16 +6,19 @@ sub-folders) each sub-folder is a class. A batch is `classes_per_batch` classes 
 `views_per_class` views, resized square to the model's training size.
 
 Two sources produce batches: `OnlineViews` edits afresh for every batch (endless variety, costly
-on a CPU), `ViewBank` draws from views made once and saved with their teacher embeddings (the
-cheap way to distil on a CPU: the edits and the teacher run once, not once per epoch).
+on a CPU; `PrefetchedViews` makes them ahead in worker processes, so that a GPU is not kept waiting
+by one process's edits), `ViewBank` draws from views made once and saved with their teacher
+embeddings (the cheap way to distil on a CPU: the edits and the teacher run once, not once per epoch).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+import weakref
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -208,6 +211,49 @@ class OnlineViews:
         teacher = teacher_embeddings(self.teacher, views) if self.teacher is not None else None
         images = np.stack([square(view, self.size) for view in views])
         return to_batch(images, np.repeat(classes, self.views_per_class), teacher)
+
+
+_WORKER_VIEWS: OnlineViews | None = None  # a PrefetchedViews worker's views, installed once per process
+
+
+def _install_views(views: OnlineViews) -> None:
+    global _WORKER_VIEWS
+    _WORKER_VIEWS = views
+
+
+def _numbered_batch(seed: int, index: int) -> Batch:
+    return _WORKER_VIEWS.next_batch(np.random.default_rng([seed, index]))
+
+
+class PrefetchedViews:
+    """`OnlineViews` made ahead of the trainer in `workers` processes, each keeping its own cache of
+    decoded photos. Batch k is drawn with its own generator, default_rng([seed, k]), so the batches
+    depend neither on the number of workers nor on the step a resumed run starts from (`first_batch`);
+    the generator passed to next_batch is not used. close() ends the workers."""
+
+    def __init__(self, views: OnlineViews, workers: int, seed: int, first_batch: int = 0):
+        if workers < 1:
+            raise CopyseekError(f"PrefetchedViews needs at least 1 worker process, got {workers}")
+        if views.teacher is not None:
+            raise CopyseekError("fresh views made in worker processes carry no teacher embeddings: "
+                                "distil from a view bank (bank_views) or set workers = 0")
+        self.seed, self.next_index, self.ahead = seed, first_batch, 2 * workers
+        # Spawned, not forked: a child forked from a trainer whose OpenCV / OpenMP thread pools have run
+        # can hang in its first resize.
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_install_views, initargs=(views,))
+        self.pending: deque[Future] = deque()  # batches next_index, next_index + 1, ...
+        # Also ends the workers when the source is dropped unclosed (e.g. wrapped by PoolNegatives).
+        self._shutdown = weakref.finalize(self, self.pool.shutdown, cancel_futures=True)
+
+    def next_batch(self, rng: np.random.Generator | None = None) -> Batch:
+        while len(self.pending) < self.ahead:
+            self.pending.append(self.pool.submit(_numbered_batch, self.seed, self.next_index + len(self.pending)))
+        self.next_index += 1
+        return self.pending.popleft().result()
+
+    def close(self) -> None:
+        self._shutdown()
 
 
 def check_batch_shape(classes_per_batch: int, views_per_class: int) -> None:

@@ -26,7 +26,7 @@ from copyseek.errors import CopyseekError
 from copyseek.learn.chunked import chunked_backward
 from copyseek.learn.config import TrainConfig
 from copyseek.learn.data import (
-    Augment, BatchSource, EditAugment, OnlineViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
+    Augment, BatchSource, EditAugment, OnlineViews, PrefetchedViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
 )
 from copyseek.learn.export import export_onnx
 from copyseek.learn.mining import (
@@ -121,9 +121,10 @@ def photo_batches(config: TrainConfig, paths: list[Path], sampler) -> PhotoBatch
 
 
 def make_source(config: TrainConfig, out: Path, augment: Augment | None, progress: bool,
-                model: nn.Module | None = None) -> BatchSource:
+                model: nn.Module | None = None, first_batch: int = 0) -> BatchSource:
     """Batches of the configured data: reported pairs weighted by relevance, the tuples of a collection
-    miner (described by `model`), a view bank (made first if missing) or fresh views."""
+    miner (described by `model`), a view bank (made first if missing) or fresh views (made by
+    `workers` processes from batch number `first_batch` on, when there are workers)."""
     if config.pairs:
         from copyseek.learn.pseudo import PseudoLabelBatches
         from copyseek.learn.reports import report_classes
@@ -143,15 +144,17 @@ def make_source(config: TrainConfig, out: Path, augment: Augment | None, progres
         if model is None:
             raise CopyseekError("miner 'pool' describes its pool with the model being trained: it needs the model")
         images, labels = build_pool(maker, config.image_size, config.pool_views, config.seed)
-        return PoolNegatives(views_source(config, out, maker, photos, teacher, progress), images, labels, model,
+        return PoolNegatives(views_source(config, out, maker, photos, teacher, progress, first_batch), images, labels, model,
                              config.pool_every, config.pool_negatives)
-    return views_source(config, out, maker, photos, teacher, progress)
+    return views_source(config, out, maker, photos, teacher, progress, first_batch)
 
 
-def views_source(config: TrainConfig, out: Path, maker: ViewMaker, photos, teacher, progress: bool) -> BatchSource:
+def views_source(config: TrainConfig, out: Path, maker: ViewMaker, photos, teacher, progress: bool,
+                 first_batch: int = 0) -> BatchSource:
     """Batches of edited views of the photos: fresh ones, or a view bank (made first if missing)."""
     if config.bank_views <= 0:
-        return OnlineViews(maker, config.image_size, config.classes_per_batch, config.views_per_class, teacher)
+        views = OnlineViews(maker, config.image_size, config.classes_per_batch, config.views_per_class, teacher)
+        return PrefetchedViews(views, config.workers, config.seed, first_batch) if config.workers > 0 else views
     folder = Path(config.bank) if config.bank else out / "bank"
     if not (folder / "meta.json").exists():
         with tqdm(total=photos.n_classes, desc="making views", unit="class", disable=not progress) as bar:
@@ -252,7 +255,8 @@ class Trainer:
         if resume:
             self.restore(torch.load(last, map_location=self.device, weights_only=False))
         train_mode(self.model, config)  # after the weights: a model rebuilt from ONNX comes in eval mode
-        self.source = source(self.model) if source else make_source(config, self.out, augment, progress, self.model)
+        self.source = source(self.model) if source else make_source(config, self.out, augment, progress, self.model,
+                                                                    first_batch=self.state.step)
 
     def checkpoint(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -296,6 +300,16 @@ class Trainer:
     def run(self) -> Path:
         """Step until the budget is spent, logging every step and checkpointing every few minutes;
         then export the model. Returns the ONNX model's path."""
+        try:
+            self.train()
+        finally:
+            close = getattr(self.source, "close", None)  # worker processes (PrefetchedViews), if any
+            if close:
+                close()
+        return export_model(self.model, self.config, self.out, progress=self.progress)
+
+    def train(self) -> None:
+        """Step until the budget is spent; the last checkpoint and the curves are saved at the end."""
         config, state = self.config, self.state
         metrics = self.out / "metrics.csv"
         append = metrics.exists() and state.step > 0
@@ -324,7 +338,6 @@ class Trainer:
                     snapshot_at = state.seconds
         save_atomically(self.checkpoint(), self.out / "last.pt")
         plot_curves(metrics, self.out / "curves.png")
-        return export_model(self.model, config, self.out, progress=self.progress)
 
     def snapshot(self) -> None:
         """Keep the current weights (for curves of retrieval quality against training time)."""
