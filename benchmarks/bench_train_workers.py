@@ -26,8 +26,7 @@ def speed(config: TrainConfig, workdir: Path, warmup: int) -> tuple[float, float
     try:
         trainer.train()
     finally:
-        if hasattr(trainer.source, "close"):
-            trainer.source.close()
+        trainer.close()
     with open(workdir / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))[warmup:]
     seconds = 60 * (float(rows[-1]["minutes"]) - float(rows[0]["minutes"]))

@@ -303,10 +303,14 @@ class Trainer:
         try:
             self.train()
         finally:
-            close = getattr(self.source, "close", None)  # worker processes (PrefetchedViews), if any
-            if close:
-                close()
+            self.close()
         return export_model(self.model, self.config, self.out, progress=self.progress)
+
+    def close(self) -> None:
+        """End the batch source's worker processes, if it has any (PrefetchedViews)."""
+        close = getattr(self.source, "close", None)
+        if close:
+            close()
 
     def train(self) -> None:
         """Step until the budget is spent; the last checkpoint and the curves are saved at the end."""
