@@ -10,6 +10,7 @@ from copyseek.describe.models import load_model, model_path
 from copyseek.errors import CopyseekError
 from copyseek.how.asmk import Codebook
 from copyseek.how.features import HowExtractor
+from copyseek.learn.cli import usage_line
 from copyseek.learn.config import TrainConfig
 from copyseek.learn.how import HowNet, build_how, export_how_onnx, load_trunk_from_onnx, pca_whitening
 from copyseek.learn.models import GeM, ResNet
@@ -104,5 +105,7 @@ def test_how_run_whitens_trains_and_exports_model_and_codebook(tmp_path):
     assert np.allclose(HowExtractor(again).maps(image)[0], HowExtractor(path).maps(image)[0], atol=1e-5)
     assert np.allclose(Codebook.load(again.with_suffix(".codebook.npz")).centroids,
                        Codebook.load(path.with_suffix(".codebook.npz")).centroids, atol=1e-4)
+    # `copyseek train` tells how to index with it: as the local branch of --pipeline asmk.
+    assert usage_line(path).endswith(f"--pipeline asmk --how-model {path})")
     with pytest.raises(CopyseekError, match="head"):
         TrainConfig(images="x", steps=1, head="nope").validate()

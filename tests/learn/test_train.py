@@ -171,8 +171,9 @@ def test_copyseek_train_command_end_to_end(tmp_path, capsys):
     argv = ["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "run"), "-q", "--seed", "1"]
     assert main(argv + [a for s in settings for a in ("--set", s)]) == 0
     assert (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.json").exists()
-    assert "onnx:" in capsys.readouterr().out
+    assert f"--model onnx:{tmp_path / 'run' / 'model.onnx'}" in capsys.readouterr().out
     assert main(["train", "--out", str(tmp_path / "exported"), "--export", str(tmp_path / "run" / "last.pt"), "-q"]) == 0
+    assert f"--model onnx:{tmp_path / 'exported' / 'model.onnx'}" in capsys.readouterr().out
     ours, theirs = (ort.InferenceSession(str(tmp_path / d / "model.onnx"), providers=["CPUExecutionProvider"])
                     for d in ("exported", "run"))
     feed = {ours.get_inputs()[0].name: np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)}

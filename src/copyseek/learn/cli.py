@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from copyseek.errors import CopyseekError
@@ -75,12 +76,21 @@ def settings(args: argparse.Namespace):
     return updated(config, {k: v for k, v in options.items() if v is not None}, "options")
 
 
+def usage_line(model: Path) -> str:
+    """Where an exported model went and how to index with it: a HOW model (its sidecar says kind
+    'how') is a local branch for --pipeline asmk, any other one a global --model."""
+    sidecar = Path(model).with_suffix(".json")
+    how = sidecar.is_file() and json.loads(sidecar.read_text()).get("kind") == "how"
+    use = f"--pipeline asmk --how-model {model}" if how else f"--model onnx:{model}"
+    return f"model: {model} (use it with: copyseek index DIR --index INDEX {use})"
+
+
 def run_train(args: argparse.Namespace) -> int:
     if args.export:
         from copyseek.learn.train import export_checkpoint
 
         model = export_checkpoint(Path(args.export), Path(args.out), progress=not args.quiet)
-        print(f"model: {model}")
+        print(usage_line(model))
         return 0
     if bool(args.pseudo_labels) != bool(args.labels):
         raise CopyseekError("--pseudo-labels lp and --labels LABELS.csv go together")
@@ -94,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
         from copyseek.learn.train import train
 
         model = train(settings(args), Path(args.out), resume=args.resume, progress=not args.quiet)
-    print(f"model: {model} (use it with: copyseek index DIR --index INDEX --model onnx:{model})")
+    print(usage_line(model))
     return 0
 
 

@@ -213,6 +213,12 @@ class OnlineViews:
         return to_batch(images, np.repeat(classes, self.views_per_class), teacher)
 
 
+def worker_pool(workers: int, **options) -> ProcessPoolExecutor:
+    """`workers` processes spawned, not forked (as elsewhere in copyseek): a child forked from a trainer
+    whose OpenCV / OpenMP thread pools have run can hang in its first resize."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), **options)
+
+
 _WORKER_VIEWS: OnlineViews | None = None  # a PrefetchedViews worker's views, installed once per process
 
 
@@ -238,10 +244,7 @@ class PrefetchedViews:
             raise CopyseekError("fresh views made in worker processes carry no teacher embeddings: "
                                 "distil from a view bank (bank_views) or set workers = 0")
         self.seed, self.next_index, self.ahead = seed, first_batch, 2 * workers
-        # Spawned, not forked: a child forked from a trainer whose OpenCV / OpenMP thread pools have run
-        # can hang in its first resize.
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_install_views, initargs=(views,))
+        self.pool = worker_pool(workers, initializer=_install_views, initargs=(views,))
         self.pending: deque[Future] = deque()  # batches next_index, next_index + 1, ...
         # Also ends the workers when the source is dropped unclosed (e.g. wrapped by PoolNegatives).
         self._shutdown = weakref.finalize(self, self.pool.shutdown, cancel_futures=True)
@@ -291,7 +294,7 @@ def build_view_bank(folder: Path, maker: ViewMaker, size: int, views_per_class: 
     vectors = np.zeros((total, teacher.dim), np.float32) if teacher is not None else None
     preprocess = teacher.preprocess if teacher is not None else None
     args = [(maker, size, label, views_per_class, seed, preprocess) for label in range(n_classes)]
-    pool = ProcessPoolExecutor(workers) if workers > 0 else None
+    pool = worker_pool(workers) if workers > 0 else None
     try:
         results = pool.map(_class_views, *zip(*args), chunksize=4) if pool else (_class_views(*a) for a in args)
         for label, (views, for_teacher) in enumerate(results):
