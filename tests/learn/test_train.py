@@ -154,6 +154,9 @@ def test_bad_settings_are_reported(tmp_path, argv, message):
     (dict(miner="hardest"), "miner must be one of all, hard"),
     (dict(steps=0, minutes=0), "budget"),
     (dict(arch="resnet9000"), "unknown arch"),
+    (dict(workers=-1), "workers must be >= 0"),
+    (dict(bank_views=-2), "bank_views must be >= 0"),
+    (dict(loss="distill", workers=2), "distil from a view bank"),
 ])
 def test_config_is_validated(changes, message):
     config = TrainConfig(images="x", steps=1)

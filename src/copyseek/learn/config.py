@@ -127,8 +127,12 @@ class TrainConfig:
         for name in ("colour_edits", "photo_edits"):
             if not 0 <= getattr(self, name) <= 1:
                 raise CopyseekError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.pool_views < 0:
-            raise CopyseekError(f"pool_views must be >= 0, got {self.pool_views}")
+        for name in ("pool_views", "bank_views", "workers"):
+            if getattr(self, name) < 0:
+                raise CopyseekError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.workers > 0 and self.bank_views <= 0 and self.needs_teacher:
+            raise CopyseekError("fresh views made by workers carry no teacher embeddings: distil from a view bank "
+                                "(bank_views) or set workers = 0")
         for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size", "pool_every",
                      "pool_negatives"):
             if getattr(self, name) < 1:
