@@ -1,19 +1,24 @@
-"""Device run: `copyseek train`, its export replaced by saving the end model (the export's ASMK
-codebook needs faiss, which the device lacks; the model is exported here with `copyseek train --export`)."""
+"""Device run: `copyseek train`'s training without its export (the export's ASMK codebook needs faiss,
+which the device lacks): the end model is saved as RUN_DIR/end.pt and exported where faiss is, with
+`copyseek train --out DIR --export end.pt`.
+
+    usage: train_end.py train [the options of copyseek train]
+"""
+import argparse
 import sys
 from pathlib import Path
 
-from copyseek.learn import train as T
+from copyseek.learn import cli
+from copyseek.learn.train import Trainer, save_atomically
 
-
-def save_end_model(model, config, out, progress=True):
-    path = Path(out) / "end.pt"
-    T.save_atomically({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                       "state": {}, "config": config.to_dict()}, path)
-    return path
-
-
-T.export_model = save_end_model
-from copyseek.cli import main  # noqa: E402
-
-sys.exit(main(sys.argv[1:]))
+parser = argparse.ArgumentParser()
+cli.add_parser(parser.add_subparsers())
+args = parser.parse_args(sys.argv[1:])
+trainer = Trainer(cli.settings(args), Path(args.out), progress=not args.quiet)
+try:
+    trainer.train()
+finally:
+    trainer.close()
+save_atomically({"model": {k: v.cpu() for k, v in trainer.model.state_dict().items()}, "state": {},
+                 "config": trainer.config.to_dict()}, Path(args.out) / "end.pt")
+print(f"end model: {Path(args.out) / 'end.pt'}")

@@ -251,7 +251,8 @@ class PrefetchedViews:
 
     def next_batch(self, rng: np.random.Generator | None = None) -> Batch:
         while len(self.pending) < self.ahead:
-            self.pending.append(self.pool.submit(_numbered_batch, self.seed, self.next_index + len(self.pending)))
+            index = self.next_index + len(self.pending)
+            self.pending.append(self.pool.submit(_numbered_batch, self.seed, index))
         self.next_index += 1
         return self.pending.popleft().result()
 

@@ -26,7 +26,8 @@ from copyseek.errors import CopyseekError
 from copyseek.learn.chunked import chunked_backward
 from copyseek.learn.config import TrainConfig
 from copyseek.learn.data import (
-    Augment, BatchSource, EditAugment, OnlineViews, PrefetchedViews, ViewBank, ViewMaker, build_view_bank, discover_photos,
+    Augment, BatchSource, EditAugment, OnlineViews, PrefetchedViews, ViewBank, ViewMaker, build_view_bank,
+    discover_photos,
 )
 from copyseek.learn.export import export_onnx
 from copyseek.learn.mining import (
@@ -144,8 +145,8 @@ def make_source(config: TrainConfig, out: Path, augment: Augment | None, progres
         if model is None:
             raise CopyseekError("miner 'pool' describes its pool with the model being trained: it needs the model")
         images, labels = build_pool(maker, config.image_size, config.pool_views, config.seed)
-        return PoolNegatives(views_source(config, out, maker, photos, teacher, progress, first_batch), images, labels, model,
-                             config.pool_every, config.pool_negatives)
+        views = views_source(config, out, maker, photos, teacher, progress, first_batch)
+        return PoolNegatives(views, images, labels, model, config.pool_every, config.pool_negatives)
     return views_source(config, out, maker, photos, teacher, progress, first_batch)
 
 
