@@ -75,6 +75,20 @@ def fit_codebooks(model: Path, holdout: Path, sizes: list[int], features: int, o
     return paths
 
 
+def summary_table(micro_ap: dict[str, dict[str, float]], baseline: str) -> str:
+    """Markdown table: muAP of each pipeline on each benchmark, their mean, and the mean gain over
+    `baseline`'s row."""
+    benches = list(next(iter(micro_ap.values())))
+    lines = ["\n### muAP over the benchmarks\n",
+             f"| pipeline | {' | '.join(benches)} | mean | gain over {baseline} |",
+             "|---|" + "---|" * (len(benches) + 2)]
+    base = np.mean([micro_ap[baseline][b] for b in benches])
+    for name, by_bench in micro_ap.items():
+        mean = np.mean([by_bench[b] for b in benches])
+        lines.append(f"| {name} | {' | '.join(f'{by_bench[b]:.4f}' for b in benches)} | {mean:.4f} | {mean - base:+.4f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("benchmarks", nargs="+", type=Path)
@@ -109,9 +123,12 @@ def main() -> None:
         models[f"asmk {name}"] = Path(path)
     rows = ([] if args.asmk_only else ["local"]) + [how_pipeline(name, path, **how_options) for name, path in models.items()]
     options = {"local": ("local", {}), **{name: ("how", {"model": str(path), **how_options}) for name, path in models.items()}}
+    micro_ap: dict[str, dict[str, float]] = {}  # pipeline -> benchmark folder name -> muAP
     for bench in [] if args.curve_only else args.benchmarks:
         print(f"\n### {bench}\n", flush=True)
         results = run_benchmark(bench, rows, workdir=args.workdir, progress=False)
+        for r in results:
+            micro_ap.setdefault(r.name, {})[bench.name] = r.metrics.micro_ap
         print("| pipeline | muAP | recall@P90 | bytes/reference | extraction ms/image | search ms/query | index img/s | queries/s |")
         print("|---|---|---|---|---|---|---|---|")
         for r in results:
@@ -120,6 +137,9 @@ def main() -> None:
                   f"{extract_ms:.1f} | {search_ms:.2f} | {r.index_rate:.1f} | {r.query_rate:.1f} |", flush=True)
         print("\nRecall of copies at each pipeline's P90 threshold, by edit\n")
         print(edit_breakdown(results, read_ground_truth(bench / "gt.csv"), bench / "edits.csv"), flush=True)
+
+    if len(args.benchmarks) > 1 and micro_ap:
+        print(summary_table(micro_ap, baseline="asmk untrained"), flush=True)
 
     if args.curve or args.curve_only:
         bench = args.benchmarks[0]
