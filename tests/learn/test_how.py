@@ -107,5 +107,13 @@ def test_how_run_whitens_trains_and_exports_model_and_codebook(tmp_path):
                        Codebook.load(path.with_suffix(".codebook.npz")).centroids, atol=1e-4)
     # `copyseek train` tells how to index with it: as the local branch of --pipeline asmk.
     assert usage_line(path).endswith(f"--pipeline asmk --how-model {path})")
+    # Exported on another machine, where the run's photos lie elsewhere: they are given with --images.
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    with pytest.raises(CopyseekError, match="--images"):
+        export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "elsewhere", progress=False)
+    moved = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "elsewhere", images=str(tmp_path / "moved"),
+                              progress=False)
+    assert np.allclose(Codebook.load(moved.with_suffix(".codebook.npz")).centroids,
+                       Codebook.load(path.with_suffix(".codebook.npz")).centroids, atol=1e-4)
     with pytest.raises(CopyseekError, match="head"):
         TrainConfig(images="x", steps=1, head="nope").validate()

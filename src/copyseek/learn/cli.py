@@ -40,7 +40,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--config", metavar="FILE.toml", help="settings file (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR (its saved settings apply)")
     p.add_argument("--export", metavar="CHECKPOINT.pt", help="do not train: export the model of a checkpoint or "
-                   "snapshot of a run to RUN_DIR (model.onnx, and for a HOW head its codebook), as the run does at its end")
+                   "snapshot of a run to RUN_DIR (model.onnx, and for a HOW head its codebook), as the run does at its end; "
+                   "--images: the photos for the codebook when the run's are not on this machine")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--loss", help="recall@k+simix (default), recall@k, contrastive, distill, distill+recall@k, ...")
     p.add_argument("--miner", help="pairs: all (default), hard, or mined from the training photos' kNN graph "
@@ -89,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.export:
         from copyseek.learn.train import export_checkpoint
 
-        model = export_checkpoint(Path(args.export), Path(args.out), progress=not args.quiet)
+        model = export_checkpoint(Path(args.export), Path(args.out), images=args.images, progress=not args.quiet)
         print(usage_line(model))
         return 0
     if bool(args.pseudo_labels) != bool(args.labels):

@@ -10,7 +10,7 @@ import csv
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -363,10 +363,16 @@ def export_model(model: nn.Module, config: TrainConfig, out: Path, *, progress: 
     return export_onnx(model, out / "model.onnx", Preprocess("square", config.image_size), name=config.name)
 
 
-def export_checkpoint(checkpoint: Path, out: Path, *, progress: bool = True) -> Path:
+def export_checkpoint(checkpoint: Path, out: Path, *, images: str | None = None, progress: bool = True) -> Path:
     """Export the model of a checkpoint or snapshot (.pt) to folder `out` as its run exports at its
-    end (e.g. to benchmark a run's snapshots); returns the ONNX path."""
+    end (e.g. to benchmark a run's snapshots); returns the ONNX path. A HOW head's codebook is learned
+    on the run's training photos, or on `images` (a run trained on another machine)."""
     model, config = load_checkpoint_model(checkpoint)
+    if images:
+        config = replace(config, images=images)
+    elif config.head == "how" and not Path(config.images).exists():
+        raise CopyseekError(f"the run's training photos {config.images} are not here: the HOW codebook is learned "
+                            f"on them; give the photos with --images")
     return export_model(model, config, Path(out), progress=progress)
 
 
