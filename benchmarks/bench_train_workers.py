@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from copyseek.learn.config import TrainConfig, read_toml, updated
+from copyseek.learn.config import TrainConfig, parse_assignment, read_toml, updated
 from copyseek.learn.train import Trainer
 
 
@@ -41,8 +41,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the speed (default 5)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting over the config's")
     args = parser.parse_args()
     base = updated(TrainConfig(), read_toml(args.config), str(args.config))
+    base = updated(base, dict(parse_assignment(a) for a in args.set), "--set")
     base = replace(base, images=args.images, steps=args.steps, minutes=0.0, bank_views=0, snapshot_minutes=0.0,
                    checkpoint_minutes=1e9)
     print(f"{args.config}, {args.steps} steps ({args.warmup} left out), batch {base.classes_per_batch} x "
