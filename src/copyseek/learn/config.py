@@ -131,7 +131,8 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise CopyseekError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.workers > 0 and self.bank_views <= 0 and self.needs_teacher:
-            raise CopyseekError(NO_TEACHER_IN_WORKERS)
+            raise CopyseekError("fresh views made by workers carry no teacher embeddings: distil from a view bank "
+                                "(bank_views) or set workers = 0")
         for name in ("dim", "image_size", "classes_per_batch", "views_per_class", "chunk_size", "pool_every",
                      "pool_negatives"):
             if getattr(self, name) < 1:
@@ -153,9 +154,6 @@ class TrainConfig:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-
-NO_TEACHER_IN_WORKERS = ("fresh views made by worker processes carry no teacher embeddings: distil from a view bank "
-                         "(bank_views) or set workers = 0")
 
 
 def updated(config: TrainConfig, values: dict, origin: str) -> TrainConfig:

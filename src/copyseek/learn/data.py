@@ -32,7 +32,6 @@ from copyseek.describe.models import GlobalModel
 from copyseek.describe.preprocess import Preprocess
 from copyseek.errors import CopyseekError
 from copyseek.io.images import IMAGE_EXTENSIONS, load_rgb
-from copyseek.learn.config import NO_TEACHER_IN_WORKERS
 from copyseek.learn.teacher import embed_resized, teacher_embeddings
 
 Augment = Callable[[Image.Image, np.random.Generator, Sequence[Image.Image]], Image.Image]
@@ -242,7 +241,8 @@ class PrefetchedViews:
         if workers < 1:
             raise CopyseekError(f"PrefetchedViews needs at least 1 worker process, got {workers}")
         if views.teacher is not None:
-            raise CopyseekError(NO_TEACHER_IN_WORKERS)
+            raise CopyseekError("fresh views made in worker processes carry no teacher embeddings: "
+                                "distil from a view bank (bank_views) or set workers = 0")
         self.seed, self.next_index, self.ahead = seed, first_batch, 2 * workers
         self.pool = worker_pool(workers, initializer=_install_views, initargs=(views,))
         self.pending: deque[Future] = deque()  # batches next_index, next_index + 1, ...
