@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -100,6 +102,11 @@ def test_how_run_whitens_trains_and_exports_model_and_codebook(tmp_path):
     assert local.shape == (1, 16, 8, 6) and attention.shape == (1, 8, 6)
     model, saved = load_checkpoint_model(tmp_path / "run" / "last.pt")
     assert isinstance(model, HowNet) and saved.head == "how"
+    # Fine-tuned from a HOW checkpoint, the run keeps the whitening that checkpoint was trained with.
+    train(replace(config, init=str(tmp_path / "run" / "last.pt"), steps=1), tmp_path / "tuned", augment=shift,
+          progress=False)
+    tuned, _ = load_checkpoint_model(tmp_path / "tuned" / "last.pt")
+    assert torch.equal(tuned.reduction.weight, model.reduction.weight)
     image = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
     again = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "again", progress=False)
     assert np.allclose(HowExtractor(again).maps(image)[0], HowExtractor(path).maps(image)[0], atol=1e-5)

@@ -194,11 +194,17 @@ def load_checkpoint_model(path: Path) -> tuple[Descriptor, TrainConfig]:
     return model.eval(), config
 
 
+def init_is_checkpoint(init: str) -> bool:
+    """Whether `init` names a checkpoint or snapshot (.pt) holding the whole network, head included,
+    rather than an exported descriptor (`copyseek-small`, an .onnx file) that gives a HOW run its trunk only."""
+    return bool(init) and init != "copyseek-small" and Path(init).suffix != ".onnx"
+
+
 def load_init_weights(model: nn.Module, path: Path) -> None:
     """Start `model` from the weights of a checkpoint or snapshot (`init`): same arch, dim and size;
     or from one of our exported ResNet descriptors (`copyseek-small` or an .onnx file): the whole of
     a global descriptor, the trunk of a HOW network."""
-    if str(path) == "copyseek-small" or Path(path).suffix == ".onnx":
+    if not init_is_checkpoint(str(path)):
         from copyseek.describe.models import model_path
         from copyseek.learn.from_onnx import descriptor_from_onnx
         from copyseek.learn.how import load_trunk_from_onnx
@@ -249,7 +255,8 @@ class Trainer:
         self.state = State()
         if config.init and not resume:  # a resumed run has its own weights already
             load_init_weights(self.model, Path(config.init))
-        if config.head == "how" and not resume:
+        # A HOW checkpoint brings the whitening its trunk was trained with; a new one would undo that training.
+        if config.head == "how" and not resume and not init_is_checkpoint(config.init):
             from copyseek.learn.how import init_whitening
 
             init_whitening(self.model, list(discover_photos(config.images).paths), how_params(config), progress=progress)
