@@ -155,7 +155,7 @@ uses RootSIFT's, with a warning."""
 
 
 FITTED_HOW_WEIGHTS: dict[str, FusionWeights] = {
-    "rootsift": FusionWeights(-4.228, (4.654, 8.973, 4.751, -1.085, 13.914, 0.407)),
+    "rootsift": FusionWeights(-4.435, (4.419, 9.027, 4.733, -0.790, 14.054, 0.456)),
 }
 """Local descriptor -> six weights (FEATURES + HOW_FEATURE, normalised scores) for an index with the
 HOW branch (fused-how), fitted by benchmarks/bench_fused_how.py on the fusion training benchmarks.
