@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import sqlite3
@@ -53,6 +54,18 @@ def test_index_refuses_another_model(tmp_path, photos, tiny_options):
         index.add(photos[0].parent, progress=False)
     with pytest.raises(CopyseekError, match="built with"):
         Index.open_or_create(tmp_path / "idx", options={"global": {"model": "sscd"}})
+
+
+def test_an_index_whose_model_file_changed_says_what_to_do(tmp_path, photos, tiny_options):
+    with Index.create(tmp_path / "idx", options=tiny_options) as index:
+        index.add(photos[0].parent, progress=False)
+    # as after an upgrade that ships another model under the same name: the stored fingerprint differs
+    with sqlite3.connect(tmp_path / "idx" / "manifest.sqlite") as db:
+        specs = json.loads(db.execute("SELECT value FROM meta WHERE key = 'specs'").fetchone()[0])
+        specs["global"]["fingerprint"] = "an-older-model"
+        db.execute("UPDATE meta SET value = ? WHERE key = 'specs'", (json.dumps(specs),))
+    with pytest.raises(CopyseekError, match="fingerprint=an-older-model.*Index the references again"):
+        Index.open(tmp_path / "idx")
 
 
 def test_an_index_keeps_its_local_parameters_when_a_default_changes(tmp_path, photos):
