@@ -206,9 +206,9 @@ class Index:
             if branch.spec() != specs[name]:
                 raise CopyseekError(
                     f"the {name} branch of {path} was built with {describe_spec(specs[name])}, "
-                    f"but that now loads as {describe_spec(branch.spec())}: its model file changed (a new copyseek "
-                    "ships new models). Index the references again into a new --index, or give the branch the model "
-                    "file the index was built with"
+                    f"but that now loads as {describe_spec(branch.spec())}: its model or codebook file changed (a new "
+                    "copyseek may ship new ones). Index the references again into a new --index, or use the copyseek "
+                    "version or model file the index was built with"
                 )
             branches[name] = branch
         return cls(path, manifest, branches, wait)
