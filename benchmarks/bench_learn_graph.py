@@ -330,36 +330,36 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None 
 
 def train_labelled_only(config, run: Path, paths: list[Path], labels: np.ndarray, steps: int) -> Path:
     """The baseline the loop must beat: the same network and settings trained `steps` steps on the
-    labelled photos alone (one class per family, its photos seen under the random edits of ordinary
-    training, since one labelled photo has no positive of its own); returns its ONNX model."""
-    from dataclasses import replace
+    labelled photos alone (`copyseek.learn.lploop.train_labelled`, the loop's own round 0 when it has
+    `labelled_steps`), in run/labelled-STEPS; returns its ONNX model (a finished run is re-read)."""
+    from copyseek.learn.lploop import train_labelled
 
-    from copyseek.learn.train import train
-
-    if (run / "labelled-only" / "model.onnx").exists():  # a finished run: re-read, not retrained
-        return run / "labelled-only" / "model.onnx"
-    folder = run / "labelled"
-    for path, label in zip(paths, labels):
-        if label >= 0:
-            (folder / f"f{label}").mkdir(parents=True, exist_ok=True)
-            link = folder / f"f{label}" / path.name
-            if not link.exists():
-                link.symlink_to(path.resolve())
-    n_classes = len({int(l) for l in labels if l >= 0})
-    return train(replace(config, images=str(folder), steps=steps, classes_per_batch=min(config.classes_per_batch, n_classes)),
-                 run / "labelled-only", progress=False)
+    out = run / f"labelled-{steps}"
+    if (out / "model.onnx").exists():
+        return out / "model.onnx"
+    return train_labelled(config, paths, labels, [f"f{c}" for c in range(int(labels.max()) + 1)], out, steps,
+                          progress=False)
 
 
 def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: int = 1, rounds: int = 4,
-               steps: int = 30, draws: tuple[int, ...] = (1, 2, 3), settings: tuple[str, ...] = ()) -> None:
-    """The LP loop as `copyseek train --pseudo-labels lp` runs it, training the whole network
-    (copyseek-small's weights, batch norm statistics frozen) for `steps` steps a round: accuracy on the
-    unlabelled images of `families` of the labels propagated at the start of each round (round 1:
-    copyseek-small untouched) and with the last round's model, against 1-NN and the network trained on
-    the labelled photos alone; mean ± std over `draws`, each draw, and the paired differences the
-    target reads (the rise from round 1 to 2, the last round over the better baseline). A draw whose
-    models are in `workdir` already is re-read, not retrained. settings: extra KEY=VALUE training
-    settings (TrainConfig)."""
+               steps: int = 30, draws: tuple[int, ...] = (1, 2, 3), settings: tuple[str, ...] = (),
+               init: str = "copyseek-small", warmup: int = 0) -> None:
+    """The LP loop as `copyseek train --pseudo-labels lp` runs it, training the whole network (the
+    start model `init`, copyseek-small or one of our exported .onnx descriptors; batch norm statistics
+    frozen) for `steps` steps a round: accuracy on the unlabelled images of `families` of the labels
+    propagated at the start of each round (round 1: the start model untouched) and with the last
+    round's model, against 1-NN and the network trained on the labelled photos alone; mean ± std over
+    `draws`, each draw, and the paired differences the target reads (the rise from round 1 to 2, the
+    last round over the better baseline). A draw whose models are in `workdir` already is re-read, not
+    retrained. settings: extra KEY=VALUE training settings (TrainConfig). copyseek-small was trained on
+    the photos kept out of every benchmark, the ones families are made of: a start model trained on
+    other photos (`--init`) is one that has something left to learn from the family's images.
+    warmup W > 0: the loop starts, as the paper's does, from the start model trained W steps on the
+    labelled photos alone (what `labelled_steps = W` does in `copyseek train`; the baseline's own
+    W-step run is reused), its runs in workdir/draw-N/warm-W; the labelled-only baseline then gets the
+    loop's whole budget, W + rounds x steps."""
+    from dataclasses import replace
+
     from copyseek.describe.models import model_path
     from copyseek.learn.config import TrainConfig, parse_assignment, updated
     from copyseek.learn.lploop import train_lp
@@ -377,12 +377,16 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
     paths = [next((bench / "references").glob(f"{name}.*")) for name in names]
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images.txt").write_text("".join(f"{p.resolve()}\n" for p in paths))
-    config = TrainConfig(images=str(workdir / "images.txt"), init="copyseek-small", freeze_norm=1, steps=steps,
+    if init != "copyseek-small" and Path(init).suffix != ".onnx":
+        raise SystemExit(f"--init: copyseek-small or an exported .onnx descriptor, not {init}")
+    start_onnx = model_path(init)[1] if init == "copyseek-small" else Path(init)
+    config = TrainConfig(images=str(workdir / "images.txt"), init=init, freeze_norm=1, steps=steps,
                          classes_per_batch=min(32, int(family.max()) + 1), checkpoint_minutes=60.0)
     config = updated(config, dict(map(parse_assignment, settings)), "--set")
     print(f"LP loop training the whole network ({families} families): {len(family)} images, {family.max() + 1} "
           f"families, {per_family} label(s) per family, {rounds} rounds of {steps} steps (loss {config.loss}, lr "
-          f"{config.lr}, {config.classes_per_batch} x {config.views_per_class} per batch), LP {LPParams()}\n")
+          f"{config.lr}, {config.classes_per_batch} x {config.views_per_class} per batch), LP {LPParams()}, start model "
+          f"{init}" + (f", {warmup} steps on the labelled photos first" if warmup else "") + "\n")
     results: dict[str, list[float]] = {}
     started = time.process_time()
     for seed in draws:
@@ -395,25 +399,31 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
         def add(name: str, predicted: np.ndarray) -> None:
             results.setdefault(name, []).append(float((predicted[test] == family[test]).mean()))
 
-        small = describe_photos(descriptor_from_onnx(model_path("copyseek-small")[1]), paths, config.image_size, progress=False)
-        add("1-NN (copyseek-small)", nearest_labelled(small, labels))
-        add(f"labelled only ({rounds * steps} steps), 1-NN", nearest_labelled(
-            describe_photos(descriptor_from_onnx(train_labelled_only(config, run, paths, labels, rounds * steps)),
-                            paths, config.image_size, progress=False), labels))
-        model = run / "model.onnx"
+        start = describe_photos(descriptor_from_onnx(start_onnx), paths, config.image_size, progress=False)
+        add("1-NN (start model)", nearest_labelled(start, labels))
+        for budget in sorted({warmup, warmup + rounds * steps} - {0}):
+            add(f"labelled only ({budget} steps), 1-NN", nearest_labelled(
+                describe_photos(descriptor_from_onnx(train_labelled_only(config, run, paths, labels, budget)),
+                                paths, config.image_size, progress=False), labels))
+        loop, loop_config = run, config
+        if warmup:
+            loop = run / f"warm-{warmup}"
+            loop_config = replace(config, init=str(run / f"labelled-{warmup}" / "last.pt"))
+        model = loop / "model.onnx"
         if not model.exists():  # a finished draw is re-read, not retrained
-            model = train_lp(config, run, labels_csv, rounds, progress=False)
+            model = train_lp(loop_config, loop, labels_csv, rounds, progress=False)
         for r in range(1, rounds + 1):
-            with open(run / f"round-{r}" / "pseudo-labels.csv", newline="") as handle:
+            with open(loop / f"round-{r}" / "pseudo-labels.csv", newline="") as handle:
                 by_name = {row["image"]: row["label"] for row in csv.DictReader(handle)}
             add(f"LP labels at the start of round {r}", np.array([int(by_name[n][1:]) if by_name[n] else -1 for n in names]))
         last = describe_photos(descriptor_from_onnx(model), paths, config.image_size, progress=False)
         add(f"LP labels with the model after round {rounds}", propagate_labels(last, labels).labels)
         add(f"1-NN with the model after round {rounds}", nearest_labelled(last, labels))
         print(f"(draw {seed}: {time.process_time() - started:.0f} s CPU so far)", flush=True)
-    baselines = np.maximum(results["1-NN (copyseek-small)"], results[f"labelled only ({rounds * steps} steps), 1-NN"])
-    results["round 2 minus round 1 (paired)"] = list(np.subtract(results["LP labels at the start of round 2"],
-                                                                 results["LP labels at the start of round 1"]))
+    baselines = np.maximum(results["1-NN (start model)"], results[f"labelled only ({warmup + rounds * steps} steps), 1-NN"])
+    for r in range(2, rounds + 1):
+        results[f"round {r} minus round 1 (paired)"] = list(np.subtract(results[f"LP labels at the start of round {r}"],
+                                                                        results["LP labels at the start of round 1"]))
     results[f"round {rounds} minus the better baseline (paired)"] = list(
         np.subtract(results[f"LP labels at the start of round {rounds}"], baselines))
     print(f"\n| method | accuracy on the unlabelled images | {' | '.join(f'draw {d}' for d in draws)} |\n"
@@ -848,6 +858,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30, help="training steps per round (default 30)")
     p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting (repeatable)")
+    p.add_argument("--init", default="copyseek-small",
+                   help="the start model: copyseek-small (default; trained on these photos) or an exported .onnx")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="steps on the labelled photos alone before the rounds, as the paper starts (default 0)")
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -861,7 +875,7 @@ def main() -> None:
         lp_graph(args.cache, settings, args.families, tuple(args.draws))
     elif args.command == "lp-network":
         lp_network(args.bench, args.workdir, args.families, args.per_family, args.rounds, args.steps, tuple(args.draws),
-                   tuple(args.set))
+                   tuple(args.set), args.init, args.warmup)
     elif args.command == "finetune":
         finetune(args.cache, args.fam, args.bench, args.steps, args.lr, args.seeds)
     elif args.command == "describe":

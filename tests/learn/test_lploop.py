@@ -44,3 +44,31 @@ def test_a_rounds_batches_edit_the_configured_share_of_the_photos(tmp_path):
     originals = {square_photo(p, 32).tobytes() for p in photos}
     assert batch.images.shape[1:] == (3, 32, 32)
     assert not any(image.permute(1, 2, 0).numpy().tobytes() in originals for image in batch.images)
+
+
+def test_labelled_steps_train_on_the_labelled_photos_alone_before_round_1(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from copyseek.learn import lploop
+
+    photos = write_photos(tmp_path / "imgs", 6, size=(64, 48))
+    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f"{p.stem},{'ab'[i % 2]}\n" for i, p in enumerate(photos[:4])))
+    inits, real_trainer = [], lploop.Trainer
+
+    def recording_trainer(config, out, **kwargs):
+        inits.append((Path(out).name, config.init))
+        return real_trainer(config, out, **kwargs)
+
+    monkeypatch.setattr(lploop, "Trainer", recording_trainer)
+    run = tmp_path / "run"
+    assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(run), "--pseudo-labels", "lp",
+                 "--labels", str(tmp_path / "labels.csv"), "--rounds", "1", "--loss", "contrastive", "-q",
+                 "--set", "steps=1", "--set", "labelled_steps=1", "--set", "dim=16", "--set", "image_size=32",
+                 "--set", "classes_per_batch=2", "--set", "views_per_class=2", "--set", "device=cpu"]) == 0
+    assert inits == [("round-1", str(run / "round-0" / "last.pt"))]
+    with open(run / "round-0" / "metrics.csv", newline="") as handle:
+        assert [row["step"] for row in csv.DictReader(handle)][-1] == "1"
+    folders = {f.name: sorted(p.name for p in f.iterdir()) for f in (run / "round-0" / "labelled").iterdir()}
+    assert folders == {"a": sorted([photos[0].name, photos[2].name]), "b": sorted([photos[1].name, photos[3].name])}
+    assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "x"), "--pseudo-labels", "lp",
+                 "--labels", str(tmp_path / "labels.csv"), "--set", "steps=1", "--set", "labelled_steps=-1", "-q"]) == 2

@@ -25,6 +25,9 @@ class TrainConfig:
     # share of the photos in batches of collection photos (pseudo-labels, mined tuples, reported pairs)
     # that get a random edit at `severity` first (learn/mining.py PhotoBatches; 0: the photos as they are)
     photo_edits: float = 0.0
+    # label propagation rounds (--pseudo-labels lp, learn/lploop.py): steps on the labelled photos alone
+    # before round 1, as the paper starts (0: round 1 propagates with `init` as it is)
+    labelled_steps: int = 0
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
     workers: int = 0  # processes making bank views, or fresh views ahead of the trainer (0: in the training process)
@@ -127,7 +130,7 @@ class TrainConfig:
         for name in ("colour_edits", "photo_edits"):
             if not 0 <= getattr(self, name) <= 1:
                 raise CopyseekError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("pool_views", "bank_views", "workers"):
+        for name in ("pool_views", "bank_views", "workers", "labelled_steps"):
             if getattr(self, name) < 0:
                 raise CopyseekError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.workers > 0 and self.bank_views <= 0 and self.needs_teacher:

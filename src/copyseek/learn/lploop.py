@@ -1,7 +1,9 @@
 """The label propagation training loop (`copyseek train --pseudo-labels lp --labels labels.csv --rounds R`):
 round r is an ordinary run in RUN_DIR/round-r, started from the previous round's weights, whose
 batches come from pseudo-labels propagated on the descriptors of the round's starting model
-(learn/pseudo.py); RUN_DIR/rounds.csv holds, per round, the photos with a pseudo-label and their mean
+(learn/pseudo.py). With `labelled_steps` the rounds start, as the paper's do, from a model trained
+on the labelled photos alone (RUN_DIR/round-0: one class per label, its photos under ordinary
+training's edits, since one labelled photo a class has no other positive). RUN_DIR/rounds.csv holds, per round, the photos with a pseudo-label and their mean
 confidence, RUN_DIR/round-r/pseudo-labels.csv the pseudo-labels themselves.
 """
 
@@ -22,7 +24,7 @@ from copyseek.learn.mining import PhotoBatches, describe_photos
 from copyseek.learn.pseudo import (
     LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels, write_pseudo_labels,
 )
-from copyseek.learn.train import Trainer, photo_batches
+from copyseek.learn.train import Trainer, photo_batches, train
 
 
 class RoundSource:
@@ -44,6 +46,25 @@ class RoundSource:
         return photo_batches(self.config, self.photos.paths, sampler)
 
 
+def train_labelled(config: TrainConfig, paths: list[Path], labels: np.ndarray, classes: list[str], out: Path,
+                   steps: int, progress: bool = True) -> Path:
+    """Train `steps` steps on the labelled photos alone: `paths` (n,) with `labels` (n,) class ids
+    (-1 unlabelled) become one class folder each under out/labelled (links); returns the run's ONNX
+    model (its weights in out/last.pt)."""
+    labelled = np.flatnonzero(labels >= 0)
+    if len(np.unique(labels[labelled])) < 2:
+        raise CopyseekError("training on the labelled photos alone needs labels of >= 2 classes")
+    folder = out / "labelled"
+    for i in labelled:
+        (folder / classes[labels[i]]).mkdir(parents=True, exist_ok=True)
+        link = folder / classes[labels[i]] / paths[i].name
+        if not link.exists():
+            link.symlink_to(paths[i].resolve())
+    n_classes = len(np.unique(labels[labelled]))
+    return train(replace(config, images=str(folder), steps=steps, minutes=0.0,
+                         classes_per_batch=min(config.classes_per_batch, n_classes)), out, progress=progress)
+
+
 def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, rounds: int, params: LPParams | None = None,
              progress: bool = True) -> Path:
     """Rounds of describe -> graph -> propagate -> train (config.minutes or config.steps per round);
@@ -58,6 +79,9 @@ def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, round
     labels, classes = read_labels(labels_csv, [p.stem for p in photos.paths])
     out.mkdir(parents=True, exist_ok=True)
     model_path, init = None, config.init
+    if config.labelled_steps:
+        train_labelled(config, photos.paths, labels, classes, out / "round-0", config.labelled_steps, progress)
+        init = str(out / "round-0" / "last.pt")
     with open(out / "rounds.csv", "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["round", "pseudo_labelled", "mean_confidence"])
