@@ -11,6 +11,9 @@ edited versions); families.csv is the truth. Descriptors are computed once (`des
     python benchmarks/bench_learn_graph.py lp-network FAM_BENCH --families test --workdir runs/lpnet
                                                                   # the loop training the whole network
                                                                   # (`copyseek train --pseudo-labels lp`)
+    python benchmarks/bench_learn_graph.py split-photos holdout.txt --a partA.txt --b partB.txt
+                                                                  # photos for a start model (A) and for
+                                                                  # families it never saw (B), --init
     python benchmarks/bench_learn_graph.py gcn CACHE.npz          # GCN cleaning of wrong reports
     python benchmarks/bench_learn_graph.py gcn CACHE.npz --reports 20 --draws 0 --gcn-k 2 5 10   # on families
                                                                   # of 21 (--variants-per-reference 20); draw 0 picks k
@@ -326,6 +329,20 @@ def lp(cache: Path, k: int = 10, alpha: float = 0.99, k_per_class: float | None 
         cells = [f"{r[name][0]:{'+' if 'minus' in name else ''}.3f} ± {r[name][1]:.3f}" if r else "n/a (all labelled)"
                  for _, r in rows]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def split_photos(photos: Path, a: Path, b: Path, seed: int = 23) -> None:
+    """Split a photo list in two by a seeded shuffle: the first floor(n/2) go to `a` (a start model is
+    trained on them), the rest to `b` (families it never saw); each list in the input's order."""
+    import random
+
+    lines = [line for line in photos.read_text().splitlines() if line.strip()]
+    order = list(range(len(lines)))
+    random.Random(seed).shuffle(order)
+    half = len(lines) // 2
+    for path, rows in ((a, sorted(order[:half])), (b, sorted(order[half:]))):
+        path.write_text("".join(f"{lines[i]}\n" for i in rows))
+    print(f"{half} photos in {a}, {len(lines) - half} in {b}")
 
 
 def train_labelled_only(config, run: Path, paths: list[Path], labels: np.ndarray, steps: int) -> Path:
@@ -849,6 +866,11 @@ def main() -> None:
                    help="a graph to try: k, k per class (or 'none'), alpha; repeat")
     p.add_argument("--families", default="all", choices=("all", "dev", "test"))
     p.add_argument("--draws", type=int, nargs="+", default=[1, 2, 3])
+    p = sub.add_parser("split-photos")
+    p.add_argument("photos", type=Path, help="a .txt list of photo paths")
+    p.add_argument("--a", type=Path, required=True, help="the first half's list (the start model's photos)")
+    p.add_argument("--b", type=Path, required=True, help="the rest (the families' photos)")
+    p.add_argument("--seed", type=int, default=23)
     p = sub.add_parser("lp-network")
     p.add_argument("bench", type=Path, help="the family benchmark (families.csv)")
     p.add_argument("--workdir", type=Path, required=True, help="run directories of the loop, one per draw")
@@ -870,7 +892,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    if args.command == "lp-graph":
+    if args.command == "split-photos":
+        split_photos(args.photos, args.a, args.b, args.seed)
+    elif args.command == "lp-graph":
         settings = [(int(k), None if kpc == "none" else float(kpc), float(a)) for k, kpc, a in args.setting]
         lp_graph(args.cache, settings, args.families, tuple(args.draws))
     elif args.command == "lp-network":
