@@ -3,8 +3,9 @@ round r is an ordinary run in RUN_DIR/round-r, started from the previous round's
 batches come from pseudo-labels propagated on the descriptors of the round's starting model
 (learn/pseudo.py). With `labelled_steps` the rounds start, as the paper's do, from a model trained
 on the labelled photos alone (RUN_DIR/round-0: one class per label, its photos under ordinary
-training's edits, since one labelled photo a class has no other positive). RUN_DIR/rounds.csv holds, per round, the photos with a pseudo-label and their mean
-confidence, RUN_DIR/round-r/pseudo-labels.csv the pseudo-labels themselves.
+training's edits, since one labelled photo a class has no other positive). RUN_DIR/rounds.csv holds,
+per round, the photos with a pseudo-label and their mean confidence, RUN_DIR/round-r/pseudo-labels.csv
+the pseudo-labels themselves.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def train_labelled(config: TrainConfig, paths: list[Path], labels: np.ndarray, c
     (-1 unlabelled) become one class folder each under out/labelled (links); returns the run's ONNX
     model (its weights in out/last.pt)."""
     labelled = np.flatnonzero(labels >= 0)
-    if len(np.unique(labels[labelled])) < 2:
+    n_classes = len(np.unique(labels[labelled]))
+    if n_classes < 2:
         raise CopyseekError("training on the labelled photos alone needs labels of >= 2 classes")
     folder = out / "labelled"
     for i in labelled:
@@ -60,7 +62,6 @@ def train_labelled(config: TrainConfig, paths: list[Path], labels: np.ndarray, c
         link = folder / classes[labels[i]] / paths[i].name
         if not link.exists():
             link.symlink_to(paths[i].resolve())
-    n_classes = len(np.unique(labels[labelled]))
     return train(replace(config, images=str(folder), steps=steps, minutes=0.0,
                          classes_per_batch=min(config.classes_per_batch, n_classes)), out, progress=progress)
 
