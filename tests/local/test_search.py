@@ -76,9 +76,11 @@ def test_adding_in_chunks_of_any_size_matches_one_chunk(branch, reference_featur
 
 
 def test_bytes_per_reference_under_8_kb(searcher):
+    # nbytes() first: added chunks are joined into the arrays (codes, ...) lazily, at the first search or
+    # nbytes(), so on a worker where no search ran before this test `codes` is still empty
+    per_reference = searcher.nbytes() / searcher.ntotal
     keypoints = len(searcher.codes) / searcher.ntotal
     assert 100 < keypoints <= SiftParams().max_keypoints
-    per_reference = searcher.nbytes() / searcher.ntotal
     assert per_reference == pytest.approx(22 * keypoints + 12)  # code 16 B, list 2 B, x y 4 B; size, count
     assert per_reference <= 8192
 
