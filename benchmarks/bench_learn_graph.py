@@ -360,7 +360,7 @@ def train_labelled_only(config, run: Path, paths: list[Path], labels: np.ndarray
 
 def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: int = 1, rounds: int = 4,
                steps: int = 30, draws: tuple[int, ...] = (1, 2, 3), settings: tuple[str, ...] = (),
-               init: str = "copyseek-small", warmup: int = 0) -> None:
+               init: str = "copyseek-small", warmup: int = 0, tag: str = "", oracle: bool = False) -> None:
     """The LP loop as `copyseek train --pseudo-labels lp` runs it, training the whole network (the
     start model `init`, copyseek-small or one of our exported .onnx descriptors; batch norm statistics
     frozen) for `steps` steps a round: accuracy on the unlabelled images of `families` of the labels
@@ -373,8 +373,10 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
     other photos (`--init`) is one that has something left to learn from the family's images.
     warmup W > 0: the loop starts, as the paper's does, from the start model trained W steps on the
     labelled photos alone (what `labelled_steps = W` does in `copyseek train`; the baseline's own
-    W-step run is reused), its runs in workdir/draw-N/warm-W; the labelled-only baseline then gets the
-    loop's whole budget, W + rounds x steps."""
+    W-step run is reused), its runs in workdir/draw-N/warm-W (warm-W-TAG with a `tag`; draw-N/TAG without warm-up); the
+    labelled-only baseline then gets the loop's whole budget, W + rounds x steps. oracle: the loop
+    trains on every photo's true family instead of propagated labels (all right, all confident), the
+    ceiling of what pseudo-labels could give; its accuracies still propagate the draw's few labels."""
     from dataclasses import replace
 
     from copyseek.describe.models import model_path
@@ -394,6 +396,8 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
     paths = [next((bench / "references").glob(f"{name}.*")) for name in names]
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "images.txt").write_text("".join(f"{p.resolve()}\n" for p in paths))
+    if oracle and not tag:
+        raise SystemExit("--oracle: give it a --tag, so that its runs do not take the place of the loop's")
     if init != "copyseek-small" and Path(init).suffix != ".onnx":
         raise SystemExit(f"--init: copyseek-small or an exported .onnx descriptor, not {init}")
     start_onnx = model_path(init)[1] if init == "copyseek-small" else Path(init)
@@ -413,8 +417,17 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
         labels_csv = workdir / f"labels-{seed}.csv"
         labels_csv.write_text("image,label\n" + "".join(f"{n},f{l}\n" for n, l in zip(names, labels) if l >= 0))
 
+        train_labels = labels_csv
+        if oracle:  # every photo named by its true family: what the rounds could learn at best
+            train_labels = workdir / f"labels-{seed}-oracle.csv"
+            train_labels.write_text("image,label\n" + "".join(f"{n},f{l}\n" for n, l in zip(names, family)))
+
         def add(name: str, predicted: np.ndarray) -> None:
             results.setdefault(name, []).append(float((predicted[test] == family[test]).mean()))
+
+        def propagated(onnx: Path) -> np.ndarray:
+            return propagate_labels(describe_photos(descriptor_from_onnx(onnx), paths, config.image_size,
+                                                    progress=False), labels).labels
 
         start = describe_photos(descriptor_from_onnx(start_onnx), paths, config.image_size, progress=False)
         add("1-NN (start model)", nearest_labelled(start, labels))
@@ -424,12 +437,18 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
                                 paths, config.image_size, progress=False), labels))
         loop, loop_config = run, config
         if warmup:
-            loop = run / f"warm-{warmup}"
+            loop = run / (f"warm-{warmup}" + (f"-{tag}" if tag else ""))
             loop_config = replace(config, init=str(run / f"labelled-{warmup}" / "last.pt"))
+        elif tag:
+            loop = run / tag
         model = loop / "model.onnx"
         if not model.exists():  # a finished draw is re-read, not retrained
-            model = train_lp(loop_config, loop, labels_csv, rounds, progress=False)
+            model = train_lp(loop_config, loop, train_labels, rounds, progress=False)
         for r in range(1, rounds + 1):
+            if oracle:  # the round's pseudo-labels are the truth: propagate the draw's labels with its start model
+                before = loop / f"round-{r - 1}" if r > 1 else run / f"labelled-{warmup}" if warmup else None
+                add(f"LP labels at the start of round {r}", propagated(before / "model.onnx" if before else start_onnx))
+                continue
             with open(loop / f"round-{r}" / "pseudo-labels.csv", newline="") as handle:
                 by_name = {row["image"]: row["label"] for row in csv.DictReader(handle)}
             add(f"LP labels at the start of round {r}", np.array([int(by_name[n][1:]) if by_name[n] else -1 for n in names]))
@@ -884,6 +903,10 @@ def main() -> None:
                    help="the start model: copyseek-small (default; trained on these photos) or an exported .onnx")
     p.add_argument("--warmup", type=int, default=0,
                    help="steps on the labelled photos alone before the rounds, as the paper starts (default 0)")
+    p.add_argument("--tag", default="", help="the loop's runs in draw-N/warm-W-TAG (draw-N/TAG without --warmup), "
+                   "beside other settings' loops of the same draw (default: draw-N/warm-W, or draw-N)")
+    p.add_argument("--oracle", action="store_true", help="the loop trains on every photo's true family: the "
+                   "ceiling of what pseudo-labels could give (use with --tag)")
     p = sub.add_parser("finetune")
     p.add_argument("cache", type=Path)
     p.add_argument("--fam", type=Path, required=True, help="the family benchmark the cache was made from")
@@ -899,7 +922,7 @@ def main() -> None:
         lp_graph(args.cache, settings, args.families, tuple(args.draws))
     elif args.command == "lp-network":
         lp_network(args.bench, args.workdir, args.families, args.per_family, args.rounds, args.steps, tuple(args.draws),
-                   tuple(args.set), args.init, args.warmup)
+                   tuple(args.set), args.init, args.warmup, args.tag, args.oracle)
     elif args.command == "finetune":
         finetune(args.cache, args.fam, args.bench, args.steps, args.lr, args.seeds)
     elif args.command == "describe":

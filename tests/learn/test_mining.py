@@ -129,13 +129,23 @@ def flipped(image, rng, donors):
 @pytest.mark.parametrize("edited", [0.0, 0.5, 1.0])
 def test_photo_batches_edit_the_chosen_share_of_photos(tmp_path, edited):
     paths = write_photos(tmp_path, 4, size=(40, 40))
-    batches = PhotoBatches(paths, FixedRows([0, 1, 2, 3] * 50), 32, augment=flipped, edited=edited)
+    # 200 rows, 4 files: a row drawn twice would always be edited (the next test)
+    batches = PhotoBatches(paths * 50, FixedRows(list(range(200))), 32, augment=flipped, edited=edited)
     images = batches.next_batch(np.random.default_rng(0)).images.permute(0, 2, 3, 1).numpy()
     originals = np.stack([square_photo(p, 32) for p in paths] * 50)
     mirrors = originals[:, :, ::-1]
     unchanged = np.all(images == originals, axis=(1, 2, 3))
     assert np.all(unchanged | np.all(images == mirrors, axis=(1, 2, 3)))
     assert abs((~unchanged).mean() - edited) < 0.12
+
+
+def test_a_photo_drawn_twice_in_a_batch_is_edited_the_second_time(tmp_path):
+    paths = write_photos(tmp_path, 2, size=(40, 40))
+    batches = PhotoBatches(paths, FixedRows([0, 1, 0, 0]), 32, augment=flipped, edited=0.0)
+    images = batches.next_batch(np.random.default_rng(0)).images.permute(0, 2, 3, 1).numpy()
+    original = square_photo(paths[0], 32)
+    assert np.all(images[0] == original) and np.all(images[1] == square_photo(paths[1], 32))
+    assert np.all(images[2] == original[:, ::-1]) and np.all(images[3] == original[:, ::-1])  # repeats: edited
 
 
 def test_photo_batches_check_the_edited_share():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from copyseek.errors import CopyseekError
+from copyseek.learn.config import TrainConfig
 from copyseek.learn.pseudo import LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels
 from tests.graph.families import families
 
@@ -65,6 +66,55 @@ def test_uncertain_photos_are_drawn_less_often_and_classes_uniformly():
     assert counts[:3].sum() == counts[3:].sum()  # every batch holds both classes, 2 photos each
     with pytest.raises(CopyseekError, match="fewer than 2 classes"):
         PseudoLabelBatches(PseudoLabels(np.array([0, 0, 1]), np.ones(3), np.ones(3, bool), np.ones(2)), 2, 2)
+
+
+def seeded_classes() -> PseudoLabels:
+    """Two classes, each a labelled photo (rows 0 and 5) and four propagated ones of falling confidence."""
+    return PseudoLabels(np.repeat([0, 1], 5), np.tile([1.0, 0.9, 0.8, 0.2, 0.1], 2), np.tile([True] + [False] * 4, 2),
+                        np.ones(2))
+
+
+def test_seed_views_put_the_labelled_photos_in_every_class_of_a_batch():
+    batches = PseudoLabelBatches(seeded_classes(), classes_per_batch=2, views_per_class=4, seed_views=0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        rows, labels = batches.sample(rng)
+        for c, seed in ((0, 0), (1, 5)):
+            own = rows[labels == c]
+            assert len(own) == 4 and (own == seed).sum() == 2  # half the views: the labelled photo, twice
+            assert len(set(own[own != seed])) == 2  # the rest: distinct propagated photos
+
+
+def test_confident_share_keeps_the_most_confident_propagated_photos():
+    batches = PseudoLabelBatches(seeded_classes(), classes_per_batch=2, views_per_class=3, confident_share=0.5)
+    rng = np.random.default_rng(0)
+    drawn = set(np.concatenate([batches.sample(rng)[0] for _ in range(100)]).tolist())
+    assert drawn == {0, 1, 2, 5, 6, 7}  # of 4 propagated photos a class, the 2 most confident
+    with pytest.raises(CopyseekError, match="confident_share"):
+        PseudoLabelBatches(seeded_classes(), 2, 2, confident_share=0.0)
+    with pytest.raises(CopyseekError, match="seed_views"):
+        PseudoLabelBatches(seeded_classes(), 2, 2, seed_views=1.5)
+    with pytest.raises(CopyseekError, match="confident_share must be in"):
+        TrainConfig(images="x", steps=1, confident_share=1.5).validate()
+    with pytest.raises(CopyseekError, match="seed_views must be in"):
+        TrainConfig(images="x", steps=1, seed_views=-0.5).validate()
+
+
+def test_global_confident_share_keeps_the_surest_of_all_propagated_photos():
+    pseudo = seeded_classes()
+    pseudo.confidence[6:10] = [0.3, 0.25, 0.2, 0.15]  # class 1's propagated photos: all less sure than class 0's
+    batches = PseudoLabelBatches(pseudo, 2, 3, seed_views=0.5, confident_share=0.25, confident_select="global")
+    assert [m.tolist() for m in batches.members] == [[0, 1, 2], [5]]  # 2 of the 8 propagated photos, both class 0's
+    with pytest.raises(CopyseekError, match="confident_select"):
+        PseudoLabelBatches(pseudo, 2, 2, confident_select="best")
+
+
+def test_a_class_of_its_labelled_photo_alone_trains_only_with_seed_views():
+    lonely = PseudoLabels(np.array([0, 0, 1, 2, 2]), np.ones(5), np.array([True, False, True, True, False]), np.ones(3))
+    assert len(PseudoLabelBatches(lonely, 2, 2).members) == 2
+    batches = PseudoLabelBatches(lonely, 3, 2, seed_views=0.5)
+    rows, labels = batches.sample(np.random.default_rng(0))
+    assert len(batches.members) == 3 and rows[labels == 1].tolist() == [2, 2]  # its two views: the photo, edited
 
 
 def test_bad_inputs_are_refused():

@@ -28,6 +28,12 @@ class TrainConfig:
     # label propagation rounds (--pseudo-labels lp, learn/lploop.py): steps on the labelled photos alone
     # before round 1, as the paper starts (0: round 1 propagates with `init` as it is)
     labelled_steps: int = 0
+    # the rounds' batches (learn/pseudo.py PseudoLabelBatches): share of each class's views that are its
+    # labelled photos (0: drawn by confidence alone), and share of its propagated photos that train, most
+    # confident first (1: all), of each class's ("class") or of all ("global")
+    seed_views: float = 0.0
+    confident_share: float = 1.0
+    confident_select: str = "class"
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
     workers: int = 0  # processes making bank views, or fresh views ahead of the trainer (0: in the training process)
@@ -127,9 +133,13 @@ class TrainConfig:
             raise CopyseekError("miner pool adds negatives without teacher embeddings: use it with ranking losses only")
         if self.miner == "pool" and self.pairs:
             raise CopyseekError("miner pool mines the training photos' pool: not with reported pairs")
-        for name in ("colour_edits", "photo_edits"):
+        for name in ("colour_edits", "photo_edits", "seed_views"):
             if not 0 <= getattr(self, name) <= 1:
                 raise CopyseekError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.confident_share <= 1:
+            raise CopyseekError(f"confident_share must be in (0, 1], got {self.confident_share}")
+        if self.confident_select not in ("class", "global"):
+            raise CopyseekError(f"confident_select must be 'class' or 'global', got {self.confident_select!r}")
         for name in ("pool_views", "bank_views", "workers", "labelled_steps"):
             if getattr(self, name) < 0:
                 raise CopyseekError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -43,7 +43,9 @@ class RoundSource:
         self.pseudo = propagate_labels(vectors, self.labels, self.params)
         names = [p.stem for p in self.photos.paths]
         write_pseudo_labels(self.folder / "pseudo-labels.csv", names, self.classes, self.pseudo)
-        sampler = PseudoLabelBatches(self.pseudo, self.config.classes_per_batch, self.config.views_per_class)
+        sampler = PseudoLabelBatches(self.pseudo, self.config.classes_per_batch, self.config.views_per_class,
+                                     self.config.seed_views, self.config.confident_share,
+                                     self.config.confident_select)
         return photo_batches(self.config, self.photos.paths, sampler)
 
 

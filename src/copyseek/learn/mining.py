@@ -325,16 +325,19 @@ class PhotoBatches:
     def _image(self, row: int) -> np.ndarray:
         return square(self.decoded(row), self.size)
 
-    def view(self, row: int, rng: np.random.Generator) -> np.ndarray:
-        """(size, size, 3) uint8: photo `row`, edited with probability `edited`."""
-        if not self.edited or rng.random() >= self.edited:
+    def view(self, row: int, rng: np.random.Generator, repeat: bool = False) -> np.ndarray:
+        """(size, size, 3) uint8: photo `row`, edited with probability `edited`, always if it is a
+        `repeat` (drawn before in the batch: two identical views teach nothing)."""
+        if (not repeat or self.augment is None) and (not self.edited or rng.random() >= self.edited):
             return self.image(row)
         donors = [self.decoded(int(d)) for d in rng.choice(len(self.paths), size=min(2, len(self.paths)), replace=False)]
         return square(self.augment(self.decoded(row), rng, donors), self.size)
 
     def next_batch(self, rng: np.random.Generator) -> Batch:
         rows, labels = self.sampler.sample(rng)
-        return to_batch(np.stack([self.view(int(r), rng) for r in rows]), labels, None)
+        repeat = np.zeros(len(rows), bool)
+        repeat[np.setdiff1d(np.arange(len(rows)), np.unique(rows, return_index=True)[1])] = True
+        return to_batch(np.stack([self.view(int(r), rng, bool(again)) for r, again in zip(rows, repeat)]), labels, None)
 
 
 def square_photo(path: Path, size: int) -> np.ndarray:

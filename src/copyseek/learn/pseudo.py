@@ -108,31 +108,67 @@ def propagate_labels(vectors: np.ndarray, labels: np.ndarray, params: LPParams |
 
 class PseudoLabelBatches:
     """Batches of pseudo-labelled photos: classes drawn uniformly among those with >= 2 photos of
-    positive weight, a class's photos drawn with probability proportional to their confidence."""
+    positive weight, a class's photos drawn with probability proportional to their confidence.
 
-    def __init__(self, pseudo: PseudoLabels, classes_per_batch: int, views_per_class: int):
+    seed_views:      share of each drawn class's views that are its labelled photos, drawn with
+                     replacement (0: photos drawn by confidence alone). Every class of the batch then
+                     keeps round 0's signal, a labelled photo and its edits, beside its propagated
+                     members (in the paper every batch holds labelled and pseudo-labelled images).
+    confident_share: share of the pseudo-labelled photos that take part, the most confident first (1:
+                     all): at 1-2 labels a family, most propagated labels are wrong, and the least
+                     confident most often (BENCHMARKS.md, issue 15, session 24).
+    confident_select: "class": that share of each class's pseudo-labelled photos; "global": of all
+                     of them (more precise: the surest labels are in the easiest families).
+    """
+
+    def __init__(self, pseudo: PseudoLabels, classes_per_batch: int, views_per_class: int,
+                 seed_views: float = 0.0, confident_share: float = 1.0, confident_select: str = "class"):
         if classes_per_batch < 2 or views_per_class < 2:
             raise CopyseekError(f"pseudo-label batches need >= 2 classes of >= 2 photos, got {classes_per_batch}, {views_per_class}")
+        if not 0 <= seed_views <= 1:
+            raise CopyseekError(f"seed_views must be a share in [0, 1], got {seed_views}")
+        if not 0 < confident_share <= 1:
+            raise CopyseekError(f"confident_share must be a share in (0, 1], got {confident_share}")
+        if confident_select not in ("class", "global"):
+            raise CopyseekError(f"confident_select must be 'class' or 'global', got {confident_select!r}")
         weights = pseudo.weights
-        self.members, self.probabilities = [], []
+        propagated = np.flatnonzero((weights > 0) & ~pseudo.seed)
+        surest = propagated[np.argsort(-pseudo.confidence[propagated], kind="stable")]
+        taking = np.zeros(len(weights), bool)
+        if confident_select == "global":
+            taking[surest[: int(np.ceil(confident_share * len(surest)))]] = True
+        else:  # the same share of each class's, most confident first
+            for c in np.unique(pseudo.labels[surest]):
+                own = surest[pseudo.labels[surest] == c]
+                taking[own[: int(np.ceil(confident_share * len(own)))]] = True
+        self.members, self.probabilities, self.seeds = [], [], []
         for c in range(len(pseudo.class_weight)):
-            rows = np.flatnonzero((pseudo.labels == c) & (weights > 0))
-            if len(rows) >= 2:
+            rows = np.flatnonzero((pseudo.labels == c) & (weights > 0) & (pseudo.seed | taking))
+            seeds = rows[pseudo.seed[rows]] if seed_views > 0 else rows[:0]
+            if len(rows) >= 2 or len(seeds):  # a labelled photo alone still gives views: its edits
                 self.members.append(rows)
                 self.probabilities.append(pseudo.confidence[rows] / pseudo.confidence[rows].sum())
+                self.seeds.append(seeds)
         if len(self.members) < 2:
             raise CopyseekError("fewer than 2 classes have 2 pseudo-labelled photos: label more photos")
-        self.classes_per_batch, self.views_per_class = classes_per_batch, views_per_class
+        self.classes_per_batch, self.views_per_class, self.seed_views = classes_per_batch, views_per_class, seed_views
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(rows (N,), labels (N,)): distinct photos, views_per_class per class at most."""
+        """(rows (N,), labels (N,)): views_per_class per class at most; distinct photos, except the
+        labelled ones drawn for `seed_views` (PhotoBatches edits a photo's repeats)."""
         classes = rng.choice(len(self.members), size=min(self.classes_per_batch, len(self.members)), replace=False)
         rows, labels = [], []
         for c in classes:
-            size = min(self.views_per_class, len(self.members[c]))
-            chosen = rng.choice(self.members[c], size=size, replace=False, p=self.probabilities[c])
+            members, seeds = self.members[c], self.seeds[c]
+            n_seed = int(round(self.seed_views * self.views_per_class)) if len(seeds) else 0
+            others = np.setdiff1d(members, seeds) if n_seed else members
+            size = min(self.views_per_class - n_seed, len(others))
+            p = self.probabilities[c][np.isin(members, others)]
+            chosen = rng.choice(others, size=size, replace=False, p=p / p.sum()) if size else others[:0]
+            if n_seed:  # the labelled photos fill the class's views
+                chosen = np.concatenate([rng.choice(seeds, size=self.views_per_class - size), chosen])
             rows.append(chosen)
-            labels.append(np.full(size, c))
+            labels.append(np.full(len(chosen), c))
         return np.concatenate(rows), np.concatenate(labels)
 
 
