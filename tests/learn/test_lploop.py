@@ -72,3 +72,36 @@ def test_labelled_steps_train_on_the_labelled_photos_alone_before_round_1(tmp_pa
     assert folders == {"a": sorted([photos[0].name, photos[2].name]), "b": sorted([photos[1].name, photos[3].name])}
     assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "x"), "--pseudo-labels", "lp",
                  "--labels", str(tmp_path / "labels.csv"), "--set", "steps=1", "--set", "labelled_steps=-1", "-q"]) == 2
+
+
+def test_pseudo_inliers_train_only_the_propagated_labels_local_verification_confirms(tmp_path, monkeypatch):
+    from copyseek.graph import folders
+
+    photos = write_photos(tmp_path / "imgs", 6, size=(64, 48))
+    config = TrainConfig(images=str(tmp_path / "imgs"), steps=1, image_size=32, classes_per_batch=2, views_per_class=2,
+                         seed_views=0.5)
+    source = RoundSource(config, discover_photos(tmp_path / "imgs"), np.array([0, 1, -1, -1, -1, -1]), ["a", "b"],
+                         tmp_path / "round", None, progress=False, verify=lambda photo, labelled: photo == 3)
+    (tmp_path / "round").mkdir()
+    source(tiny_model("resnet"))
+    assert (source.pseudo.labels >= 0).all()  # every photo keeps its propagated label
+    np.testing.assert_array_equal(source.pseudo.confidence > 0, [1, 1, 0, 1, 0, 0])  # but only photo 3 trains
+
+    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f"{p.stem},{'ab'[i % 2]}\n" for i, p in enumerate(photos[:2])))
+    made, asked = [], []
+
+    class Verifier:  # stands in for the local branch
+        def __init__(self, paths, min_inliers):
+            made.append(min_inliers)
+
+        def __call__(self, photo: int, labelled: int) -> bool:
+            asked.append((photo, labelled))
+            return False
+
+    monkeypatch.setattr(folders, "LocalVerifier", Verifier)
+    assert main(["train", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "run"), "--pseudo-labels", "lp",
+                 "--labels", str(tmp_path / "labels.csv"), "--rounds", "2", "--loss", "contrastive", "-q",
+                 "--set", "steps=1", "--set", "pseudo_inliers=9", "--set", "seed_views=0.5", "--set", "dim=16",
+                 "--set", "image_size=32", "--set", "classes_per_batch=2", "--set", "views_per_class=2",
+                 "--set", "device=cpu"]) == 0
+    assert made == [9] and len(asked) == len(set(asked)) >= 4  # one verifier for both rounds; no pair asked twice

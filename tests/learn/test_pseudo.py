@@ -5,7 +5,9 @@ import pytest
 
 from copyseek.errors import CopyseekError
 from copyseek.learn.config import TrainConfig
-from copyseek.learn.pseudo import LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels
+from copyseek.learn.pseudo import (
+    LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels, verified,
+)
 from tests.graph.families import families
 
 
@@ -107,6 +109,26 @@ def test_global_confident_share_keeps_the_surest_of_all_propagated_photos():
     assert [m.tolist() for m in batches.members] == [[0, 1, 2], [5]]  # 2 of the 8 propagated photos, both class 0's
     with pytest.raises(CopyseekError, match="confident_select"):
         PseudoLabelBatches(pseudo, 2, 2, confident_select="best")
+
+
+def test_verified_keeps_the_propagated_labels_a_labelled_photo_of_their_class_confirms():
+    pseudo = seeded_classes()  # labelled photos 0 (class 0) and 5 (class 1)
+    pseudo.labels[4] = 1  # photo 4, propagated into class 1
+    asked = []
+
+    def verify(photo: int, labelled: int) -> bool:
+        asked.append((photo, labelled))
+        return {1: 0, 2: 5, 4: 5, 6: 5}.get(photo) == labelled  # photo 2 matches only the other class's
+
+    checked = verified(pseudo, verify)
+    assert sorted(asked) == [(1, 0), (2, 0), (3, 0), (4, 5), (6, 5), (7, 5), (8, 5), (9, 5)]  # its own class's only
+    np.testing.assert_array_equal(checked.confidence > 0, [1, 1, 0, 0, 1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(checked.labels, pseudo.labels)  # the labels stay as propagated
+    assert pseudo.confidence[2] > 0  # the input is not changed
+    drawn = set(np.concatenate([PseudoLabelBatches(checked, 2, 2).sample(np.random.default_rng(s))[0] for s in range(40)]))
+    assert drawn <= {0, 1, 4, 5, 6}
+    with pytest.raises(CopyseekError, match="pseudo_inliers must be >= 0"):
+        TrainConfig(images="x", steps=1, pseudo_inliers=-1).validate()
 
 
 def test_a_class_of_its_labelled_photo_alone_trains_only_with_seed_views():

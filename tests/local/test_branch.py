@@ -56,6 +56,20 @@ def test_homography_model_verifies_a_copy():
     assert np.allclose(verification.region, [0, 0, 400, 260], atol=8)
 
 
+def test_a_featureless_image_verifies_nothing_instead_of_failing():
+    """A flat image has no keypoint: as the reference, its searcher holds no descriptor (Faiss refuses
+    k = 0); as the query, it has nothing to match. Both are 0 inliers (dedup and the LP loop verify
+    pairs of whatever a folder holds)."""
+    branch = LocalBranch(threads=1)
+    flat = np.full((200, 240, 3), 128, np.uint8)
+    image = photo(2)
+    (flat_query,) = branch.extract([flat], query=True)
+    (query,) = branch.extract([image], query=True)
+    assert branch.verify_pair(query, branch.extract([flat])[0]).inliers == 0
+    assert branch.verify_pair(flat_query, branch.extract([image])[0]).inliers == 0
+    assert branch.verify_pair(query, branch.extract([image])[0]).inliers >= 20
+
+
 def test_descriptor_option_is_in_the_spec_and_old_specs_mean_rootsift():
     rootsift = LocalBranch().spec()
     spec = LocalBranch(descriptor="mkd").spec()

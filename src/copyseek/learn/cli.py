@@ -48,7 +48,8 @@ def add_train_parser(subparsers) -> None:
                    "without labels or edits: manifold (Iscen et al. 2018), knn (Euclidean baseline)")
     p.add_argument("--pseudo-labels", choices=("lp",), help="lp: semi-supervised rounds of describe -> kNN graph -> "
                    "label propagation -> training on the pseudo-labels (Iscen et al. 2019); needs --labels; "
-                   "--set labelled_steps=N trains on the labelled photos alone first, as the paper does")
+                   "--set labelled_steps=N trains on the labelled photos alone first, as the paper does; "
+                   "--set pseudo_inliers=12 trains only the propagated labels that local verification confirms")
     p.add_argument("--labels", metavar="LABELS.csv", help="image,label for the labelled photos (image = file name stem)")
     p.add_argument("--rounds", type=int, default=3, help="label propagation rounds, each --minutes long (default 3)")
     p.add_argument("--teacher", help="model to distil: sscd (default), onnx:PATH, torchscript:PATH or any --model of copyseek index")

@@ -34,6 +34,9 @@ class TrainConfig:
     seed_views: float = 0.0
     confident_share: float = 1.0
     confident_select: str = "class"
+    # least RANSAC inliers (copyseek's local branch) with a labelled photo of its class for a propagated
+    # label to train (0: no verification)
+    pseudo_inliers: int = 0
     bank_views: int = 0  # views per class made once and reused (0: fresh edits every batch)
     bank: str = ""  # folder of the view bank (default RUN_DIR/bank); reused if it exists
     workers: int = 0  # processes making bank views, or fresh views ahead of the trainer (0: in the training process)
@@ -140,7 +143,7 @@ class TrainConfig:
             raise CopyseekError(f"confident_share must be in (0, 1], got {self.confident_share}")
         if self.confident_select not in ("class", "global"):
             raise CopyseekError(f"confident_select must be 'class' or 'global', got {self.confident_select!r}")
-        for name in ("pool_views", "bank_views", "workers", "labelled_steps"):
+        for name in ("pool_views", "bank_views", "workers", "labelled_steps", "pseudo_inliers"):
             if getattr(self, name) < 0:
                 raise CopyseekError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.workers > 0 and self.bank_views <= 0 and self.needs_teacher:

@@ -11,7 +11,9 @@ the pseudo-labels themselves.
 from __future__ import annotations
 
 import csv
+import functools
 import shutil
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from copyseek.learn.config import TrainConfig
 from copyseek.learn.data import Photos, discover_photos
 from copyseek.learn.mining import PhotoBatches, describe_photos
 from copyseek.learn.pseudo import (
-    LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels, write_pseudo_labels,
+    LPParams, PseudoLabelBatches, PseudoLabels, propagate_labels, read_labels, verified, write_pseudo_labels,
 )
 from copyseek.learn.train import Trainer, photo_batches, train
 
@@ -33,14 +35,16 @@ class RoundSource:
     labels, write them to `folder`/pseudo-labels.csv and batch them (Trainer's `source`)."""
 
     def __init__(self, config: TrainConfig, photos: Photos, labels: np.ndarray, classes: list[str], folder: Path,
-                 params: LPParams | None, progress: bool):
+                 params: LPParams | None, progress: bool, verify: Callable[[int, int], bool] | None = None):
         self.config, self.photos, self.labels, self.classes = config, photos, labels, classes
-        self.folder, self.params, self.progress = folder, params, progress
+        self.folder, self.params, self.progress, self.verify = folder, params, progress, verify
         self.pseudo: PseudoLabels | None = None
 
     def __call__(self, model: nn.Module) -> PhotoBatches:
         vectors = describe_photos(model, self.photos.paths, self.config.image_size, progress=self.progress)
         self.pseudo = propagate_labels(vectors, self.labels, self.params)
+        if self.verify is not None:
+            self.pseudo = verified(self.pseudo, self.verify)
         names = [p.stem for p in self.photos.paths]
         write_pseudo_labels(self.folder / "pseudo-labels.csv", names, self.classes, self.pseudo)
         sampler = PseudoLabelBatches(self.pseudo, self.config.classes_per_batch, self.config.views_per_class,
@@ -81,6 +85,11 @@ def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, round
     photos = discover_photos(config.images)
     labels, classes = read_labels(labels_csv, [p.stem for p in photos.paths])
     out.mkdir(parents=True, exist_ok=True)
+    verify = None
+    if config.pseudo_inliers:  # one verifier for all rounds: features and pair results are kept
+        from copyseek.graph.folders import LocalVerifier
+
+        verify = functools.lru_cache(maxsize=None)(LocalVerifier(photos.paths, config.pseudo_inliers))
     model_path, init = None, config.init
     if config.labelled_steps:
         train_labelled(config, photos.paths, labels, classes, out / "round-0", config.labelled_steps, progress)
@@ -90,7 +99,7 @@ def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, round
         writer.writerow(["round", "pseudo_labelled", "mean_confidence"])
         for r in range(1, rounds + 1):
             folder = out / f"round-{r}"
-            source = RoundSource(config, photos, labels, classes, folder, params, progress)
+            source = RoundSource(config, photos, labels, classes, folder, params, progress, verify)
             model_path = Trainer(replace(config, init=init, seed=config.seed + r), folder, progress=progress,
                                  source=source).run()
             init = str(folder / "last.pt")

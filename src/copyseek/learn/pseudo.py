@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,19 @@ def propagate_labels(vectors: np.ndarray, labels: np.ndarray, params: LPParams |
     class_weight = np.divide(1.0, sizes, out=np.zeros(n_classes), where=sizes > 0)
     class_weight *= (sizes > 0).sum() / max(class_weight.sum(), 1e-12)
     return PseudoLabels(pseudo, confidence, seed, class_weight)
+
+
+def verified(pseudo: PseudoLabels, verify: Callable[[int, int], bool]) -> PseudoLabels:
+    """The pseudo-labels with confidence 0 (so weight 0: they do not train) for every propagated photo
+    that `verify(photo, labelled photo)` confirms with none of its class's labelled photos. Labels are
+    kept as propagated. At 1-2 labels a family most propagated labels are wrong (BENCHMARKS.md, issue
+    15, session 24); local verification (RANSAC inliers) rarely confirms a wrong one."""
+    confidence = pseudo.confidence.copy()
+    for row in np.flatnonzero(~pseudo.seed & (pseudo.labels >= 0)):
+        seeds = np.flatnonzero(pseudo.seed & (pseudo.labels == pseudo.labels[row]))
+        if not any(verify(int(row), int(s)) for s in seeds):
+            confidence[row] = 0.0
+    return PseudoLabels(pseudo.labels, confidence, pseudo.seed, pseudo.class_weight)
 
 
 class PseudoLabelBatches:

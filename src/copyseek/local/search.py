@@ -274,7 +274,10 @@ class LocalSearcher(Searcher):
         knn = min(self.params.knn, len(self.codes))
         if self.split_lists:  # the codec lists whose sub-lists are compared: as many as sub-lists visited
             self.quantizer.nprobe = min(self.index.nprobe, self.codec.nlist)
-        distances, ids = self.index.search(stacked, knn)
+        if knn:
+            distances, ids = self.index.search(stacked, knn)
+        else:  # no reference descriptor at all (flat images): no neighbour, and Faiss refuses k = 0
+            distances, ids = np.zeros((len(stacked), 0), np.float32), np.zeros((len(stacked), 0), np.int64)
         bounds = np.cumsum([0] + [len(query_descs(q)) * len(q["xy"]) for q in queries])
         return [
             self.neighbours(distances[lo:hi], ids[lo:hi], len(q["xy"]))
