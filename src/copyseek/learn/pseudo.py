@@ -113,9 +113,10 @@ def verified(pseudo: PseudoLabels, verify: Callable[[int, int], bool]) -> Pseudo
     kept as propagated. At 1-2 labels a family most propagated labels are wrong (BENCHMARKS.md, issue
     15, session 24); local verification (RANSAC inliers) rarely confirms a wrong one."""
     confidence = pseudo.confidence.copy()
+    labelled = np.flatnonzero(pseudo.seed)
+    seeds_of = {c: labelled[pseudo.labels[labelled] == c] for c in np.unique(pseudo.labels[labelled])}
     for row in np.flatnonzero(~pseudo.seed & (pseudo.labels >= 0)):
-        seeds = np.flatnonzero(pseudo.seed & (pseudo.labels == pseudo.labels[row]))
-        if not any(verify(int(row), int(s)) for s in seeds):
+        if not any(verify(int(row), int(s)) for s in seeds_of.get(pseudo.labels[row], ())):
             confidence[row] = 0.0
     return PseudoLabels(pseudo.labels, confidence, pseudo.seed, pseudo.class_weight)
 
