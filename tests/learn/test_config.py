@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from copyseek.errors import CopyseekError
@@ -51,3 +53,11 @@ def test_parse_assignment_reads_toml_values_and_keeps_bare_words_as_text(text, e
 def test_parse_assignment_needs_a_key_and_an_equals_sign(text):
     with pytest.raises(CopyseekError, match="--set expects key=value"):
         parse_assignment(text)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_names_only_known_settings_of_the_right_types(path):
+    settings = read_toml(path)
+    assert settings, f"{path.name} sets nothing"
+    config = updated(TrainConfig(), settings, path.name)
+    assert all(getattr(config, key) == value for key, value in settings.items())
