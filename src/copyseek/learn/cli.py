@@ -13,7 +13,7 @@ EXAMPLES = """examples:
   copyseek train --config configs/copyseek-small.toml --images BENCH/holdout.txt --out runs/small
   copyseek train --out runs/small --resume --minutes 60        # continue, with a larger budget
   copyseek train --out runs/how-step200 --export runs/how/snapshots/step-000200.pt   # export a snapshot
-  copyseek train --images photos/ --out runs/lp --pseudo-labels lp --labels labels.csv --rounds 3 --minutes 5
+  copyseek train --config configs/lp-verified.toml --images photos/ --out runs/lp --pseudo-labels lp --labels labels.csv --rounds 3
   copyseek train --images photos/ --out runs/mom --miner manifold --loss contrastive --set init=copyseek-small --set freeze_norm=1 --minutes 10
   copyseek index refs/ --index refs.idx --model onnx:runs/r1/model.onnx
 """
@@ -49,7 +49,8 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--pseudo-labels", choices=("lp",), help="lp: semi-supervised rounds of describe -> kNN graph -> "
                    "label propagation -> training on the pseudo-labels (Iscen et al. 2019); needs --labels; "
                    "--set labelled_steps=N trains on the labelled photos alone first, as the paper does; "
-                   "--set pseudo_inliers=12 trains only the propagated labels that local verification confirms")
+                   "--set pseudo_inliers=12 trains only the propagated labels that local verification confirms; "
+                   "configs/lp-verified.toml holds both, the recipe that beats labelled-only training on copy families")
     p.add_argument("--labels", metavar="LABELS.csv", help="image,label for the labelled photos (image = file name stem)")
     p.add_argument("--rounds", type=int, default=3, help="label propagation rounds, each --minutes long (default 3)")
     p.add_argument("--teacher", help="model to distil: sscd (default), onnx:PATH, torchscript:PATH or any --model of copyseek index")
