@@ -367,10 +367,11 @@ def lp_network(bench: Path, workdir: Path, families: str = "test", per_family: i
     propagated at the start of each round (round 1: the start model untouched) and with the last
     round's model, against 1-NN and the network trained on the labelled photos alone; mean ± std over
     `draws`, each draw, and the paired differences the target reads (the rise from round 1 to 2, and
-    the loop after its last round over the better baseline trained for as many steps). A draw whose models are in `workdir` already is re-read, not
-    retrained. settings: extra KEY=VALUE training settings (TrainConfig). copyseek-small was trained on
-    the photos kept out of every benchmark, the ones families are made of: a start model trained on
-    other photos (`--init`) is one that has something left to learn from the family's images.
+    the loop after its last round over the better baseline trained for as many steps). A draw whose
+    models are in `workdir` already is re-read, not retrained. settings: extra KEY=VALUE training
+    settings (TrainConfig). copyseek-small was trained on the photos kept out of every benchmark, the
+    ones families are made of: a start model trained on other photos (`--init`) is one that has
+    something left to learn from the family's images.
     warmup W > 0: the loop starts, as the paper's does, from the start model trained W steps on the
     labelled photos alone (what `labelled_steps = W` does in `copyseek train`; the baseline's own
     W-step run is reused), its runs in workdir/draw-N/warm-W (warm-W-TAG with a `tag`; draw-N/TAG without warm-up); the
