@@ -5,6 +5,7 @@
     python benchmarks/bench_graph.py labels --real real.npz --size 10000 --draws 10   # LP vs 1-NN over 10 label draws
     python benchmarks/bench_graph.py labels --real real.npz --size 10000 --draws 10 --self-train 0.1 0.3 --self-weight 0.5 1
         # and LP with self-training: the grid's best on the dev families over --self-draws draws, then reported
+    python benchmarks/bench_graph.py labels --real real.npz --size 10143 --draws 10 --confidence margin   # + margin confidence
     python benchmarks/bench_graph.py dedup-scale --real real.npz --sizes 1000 10000 100000
 
 diffusion: one edited member of each of --queries families is the query (left out of the graph); the
@@ -419,6 +420,9 @@ def main() -> None:
     lab.add_argument("--self-select", nargs="+", default=["global"], choices=["global", "class"],
                      help="pseudo-seeds: the most confident of all unlabelled nodes (global) or of each class's (class)")
     lab.add_argument("--self-draws", type=int, default=5, help="dev label draws self-training is chosen on")
+    lab.add_argument("--confidence", nargs="*", default=[], choices=["entropy", "margin"],
+                     help="also fit plain LP and each chosen self-training with these confidence measures (their "
+                     "confident halves side by side; the others use the library's default, entropy)")
     v = sub.add_parser("variants")
     v.add_argument("--real", type=Path, required=True)
     v.add_argument("--size", type=int, default=10_000)
@@ -453,6 +457,8 @@ def main() -> None:
         self_grid = {"self_train": args.self_train, "self_weight": args.self_weight, "self_rounds": args.self_rounds,
                      "self_select": args.self_select}
         chosen = tune_self_training(grown, args.seed, best, self_grid, args.self_draws) if max(args.self_train) > 0 else {}
+        chosen |= {f"{name} {measure}": options | {"confidence": measure}
+                   for measure in args.confidence for name, options in [("LP", {}), *chosen.items()]}
         print(f"\n### labels on {args.size} descriptors, half the families seeded; tuned on dev: {best} {chosen}\n")
         for split in ("dev", "test"):
             rows = [row for draw in range(args.draws)

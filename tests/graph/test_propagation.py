@@ -5,7 +5,7 @@ import pytest
 
 from copyseek.errors import CopyseekError
 from copyseek.graph.knn import GraphParams, KnnGraph, knn_graph
-from copyseek.graph.propagation import LabelPropagation, entropy_confidence
+from copyseek.graph.propagation import LabelPropagation, entropy_confidence, margin_confidence
 from tests.graph.families import families
 
 
@@ -23,6 +23,19 @@ class TestEntropyConfidence:
     def test_extremes(self):
         np.testing.assert_allclose(entropy_confidence(np.array([[1.0, 0, 0], [1, 1, 1], [0, 0, 0]])), [1, 0, 0], atol=1e-12)
         np.testing.assert_array_equal(entropy_confidence(np.array([[2.0], [0.0]])), [1, 0])
+
+
+class TestMarginConfidence:
+    def test_is_the_lead_over_the_runner_up_as_a_share_of_the_mass(self):
+        z = np.array([[3.0, 1.0, 0.0], [1.0, 3.0, 0.0], [2.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        np.testing.assert_allclose(margin_confidence(z), [0.5, 0.5, 0.0, 1.0, 0.0])
+        np.testing.assert_array_equal(margin_confidence(np.array([[2.0], [0.0]])), [1, 0])
+
+    def test_a_tie_between_two_classes_is_unsure_though_entropy_calls_it_surer(self):
+        tie, lead = [0.5, 0.5, 0.0, 0.0, 0.0], [0.4, 0.15, 0.15, 0.15, 0.15]
+        z = np.array([tie, lead])
+        assert entropy_confidence(z)[0] > entropy_confidence(z)[1]
+        assert margin_confidence(z)[0] < margin_confidence(z)[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +66,17 @@ class TestLabelPropagation:
         confident = lp.confidence_ >= np.median(lp.confidence_)
         right = lp.labels_ == family
         assert right[confident].mean() >= right[~confident].mean()
+
+    def test_margin_confidence_is_the_fitted_nodes_margin_and_ranks_right_labels_first(self, data):
+        graph, family = data
+        labels = one_seed_per_family(family, range(20))
+        lp = LabelPropagation(confidence="margin").fit(graph, labels)
+        free = labels < 0
+        np.testing.assert_allclose(lp.confidence_[free], margin_confidence(lp.scores_)[free])
+        confident = lp.confidence_[free] >= np.median(lp.confidence_[free])
+        right = (lp.labels_ == family)[free]
+        assert right[confident].mean() >= right[~confident].mean()
+        assert lp.get_params()["confidence"] == "margin"
 
     def test_abstains_on_families_without_seeds(self, data):
         graph, family = data
@@ -92,7 +116,8 @@ class TestLabelPropagation:
     @pytest.mark.parametrize(
         "options",
         [{"alpha": 1.0}, {"abstain": -1.0}, {"min_confidence": 2.0}, {"self_train": -0.1}, {"self_train": 1.5},
-         {"self_weight": 0.0}, {"self_weight": 2.0}, {"self_rounds": 0}, {"self_rounds": 1.5}, {"self_rounds": True}, {"self_select": "best"}],
+         {"self_weight": 0.0}, {"self_weight": 2.0}, {"self_rounds": 0}, {"self_rounds": 1.5}, {"self_rounds": True}, {"self_select": "best"},
+         {"confidence": "softmax"}],
     )
     def test_bad_parameters_are_refused(self, options):
         with pytest.raises(CopyseekError, match=list(options)[0]):

@@ -181,6 +181,16 @@ def test_label_command(tmp_path, photos, tiny_options, capsys):
         rows = {r["reference_id"]: r for r in csv.DictReader(handle)}
     assert rows[ids[5]]["label"] == "case-b" and rows[ids[5]]["seed"] == "1"
     assert all(r["label"] in {"case-a", "case-b"} for r in rows.values())
+    confidences = {}
+    for measure in ("margin", "entropy"):  # without self-training the measure changes the confidences, not the labels
+        assert main(base + ["--abstain", "0", "--self-train", "0", "--confidence", measure]) == 0
+        with open(out) as handle:
+            confidences[measure] = {r["reference_id"]: (r["label"], r["confidence"]) for r in csv.DictReader(handle)}
+    assert {i: c[0] for i, c in confidences["margin"].items()} == {i: c[0] for i, c in confidences["entropy"].items()}
+    assert confidences["margin"] != confidences["entropy"]
+    with pytest.raises(SystemExit):
+        main(base + ["--confidence", "softmax"])
+    capsys.readouterr()
     for option, value in (("--self-train", "1.5"), ("--self-weight", "0"), ("--self-rounds", "0")):
         assert main(base + ["--k", "4", option, value]) == 2  # refused before the k = 4 graph is built
         assert option[2:].replace("-", "_") in capsys.readouterr().err

@@ -40,6 +40,10 @@ def add_label_parser(sub) -> None:
                    "other), mutual or sum")
     p.add_argument("--gamma", type=float, default=1.0, help="edge weight = cosine ** gamma (default 1)")
     p.add_argument("--abstain", type=float, default=0.01, help="least propagated mass for a label (default 0.01)")
+    p.add_argument("--confidence", choices=["margin", "entropy"], default="margin",
+                   help="how sure a label is: margin (default), the best label's lead over the runner-up as a share "
+                   "of the propagated mass, or entropy, 1 - H / log c (the paper's); margin ranks right labels "
+                   "first far better with many labels (BENCHMARKS.md, issue 14, session 25)")
     p.add_argument("--min-confidence", type=float, default=0.0, help="least confidence for a label (default 0)")
     p.add_argument("--no-balance", action="store_true", help="do not divide each label's scores by its number of seeds")
     # self-training F 0.05 of each label's references, W 1, one round: chosen on the dev families over 5 label
@@ -86,7 +90,7 @@ def run_label(args: argparse.Namespace) -> int:
     lp = LabelPropagation(  # its options are checked before the graph is built
         alpha=args.alpha, balance=not args.no_balance, abstain=args.abstain, min_confidence=args.min_confidence,
         self_train=args.self_train, self_weight=args.self_weight, self_rounds=args.self_rounds,
-        self_select=args.self_select,
+        self_select=args.self_select, confidence=args.confidence,
     )
     with Index.open(args.index) as index:
         nodes = index_graph(index, GraphParams(k=args.k, gamma=args.gamma, symmetrize=args.symmetrize))
