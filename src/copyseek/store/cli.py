@@ -40,7 +40,7 @@ def add_label_parser(sub) -> None:
                    "other), mutual or sum")
     p.add_argument("--gamma", type=float, default=1.0, help="edge weight = cosine ** gamma (default 1)")
     p.add_argument("--abstain", type=float, default=0.01, help="least propagated mass for a label (default 0.01)")
-    p.add_argument("--confidence", choices=["margin", "entropy"], default="margin",
+    p.add_argument("--confidence", choices=["margin", "entropy"], default="margin",  # graph.propagation.CONFIDENCES
                    help="how sure a label is: margin (default), the best label's lead over the runner-up as a share "
                    "of the propagated mass, or entropy, 1 - H / log c (the paper's); margin ranks right labels "
                    "first far better with many labels (BENCHMARKS.md, issue 14, session 25)")
