@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from copyseek.errors import CopyseekError
 from copyseek.graph.diffusion import (
     SOLVERS,
+    AggregatedHybridSolver,
     ConvergenceWarning,
     Components,
+    Deflation,
     Diffusion,
     Solver,
     component_eigenpairs,
     component_labels,
+    aggregate_basis,
+    aggregates,
     conjugate_gradient,
     hop_neighbourhood,
     make_solver,
@@ -57,6 +62,37 @@ class TestConjugateGradient:
         assert larger < own
         assert np.linalg.norm(a @ x - b) <= 1e-6 * 1e3 * np.linalg.norm(b)
 
+    def test_a_coarse_space_that_spans_everything_leaves_nothing_to_iterate(self):
+        rng = np.random.default_rng(1)
+        m = rng.standard_normal((15, 15))
+        a = sp.csr_matrix(m @ m.T + 15 * np.eye(15))
+        b = rng.standard_normal((15, 2))
+        x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, deflation=Deflation(a, sp.identity(15, format="csr")))
+        np.testing.assert_allclose(x, np.linalg.solve(a.toarray(), b), atol=1e-9)
+        assert iterations == 0
+
+    def test_deflated_cg_solves_with_a_partial_coarse_space(self):
+        rng = np.random.default_rng(2)
+        m = rng.standard_normal((30, 30))
+        a = sp.csr_matrix(m @ m.T + np.diag(np.linspace(0.01, 30, 30)))
+        basis = sp.csr_matrix((np.ones(30), (np.arange(30), np.arange(30) // 5)), shape=(30, 6))
+        b = rng.standard_normal((30, 3))
+        x, _ = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, max_iter=300, deflation=Deflation(a, basis))
+        np.testing.assert_allclose(x, np.linalg.solve(a.toarray(), b), rtol=1e-6, atol=1e-8)
+
+    def test_a_finished_column_stops_moving(self):
+        # the second column is solved exactly by the coarse space, the first is not: CG iterates for
+        # the first and must leave the second as it is (its residual is rounding noise)
+        a = sp.csr_matrix(np.diag([1.0, 2.0, 3.0, 4.0]) + 0.1)
+        basis = sp.csr_matrix(np.array([[0.0], [0.0], [0.6], [0.8]]))
+        deflation = Deflation(a, basis)
+        second = a @ np.array([0.0, 0.0, 0.6, 0.8])
+        b = np.column_stack([[1.0, -1.0, 0.5, 0.0], second])
+        x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=50, deflation=deflation)
+        assert iterations > 0
+        np.testing.assert_allclose(x[:, 1], [0.0, 0.0, 0.6, 0.8], atol=1e-12)
+        np.testing.assert_allclose(a @ x[:, 0], b[:, 0], atol=1e-10)
+
     def test_warns_when_it_stops_at_max_iter(self):
         a = np.diag(np.linspace(1, 1000, 50))
         with pytest.warns(ConvergenceWarning, match="max_iter=2"):
@@ -64,7 +100,11 @@ class TestConjugateGradient:
 
 
 class TestSolvers:
-    @pytest.mark.parametrize("name, options", [("temporal", {"tol": 1e-8}), ("hybrid", {"rank": 10, "tol": 1e-8})])
+    @pytest.mark.parametrize(
+        "name, options",
+        [("temporal", {"tol": 1e-8}), ("hybrid", {"rank": 10, "tol": 1e-8}), ("hybrid-agg", {"tol": 1e-8}),
+         ("hybrid-agg", {"tol": 1e-8, "strength": 0.0}), ("hybrid-agg", {"tol": 1e-8, "strength": 1.0})],
+    )
     def test_cg_solvers_match_the_exact_solution(self, graph, name, options):
         y = seeds(graph)
         f = Diffusion(0.99, name, **options).fit(graph).rank(y)
@@ -98,6 +138,29 @@ class TestSolvers:
         relative = Diffusion(0.99, "temporal", tol=1e-3).fit(graph)
         relative.rank(y - u @ (u.T @ y))
         assert hybrid.iterations_ < relative.iterations_
+
+    def test_aggregated_hybrid_needs_fewer_iterations_than_temporal(self):
+        # one family a cluster, weakly linked to the others: one eigenvalue near 1 each, as on copies
+        x, _ = families(n_families=40, size=10, noise=0.8)
+        clustered = knn_graph(x, k=10)
+        y = seeds(clustered)
+        temporal = Diffusion(0.99, "temporal", tol=1e-6).fit(clustered)
+        temporal.rank(y)  # 62 iterations
+        aggregated = Diffusion(0.99, "hybrid-agg", tol=1e-6).fit(clustered)
+        aggregated.rank(y)  # 23
+        assert aggregated.iterations_ < temporal.iterations_ / 2
+
+    def test_aggregated_hybrid_fits_from_s_alone_too(self, graph):
+        y = seeds(graph)
+        solver = AggregatedHybridSolver(tol=1e-8).fit(graph.normalized(), 0.99)
+        np.testing.assert_allclose(solver.rank(y), exact(graph, y), rtol=1e-5, atol=1e-6 * np.abs(exact(graph, y)).max())
+
+    def test_aggregated_memory_is_sparse(self, graph):
+        d = Diffusion(0.99, "hybrid-agg").fit(graph)
+        m = d.solver_.aggregates_.max() + 1
+        assert 0 < d.solver_.nbytes() < graph.n_nodes * m * 4  # far less than m dense columns
+        with pytest.raises(CopyseekError, match="strength"):
+            make_solver("hybrid-agg", strength=1.5)
 
     def test_memory_is_the_eigenvectors(self, graph):
         d = Diffusion(0.99, "spectral", rank=8).fit(graph)
@@ -251,3 +314,37 @@ class TestDiffusion:
             assert isinstance(make_solver("identity"), Identity)
         finally:
             del SOLVERS["identity"]
+
+
+class TestAggregates:
+    def test_aggregates_never_join_unlinked_nodes(self):
+        # two triangles joined by one weak edge, and an isolated node
+        w = np.zeros((7, 7))
+        for i, j, weight in [(0, 1, 1.0), (1, 2, 1.0), (0, 2, 0.9), (3, 4, 1.0), (4, 5, 1.0), (3, 5, 0.9), (2, 3, 0.05)]:
+            w[i, j] = w[j, i] = weight
+        labels = aggregates(sp.csr_matrix(w), 0.25)
+        assert labels[6] == -1
+        assert labels[0] == labels[1] == labels[2] != labels[3] == labels[4] == labels[5]
+
+    def test_strength_one_keeps_only_the_strongest_links(self, graph):
+        loose = aggregates(graph.affinity(), 0.0)
+        tight = aggregates(graph.affinity(), 1.0)
+        linked = np.asarray(graph.affinity().sum(axis=1)).ravel() > 0
+        assert (loose[linked] >= 0).all() and (tight[linked] >= 0).all()
+        assert tight.max() >= loose.max()  # stricter links: more, smaller aggregates
+
+    def test_every_aggregate_is_connected(self, graph):
+        from scipy.sparse.csgraph import connected_components
+
+        a = graph.affinity()
+        labels = aggregates(a, 0.25)
+        for label in range(labels.max() + 1):
+            members = np.flatnonzero(labels == label)
+            assert connected_components(a[members][:, members], directed=False)[0] == 1
+
+    def test_basis_columns_are_unit_and_disjoint(self):
+        labels = np.array([0, 0, 1, -1, 1, 2])
+        basis = aggregate_basis(labels, np.array([1.0, 4.0, 2.0, 0.0, 2.0, 9.0])).toarray()
+        np.testing.assert_allclose(np.linalg.norm(basis, axis=0), 1.0)
+        assert (np.count_nonzero(basis, axis=1) == [1, 1, 1, 0, 1, 1]).all()
+        np.testing.assert_allclose(basis[:2, 0], np.array([1.0, 2.0]) / np.sqrt(5.0))  # D^1/2 shape

@@ -1,4 +1,4 @@
-"""Manifold ranking by diffusion on a kNN graph: f = (I - alpha S)^-1 y, solved three ways
+"""Manifold ranking by diffusion on a kNN graph: f = (I - alpha S)^-1 y, solved four ways
 (Iscen et al., "Hybrid Diffusion: Spectral-Temporal Graph Filtering for Manifold Ranking", 2018).
 
     diffusion = Diffusion(alpha=0.99, solver="hybrid", rank=64).fit(graph)
@@ -17,8 +17,12 @@ Solvers (registered in SOLVERS, all `fit(S, alpha)` then `rank(y) -> f`):
   This equals the paper's (I - alpha S)^-1 = U h(Lambda) U^T + (I - alpha S_r)^-1 - U U^T with
   S_r = S - U Lambda U^T (our reading of the paper's spectral/temporal split; its code was not
   available to us), solved in the deflated form.
+- hybrid-agg (ours): the spectral part on a sparse basis instead of eigenvectors, one vector per
+  aggregate of closely linked nodes (n nonzeros in all), solved exactly as one small sparse system,
+  plus deflated CG on the rest (`AggregatedHybridSolver`). It needs the graph's edge weights, so
+  Diffusion fits solvers through `fit_graph(graph, alpha)` (by default `fit(S, alpha)`).
 
-`components=True` (every solver): (I - alpha S)^-1 is block diagonal over the graph's connected
+`components=True` (temporal, spectral, hybrid): (I - alpha S)^-1 is block diagonal over the graph's connected
 components, so each query is solved exactly on the components its seeds touch, and the eigenpairs are
 computed per component (each eigenvector lives on one component; the r largest over all are kept).
 Copy-detection graphs are many small components (one per photo's versions) beside a few large ones:
@@ -50,29 +54,46 @@ class ConvergenceWarning(UserWarning):
 
 
 def conjugate_gradient(
-    matvec: LinearOperator, b: np.ndarray, tol: float = 1e-6, max_iter: int = 200, scale: np.ndarray | None = None
+    matvec: LinearOperator,
+    b: np.ndarray,
+    tol: float = 1e-6,
+    max_iter: int = 200,
+    scale: np.ndarray | None = None,
+    deflation: "Deflation | None" = None,
 ) -> tuple[np.ndarray, int]:
     """Solve A x = b for a symmetric positive definite A given as `matvec`, every column of (n, m) `b`
-    at once (each with its own step sizes). Stops when every column's residual is below tol * |b|, or
-    below tol * scale with `scale` (m,) given: the norms of a larger system's right-hand sides when b
-    is only the part of them that CG still has to solve (hybrid's deflated seeds).
+    at once (each with its own step sizes; a column that has reached its tolerance stops moving). Stops
+    when every column's residual is below tol * |b|, or below tol * scale with `scale` (m,) given: the
+    norms of a larger system's right-hand sides when b is only the part of them that CG still has to
+    solve (hybrid's deflated seeds). With a `deflation` (a coarse space Z of the same A), CG starts from
+    the coarse solution and searches A-orthogonally to Z (deflated CG, Saad et al. 2000), so the slow
+    directions Z spans cost no iterations.
     Returns (x (n, m), iterations); warns with ConvergenceWarning at max_iter."""
-    x = np.zeros_like(b)
-    r = b.copy()
-    p = r.copy()
+    if deflation is None:
+        x, r = np.zeros_like(b), b.copy()
+        p = r.copy()
+    else:
+        x = deflation.coarse(b)
+        r = b - matvec(x)
+        p = r - deflation.correction(r)
     rr = np.einsum("ij,ij->j", r, r)
     norms2 = np.einsum("ij,ij->j", b, b) if scale is None else np.asarray(scale, np.float64) ** 2
     target = (tol**2) * np.maximum(norms2, 1e-300)
     for iteration in range(1, max_iter + 1):
-        if (rr <= target).all():
+        active = rr > target
+        if not active.any():
             return x, iteration - 1
         ap = matvec(p)
         pap = np.einsum("ij,ij->j", p, ap)
-        step = np.divide(rr, pap, out=np.zeros_like(rr), where=pap > 0)
+        # a finished column's residual may be rounding noise (the coarse solution can be exact), whose
+        # tiny p.Ap would make a huge step
+        step = np.divide(rr, pap, out=np.zeros_like(rr), where=(pap > 0) & active)
         x += step * p
         r -= step * ap
         rr_new = np.einsum("ij,ij->j", r, r)
         p = r + np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0) * p
+        if deflation is not None:
+            p -= deflation.correction(r)
         rr = rr_new
     if not (rr <= target).all():
         warnings.warn(f"conjugate gradient stopped at max_iter={max_iter} before tol={tol:g}", ConvergenceWarning, stacklevel=3)
@@ -89,6 +110,11 @@ class Solver(ABC):
     @abstractmethod
     def fit(self, s: sp.csr_matrix, alpha: float) -> "Solver":
         """Offline work on the (n, n) matrix S; returns self."""
+
+    def fit_graph(self, graph: KnnGraph, alpha: float) -> "Solver":
+        """What Diffusion.fit calls: `fit` on the graph's S. A solver that also needs the graph's edge
+        weights (its affinity A) overrides this."""
+        return self.fit(graph.normalized("sym"), alpha)
 
     @abstractmethod
     def rank(self, y: np.ndarray) -> np.ndarray:
@@ -137,6 +163,82 @@ def hop_neighbourhood(s: sp.csr_matrix, seeds: np.ndarray, size: int) -> np.ndar
         count += len(fresh)
         frontier = fresh
     return np.flatnonzero(chosen)
+
+
+class Deflation:
+    """A coarse space for deflated CG on A = I - alpha S: a sparse basis Z (n, m), (A Z)^T and the
+    factorised m x m Galerkin matrix E = Z^T A Z (scipy's SuperLU, with the minimum-degree ordering of
+    E + E^T, which keeps the factors ~5x sparser than the default on these graphs).
+
+    coarse(b) = Z E^-1 Z^T b is the best solution within span(Z) (in A's norm); correction(r) =
+    Z E^-1 (A Z)^T r is what CG's search direction loses to stay A-orthogonal to Z."""
+
+    def __init__(self, a: sp.csr_matrix, basis: sp.csr_matrix):
+        from scipy.sparse.linalg import splu
+
+        self.basis = sp.csr_matrix(basis)
+        a_basis = sp.csr_matrix(a @ self.basis)
+        self.a_basis_t = sp.csr_matrix(a_basis.T)
+        galerkin = sp.csc_matrix(self.basis.T @ a_basis)
+        self.lu = splu(galerkin, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+
+    def coarse(self, b: np.ndarray) -> np.ndarray:
+        return self.basis @ self.lu.solve(np.asarray(self.basis.T @ b))
+
+    def correction(self, r: np.ndarray) -> np.ndarray:
+        return self.basis @ self.lu.solve(np.asarray(self.a_basis_t @ r))
+
+    def nbytes(self) -> int:
+        arrays = [self.lu.perm_r, self.lu.perm_c]
+        for m in (self.basis, self.a_basis_t, self.lu.L, self.lu.U):
+            arrays += [m.data, m.indices, m.indptr]
+        return int(sum(a.nbytes for a in arrays))
+
+
+def aggregates(affinity: sp.csr_matrix, strength: float) -> np.ndarray:
+    """(n,) aggregate of every node of the symmetric (n, n) `affinity` (-1 for an isolated node), by
+    the greedy aggregation of algebraic multigrid (Vanek, Mandel and Brezina 1996): an edge i-j is
+    strong for i when its weight is >= `strength` x i's strongest; taking nodes by decreasing degree,
+    a node whose strong neighbours are all still free forms an aggregate with them; a node left over
+    joins the aggregate it is most strongly linked to (in the same order), and what is still free
+    becomes an aggregate of its own. Aggregates are
+    small sets of closely linked nodes (about 7 on a copy-detection graph with k = 10)."""
+    w = sp.csr_matrix(affinity)
+    n = w.shape[0]
+    row_of = np.repeat(np.arange(n), np.diff(w.indptr))
+    strongest = np.zeros(n)
+    np.maximum.at(strongest, row_of, w.data)
+    strong = w.data >= strength * strongest[row_of]
+    degrees = np.bincount(row_of, weights=w.data, minlength=n)
+    labels = np.full(n, -1)
+    order = np.argsort(-degrees, kind="stable")
+    linked = order[degrees[order] > 0]
+    count = 0
+    for i in linked:
+        edges = slice(w.indptr[i], w.indptr[i + 1])
+        group = w.indices[edges][strong[edges]]
+        if labels[i] < 0 and (labels[group] < 0).all():
+            labels[i] = labels[group] = count
+            count += 1
+    for i in linked:
+        edges = slice(w.indptr[i], w.indptr[i + 1])
+        neighbours, weights = w.indices[edges], w.data[edges]
+        taken = labels[neighbours] >= 0
+        if labels[i] < 0 and taken.any():
+            labels[i] = labels[neighbours[taken][np.argmax(weights[taken])]]
+    left = linked[labels[linked] < 0]
+    labels[left] = count + np.arange(len(left))
+    return labels
+
+
+def aggregate_basis(labels: np.ndarray, degrees: np.ndarray) -> sp.csr_matrix:
+    """(n, m) basis with one column per aggregate: D^1/2 restricted to the aggregate, unit norm. On a
+    connected component D^1/2 1 is S's eigenvector of eigenvalue 1, so these columns span the slow,
+    nearly constant modes of each cluster of the graph. Rows of nodes without an aggregate are empty."""
+    rows = np.flatnonzero(labels >= 0)
+    weights = np.sqrt(np.maximum(degrees[rows], 0))
+    norms = np.sqrt(np.bincount(labels[rows], weights=weights**2))
+    return sp.csr_matrix((weights / norms[labels[rows]], (rows, labels[rows])), shape=(len(labels), len(norms)))
 
 
 def component_labels(s: sp.csr_matrix) -> np.ndarray:
@@ -417,6 +519,59 @@ class HybridSolver(Solver):
         return spectral
 
 
+@dataclass(frozen=True)
+class AggregatedParams:
+    """strength: an edge is strong for a node at >= strength x its strongest (`aggregates`); tol,
+    max_iter: the deflated CG's."""
+
+    strength: float = 0.25
+    tol: float = 1e-4
+    max_iter: int = 500
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0:
+            raise CopyseekError(f"aggregation strength must be in [0, 1], got {self.strength}")
+        CGParams(self.tol, self.max_iter)
+
+
+class AggregatedHybridSolver(Solver):
+    """Hybrid diffusion whose spectral part is a sparse coarse space instead of eigenvectors (ours): the
+    graph's nodes are grouped into small aggregates, f's restriction to their span is solved exactly
+    (one sparse m x m system, m ~ n / 7), and deflated CG solves the rest. With Z = U (eigenvectors) it
+    is exactly `hybrid`: E = I - alpha Lambda is the spectral filter and the correction vanishes.
+
+    On a copy-detection graph the eigenvalues near 1 are one per tight cluster of versions (hundreds),
+    so `hybrid` needs as many dense eigenvectors (n x r floats) before its CG speeds up; aggregates span
+    those slow modes with n nonzeros in all. Measured in BENCHMARKS.md (issue 14, session 26)."""
+
+    name = "hybrid-agg"
+
+    def __init__(self, **options: Any):
+        self.params = from_options(AggregatedParams, options, "aggregated hybrid solver")
+
+    def fit(self, s: sp.csr_matrix, alpha: float, affinity: sp.csr_matrix | None = None) -> "AggregatedHybridSolver":
+        """`affinity`: the graph's A, whose edge weights and degrees make the better aggregates
+        (`fit_graph` passes it); without it S's own entries are used."""
+        self.s_, self.alpha_ = sp.csr_matrix(s), alpha
+        weights = self.s_ if affinity is None else sp.csr_matrix(affinity)
+        self.aggregates_ = aggregates(weights, self.params.strength)
+        basis = aggregate_basis(self.aggregates_, np.asarray(weights.sum(axis=1)).ravel())
+        self.deflation_ = Deflation(sp.identity(self.s_.shape[0], format="csr") - alpha * self.s_, basis)
+        return self
+
+    def fit_graph(self, graph: KnnGraph, alpha: float) -> "AggregatedHybridSolver":
+        return self.fit(graph.normalized("sym"), alpha, graph.affinity())
+
+    def rank(self, y: np.ndarray) -> np.ndarray:
+        f, self.iterations_ = conjugate_gradient(
+            lambda v: v - self.alpha_ * (self.s_ @ v), y, self.params.tol, self.params.max_iter, deflation=self.deflation_
+        )
+        return f
+
+    def nbytes(self) -> int:
+        return self.deflation_.nbytes()
+
+
 def keep_rank(solver: Solver, rank: int) -> Any:
     """`solver` (spectral or hybrid, fitted) copied with its first `rank` eigenpairs."""
     import copy
@@ -436,6 +591,7 @@ SOLVERS: dict[str, Callable[..., Solver]] = {
     "temporal": TemporalSolver,
     "spectral": SpectralSolver,
     "hybrid": HybridSolver,
+    "hybrid-agg": AggregatedHybridSolver,
 }
 """Solver name -> constructor taking the solver's own parameters as keywords."""
 
@@ -470,7 +626,7 @@ class Diffusion:
     def fit(self, graph: KnnGraph) -> "Diffusion":
         self.graph_ = graph
         self.solver_ = self.solver if isinstance(self.solver, Solver) else make_solver(self.solver, **self.options)
-        self.solver_.fit(graph.normalized("sym"), self.alpha)
+        self.solver_.fit_graph(graph, self.alpha)
         return self
 
     @classmethod
