@@ -5,6 +5,7 @@ import pytest
 
 from copyseek.errors import CopyseekError
 from copyseek.graph.knn import GraphParams, KnnGraph, knn_graph
+from copyseek.graph import propagation
 from copyseek.graph.propagation import LabelPropagation, entropy_confidence, margin_confidence
 from tests.graph.families import families
 
@@ -150,6 +151,47 @@ def chain_and_clique(length: int = 10, clique: int = 10, weak: float = 0.3):
     return graph_of(edges, n), np.array([0] * (length + 1) + [1] * clique), labels
 
 
+class TestComponentsAndBlocks:
+    """Propagation is solved per connected component, for the classes seeded there, CLASS_BLOCK
+    classes at a time: the same scores as one dense solve over the whole graph."""
+
+    @staticmethod
+    def dense_scores(graph, labels, alpha):
+        classes = np.unique(labels[labels >= 0])
+        y = np.zeros((graph.n_nodes, len(classes)))
+        y[labels >= 0, np.searchsorted(classes, labels[labels >= 0])] = 1.0
+        s = graph.normalized("sym").toarray()
+        return (1 - alpha) * np.linalg.solve(np.eye(graph.n_nodes) - alpha * s, y) / y.sum(axis=0)
+
+    def test_scores_equal_one_dense_solve_in_blocks_of_any_size(self, monkeypatch):
+        x, family = families(n_families=12, size=8, noise=0.8, seed=3)  # several components
+        graph = knn_graph(x, k=5, symmetrize="mutual")
+        from scipy.sparse.csgraph import connected_components
+
+        assert connected_components(graph.normalized(), directed=False)[0] > 2
+        labels = np.full(len(family), -1)
+        labels[::7] = family[::7]  # some classes seeded in several places
+        expected = self.dense_scores(graph, labels, 0.9)
+        for block in (1, 3, 256):
+            monkeypatch.setattr(propagation, "CLASS_BLOCK", block)
+            lp = LabelPropagation(alpha=0.9, tol=1e-10).fit(graph, labels)
+            np.testing.assert_allclose(lp.scores_, expected, rtol=1e-5, atol=1e-8)
+
+    def test_a_component_without_seeds_of_a_class_gets_none_of_it(self):
+        x, family = families(n_families=6, size=8, noise=0.3, seed=4)
+        graph = knn_graph(x, k=4, symmetrize="mutual")
+        from scipy.sparse.csgraph import connected_components
+
+        component = connected_components(graph.normalized(), directed=False)[1]
+        assert (component != component[0]).sum() > 10
+        labels = np.full(len(family), -1)
+        labels[0] = 7
+        lp = LabelPropagation(alpha=0.99).fit(graph, labels)
+        assert (lp.scores_[component != component[0]] == 0).all()
+        assert (lp.labels_[component != component[0]] == -1).all()
+        assert (lp.scores_[component == component[0]] > 0).all()
+
+
 class TestSelfTraining:
     def test_confident_pseudo_seeds_carry_a_label_further_along_a_chain(self):
         graph, truth, labels = chain_and_clique()
@@ -184,8 +226,8 @@ class TestSelfTraining:
         y[pseudo, first.scores_[pseudo].argmax(axis=1)] = 0.5
         s = graph.normalized("sym").toarray()
         z = 0.1 * np.linalg.solve(np.eye(len(family)) - 0.9 * s, y) / y.sum(axis=0)
-        np.testing.assert_allclose(lp.scores_, z, atol=1e-9)
-        np.testing.assert_allclose(lp.mass_, z.max(axis=1), atol=1e-9)
+        np.testing.assert_allclose(lp.scores_, z, rtol=1e-6, atol=1e-9)  # scores are kept in float32
+        np.testing.assert_allclose(lp.mass_, z.max(axis=1), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(lp.confidence_[labels < 0], entropy_confidence(z)[labels < 0], atol=1e-6)
 
     def test_abstention_and_min_confidence_still_apply(self, data):

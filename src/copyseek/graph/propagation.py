@@ -30,13 +30,20 @@ at 1, 2 and 5 labels per family; "global" at its best (F 0.5, W 0.5) +0.004, +0.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from copyseek.errors import CopyseekError
-from copyseek.graph.diffusion import conjugate_gradient
+from copyseek.graph.diffusion import Components, component_labels, conjugate_gradient
 from copyseek.graph.knn import KnnGraph
+
+CLASS_BLOCK = 256
+"""Classes propagated together in one conjugate-gradient call: CG's working arrays are (component
+nodes, <= 256), whatever the number of classes."""
+CONFIDENCE_ROWS = 8192
+"""Rows whose confidence is computed at once (the measures make float64 copies of their rows)."""
 
 
 def entropy_confidence(z: np.ndarray) -> np.ndarray:
@@ -70,6 +77,15 @@ def margin_confidence(z: np.ndarray) -> np.ndarray:
 CONFIDENCES = {"entropy": entropy_confidence, "margin": margin_confidence}
 
 
+def shifted_product(s, alpha: float, v: np.ndarray) -> np.ndarray:
+    """(I - alpha S) v with one temporary: on a large component with hundreds of labels the (nodes,
+    labels) arrays are what a propagation's time goes to."""
+    out = s @ v
+    out *= -alpha
+    out += v
+    return out
+
+
 class LabelPropagation:
     """Transductive label propagation (scikit-learn shape).
 
@@ -91,7 +107,7 @@ class LabelPropagation:
     self_select:    "global": the most confident fraction of all unlabelled nodes; "class": of each
                     class's unlabelled nodes (by their best class).
     tol, max_iter:  conjugate gradient's.
-    Fitted: classes_ (c,) the distinct labels, scores_ (n, c) the last propagation's (balanced) scores,
+    Fitted: classes_ (c,) the distinct labels, scores_ (n, c) float32 the last propagation's (balanced) scores,
     labels_ (n,), confidence_ (n,), mass_ (n,) from scores_, pseudo_seeds_ (n,) bool, the last round's
     pseudo-seeds (all False without self-training), iterations_ CG iterations of all propagations.
     """
@@ -146,38 +162,66 @@ class LabelPropagation:
         if not seeded.any():
             raise CopyseekError("label propagation needs at least one labelled node")
         self.classes_, seed_class = np.unique(labels[seeded], return_inverse=True)
-        seeds = np.zeros((graph.n_nodes, len(self.classes_)))
-        seeds[np.flatnonzero(seeded), seed_class] = 1.0
+        seed_rows = np.flatnonzero(seeded)
         s = graph.normalized("sym")
+        components = Components(component_labels(s))
         self.iterations_ = 0
         self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
-        self._propagate(s, seeds)
+        self._propagate(s, components, seed_rows, seed_class, np.ones(len(seed_rows)))
         for _ in range(self.self_rounds if self.self_train > 0 else 0):
             top = self._pseudo_seeds(seeded)
-            y = seeds.copy()
-            y[top, self.scores_[top].argmax(axis=1)] = self.self_weight
             self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
             self.pseudo_seeds_[top] = True
-            self._propagate(s, y)
-        self.labels_ = np.where(self._unsure(), -1, self.classes_[self.scores_.argmax(axis=1)])
+            self._propagate(
+                s, components, np.concatenate([seed_rows, top]), np.concatenate([seed_class, self._best[top]]),
+                np.concatenate([np.ones(len(seed_rows)), np.full(len(top), self.self_weight)]),
+            )
+        self.labels_ = np.where(self._unsure(), -1, self.classes_[self._best])
         self.labels_[seeded] = labels[seeded]  # a user's label is kept as given
         self.confidence_[seeded] = 1.0
         return self
 
-    def _propagate(self, s, y: np.ndarray) -> None:
-        """scores_, mass_, confidence_ of one propagation from the (n, c) seed weights y."""
-        z, iterations = conjugate_gradient(lambda x: x - self.alpha * (s @ x), y, self.tol, self.max_iter)
+    def _propagate(self, s, components: Components, rows: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
+        """scores_, mass_, confidence_ of one propagation from seeds of weight `weights` at `rows` for
+        class indices `classes`. (I - alpha S)^-1 is block diagonal over the graph's connected
+        components, so each component is solved alone and only for the classes seeded in it, at most
+        CLASS_BLOCK at a time: memory is the (n, c) float32 scores plus CG's (component, <= 256)
+        arrays, never a dense (n, c) seed matrix (at 100k images and 2,381 labels, 15 GB before)."""
+        n, c = s.shape[0], len(self.classes_)
+        z = np.zeros((n, c), np.float32)
+        seed_component = components.labels[rows]
+        iterations = 0
+        for label in np.unique(seed_component):
+            nodes = components.members(label)  # sorted rows
+            here = seed_component == label
+            local, seed_classes, seed_weights = np.searchsorted(nodes, rows[here]), classes[here], weights[here]
+            sub = s[nodes][:, nodes]
+            present = np.unique(seed_classes)
+            for start in range(0, len(present), CLASS_BLOCK):
+                block = present[start : start + CLASS_BLOCK]
+                pick = np.isin(seed_classes, block)
+                y = np.zeros((len(nodes), len(block)))
+                np.add.at(y, (local[pick], np.searchsorted(block, seed_classes[pick])), seed_weights[pick])
+                x, its = conjugate_gradient(partial(shifted_product, sub, self.alpha), y, self.tol, self.max_iter)
+                iterations = max(iterations, its)
+                z[np.ix_(nodes, block)] = x
         self.iterations_ += iterations
-        z = np.maximum(z * (1.0 - self.alpha), 0)  # tiny negative values are CG's rounding
+        z *= 1.0 - self.alpha
+        np.maximum(z, 0, out=z)  # tiny negative values are CG's rounding
         if self.balance:
-            z /= y.sum(axis=0)[None, :]  # each class's seed weight: its number of seeds without pseudo-seeds
-        self.scores_, self.mass_, self.confidence_ = z, z.max(axis=1), CONFIDENCES[self.confidence](z)
+            # each class's seed weight: its number of seeds without pseudo-seeds
+            z /= np.bincount(classes, weights=weights, minlength=c).astype(np.float32)[None, :]
+        measure = CONFIDENCES[self.confidence]
+        self.scores_, self.mass_, self._best = z, z.max(axis=1), z.argmax(axis=1)
+        self.confidence_ = np.concatenate(
+            [measure(z[start : start + CONFIDENCE_ROWS]) for start in range(0, n, CONFIDENCE_ROWS)]
+        )
 
     def _pseudo_seeds(self, seeded: np.ndarray) -> np.ndarray:
         """Rows of this round's pseudo-seeds: the most confident unlabelled nodes that would get a label,
         floor(self_train x unlabelled) of them, or with "class" the rounded fraction of each class's."""
         candidates = np.flatnonzero(~seeded & ~self._unsure())
-        best = self.scores_[candidates].argmax(axis=1)
+        best = self._best[candidates]
         order = np.lexsort((-self.confidence_[candidates], best if self.self_select == "class" else np.zeros_like(best)))
         if self.self_select == "global":
             return candidates[order[: int(self.self_train * (~seeded).sum())]]
