@@ -42,21 +42,59 @@ from copyseek.graph.knn import KnnGraph
 CLASS_BLOCK = 256
 """Classes propagated together in one conjugate-gradient call: CG's working arrays are (component
 nodes, <= 256), whatever the number of classes."""
-CONFIDENCE_ROWS = 8192
-"""Rows whose confidence is computed at once (the measures make float64 copies of their rows)."""
+class ScoreSummary:
+    """What a node's label and confidence need from its (c,) non-negative scores, gathered block of
+    classes by block: the best class (the first on ties, as argmax), its score, the runner-up's score,
+    the total and sum z log z. Label propagation never needs its (n, c) scores whole.
+
+        summary = ScoreSummary(n); summary.add(rows, classes, z_block)   # z_block: (rows, classes)
+        summary.margin(), summary.entropy(c)"""
+
+    def __init__(self, n: int):
+        self.best = np.zeros(n, np.int64)
+        self.top1, self.top2, self.total, self.zlogz = (np.zeros(n) for _ in range(4))
+
+    @classmethod
+    def of(cls, z: np.ndarray) -> "ScoreSummary":
+        """The summary of dense (n, c) scores (negative values count as 0)."""
+        z = np.maximum(np.asarray(z, np.float64), 0)
+        summary = cls(len(z))
+        summary.add(np.arange(len(z)), np.arange(z.shape[1]), z)
+        return summary
+
+    def add(self, rows: np.ndarray, classes: np.ndarray, z: np.ndarray) -> None:
+        """Fold in (len(rows), len(classes)) non-negative scores; blocks must come in increasing class
+        order for ties to go to the first class, and a (row, class) pair only once."""
+        if z.shape[1] == 0:
+            return
+        arg = z.argmax(axis=1)
+        first = z[np.arange(len(z)), arg]
+        second = -np.partition(-z, 1, axis=1)[:, 1] if z.shape[1] > 1 else np.zeros(len(z))
+        old = self.top1[rows]
+        self.best[rows] = np.where(first > old, classes[arg], self.best[rows])
+        self.top2[rows] = np.maximum(np.minimum(old, first), np.maximum(self.top2[rows], second))
+        self.top1[rows] = np.maximum(old, first)
+        self.total[rows] += z.sum(axis=1)
+        self.zlogz[rows] += (z * np.log(z, out=np.zeros_like(z), where=z > 0)).sum(axis=1)
+
+    def margin(self) -> np.ndarray:
+        """(n,) (z_1 - z_2) / sum z (`margin_confidence`)."""
+        return np.divide(self.top1 - self.top2, self.total, out=np.zeros_like(self.total), where=self.total > 0)
+
+    def entropy(self, n_classes: int) -> np.ndarray:
+        """(n,) 1 - H(z / sum z) / log c (`entropy_confidence`), from H = log T - (sum z log z) / T."""
+        mass = self.total > 0
+        if n_classes < 2:
+            return mass.astype(np.float64)
+        logs = np.log(self.total, out=np.zeros_like(self.total), where=mass)
+        h = logs - np.divide(self.zlogz, self.total, out=np.zeros_like(self.total), where=mass)
+        return np.where(mass, np.clip(1.0 - h / np.log(n_classes), 0.0, 1.0), 0.0)
 
 
 def entropy_confidence(z: np.ndarray) -> np.ndarray:
     """(n, c) non-negative scores -> (n,) 1 - H(z / sum z) / log c in [0, 1] (1: one class only; a row
     of zeros: 0). With one class, every node that received mass has confidence 1."""
-    z = np.maximum(np.asarray(z, np.float64), 0)
-    total = z.sum(axis=1, keepdims=True)
-    p = np.divide(z, total, out=np.zeros_like(z), where=total > 0)
-    if z.shape[1] < 2:
-        return (total[:, 0] > 0).astype(np.float64)
-    logs = np.log(p, out=np.zeros_like(p), where=p > 0)
-    h = -(p * logs).sum(axis=1)
-    return np.where(total[:, 0] > 0, 1.0 - h / np.log(z.shape[1]), 0.0)
+    return ScoreSummary.of(z).entropy(np.shape(z)[1])
 
 
 def margin_confidence(z: np.ndarray) -> np.ndarray:
@@ -66,15 +104,11 @@ def margin_confidence(z: np.ndarray) -> np.ndarray:
     says little about whether the best class is right; the lead over the runner-up does: on 483 hard
     families, with self-training, the more confident half by margin is 0.985 right at 5 labels, by
     entropy 0.909 (BENCHMARKS.md, issue 14, session 25)."""
-    z = np.maximum(np.asarray(z, np.float64), 0)
-    total = z.sum(axis=1)
-    if z.shape[1] < 2:
-        return (total > 0).astype(np.float64)
-    top = -np.partition(-z, 1, axis=1)[:, :2]
-    return np.divide(top[:, 0] - top[:, 1], total, out=np.zeros_like(total), where=total > 0)
+    return ScoreSummary.of(z).margin()
 
 
-CONFIDENCES = {"entropy": entropy_confidence, "margin": margin_confidence}
+CONFIDENCES = {"entropy": lambda summary, c: summary.entropy(c), "margin": lambda summary, c: summary.margin()}
+"""Confidence measure name -> its value from a ScoreSummary of c classes."""
 
 
 def shifted_product(s, alpha: float, v: np.ndarray) -> np.ndarray:
@@ -106,8 +140,12 @@ class LabelPropagation:
     self_rounds:    rounds of self-training (>= 1; used only when self_train > 0).
     self_select:    "global": the most confident fraction of all unlabelled nodes; "class": of each
                     class's unlabelled nodes (by their best class).
+    keep_scores:    keep the (n, c) float32 scores as scores_ (4 bytes per node and class); False
+                    keeps only what labels and confidences need (a few floats per node): a collection
+                    of a million images with ten thousand labels needs it.
     tol, max_iter:  conjugate gradient's.
-    Fitted: classes_ (c,) the distinct labels, scores_ (n, c) float32 the last propagation's (balanced) scores,
+    Fitted: classes_ (c,) the distinct labels, scores_ (n, c) float32 the last propagation's (balanced) scores
+    (None without keep_scores),
     labels_ (n,), confidence_ (n,), mass_ (n,) from scores_, pseudo_seeds_ (n,) bool, the last round's
     pseudo-seeds (all False without self-training), iterations_ CG iterations of all propagations.
     """
@@ -123,6 +161,7 @@ class LabelPropagation:
         self_rounds: int = 1,
         self_select: str = "global",
         confidence: str = "entropy",
+        keep_scores: bool = True,
         tol: float = 1e-4,
         max_iter: int = 500,
     ):
@@ -143,13 +182,15 @@ class LabelPropagation:
         if confidence not in CONFIDENCES:
             raise CopyseekError(f"confidence must be one of {sorted(CONFIDENCES)}, got {confidence!r}")
         self.alpha, self.balance, self.abstain, self.min_confidence = alpha, balance, abstain, min_confidence
-        self.self_select, self.confidence = self_select, confidence
+        if not isinstance(keep_scores, bool):
+            raise CopyseekError(f"keep_scores must be True or False, got {keep_scores!r}")
+        self.self_select, self.confidence, self.keep_scores = self_select, confidence, keep_scores
         self.self_train, self.self_weight, self.self_rounds = float(self_train), float(self_weight), int(self_rounds)
         self.tol, self.max_iter = tol, max_iter
 
     def get_params(self) -> dict[str, Any]:
         names = ("alpha", "balance", "abstain", "min_confidence", "self_train", "self_weight", "self_rounds", "self_select",
-                 "confidence", "tol", "max_iter")
+                 "confidence", "keep_scores", "tol", "max_iter")
         return {k: getattr(self, k) for k in names}
 
     def fit(self, graph: KnnGraph, labels: np.ndarray) -> "LabelPropagation":
@@ -182,13 +223,17 @@ class LabelPropagation:
         return self
 
     def _propagate(self, s, components: Components, rows: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
-        """scores_, mass_, confidence_ of one propagation from seeds of weight `weights` at `rows` for
-        class indices `classes`. (I - alpha S)^-1 is block diagonal over the graph's connected
-        components, so each component is solved alone and only for the classes seeded in it, at most
-        CLASS_BLOCK at a time: memory is the (n, c) float32 scores plus CG's (component, <= 256)
-        arrays, never a dense (n, c) seed matrix (at 100k images and 2,381 labels, 15 GB before)."""
+        """mass_, confidence_ (and scores_ with keep_scores) of one propagation from seeds of weight
+        `weights` at `rows` for class indices `classes`. (I - alpha S)^-1 is block diagonal over the
+        graph's connected components, so each component is solved alone and only for the classes
+        seeded in it, at most CLASS_BLOCK at a time, each block folded into a ScoreSummary: memory is
+        CG's (component, <= 256) arrays and a few floats per node (plus the (n, c) float32 scores
+        with keep_scores), never a dense (n, c) seed matrix."""
         n, c = s.shape[0], len(self.classes_)
-        z = np.zeros((n, c), np.float32)
+        # a class's scores are divided by its seeds' total weight (its number of seeds without pseudo-seeds)
+        divisor = np.bincount(classes, weights=weights, minlength=c) if self.balance else np.ones(c)
+        summary = ScoreSummary(n)
+        z = np.zeros((n, c), np.float32) if self.keep_scores else None
         seed_component = components.labels[rows]
         iterations = 0
         for label in np.unique(seed_component):
@@ -204,18 +249,14 @@ class LabelPropagation:
                 np.add.at(y, (local[pick], np.searchsorted(block, seed_classes[pick])), seed_weights[pick])
                 x, its = conjugate_gradient(partial(shifted_product, sub, self.alpha), y, self.tol, self.max_iter)
                 iterations = max(iterations, its)
-                z[np.ix_(nodes, block)] = x
+                x *= (1.0 - self.alpha) / divisor[block]
+                np.maximum(x, 0, out=x)  # tiny negative values are CG's rounding
+                summary.add(nodes, block, x)
+                if z is not None:
+                    z[np.ix_(nodes, block)] = x
         self.iterations_ += iterations
-        z *= 1.0 - self.alpha
-        np.maximum(z, 0, out=z)  # tiny negative values are CG's rounding
-        if self.balance:
-            # each class's seed weight: its number of seeds without pseudo-seeds
-            z /= np.bincount(classes, weights=weights, minlength=c).astype(np.float32)[None, :]
-        measure = CONFIDENCES[self.confidence]
-        self.scores_, self.mass_, self._best = z, z.max(axis=1), z.argmax(axis=1)
-        self.confidence_ = np.concatenate(
-            [measure(z[start : start + CONFIDENCE_ROWS]) for start in range(0, n, CONFIDENCE_ROWS)]
-        )
+        self.scores_, self.mass_, self._best = z, summary.top1, summary.best
+        self.confidence_ = CONFIDENCES[self.confidence](summary, c)
 
     def _pseudo_seeds(self, seeded: np.ndarray) -> np.ndarray:
         """Rows of this round's pseudo-seeds: the most confident unlabelled nodes that would get a label,

@@ -98,7 +98,7 @@ def propagate_labels(vectors: np.ndarray, labels: np.ndarray, params: LPParams |
         raise CopyseekError("label propagation needs at least one labelled photo")
     n_classes = int(labels.max()) + 1
     graph = knn_graph(vectors, k=params.graph_k(len(vectors), len(np.unique(labels[seed]))), gamma=params.gamma, symmetrize="sum")
-    lp = LabelPropagation(alpha=params.alpha, balance=True).fit(graph, labels)
+    lp = LabelPropagation(alpha=params.alpha, balance=True, keep_scores=False).fit(graph, labels)
     pseudo = np.where(seed, labels, lp.labels_).astype(np.int64)
     confidence = np.where(seed, 1.0, lp.confidence_)
     sizes = np.bincount(pseudo[pseudo >= 0], minlength=n_classes).astype(np.float64)

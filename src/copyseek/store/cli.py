@@ -90,7 +90,7 @@ def run_label(args: argparse.Namespace) -> int:
     lp = LabelPropagation(  # its options are checked before the graph is built
         alpha=args.alpha, balance=not args.no_balance, abstain=args.abstain, min_confidence=args.min_confidence,
         self_train=args.self_train, self_weight=args.self_weight, self_rounds=args.self_rounds,
-        self_select=args.self_select, confidence=args.confidence,
+        self_select=args.self_select, confidence=args.confidence, keep_scores=False,
     )
     with Index.open(args.index) as index:
         nodes = index_graph(index, GraphParams(k=args.k, gamma=args.gamma, symmetrize=args.symmetrize))
