@@ -12,6 +12,12 @@ flood the graph. Abstention: a node whose
 largest propagated mass (from Z scaled by 1 - alpha, so a lone seed scores about 1 on itself) stays
 under `abstain` reached no labelled family and is left unlabelled (-1).
 
+Scale: (I - alpha S)^-1 is block diagonal over the graph's connected components, so each component is
+solved alone and only for the classes seeded in it, CLASS_BLOCK classes at a time, and every block is
+folded into a per-node ScoreSummary; with keep_scores=False no (n, c) array is ever made (100k images
+and 2,381 labels: 1.75 GB at peak with the graph, 17.2 GB with the dense solve; BENCHMARKS.md, issue
+14, session 26).
+
 Self-training (`self_train=F`, ours): after the propagation, the most confident floor(F x unlabelled)
 of the unlabelled nodes (by their confidence, among those that would get a label) become extra
 seeds of their best class with weight `self_weight`, and the propagation is run again from the
@@ -42,6 +48,8 @@ from copyseek.graph.knn import KnnGraph
 CLASS_BLOCK = 256
 """Classes propagated together in one conjugate-gradient call: CG's working arrays are (component
 nodes, <= 256), whatever the number of classes."""
+
+
 class ScoreSummary:
     """What a node's label and confidence need from its (c,) non-negative scores, gathered block of
     classes by block: the best class (the first on ties, as argmax), its score, the runner-up's score,
@@ -146,7 +154,7 @@ class LabelPropagation:
     tol, max_iter:  conjugate gradient's.
     Fitted: classes_ (c,) the distinct labels, scores_ (n, c) float32 the last propagation's (balanced) scores
     (None without keep_scores),
-    labels_ (n,), confidence_ (n,), mass_ (n,) from scores_, pseudo_seeds_ (n,) bool, the last round's
+    labels_ (n,), confidence_ (n,), mass_ (n,) of the last propagation, pseudo_seeds_ (n,) bool, the last round's
     pseudo-seeds (all False without self-training), iterations_ CG iterations of all propagations.
     """
 
