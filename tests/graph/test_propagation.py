@@ -221,6 +221,15 @@ class TestScoreSummary:
         with pytest.raises(CopyseekError, match="keep_scores"):
             LabelPropagation(keep_scores="no")
 
+    def test_progress_counts_the_component_label_pairs(self, data, capsys):
+        graph, family = data
+        labels = one_seed_per_family(family, range(4))
+        LabelPropagation(progress=True, self_train=0.1).fit(graph, labels)
+        err = capsys.readouterr().err
+        assert "propagating" in err and "self-training 1/1" in err
+        LabelPropagation().fit(graph, labels)
+        assert capsys.readouterr().err == ""
+
 
 class TestSelfTraining:
     def test_confident_pseudo_seeds_carry_a_label_further_along_a_chain(self):

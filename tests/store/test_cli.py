@@ -171,7 +171,11 @@ def test_label_command(tmp_path, photos, tiny_options, capsys):
     assert "symmetrize" in capsys.readouterr().err
     capsys.readouterr()
     assert main(base + ["--abstain", "0", "--self-train", "0"]) == 0
-    assert "self-training" not in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "self-training" not in printed.out
+    assert "propagating" in printed.err  # a progress bar: 2 labels in one component
+    assert main(base + ["--abstain", "0", "--self-train", "0", "-q"]) == 0
+    assert "propagating" not in capsys.readouterr().err
     # 12 references, 2 seeds: 5 of the 10 others become pseudo-seeds
     assert main(base + ["--abstain", "0", "--self-select", "global", "--self-train", "0.5"]) == 0
     assert "self-training: 5 confident references were extra seeds" in capsys.readouterr().out

@@ -44,6 +44,7 @@ import numpy as np
 from copyseek.errors import CopyseekError
 from copyseek.graph.diffusion import Components, component_labels, conjugate_gradient
 from copyseek.graph.knn import KnnGraph
+from copyseek.progress import progress_bar
 
 CLASS_BLOCK = 256
 """Classes propagated together in one conjugate-gradient call: CG's working arrays are (component
@@ -152,6 +153,7 @@ class LabelPropagation:
                     keeps only what labels and confidences need (a few floats per node): a collection
                     of a million images with ten thousand labels needs it.
     tol, max_iter:  conjugate gradient's.
+    progress:       a progress bar per propagation (labels solved, component by component).
     Fitted: classes_ (c,) the distinct labels, scores_ (n, c) float32 the last propagation's (balanced) scores
     (None without keep_scores),
     labels_ (n,), confidence_ (n,), mass_ (n,) of the last propagation, pseudo_seeds_ (n,) bool, the last round's
@@ -172,6 +174,7 @@ class LabelPropagation:
         keep_scores: bool = True,
         tol: float = 1e-4,
         max_iter: int = 500,
+        progress: bool = False,
     ):
         if not 0.0 < alpha < 1.0:
             raise CopyseekError(f"label propagation alpha must be in (0, 1), got {alpha}")
@@ -193,12 +196,13 @@ class LabelPropagation:
         if not isinstance(keep_scores, bool):
             raise CopyseekError(f"keep_scores must be True or False, got {keep_scores!r}")
         self.self_select, self.confidence, self.keep_scores = self_select, confidence, keep_scores
+        self.progress = bool(progress)
         self.self_train, self.self_weight, self.self_rounds = float(self_train), float(self_weight), int(self_rounds)
         self.tol, self.max_iter = tol, max_iter
 
     def get_params(self) -> dict[str, Any]:
         names = ("alpha", "balance", "abstain", "min_confidence", "self_train", "self_weight", "self_rounds", "self_select",
-                 "confidence", "keep_scores", "tol", "max_iter")
+                 "confidence", "keep_scores", "tol", "max_iter", "progress")
         return {k: getattr(self, k) for k in names}
 
     def fit(self, graph: KnnGraph, labels: np.ndarray) -> "LabelPropagation":
@@ -216,21 +220,24 @@ class LabelPropagation:
         components = Components(component_labels(s))
         self.iterations_ = 0
         self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
-        self._propagate(s, components, seed_rows, seed_class, np.ones(len(seed_rows)))
-        for _ in range(self.self_rounds if self.self_train > 0 else 0):
+        self._propagate(s, components, seed_rows, seed_class, np.ones(len(seed_rows)), "propagating")
+        for round_ in range(self.self_rounds if self.self_train > 0 else 0):
             top = self._pseudo_seeds(seeded)
             self.pseudo_seeds_ = np.zeros(graph.n_nodes, bool)
             self.pseudo_seeds_[top] = True
             self._propagate(
                 s, components, np.concatenate([seed_rows, top]), np.concatenate([seed_class, self._best[top]]),
                 np.concatenate([np.ones(len(seed_rows)), np.full(len(top), self.self_weight)]),
+                f"self-training {round_ + 1}/{self.self_rounds}",
             )
         self.labels_ = np.where(self._unsure(), -1, self.classes_[self._best])
         self.labels_[seeded] = labels[seeded]  # a user's label is kept as given
         self.confidence_[seeded] = 1.0
         return self
 
-    def _propagate(self, s, components: Components, rows: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
+    def _propagate(
+        self, s, components: Components, rows: np.ndarray, classes: np.ndarray, weights: np.ndarray, stage: str
+    ) -> None:
         """mass_, confidence_ (and scores_ with keep_scores) of one propagation from seeds of weight
         `weights` at `rows` for class indices `classes`. (I - alpha S)^-1 is block diagonal over the
         graph's connected components, so each component is solved alone and only for the classes
@@ -243,8 +250,12 @@ class LabelPropagation:
         summary = ScoreSummary(n)
         z = np.zeros((n, c), np.float32) if self.keep_scores else None
         seed_component = components.labels[rows]
+        touched = np.unique(seed_component)
+        # (component, class) pairs to solve: what the bar counts
+        pairs = len(np.unique(seed_component.astype(np.int64) * c + classes))
         iterations = 0
-        for label in np.unique(seed_component):
+        bar = progress_bar(pairs, stage, disable=not self.progress, unit="label")
+        for label in touched:
             nodes = components.members(label)  # sorted rows
             here = seed_component == label
             local, seed_classes, seed_weights = np.searchsorted(nodes, rows[here]), classes[here], weights[here]
@@ -262,6 +273,8 @@ class LabelPropagation:
                 summary.add(nodes, block, x)
                 if z is not None:
                     z[np.ix_(nodes, block)] = x
+                bar.update(len(block))
+        bar.close()
         self.iterations_ += iterations
         self.scores_, self.mass_, self._best = z, summary.top1, summary.best
         self.confidence_ = CONFIDENCES[self.confidence](summary, c)

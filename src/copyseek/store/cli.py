@@ -57,6 +57,7 @@ def add_label_parser(sub) -> None:
     p.add_argument("--self-select", default="class", choices=["global", "class"],
                    help="extra seeds: the most confident fraction of each label's unlabelled references (class, the "
                    "default) or of all of them (global)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run_label)
 
 
@@ -90,7 +91,7 @@ def run_label(args: argparse.Namespace) -> int:
     lp = LabelPropagation(  # its options are checked before the graph is built
         alpha=args.alpha, balance=not args.no_balance, abstain=args.abstain, min_confidence=args.min_confidence,
         self_train=args.self_train, self_weight=args.self_weight, self_rounds=args.self_rounds,
-        self_select=args.self_select, confidence=args.confidence, keep_scores=False,
+        self_select=args.self_select, confidence=args.confidence, keep_scores=False, progress=not args.quiet,
     )
     with Index.open(args.index) as index:
         nodes = index_graph(index, GraphParams(k=args.k, gamma=args.gamma, symmetrize=args.symmetrize))
@@ -99,8 +100,9 @@ def run_label(args: argparse.Namespace) -> int:
     names = sorted(set(seeds.values()))
     labels = np.full(len(ids), -1)
     row_of = {image_id: row for row, image_id in enumerate(ids)}
+    number_of = {name: number for number, name in enumerate(names)}
     for image_id, label in seeds.items():
-        labels[row_of[image_id]] = names.index(label)
+        labels[row_of[image_id]] = number_of[label]
     lp.fit(graph, labels)
     with open(output, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
