@@ -7,6 +7,7 @@
         # and LP with self-training: the grid's best on the dev families over --self-draws draws, then reported
     python benchmarks/bench_graph.py labels --real real.npz --size 10143 --draws 10 --confidence margin   # + margin confidence
     python benchmarks/bench_graph.py dedup-scale --real real.npz --sizes 1000 10000 100000
+    python benchmarks/bench_graph.py labels-scale --real real.npz --sizes 10143 100000   # copyseek label's memory
 
 diffusion: one edited member of each of --queries families is the query (left out of the graph); the
 other members are its positives. Seeds: its k nearest descriptors. mAP over the whole ranking, top-100
@@ -384,6 +385,62 @@ def dedup_scale(data: dict, sizes: list[int], seed: int) -> list[dict]:
     return out
 
 
+def labels_scale(data: dict, sizes: list[int], seed: int) -> list[dict]:
+    """`copyseek label`'s propagation on descriptor sets of each size, one labelled image in each of
+    half the families (a label each): seconds and the peak of the memory numpy allocates during the fit
+    (tracemalloc; the graph is built before) for the propagation as it was up to session 25 (one CG
+    over the whole graph with a dense (n, c) seed matrix), and for LabelPropagation with and without
+    its scores kept, plain and with the CLI's self-training. Graph and settings: the CLI's defaults.
+    agree: the share of images whose plain label (or abstention) equals the dense solve's."""
+    import tracemalloc
+
+    from copyseek.graph.diffusion import conjugate_gradient
+
+    out = []
+    for size in sizes:
+        grown = grow(data, size, seed)
+        family = grown["family"]
+        factory = "IVF1024,Flat" if size > 50_000 else "Flat"
+        graph = knn_graph(grown["vectors"], k=20, gamma=1.0, symmetrize="union", factory=factory)
+        s = graph.normalized("sym")
+        rng = np.random.default_rng(seed)
+        labels = np.full(len(family), -1)
+        for f in rng.choice(np.unique(family), len(np.unique(family)) // 2, replace=False):
+            labels[rng.choice(np.flatnonzero(family == f))] = f
+        classes, seed_class = np.unique(labels[labels >= 0], return_inverse=True)
+
+        def dense() -> np.ndarray:
+            y = np.zeros((len(family), len(classes)))
+            y[np.flatnonzero(labels >= 0), seed_class] = 1.0
+            z, _ = conjugate_gradient(lambda v: v - 0.8 * (s @ v), y, 1e-4, 500)
+            return np.where(0.2 * z.max(axis=1) > 0.01, classes[z.argmax(axis=1)], -1)  # abstain as the class does
+
+        arms = [("dense (n, c) solve, before session 26", dense)]
+        for self_train in (0.0, 0.05):
+            for keep in (True, False):
+                options = {"alpha": 0.8, "abstain": 0.01, "confidence": "margin", "self_train": self_train,
+                           "self_select": "class", "keep_scores": keep}
+                name = f"LabelPropagation, {'scores kept' if keep else 'no scores'}{', self-training' if self_train else ''}"
+                arms.append((name, lambda options=options: LabelPropagation(**options).fit(graph, labels)))
+        reference = None
+        for name, run in arms:
+            tracemalloc.start()
+            start = time.perf_counter()
+            result = run()
+            seconds = time.perf_counter() - start
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            if reference is None:
+                reference, agree = result, 1.0
+            else:
+                agree = float(np.mean(result.labels_ == reference)) if "self-training" not in name else float("nan")
+            out.append({"images": size, "labels": len(classes), "arm": name, "seconds": seconds,
+                        "peak GB (numpy, during the fit)": peak / 1e9, "agree": agree})
+            print(table(out[-1:], list(out[-1])).splitlines()[-1], flush=True)
+            del result
+    return out
+
+
 def pairwise_prf(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     """Pairwise precision, recall, F1 of grouping `predicted` (-1 = alone) against `truth` groups,
     from the contingency counts (no pair is enumerated)."""
@@ -445,6 +502,10 @@ def main() -> None:
     v.add_argument("--gamma", type=float, nargs="+", default=[3.0], help="edge weight exponent")
     v.add_argument("--symmetrize", nargs="+", default=["mutual"], help="graph symmetrisations to try")
     v.add_argument("--seed", type=int, default=0)
+    ls = sub.add_parser("labels-scale")
+    ls.add_argument("--real", type=Path, required=True)
+    ls.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ls.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("dedup-scale")
     s.add_argument("--real", type=Path, required=True)
     s.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
@@ -489,6 +550,9 @@ def main() -> None:
         rows, best = variants_benchmark(grown, args.queries, args.seed, grid, fixed)
         print(f"\n### variants on {args.size} descriptors, {args.queries} queries per split; tuned on dev: {best}\n")
         print(table(rows, list(rows[0])))
+    elif args.cmd == "labels-scale":
+        rows = labels_scale(real, sorted(args.sizes), args.seed)
+        print("\n" + table(rows, list(rows[0])))
     else:
         print(table(dedup_scale(real, sorted(args.sizes), args.seed), ["images", "P", "R", "F1", "seconds", "peak RSS GB"]))
 
