@@ -168,7 +168,8 @@ def hop_neighbourhood(s: sp.csr_matrix, seeds: np.ndarray, size: int) -> np.ndar
 class Deflation:
     """A coarse space for deflated CG on A = I - alpha S: a sparse basis Z (n, m), (A Z)^T and the
     factorised m x m Galerkin matrix E = Z^T A Z (scipy's SuperLU, with the minimum-degree ordering of
-    E + E^T, which keeps the factors ~5x sparser than the default on these graphs).
+    E + E^T: on the 10k benchmark graph 94k nonzeros in the factors against 276k with the default
+    COLAMD, and a solve 3x faster).
 
     coarse(b) = Z E^-1 Z^T b is the best solution within span(Z) (in A's norm); correction(r) =
     Z E^-1 (A Z)^T r is what CG's search direction loses to stay A-orthogonal to Z."""
@@ -201,8 +202,8 @@ def aggregates(affinity: sp.csr_matrix, strength: float) -> np.ndarray:
     strong for i when its weight is >= `strength` x i's strongest; taking nodes by decreasing degree,
     a node whose strong neighbours are all still free forms an aggregate with them; a node left over
     joins the aggregate it is most strongly linked to (in the same order), and what is still free
-    becomes an aggregate of its own. Aggregates are
-    small sets of closely linked nodes (about 7 on a copy-detection graph with k = 10)."""
+    becomes an aggregate of its own. Aggregates are small sets of closely linked nodes (about 7 on a
+    copy-detection graph with k = 10)."""
     w = sp.csr_matrix(affinity)
     n = w.shape[0]
     row_of = np.repeat(np.arange(n), np.diff(w.indptr))
