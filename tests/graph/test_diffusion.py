@@ -186,7 +186,8 @@ class TestComponents:
 
     @pytest.mark.parametrize(
         "name, options",
-        [("temporal", {"tol": 1e-8, "components": True}), ("hybrid", {"rank": 10, "tol": 1e-8, "components": True})],
+        [("temporal", {"tol": 1e-8, "components": True}), ("hybrid", {"rank": 10, "tol": 1e-8, "components": True}),
+         ("hybrid-agg", {"tol": 1e-8, "components": True})],
     )
     def test_per_component_solves_are_exact(self, graph, name, options):
         y = seeds(graph)
@@ -230,6 +231,40 @@ class TestComponents:
         y = seeds(graph)
         full = Diffusion(0.99, "spectral", rank=graph.n_nodes, components=True).fit(graph).rank(y)
         np.testing.assert_allclose(full, exact(graph, y), atol=1e-3 * np.abs(full).max())
+
+    def test_aggregated_hybrid_per_component_solves_queries_spanning_components(self, graph):
+        # one column seeded in three components: each is solved with its own coarse space, and the
+        # pieces together meet the whole system's tolerance
+        labels = component_labels(graph.normalized())
+        y = np.zeros((graph.n_nodes, 2))
+        for label in np.unique(labels)[:3]:
+            y[np.flatnonzero(labels == label)[0], 0] = 1.0
+        y[5, 1] = 1.0
+        d = Diffusion(0.99, "hybrid-agg", tol=1e-3, components=True).fit(graph)
+        f = d.rank(y)
+        s = graph.normalized().toarray()
+        residual = np.linalg.norm((np.eye(len(s)) - 0.99 * s) @ f - y, axis=0)
+        assert (residual <= 1e-3 * np.linalg.norm(y, axis=0)).all()
+        assert len(d.solver_.deflations_) == len(np.unique(labels[labels >= 0]))  # no isolated node here
+        whole = Diffusion(0.99, "hybrid-agg").fit(graph).solver_
+        assert d.solver_.nbytes() < 1.1 * whole.nbytes()  # the same factors, split by component
+
+    def test_aggregated_hybrid_per_component_keeps_an_isolated_node(self, graph):
+        s = sp.block_diag([graph.normalized(), sp.csr_matrix((1, 1))], format="csr")  # last node: no edge
+        y = np.zeros((s.shape[0], 2))
+        y[-1, 0], y[3, 1] = 2.0, 1.0
+        f = AggregatedHybridSolver(tol=1e-8, components=True).fit(s, 0.99).rank(y)
+        np.testing.assert_allclose(f, np.linalg.solve(np.eye(s.shape[0]) - 0.99 * s.toarray(), y), atol=1e-6)
+
+    def test_aggregated_hybrid_per_component_needs_fewer_iterations(self):
+        x, _ = families(n_families=40, size=10, noise=0.8)
+        clustered = knn_graph(x, k=10)
+        y = seeds(clustered)
+        temporal = Diffusion(0.99, "temporal", tol=1e-6, components=True).fit(clustered)
+        temporal.rank(y)
+        aggregated = Diffusion(0.99, "hybrid-agg", tol=1e-6, components=True).fit(clustered)
+        aggregated.rank(y)
+        assert aggregated.iterations_ < temporal.iterations_ / 2
 
     def test_hybrid_iterations_fall_once_every_component_is_captured(self, graph):
         y = seeds(graph, 1)

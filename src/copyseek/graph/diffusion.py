@@ -22,12 +22,12 @@ Solvers (registered in SOLVERS, all `fit(S, alpha)` then `rank(y) -> f`):
   plus deflated CG on the rest (`AggregatedHybridSolver`). It needs the graph's edge weights, so
   Diffusion fits solvers through `fit_graph(graph, alpha)` (by default `fit(S, alpha)`).
 
-`components=True` (temporal, spectral, hybrid): (I - alpha S)^-1 is block diagonal over the graph's connected
+`components=True` (every solver): (I - alpha S)^-1 is block diagonal over the graph's connected
 components, so each query is solved exactly on the components its seeds touch, and the eigenpairs are
 computed per component (each eigenvector lives on one component; the r largest over all are kept).
 Copy-detection graphs are many small components (one per photo's versions) beside a few large ones:
 a query of a small component costs a few products on a few dozen nodes, and the eigenpairs go where
-CG is slow, to the large components.
+CG is slow, to the large components (hybrid-agg factorises one coarse system per component).
 """
 
 from __future__ import annotations
@@ -523,16 +523,17 @@ class HybridSolver(Solver):
 @dataclass(frozen=True)
 class AggregatedParams:
     """strength: an edge is strong for a node at >= strength x its strongest (`aggregates`); tol,
-    max_iter: the deflated CG's."""
+    max_iter: the deflated CG's; components: a coarse space and a solve per connected component."""
 
     strength: float = 0.25
     tol: float = 1e-4
     max_iter: int = 500
+    components: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0:
             raise CopyseekError(f"aggregation strength must be in [0, 1], got {self.strength}")
-        CGParams(self.tol, self.max_iter)
+        CGParams(self.tol, self.max_iter, components=self.components)
 
 
 class AggregatedHybridSolver(Solver):
@@ -557,19 +558,55 @@ class AggregatedHybridSolver(Solver):
         weights = self.s_ if affinity is None else sp.csr_matrix(affinity)
         self.aggregates_ = aggregates(weights, self.params.strength)
         basis = aggregate_basis(self.aggregates_, np.asarray(weights.sum(axis=1)).ravel())
-        self.deflation_ = Deflation(sp.identity(self.s_.shape[0], format="csr") - alpha * self.s_, basis)
+        a = sp.identity(self.s_.shape[0], format="csr") - alpha * self.s_
+        if not self.params.components:
+            self.deflation_ = Deflation(a, basis)
+            return self
+        # An aggregate never spans two components (it is built along edges), so E is block diagonal:
+        # one small factorisation per component instead of one for the whole graph.
+        self.components_ = Components(component_labels(self.s_))
+        order = np.argsort(self.components_.labels, kind="stable")
+        bounds = np.searchsorted(self.components_.labels[order], np.arange(len(self.components_) + 1))
+        a, basis = sp.csr_matrix(a[order][:, order]), sp.csr_matrix(basis[order])  # components contiguous
+        self.deflations_: dict[int, Deflation] = {}
+        for label, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            block = basis[start:stop]
+            columns = np.unique(block.indices)
+            if len(columns):  # an isolated node has no aggregate: plain CG solves it in one step
+                self.deflations_[label] = Deflation(a[start:stop, start:stop], block[:, columns])
         return self
 
     def fit_graph(self, graph: KnnGraph, alpha: float) -> "AggregatedHybridSolver":
         return self.fit(graph.normalized("sym"), alpha, graph.affinity())
 
     def rank(self, y: np.ndarray) -> np.ndarray:
-        f, self.iterations_ = conjugate_gradient(
-            lambda v: v - self.alpha_ * (self.s_ @ v), y, self.params.tol, self.params.max_iter, deflation=self.deflation_
-        )
+        if not self.params.components:
+            f, self.iterations_ = conjugate_gradient(
+                lambda v: v - self.alpha_ * (self.s_ @ v), y, self.params.tol, self.params.max_iter, deflation=self.deflation_
+            )
+            return f
+
+        def solve(nodes: np.ndarray, touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
+            # each touched component on its own, with its own coarse space; every piece stops at
+            # tol x |y| / sqrt(pieces), so the whole residual meets temporal's tol x |y|
+            scale = np.linalg.norm(part, axis=0) / np.sqrt(len(touched))
+            f, iterations = np.zeros_like(part), 0
+            for label in touched:
+                mine = np.flatnonzero(self.components_.labels[nodes] == label)
+                sub = self.s_[nodes[mine]][:, nodes[mine]]
+                f[mine], its = conjugate_gradient(
+                    lambda v: v - self.alpha_ * (sub @ v), part[mine], self.params.tol, self.params.max_iter, scale,
+                    self.deflations_.get(int(label)),
+                )
+                iterations = max(iterations, its)
+            return f, iterations
+
+        f, self.iterations_ = solve_by_components(self.components_, y, solve)
         return f
 
     def nbytes(self) -> int:
+        if self.params.components:
+            return sum(deflation.nbytes() for deflation in self.deflations_.values())
         return self.deflation_.nbytes()
 
 
