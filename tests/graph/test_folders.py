@@ -51,6 +51,17 @@ class TestDedupFolder:
         assert sorted(p.relative_to(tmp_path / "dups").as_posix() for p in (tmp_path / "dups").rglob("*.jpg")) == [
             "copies/img0000.jpg", "copies/img0001.jpg"]  # the crops are the smaller files
 
+    def test_lists_the_files_it_could_not_read(self, tmp_path, folder, tiny_onnx):
+        (folder / "copies" / "broken.jpg").write_bytes(b"not an image")
+        report = dedup_folder(folder, tmp_path / "g.json", model=model(tiny_onnx), verify=False, progress=False)
+        assert "skipped 1" in report.summary() and tmp_path / "g.skipped.csv" in report.outputs
+        lines = (tmp_path / "g.skipped.csv").read_text().splitlines()
+        assert lines[0] == "path,reason" and lines[1].startswith("copies/broken.jpg,") and len(lines) == 2
+        assert "copies/broken.jpg" not in json.loads((tmp_path / "g.json").read_text())
+        (folder / "copies" / "broken.jpg").unlink()
+        clean = dedup_folder(folder, tmp_path / "h.json", model=model(tiny_onnx), verify=False, progress=False)
+        assert not (tmp_path / "h.skipped.csv").exists() and len(clean.outputs) == 2
+
     def test_refuses_to_move_into_the_folder(self, tmp_path, folder, tiny_onnx):
         with pytest.raises(CopyseekError, match="inside"):
             dedup_folder(folder, tmp_path / "g.json", model=model(tiny_onnx), move_to=folder / "dups", progress=False)

@@ -20,7 +20,8 @@ def add_dedup_parser(sub) -> None:
         description="Describe every image below FOLDER, link each to its nearest neighbours, verify "
         "doubtful links with local features, and write the groups: OUTPUT as imagededup's JSON "
         "({path: [[duplicate, score], ...]}, paths relative to FOLDER, every image a key), "
-        "OUTPUT's .groups.csv (group,path,confidence,keep) and a contact sheet with --plot. "
+        "OUTPUT's .groups.csv (group,path,confidence,keep), OUTPUT's .skipped.csv (path,reason) when "
+        "some files cannot be read, and a contact sheet with --plot. "
         "A dry run unless --move-to is given: nothing is moved or deleted.",
     )
     p.add_argument("folder", metavar="FOLDER")

@@ -7,6 +7,7 @@ and optionally move the duplicates a keep policy does not keep (nothing is moved
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -126,7 +127,8 @@ def dedup_folder(
     progress: bool = True,
 ) -> DedupReport:
     """Find the groups of duplicates in `folder`; write `output` (imagededup-shaped JSON), its
-    `.groups.csv` sibling (group,path,confidence,keep) and the contact sheet `plot` (PNG). With
+    `.groups.csv` sibling (group,path,confidence,keep), a `.skipped.csv` sibling (path,reason) when
+    some files could not be read, and the contact sheet `plot` (PNG). With
     `move_to`, the images the keep policy drops are moved there (their relative paths kept);
     otherwise nothing is touched."""
     start = time.perf_counter()
@@ -147,6 +149,13 @@ def dedup_folder(
     csv_path = output.with_suffix(".groups.csv")
     write_groups_csv(csv_path, groups, names, kept)
     report.outputs += [output, csv_path]
+    if skipped:  # files that could not be read are in no group: say which, and why
+        skipped_path = output.with_suffix(".skipped.csv")
+        with open(skipped_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["path", "reason"])
+            writer.writerows(skipped)
+        report.outputs.append(skipped_path)
     if plot is not None and groups.n_groups:
         report.outputs.append(contact_sheet(groups, lambda row: load_rgb(paths[row], 128), plot, kept))
     if move_to is not None:
