@@ -5,7 +5,7 @@ photo form a family).
 
     copyseek bench build --images ../shared/images --out fam --holdout 0.3 --variants-per-reference 4 \
         --references 200 --copied 1 --copies 1 --distractor-queries 0 --background 0
-    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-noverify pdq phash dhash ahash whash]
+    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-sift copyseek-noverify pdq phash dhash ahash whash]
 
 Scores are pairwise precision, recall and F1 over groups (every method's duplicate pairs closed into
 connected components, as `copyseek dedup` reports groups). Baselines: PDQ (pdqhash, ThreatExchange's
@@ -70,14 +70,18 @@ def hash_groups(method: str, paths: list[Path]) -> np.ndarray:
 
 def run_one(method: str, folder: Path) -> dict:
     from copyseek.graph.dedup import DedupParams
-    from copyseek.graph.folders import dedup_folder
+    from copyseek.graph.folders import PDQ_MATCH_DISTANCE, dedup_folder
 
     start = time.perf_counter()
     if method.startswith("copyseek"):
         out = Path(os.environ.get("TMPDIR", "/tmp")) / f"dedup-{os.getpid()}.json"
-        report = dedup_folder(folder, out, params=DedupParams(), verify=method == "copyseek", progress=False)
+        # copyseek: the command's defaults (PDQ hashes, then SIFT + RANSAC, on the doubtful pairs);
+        # copyseek-sift: SIFT + RANSAC alone (before session 27); copyseek-noverify: no verification
+        hash_distance = None if method == "copyseek-sift" else PDQ_MATCH_DISTANCE
+        report = dedup_folder(folder, out, params=DedupParams(), verify=method != "copyseek-noverify",
+                              hash_distance=hash_distance, progress=False)
         names, labels = report.names, report.groups.labels
-        extra = {"verified": report.groups.verified}
+        extra = {"verified": report.groups.verified, "confirmed_by": report.confirmed_by}
     else:
         paths = sorted(p for p in folder.rglob("*.jpg"))
         names = [p.relative_to(folder).as_posix() for p in paths]
@@ -96,7 +100,8 @@ def run_one(method: str, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", type=Path)
-    parser.add_argument("--methods", nargs="+", default=["copyseek", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
+    parser.add_argument("--methods", nargs="+",
+                        default=["copyseek", "copyseek-sift", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.bench / "references"
@@ -119,7 +124,8 @@ def main() -> None:
         truth = np.array([families.index(family_of[Path(n).stem]) for n in result["names"]])
         p, r, f1 = pairwise_prf(np.array(result["labels"]), truth)
         rows.append({"method": method, "images": len(truth), "P": p, "R": r, "F1": f1, "seconds": result["seconds"],
-                     "peak GB": result["peak_gb"], "verified (doubtful, confirmed)": str(result.get("verified", "-"))})
+                     "peak GB": result["peak_gb"], "verified (doubtful, confirmed)": str(result.get("verified", "-")),
+                     "confirmed by": ", ".join(f"{name} {n}" for name, n in result.get("confirmed_by", {}).items()) or "-"})
     print(table(rows, list(rows[0])))
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from copyseek.cli import main
 from copyseek.errors import CopyseekError
 from copyseek.graph.dedup import DedupParams
-from copyseek.graph.folders import LocalVerifier, dedup_folder
+from copyseek.graph.folders import HashVerifier, LocalVerifier, dedup_folder
 from tests.making import crop_copy, write_photos
 
 
@@ -21,6 +21,24 @@ def folder(tmp_path):
     (root / "copies").mkdir()
     for source in photos[:2]:
         crop_copy(source, root / "copies" / source.name, fraction=0.9, quality=85)
+    return root
+
+
+def write_graphics(root):
+    """A flat graphic (few SIFT keypoints) as PNG, as a JPEG and at half size, and another graphic."""
+    from PIL import ImageDraw
+
+    root.mkdir(parents=True, exist_ok=True)
+    logo = Image.new("RGB", (256, 256), (30, 80, 160))
+    draw = ImageDraw.Draw(logo)
+    draw.ellipse((40, 40, 180, 180), fill=(240, 200, 20))
+    draw.rectangle((120, 150, 240, 230), fill=(200, 30, 60))
+    logo.save(root / "logo.png")
+    logo.save(root / "logo.jpg", quality=60)
+    logo.resize((128, 128)).save(root / "logo-small.jpg")
+    other = Image.new("RGB", (256, 256), (240, 240, 230))
+    ImageDraw.Draw(other).polygon([(10, 200), (128, 20), (246, 200)], fill=(90, 40, 200))
+    other.save(root / "other.png")
     return root
 
 
@@ -66,6 +84,31 @@ class TestDedupFolder:
         with pytest.raises(CopyseekError, match="inside"):
             dedup_folder(folder, tmp_path / "g.json", model=model(tiny_onnx), move_to=folder / "dups", progress=False)
 
+    def test_pdq_hashes_group_the_copies_of_a_graphic_that_sift_cannot(self, tmp_path, tiny_onnx):
+        root = write_graphics(tmp_path / "graphics")
+        every_edge_doubtful = DedupParams(k=3, accept=1.0, candidate=-1.0)
+        report = dedup_folder(root, tmp_path / "g.json", model=model(tiny_onnx), params=every_edge_doubtful,
+                              progress=False)
+        groups = report.groups.members()
+        assert [sorted(report.names[r] for r in rows) for rows in groups] == [["logo-small.jpg", "logo.jpg", "logo.png"]]
+        assert report.confirmed_by["PDQ hash"] >= 2 and "by PDQ hash" in report.summary()
+        sift_only = dedup_folder(root, tmp_path / "s.json", model=model(tiny_onnx), params=every_edge_doubtful,
+                                 hash_distance=None, progress=False)
+        assert sift_only.groups.n_groups == 0 and "PDQ hash" not in sift_only.confirmed_by
+
+    def test_hash_verifier_threshold_and_quality_floor(self, tmp_path):
+        root = write_graphics(tmp_path / "graphics")
+        flat = Image.new("RGB", (64, 64), (128, 128, 128))
+        flat.save(root / "flat.png")
+        flat.save(root / "flat.jpg")
+        paths = [root / name for name in ("logo.png", "logo.jpg", "other.png", "flat.png", "flat.jpg")]
+        verify = HashVerifier(paths)
+        assert verify(0, 1) and not verify(0, 2)
+        assert not verify(3, 4)  # identical, but a featureless image's hash is under PDQ's quality floor
+        assert not HashVerifier(paths, max_distance=0)(0, 1)  # the JPEG's hash differs by a few bits
+        with pytest.raises(CopyseekError, match="PDQ distance"):
+            HashVerifier(paths, max_distance=300)
+
     def test_local_verifier_tells_a_copy_from_another_photo(self, folder):
         paths = [folder / "img0000.jpg", folder / "copies" / "img0000.jpg", folder / "img0003.jpg"]
         verify = LocalVerifier(paths, min_inliers=12)
@@ -78,3 +121,12 @@ def test_dedup_command(tmp_path, folder, tiny_onnx, capsys):
     assert code == 0
     assert "2 groups" in capsys.readouterr().out
     assert main(["dedup", str(folder), "--output", str(tmp_path / "missing" / "g.json"), "-q"]) == 2
+
+
+def test_dedup_command_hash_distance(tmp_path, tiny_onnx, capsys):
+    root = write_graphics(tmp_path / "graphics")
+    common = ["dedup", str(root), "--model", model(tiny_onnx), "--k", "3", "--accept", "1", "--candidate", "-1", "-q"]
+    assert main(common + ["--output", str(tmp_path / "a.json")]) == 0
+    assert "1 groups" in capsys.readouterr().out
+    assert main(common + ["--output", str(tmp_path / "b.json"), "--hash-distance", "-1"]) == 0
+    assert "0 groups" in capsys.readouterr().out
