@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
