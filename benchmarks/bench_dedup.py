@@ -5,7 +5,14 @@ photo form a family).
 
     copyseek bench build --images ../shared/images --out fam --holdout 0.3 --variants-per-reference 4 \
         --references 200 --copied 1 --copies 1 --distractor-queries 0 --background 0
-    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-sift copyseek-noverify pdq phash dhash ahash whash]
+    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-pdq copyseek-noverify pdq phash dhash ahash whash]
+
+A folder of flat graphics instead of photos (`synthetic_graphic`: logos, banners, slides, where SIFT
+finds few keypoints), each saved as PNG and in four near-duplicate versions (JPEG re-encoding, resize,
+a small crop, a padded border):
+
+    python benchmarks/bench_dedup.py graphics --make-graphics 200     # writes graphics/references, families.csv
+    python benchmarks/bench_dedup.py graphics
 
 Scores are pairwise precision, recall and F1 over groups (every method's duplicate pairs closed into
 connected components, as `copyseek dedup` reports groups). Baselines: PDQ (pdqhash, ThreatExchange's
@@ -68,6 +75,43 @@ def hash_groups(method: str, paths: list[Path]) -> np.ndarray:
     return np.where(sizes[labels] > 1, labels, -1)
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def make_graphics(bench: Path, n: int, seed: int = 0) -> None:
+    """bench/references/: n graphics, each as gNNNN_v0.png and four versions v1-v4; bench/families.csv."""
+    from PIL import Image
+
+    from copyseek.synthetic import synthetic_graphic
+
+    rng = np.random.default_rng(seed)
+    folder = bench / "references"
+    folder.mkdir(parents=True, exist_ok=False)
+    rows = []
+    for g in range(n):
+        original = synthetic_graphic(rng, int(rng.integers(240, 480)), int(rng.integers(180, 360)))
+        w, h = original.size
+        versions = [
+            (original, "png", {}),
+            (original, "jpg", {"quality": int(rng.integers(40, 91))}),
+            (original.resize((int(w * rng.uniform(0.5, 0.9)), int(h * rng.uniform(0.5, 0.9)))), "jpg", {"quality": 85}),
+            (original.crop((int(w * rng.uniform(0.02, 0.08)), int(h * rng.uniform(0.02, 0.08)), w, h)), "jpg", {"quality": 75}),
+        ]
+        pad = int(min(w, h) * rng.uniform(0.03, 0.08))
+        padded = Image.new("RGB", (w + 2 * pad, h + 2 * pad), tuple(int(c) for c in rng.integers(0, 256, 3)))
+        padded.paste(original, (pad, pad))
+        versions.append((padded, "png", {}))
+        for v, (image, suffix, options) in enumerate(versions):
+            name = f"g{g:04d}_v{v}"
+            image.save(folder / f"{name}.{suffix}", **options)
+            rows.append((name, f"g{g:04d}"))
+    with open(bench / "families.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["reference_id", "family"])
+        writer.writerows(rows)
+    print(f"{len(rows)} images of {n} graphics written to {folder}")
+
+
 def run_one(method: str, folder: Path) -> dict:
     from copyseek.graph.dedup import DedupParams
     from copyseek.graph.folders import PDQ_MATCH_DISTANCE, dedup_folder
@@ -75,15 +119,15 @@ def run_one(method: str, folder: Path) -> dict:
     start = time.perf_counter()
     if method.startswith("copyseek"):
         out = Path(os.environ.get("TMPDIR", "/tmp")) / f"dedup-{os.getpid()}.json"
-        # copyseek: the command's defaults (PDQ hashes, then SIFT + RANSAC, on the doubtful pairs);
-        # copyseek-sift: SIFT + RANSAC alone (before session 27); copyseek-noverify: no verification
-        hash_distance = None if method == "copyseek-sift" else PDQ_MATCH_DISTANCE
+        # copyseek: the command's defaults (SIFT + RANSAC on the doubtful pairs); copyseek-pdq: PDQ
+        # hashes first (--hash-distance 31); copyseek-noverify: no verification
+        hash_distance = PDQ_MATCH_DISTANCE if method == "copyseek-pdq" else None
         report = dedup_folder(folder, out, params=DedupParams(), verify=method != "copyseek-noverify",
                               hash_distance=hash_distance, progress=False)
         names, labels = report.names, report.groups.labels
         extra = {"verified": report.groups.verified, "confirmed_by": report.confirmed_by}
     else:
-        paths = sorted(p for p in folder.rglob("*.jpg"))
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         names = [p.relative_to(folder).as_posix() for p in paths]
         labels = hash_groups(method, paths)
         extra = {}
@@ -101,10 +145,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", type=Path)
     parser.add_argument("--methods", nargs="+",
-                        default=["copyseek", "copyseek-sift", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
+                        default=["copyseek", "copyseek-pdq", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
+    parser.add_argument("--make-graphics", type=int, metavar="N", help="write a folder of N flat graphics x 5 versions and stop")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.bench / "references"
+    if args.make_graphics:
+        make_graphics(args.bench, args.make_graphics)
+        return
     if args.one:
         print(json.dumps(run_one(args.one, folder)))
         return

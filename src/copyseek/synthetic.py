@@ -1,4 +1,5 @@
-"""Procedural photo-like images, for the demo and for tests (no image files needed)."""
+"""Procedural images, for the demo, tests and benchmarks (no image files needed): photo-like ones, and
+flat graphics (logos, banners, slides) that have little texture for local features."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ def synthetic_photo(rng: np.random.Generator, width: int = 480, height: int = 36
         else:
             draw.line((x, y, x + w, y - h), fill=colour, width=int(rng.integers(2, 8)))
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+
+
+def synthetic_graphic(rng: np.random.Generator, width: int = 320, height: int = 240) -> Image.Image:
+    """A random flat graphic: one background colour, 2-6 hard-edged shapes of flat colour and a line
+    of text; what logos, banners and slides look like, and where SIFT finds few keypoints."""
+    image = Image.new("RGB", (width, height), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    scale = min(width, height)
+    for _ in range(rng.integers(2, 7)):
+        x, y = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
+        w, h = (int(v) for v in rng.integers(scale // 8, scale // 2, size=2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.integers(0, 2):
+            draw.ellipse((x, y, x + w, y + h), fill=colour)
+        else:
+            draw.rectangle((x, y, x + w, y + h), fill=colour)
+    letters = "".join(chr(int(c)) for c in rng.integers(65, 91, size=int(rng.integers(4, 12))))
+    draw.text((int(rng.integers(4, width // 3)), int(rng.integers(4, height - 16))), letters,
+              fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return image

@@ -88,12 +88,12 @@ class TestDedupFolder:
         root = write_graphics(tmp_path / "graphics")
         every_edge_doubtful = DedupParams(k=3, accept=1.0, candidate=-1.0)
         report = dedup_folder(root, tmp_path / "g.json", model=model(tiny_onnx), params=every_edge_doubtful,
-                              progress=False)
+                              hash_distance=31, progress=False)
         groups = report.groups.members()
         assert [sorted(report.names[r] for r in rows) for rows in groups] == [["logo-small.jpg", "logo.jpg", "logo.png"]]
         assert report.confirmed_by["PDQ hash"] >= 2 and "by PDQ hash" in report.summary()
         sift_only = dedup_folder(root, tmp_path / "s.json", model=model(tiny_onnx), params=every_edge_doubtful,
-                                 hash_distance=None, progress=False)
+                                 progress=False)  # the default
         assert sift_only.groups.n_groups == 0 and "PDQ hash" not in sift_only.confirmed_by
 
     def test_hash_verifier_threshold_and_quality_floor(self, tmp_path):
@@ -126,7 +126,8 @@ def test_dedup_command(tmp_path, folder, tiny_onnx, capsys):
 def test_dedup_command_hash_distance(tmp_path, tiny_onnx, capsys):
     root = write_graphics(tmp_path / "graphics")
     common = ["dedup", str(root), "--model", model(tiny_onnx), "--k", "3", "--accept", "1", "--candidate", "-1", "-q"]
-    assert main(common + ["--output", str(tmp_path / "a.json")]) == 0
+    assert main(common + ["--output", str(tmp_path / "a.json"), "--hash-distance", "31"]) == 0
     assert "1 groups" in capsys.readouterr().out
-    assert main(common + ["--output", str(tmp_path / "b.json"), "--hash-distance", "-1"]) == 0
+    assert main(common + ["--output", str(tmp_path / "b.json")]) == 0
     assert "0 groups" in capsys.readouterr().out
+    assert main(common + ["--output", str(tmp_path / "c.json"), "--hash-distance", "300"]) == 2

@@ -19,7 +19,8 @@ def add_dedup_parser(sub) -> None:
         "dedup",
         help="find groups of near-duplicates and edited copies in a folder",
         description="Describe every image below FOLDER, link each to its nearest neighbours, verify "
-        "doubtful links (PDQ hashes, then local features), and write the groups: OUTPUT as imagededup's JSON "
+        "doubtful links with local features (and PDQ hashes with --hash-distance), and write the groups: "
+        "OUTPUT as imagededup's JSON "
         "({path: [[duplicate, score], ...]}, paths relative to FOLDER, every image a key), "
         "OUTPUT's .groups.csv (group,path,confidence,keep), OUTPUT's .skipped.csv (path,reason) when "
         "some files cannot be read, and a contact sheet with --plot. "
@@ -34,9 +35,10 @@ def add_dedup_parser(sub) -> None:
     p.add_argument("--accept", type=float, default=DedupParams.accept, help=f"cosine that makes a duplicate without verification (default {DedupParams.accept})")
     p.add_argument("--candidate", type=float, default=DedupParams.candidate, help=f"cosine from which a pair is verified locally (default {DedupParams.candidate})")
     p.add_argument("--no-verify", action="store_true", help="no verification: pairs under --accept are dropped")
-    p.add_argument("--hash-distance", type=int, default=PDQ_MATCH_DISTANCE, metavar="BITS",
-                   help="a doubtful pair whose PDQ hashes differ by at most BITS of 256 is a duplicate without "
-                   f"local verification (default {PDQ_MATCH_DISTANCE}, ThreatExchange's match threshold; -1: hashes not used)")
+    p.add_argument("--hash-distance", type=int, metavar="BITS",
+                   help="also confirm a doubtful pair whose PDQ hashes differ by at most BITS of 256 "
+                   f"({PDQ_MATCH_DISTANCE} is ThreatExchange's match threshold): more pairs found, some groups "
+                   "merged wrongly (default: local features alone)")
     p.add_argument("--model", default="sscd", help="global model (default sscd)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
@@ -56,7 +58,7 @@ def run_dedup(args: argparse.Namespace) -> int:
         keep=args.keep,
         move_to=args.move_to,
         verify=not args.no_verify,
-        hash_distance=None if args.hash_distance < 0 else args.hash_distance,
+        hash_distance=args.hash_distance,
         model=args.model,
         batch_size=args.batch_size,
         workers=args.workers,

@@ -1,5 +1,5 @@
 """Dedup of a folder of images, end to end: describe every image with a global model, group with
-`dedup.find_groups`, verify doubtful edges (PDQ hashes, then the local branch's SIFT + RANSAC), write the outputs,
+`dedup.find_groups`, verify doubtful edges (the local branch's SIFT + RANSAC; optionally PDQ hashes first), write the outputs,
 and optionally move the duplicates a keep policy does not keep (nothing is moved unless asked).
 
     report = dedup_folder("photos/", "groups.json", plot="groups.png", keep="largest")
@@ -177,7 +177,7 @@ def dedup_folder(
     move_to: str | os.PathLike | None = None,
     verify: bool = True,
     min_inliers: int = 12,
-    hash_distance: int | None = PDQ_MATCH_DISTANCE,
+    hash_distance: int | None = None,
     model: str = "sscd",
     batch_size: int = 16,
     workers: int = 2,
@@ -187,7 +187,10 @@ def dedup_folder(
     `.groups.csv` sibling (group,path,confidence,keep), a `.skipped.csv` sibling (path,reason) when
     some files could not be read, and the contact sheet `plot` (PNG). With
     `move_to`, the images the keep policy drops are moved there (their relative paths kept);
-    otherwise nothing is touched."""
+    otherwise nothing is touched. `hash_distance` (e.g. PDQ_MATCH_DISTANCE): doubtful pairs whose PDQ
+    hashes are that close are confirmed too (before SIFT): more recall, and on our folders less
+    pairwise precision, since right pairs then join groups that wrong ones had chained (BENCHMARKS.md,
+    dedup); None (default): SIFT + RANSAC alone."""
     start = time.perf_counter()
     folder = Path(folder)
     output = Path(output)
