@@ -5,7 +5,7 @@ photo form a family).
 
     copyseek bench build --images ../shared/images --out fam --holdout 0.3 --variants-per-reference 4 \
         --references 200 --copied 1 --copies 1 --distractor-queries 0 --background 0
-    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-pdq copyseek-noverify pdq phash dhash ahash whash]
+    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-anycover copyseek-pdq copyseek-noverify pdq phash dhash ahash whash]
 
 A folder of flat graphics instead of photos (`synthetic_graphic`: logos, banners, slides, where SIFT
 finds few keypoints), each saved as PNG and in four near-duplicate versions (JPEG re-encoding, resize,
@@ -114,16 +114,18 @@ def make_graphics(bench: Path, n: int, seed: int = 0) -> None:
 
 def run_one(method: str, folder: Path) -> dict:
     from copyseek.graph.dedup import DedupParams
-    from copyseek.graph.folders import PDQ_MATCH_DISTANCE, dedup_folder
+    from copyseek.graph.folders import MIN_COVER, PDQ_MATCH_DISTANCE, dedup_folder
 
     start = time.perf_counter()
     if method.startswith("copyseek"):
         out = Path(os.environ.get("TMPDIR", "/tmp")) / f"dedup-{os.getpid()}.json"
-        # copyseek: the command's defaults (SIFT + RANSAC on the doubtful pairs); copyseek-pdq: PDQ
-        # hashes first (--hash-distance 31); copyseek-noverify: no verification
+        # copyseek: the command's defaults (SIFT + RANSAC on the doubtful pairs, inliers spanning
+        # >= MIN_COVER of both images); copyseek-anycover: any span (the default before session 27);
+        # copyseek-pdq: PDQ hashes first (--hash-distance 31); copyseek-noverify: no verification
         hash_distance = PDQ_MATCH_DISTANCE if method == "copyseek-pdq" else None
+        min_cover = 0.0 if method == "copyseek-anycover" else MIN_COVER
         report = dedup_folder(folder, out, params=DedupParams(), verify=method != "copyseek-noverify",
-                              hash_distance=hash_distance, progress=False)
+                              hash_distance=hash_distance, min_cover=min_cover, progress=False)
         names, labels = report.names, report.groups.labels
         extra = {"verified": report.groups.verified, "confirmed_by": report.confirmed_by}
     else:
@@ -145,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", type=Path)
     parser.add_argument("--methods", nargs="+",
-                        default=["copyseek", "copyseek-pdq", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
+                        default=["copyseek", "copyseek-anycover", "copyseek-pdq", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
     parser.add_argument("--make-graphics", type=int, metavar="N", help="write a folder of N flat graphics x 5 versions and stop")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -142,14 +142,23 @@ class AnyVerifier:
         return False
 
 
+MIN_COVER = 0.1
+"""Share of both images the inliers must span for a local verification to confirm a pair (chosen on
+a dev folder, BENCHMARKS.md dedup, session 27): overlays shared by unrelated images match in a
+small patch."""
+
+
 class LocalVerifier:
     """verify(i, j) -> whether images i and j share >= min_inliers RANSAC inliers (copyseek's local
-    branch), local features extracted once per image and kept for the doubtful edges only."""
+    branch) whose bounding box covers >= min_cover of both images; local features extracted once per
+    image and kept for the doubtful edges only."""
 
-    def __init__(self, paths: list[Path], min_inliers: int = 12):
+    def __init__(self, paths: list[Path], min_inliers: int = 12, min_cover: float = MIN_COVER):
         from copyseek.local.branch import LocalBranch
 
-        self.paths, self.min_inliers = paths, min_inliers
+        if not 0.0 <= min_cover <= 1.0:
+            raise CopyseekError(f"min_cover is a share of the image in [0, 1], got {min_cover}")
+        self.paths, self.min_inliers, self.min_cover = paths, min_inliers, min_cover
         self.branch = LocalBranch.from_options({})
         self._features: dict[tuple[int, bool], dict] = {}
 
@@ -161,10 +170,14 @@ class LocalVerifier:
 
     def __call__(self, i: int, j: int) -> bool:
         try:
-            verification = self.branch.verify_pair(self._extract(i, True), self._extract(j, False))
+            query, reference = self._extract(i, True), self._extract(j, False)
+            verification = self.branch.verify_pair(query, reference)
         except CopyseekError:  # an image unreadable now: the edge stays unconfirmed
             return False
-        return verification.inliers >= self.min_inliers
+        return (
+            verification.inliers >= self.min_inliers
+            and verification.coverage(query["size"], reference["size"]) >= self.min_cover
+        )
 
 
 def dedup_folder(
@@ -177,6 +190,7 @@ def dedup_folder(
     move_to: str | os.PathLike | None = None,
     verify: bool = True,
     min_inliers: int = 12,
+    min_cover: float = MIN_COVER,
     hash_distance: int | None = None,
     model: str = "sscd",
     batch_size: int = 16,
@@ -204,7 +218,7 @@ def dedup_folder(
     verifier = None
     if verify:
         hashes = {} if hash_distance is None else {"PDQ hash": HashVerifier(paths, hash_distance)}
-        verifier = AnyVerifier(hashes | {"local verification": LocalVerifier(paths, min_inliers)})
+        verifier = AnyVerifier(hashes | {"local verification": LocalVerifier(paths, min_inliers, min_cover)})
     groups = find_groups(vectors, params, verifier)
     kept = keep_plan(groups, paths, keep)
     report = DedupReport(names, groups, kept, skipped, confirmed_by=verifier.confirmed if verifier else {})

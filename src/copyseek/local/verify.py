@@ -63,6 +63,18 @@ class Verification:
     def none(cls) -> "Verification":
         return cls(0, np.zeros((0, 4), np.float32), np.zeros(4, np.float32))
 
+    def coverage(self, query_size: tuple[int, int], reference_size: tuple[int, int]) -> float:
+        """The smaller of the two images' shares (0-1) that the inliers' bounding box covers; sizes
+        (width, height) in the pixels `pairs` is in. A copy matches over much of both images; two
+        unrelated images that carry the same overlay (an emoji, a caption) match in a small patch."""
+        if self.inliers == 0:
+            return 0.0
+        shares = []
+        for x, y, (width, height) in ((0, 1, query_size), (2, 3, reference_size)):
+            box = np.ptp(self.pairs[:, x]) * np.ptp(self.pairs[:, y])
+            shares.append(float(box) / max(int(width) * int(height), 1))
+        return min(shares)
+
 
 def one_to_one(qi: np.ndarray, ri: np.ndarray, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep, for each reference keypoint ri, its closest match, and for each query keypoint qi its
