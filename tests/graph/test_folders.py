@@ -109,6 +109,21 @@ class TestDedupFolder:
         with pytest.raises(CopyseekError, match="PDQ distance"):
             HashVerifier(paths, max_distance=300)
 
+    def test_local_verifier_rejects_two_photos_that_share_only_a_sticker(self, tmp_path, folder):
+        # the same textured patch (an eighth of each side) pasted on two unrelated photos: its
+        # keypoints match, but over a small share of the images
+        sticker = Image.open(folder / "img0005.jpg").convert("RGB").resize((40, 30))
+        pair = []
+        for name in ("img0002.jpg", "img0003.jpg"):
+            image = Image.open(folder / name).convert("RGB")
+            image.paste(sticker, (20, 20))
+            image.save(tmp_path / name, quality=92)
+            pair.append(tmp_path / name)
+        assert LocalVerifier(pair, min_inliers=6, min_cover=0.0)(0, 1)  # the sticker alone matches
+        assert not LocalVerifier(pair, min_inliers=6)(0, 1)  # the default cover refuses it
+        with pytest.raises(CopyseekError, match="min_cover"):
+            LocalVerifier(pair, min_cover=1.5)
+
     def test_local_verifier_tells_a_copy_from_another_photo(self, folder):
         paths = [folder / "img0000.jpg", folder / "copies" / "img0000.jpg", folder / "img0003.jpg"]
         verify = LocalVerifier(paths, min_inliers=12)
