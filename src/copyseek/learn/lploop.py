@@ -89,7 +89,10 @@ def train_lp(config: TrainConfig, out: str | Path, labels_csv: str | Path, round
     if config.pseudo_inliers:  # one verifier for all rounds: features and pair results are kept
         from copyseek.graph.folders import LocalVerifier
 
-        verify = functools.lru_cache(maxsize=None)(LocalVerifier(photos.paths, config.pseudo_inliers))
+        # any inlier span, as measured for this loop (issue 15, session 24); dedup's coverage rule
+        # (session 27) was measured on dedup only
+        verifier = LocalVerifier(photos.paths, config.pseudo_inliers, min_cover=0.0)
+        verify = functools.lru_cache(maxsize=None)(verifier)
     model_path, init = None, config.init
     if config.labelled_steps:
         train_labelled(config, photos.paths, labels, classes, out / "round-0", config.labelled_steps, progress)
