@@ -80,6 +80,14 @@ class TestDedupFolder:
         clean = dedup_folder(folder, tmp_path / "h.json", model=model(tiny_onnx), verify=False, progress=False)
         assert not (tmp_path / "h.skipped.csv").exists() and len(clean.outputs) == 2
 
+    @pytest.mark.parametrize("options, message", [({"min_cover": 1.5}, "min_cover"), ({"hash_distance": -3}, "PDQ distance")])
+    def test_refuses_bad_verification_settings_before_describing(self, tmp_path, folder, options, message, monkeypatch):
+        import copyseek.graph.folders as folders
+
+        monkeypatch.setattr(folders, "describe_folder", lambda *a, **k: pytest.fail("described before checking"))
+        with pytest.raises(CopyseekError, match=message):
+            dedup_folder(folder, tmp_path / "g.json", progress=False, **options)
+
     def test_refuses_to_move_into_the_folder(self, tmp_path, folder, tiny_onnx):
         with pytest.raises(CopyseekError, match="inside"):
             dedup_folder(folder, tmp_path / "g.json", model=model(tiny_onnx), move_to=folder / "dups", progress=False)
@@ -146,3 +154,4 @@ def test_dedup_command_hash_distance(tmp_path, tiny_onnx, capsys):
     assert main(common + ["--output", str(tmp_path / "b.json")]) == 0
     assert "0 groups" in capsys.readouterr().out
     assert main(common + ["--output", str(tmp_path / "c.json"), "--hash-distance", "300"]) == 2
+    assert main(common + ["--output", str(tmp_path / "d.json"), "--min-cover", "2"]) == 2

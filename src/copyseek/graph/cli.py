@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
 
 def add_dedup_parser(sub) -> None:
     from copyseek.graph.dedup import KEEP_POLICIES, DedupParams
-    from copyseek.graph.folders import PDQ_MATCH_DISTANCE
+    from copyseek.graph.folders import MIN_COVER, PDQ_MATCH_DISTANCE
 
     p = sub.add_parser(
         "dedup",
@@ -34,6 +34,9 @@ def add_dedup_parser(sub) -> None:
     p.add_argument("--k", type=int, default=DedupParams.k, help=f"neighbours per image (default {DedupParams.k})")
     p.add_argument("--accept", type=float, default=DedupParams.accept, help=f"cosine that makes a duplicate without verification (default {DedupParams.accept})")
     p.add_argument("--candidate", type=float, default=DedupParams.candidate, help=f"cosine from which a pair is verified locally (default {DedupParams.candidate})")
+    p.add_argument("--min-cover", type=float, default=MIN_COVER, metavar="SHARE",
+                   help=f"a local verification confirms a pair only if its inliers span this share of both images "
+                   f"(default {MIN_COVER}: a shared emoji or caption matches in a small patch)")
     p.add_argument("--no-verify", action="store_true", help="no verification: pairs under --accept are dropped")
     p.add_argument("--hash-distance", type=int, metavar="BITS",
                    help="also confirm a doubtful pair whose PDQ hashes differ by at most BITS of 256 "
@@ -58,6 +61,7 @@ def run_dedup(args: argparse.Namespace) -> int:
         keep=args.keep,
         move_to=args.move_to,
         verify=not args.no_verify,
+        min_cover=args.min_cover,
         hash_distance=args.hash_distance,
         model=args.model,
         batch_size=args.batch_size,

@@ -96,6 +96,20 @@ PDQ_MIN_QUALITY = 50
 """PDQ's quality floor (ThreatExchange's): a hash under it (a nearly flat image) does not match."""
 
 
+def check_hash_distance(bits: int) -> int:
+    """`bits` as a PDQ Hamming distance (a whole number in [0, 256]), or a clear error."""
+    if int(bits) != bits or not 0 <= bits <= 256:
+        raise CopyseekError(f"the PDQ distance must be a whole number of bits in [0, 256], got {bits}")
+    return int(bits)
+
+
+def check_cover(share: float) -> float:
+    """`share` as a share of an image in [0, 1], or a clear error."""
+    if not 0.0 <= share <= 1.0:
+        raise CopyseekError(f"min_cover is a share of the image in [0, 1], got {share}")
+    return float(share)
+
+
 class HashVerifier:
     """verify(i, j) -> whether images i and j have PDQ hashes within `max_distance` bits, both of
     quality >= PDQ_MIN_QUALITY: a re-encoded, resized or lightly edited copy. It confirms what SIFT
@@ -103,9 +117,7 @@ class HashVerifier:
     instead of a RANSAC match; hashes are computed once per image, for the doubtful edges only."""
 
     def __init__(self, paths: list[Path], max_distance: int = PDQ_MATCH_DISTANCE):
-        if int(max_distance) != max_distance or not 0 <= max_distance <= 256:
-            raise CopyseekError(f"the PDQ distance must be a whole number of bits in [0, 256], got {max_distance}")
-        self.paths, self.max_distance = paths, int(max_distance)
+        self.paths, self.max_distance = paths, check_hash_distance(max_distance)
         self._hashes: dict[int, np.ndarray | None] = {}
 
     def _hash(self, row: int) -> np.ndarray | None:
@@ -156,9 +168,7 @@ class LocalVerifier:
     def __init__(self, paths: list[Path], min_inliers: int = 12, min_cover: float = MIN_COVER):
         from copyseek.local.branch import LocalBranch
 
-        if not 0.0 <= min_cover <= 1.0:
-            raise CopyseekError(f"min_cover is a share of the image in [0, 1], got {min_cover}")
-        self.paths, self.min_inliers, self.min_cover = paths, min_inliers, min_cover
+        self.paths, self.min_inliers, self.min_cover = paths, min_inliers, check_cover(min_cover)
         self.branch = LocalBranch.from_options({})
         self._features: dict[tuple[int, bool], dict] = {}
 
@@ -210,6 +220,9 @@ def dedup_folder(
     output = Path(output)
     if not output.parent.exists():
         raise CopyseekError(f"output folder does not exist: {output.parent}")
+    check_cover(min_cover)  # before describing the folder, which can take hours
+    if hash_distance is not None:
+        check_hash_distance(hash_distance)
     if move_to is not None and Path(move_to).resolve().is_relative_to(folder.resolve()):
         raise CopyseekError(f"--move-to {move_to} is inside {folder}: moved images would be found again next run")
     files, vectors, skipped = describe_folder(folder, model, batch_size, workers, progress)
