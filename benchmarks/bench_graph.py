@@ -103,9 +103,9 @@ def diffusion_sweep(
 ) -> list[dict]:
     """Temporal (whole graph, per component, truncated), hybrid on aggregates (whole graph, per
     component), spectral and hybrid at each r (eigenpairs per connected component), and hybrid on the
-    whole graph at `whole_ranks`, on the test families. Times are the median of `repeats` runs of each solver on the queries, `block` at a
-    time (all at once by default; 1: one by one, as an online service solves them); CG iters: the
-    most any solve took."""
+    whole graph at `whole_ranks`, on the test families. Times are the median of `repeats` runs of
+    each solver on the queries, `block` at a time (all at once by default; 1: one by one, as an
+    online service solves them); CG iters: the most any solve took."""
     start = time.perf_counter()
     graph, q, db, sims, rows, positives = query_setup(data, n_queries, k, seed, "test")
     graph.normalized()
