@@ -5,7 +5,7 @@ photo form a family).
 
     copyseek bench build --images ../shared/images --out fam --holdout 0.3 --variants-per-reference 4 \
         --references 200 --copied 1 --copies 1 --distractor-queries 0 --background 0
-    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-anycover copyseek-pdq copyseek-noverify pdq phash dhash ahash whash]
+    python benchmarks/bench_dedup.py fam [--methods copyseek copyseek-nolimit copyseek-anycover copyseek-pdq copyseek-noverify pdq phash dhash ahash whash]
 
 A folder of flat graphics instead of photos (`synthetic_graphic`: logos, banners, slides, where SIFT
 finds few keypoints), each saved as PNG and in four near-duplicate versions (JPEG re-encoding, resize,
@@ -120,14 +120,17 @@ def run_one(method: str, folder: Path) -> dict:
     if method.startswith("copyseek"):
         out = Path(os.environ.get("TMPDIR", "/tmp")) / f"dedup-{os.getpid()}.json"
         # copyseek: the command's defaults (SIFT + RANSAC on the doubtful pairs, inliers spanning
-        # >= MIN_COVER of both images); copyseek-anycover: any span (the default before session 27);
+        # >= MIN_COVER of both images, merge limit); copyseek-anycover: any span and no merge limit (the
+        # default before session 27);
         # copyseek-pdq: PDQ hashes first (--hash-distance 31); copyseek-noverify: no verification
+        # copyseek-nolimit: plain connected components (merge_limit 0, the default before session 27)
         hash_distance = PDQ_MATCH_DISTANCE if method == "copyseek-pdq" else None
         min_cover = 0.0 if method == "copyseek-anycover" else MIN_COVER
-        report = dedup_folder(folder, out, params=DedupParams(), verify=method != "copyseek-noverify",
+        params = DedupParams(merge_limit=0) if method in ("copyseek-nolimit", "copyseek-anycover") else DedupParams()
+        report = dedup_folder(folder, out, params=params, verify=method != "copyseek-noverify",
                               hash_distance=hash_distance, min_cover=min_cover, progress=False)
         names, labels = report.names, report.groups.labels
-        extra = {"verified": report.groups.verified, "confirmed_by": report.confirmed_by}
+        extra = {"verified": report.groups.verified, "confirmed_by": report.confirmed_by, "refused": report.groups.refused}
     else:
         paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         names = [p.relative_to(folder).as_posix() for p in paths]
@@ -147,7 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", type=Path)
     parser.add_argument("--methods", nargs="+",
-                        default=["copyseek", "copyseek-anycover", "copyseek-pdq", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
+                        default=["copyseek", "copyseek-nolimit", "copyseek-anycover", "copyseek-pdq", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
     parser.add_argument("--make-graphics", type=int, metavar="N", help="write a folder of N flat graphics x 5 versions and stop")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,7 +178,8 @@ def main() -> None:
         p, r, f1 = pairwise_prf(np.array(result["labels"]), truth)
         rows.append({"method": method, "images": len(truth), "P": p, "R": r, "F1": f1, "seconds": result["seconds"],
                      "peak GB": result["peak_gb"], "verified (doubtful, confirmed)": str(result.get("verified", "-")),
-                     "confirmed by": ", ".join(f"{name} {n}" for name, n in result.get("confirmed_by", {}).items()) or "-"})
+                     "confirmed by": ", ".join(f"{name} {n}" for name, n in result.get("confirmed_by", {}).items()) or "-",
+                     "refused by the merge limit": result.get("refused", "-")})
     print(table(rows, list(rows[0])))
 
 

@@ -53,10 +53,22 @@ class TestFindGroups:
         assert grouped == {f for f in range(15) if f % 2 == 0}
         assert find_groups(x, params).n_groups == 0  # without a verifier nothing under accept is kept
 
+    def test_a_verified_pair_does_not_merge_two_established_groups(self):
+        # two groups of three (accepted edges) and a single image, all doubtful across: a verified
+        # pair may attach the single image, but not merge the two groups, unless merge_limit is 0
+        x = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]], np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        groups = find_groups(x, DedupParams(k=6, accept=0.99, candidate=0.5), lambda i, j: True)
+        assert sorted(map(len, groups.members())) == [3, 4] and groups.refused > 0
+        merged = find_groups(x, DedupParams(k=6, accept=0.99, candidate=0.5, merge_limit=0), lambda i, j: True)
+        assert groups.verified == merged.verified and merged.n_groups == 1 and merged.refused == 0
+        strict = find_groups(x, DedupParams(k=6, accept=0.99, candidate=0.5, merge_limit=1), lambda i, j: True)
+        assert sorted(map(len, strict.members())) == [3, 4]  # a single image still joins
+
     def test_empty_input(self):
         assert find_groups(np.zeros((0, 4), np.float32)).n_groups == 0
 
-    @pytest.mark.parametrize("options", [{"k": 0}, {"accept": 0.3, "candidate": 0.5}, {"accept": 1.5}])
+    @pytest.mark.parametrize("options", [{"k": 0}, {"accept": 0.3, "candidate": 0.5}, {"accept": 1.5}, {"merge_limit": -1}])
     def test_bad_parameters_are_refused(self, options):
         with pytest.raises(CopyseekError):
             DedupParams(**options)

@@ -37,6 +37,9 @@ def add_dedup_parser(sub) -> None:
     p.add_argument("--min-cover", type=float, default=MIN_COVER, metavar="SHARE",
                    help=f"a local verification confirms a pair only if its inliers span this share of both images "
                    f"(default {MIN_COVER}: a shared emoji or caption matches in a small patch)")
+    p.add_argument("--merge-limit", type=int, default=DedupParams.merge_limit, metavar="N",
+                   help="a verified doubtful pair joins two groups only if one has at most N images "
+                   f"(default {DedupParams.merge_limit}; 0: no limit, plain connected components)")
     p.add_argument("--no-verify", action="store_true", help="no verification: pairs under --accept are dropped")
     p.add_argument("--hash-distance", type=int, metavar="BITS",
                    help="also confirm a doubtful pair whose PDQ hashes differ by at most BITS of 256 "
@@ -56,7 +59,7 @@ def run_dedup(args: argparse.Namespace) -> int:
     report = dedup_folder(
         args.folder,
         args.output,
-        params=DedupParams(k=args.k, accept=args.accept, candidate=args.candidate),
+        params=DedupParams(k=args.k, accept=args.accept, candidate=args.candidate, merge_limit=args.merge_limit),
         plot=args.plot,
         keep=args.keep,
         move_to=args.move_to,

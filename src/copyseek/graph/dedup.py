@@ -7,8 +7,8 @@ job, without a dense n x n matrix (a 100k-image collection is a (100k, k) list o
 
 An edge of the graph (k nearest neighbours, union of both directions) is a duplicate when its cosine
 is >= `accept`; an edge in [`candidate`, `accept`) is doubtful and kept only if `verify` confirms it
-(copyseek's local branch: RANSAC inliers); below `candidate` it is dropped. Groups are the connected
-components of the kept edges. Output helpers write the imagededup-shaped JSON, the groups CSV, a keep
+(copyseek's local branch: RANSAC inliers) and it does not merge two groups of more than `merge_limit`
+images; below `candidate` it is dropped. Groups are the connected components of the kept edges. Output helpers write the imagededup-shaped JSON, the groups CSV, a keep
 plan and a contact sheet.
 """
 
@@ -37,30 +37,37 @@ class DedupParams:
     accept:    cosine at or above which an edge is a duplicate without verification.
     candidate: cosine at or above which a doubtful edge is verified (accept >= candidate).
     factory:   Faiss index for the neighbour search ("Flat" exact; e.g. "IVF1024,Flat" past ~50k).
+    merge_limit: a verified doubtful edge joins two groups only if one of them has at most this many
+               images (0: no limit, plain connected components). One wrong verified pair between two
+               large groups would otherwise merge them whole; a fragment of a few images still joins.
     Defaults fit SSCD descriptors (BENCHMARKS.md, dedup section)."""
 
     k: int = 10
     accept: float = 0.75
     candidate: float = 0.45
     factory: str = "Flat"
+    merge_limit: int = 2
 
     def __post_init__(self) -> None:
         if int(self.k) != self.k or self.k < 1:
             raise CopyseekError(f"dedup k must be a whole number >= 1, got {self.k}")
         if not -1.0 <= self.candidate <= self.accept <= 1.0:
             raise CopyseekError(f"dedup needs -1 <= candidate <= accept <= 1, got candidate={self.candidate}, accept={self.accept}")
+        if int(self.merge_limit) != self.merge_limit or self.merge_limit < 0:
+            raise CopyseekError(f"dedup merge_limit must be a whole number >= 0 (0: no limit), got {self.merge_limit}")
 
 
 @dataclass
 class Groups:
     """labels: (n,) group id (0..g-1, largest group first) or -1; confidence: (n,) strongest kept edge
     of each member (0 for singletons); edges: (e, 3) kept edges as rows (i, j, score); verified: edges
-    sent to `verify` and how many it confirmed."""
+    sent to `verify` and how many it confirmed; refused: confirmed edges left out by the merge limit."""
 
     labels: np.ndarray
     confidence: np.ndarray
     edges: np.ndarray
     verified: tuple[int, int] = (0, 0)
+    refused: int = 0
 
     @property
     def n_groups(self) -> int:
@@ -92,12 +99,13 @@ def find_groups(
     i, j, sims = graph.edges(min_similarity=params.candidate)
     keep = sims >= params.accept
     doubtful = np.flatnonzero(~keep)
-    confirmed = 0
+    confirmed = np.zeros(len(sims), bool)
     if verify is not None:
         for e in doubtful:
-            if verify(int(i[e]), int(j[e])):
-                keep[e] = True
-                confirmed += 1
+            confirmed[e] = verify(int(i[e]), int(j[e]))
+    joined = guarded_joins(n, i, j, sims, keep, confirmed, params.merge_limit)
+    refused = int(confirmed.sum() - joined.sum())
+    keep |= joined
     i, j, sims = i[keep], j[keep], sims[keep]
     adjacency = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, component = connected_components(adjacency, directed=False)
@@ -111,7 +119,41 @@ def find_groups(
     np.maximum.at(confidence, i, sims)
     np.maximum.at(confidence, j, sims)
     edges = np.column_stack([i, j, sims]) if len(i) else np.zeros((0, 3))
-    return Groups(new_id[component], np.clip(confidence, 0, 1), edges, (len(doubtful) if verify else 0, confirmed))
+    verified = (len(doubtful) if verify else 0, int(confirmed.sum()))
+    return Groups(new_id[component], np.clip(confidence, 0, 1), edges, verified, refused)
+
+
+def guarded_joins(
+    n: int, i: np.ndarray, j: np.ndarray, sims: np.ndarray, accepted: np.ndarray, confirmed: np.ndarray, limit: int
+) -> np.ndarray:
+    """(e,) bool: the confirmed edges kept. The accepted edges' components come first; then each
+    confirmed edge, the most similar first, joins the groups of its two ends only if one of them has
+    at most `limit` images (limit 0: every confirmed edge is kept, as plain components would)."""
+    from scipy.sparse.csgraph import connected_components
+
+    if limit == 0 or not confirmed.any():
+        return confirmed.copy()
+    adjacency = sp.csr_matrix((np.ones(int(accepted.sum())), (i[accepted], j[accepted])), shape=(n, n))
+    _, group = connected_components(adjacency, directed=False)
+    parent = np.arange(group.max() + 1)
+    size = np.bincount(group)
+
+    def root(g: int) -> int:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    kept = np.zeros(len(sims), bool)
+    for e in np.flatnonzero(confirmed)[np.argsort(-sims[confirmed], kind="stable")]:
+        a, b = root(group[i[e]]), root(group[j[e]])
+        if a != b and min(size[a], size[b]) > limit:
+            continue  # two established groups: one pair is not enough to merge them
+        if a != b:
+            a, b = (a, b) if size[a] >= size[b] else (b, a)
+            parent[b], size[a] = a, size[a] + size[b]
+        kept[e] = True
+    return kept
 
 
 def duplicates_json(groups: Groups, names: Sequence[str], vectors: np.ndarray, max_listed: int = 200) -> dict[str, list]:

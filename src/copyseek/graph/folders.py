@@ -50,6 +50,7 @@ class DedupReport:
             f"{len(self.names)} images, {self.groups.n_groups} groups, {duplicates} duplicates beyond the kept ones"
             f"; {confirmed} of {doubtful} doubtful pairs confirmed"
             + (" (" + ", ".join(f"{count} by {name}" for name, count in self.confirmed_by.items()) + ")" if doubtful else "")
+            + (f", {self.groups.refused} of them left out by the merge limit" if self.groups.refused else "")
             + f"; skipped {len(self.skipped)}"
             + (f"; moved {self.moved}" if self.moved else "; dry run: nothing moved")
         )
