@@ -60,6 +60,7 @@ class TestFindGroups:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         groups = find_groups(x, DedupParams(k=6, accept=0.99, candidate=0.5), lambda i, j: True)
         assert sorted(map(len, groups.members())) == [3, 4] and groups.refused > 0
+        assert groups.labels[3] == groups.labels[4] != groups.labels[0]  # it joins the more similar group
         merged = find_groups(x, DedupParams(k=6, accept=0.99, candidate=0.5, merge_limit=0), lambda i, j: True)
         assert groups.verified == merged.verified and merged.n_groups == 1 and merged.refused == 0
         strict = find_groups(x, DedupParams(k=6, accept=0.99, candidate=0.5, merge_limit=1), lambda i, j: True)
