@@ -7,9 +7,10 @@ job, without a dense n x n matrix (a 100k-image collection is a (100k, k) list o
 
 An edge of the graph (k nearest neighbours, union of both directions) is a duplicate when its cosine
 is >= `accept`; an edge in [`candidate`, `accept`) is doubtful and kept only if `verify` confirms it
-(copyseek's local branch: RANSAC inliers) and it does not merge two groups of more than `merge_limit`
-images; below `candidate` it is dropped. Groups are the connected components of the kept edges. Output helpers write the imagededup-shaped JSON, the groups CSV, a keep
-plan and a contact sheet.
+(copyseek's local branch: RANSAC inliers) and it does not merge two groups of more than
+`merge_limit` images; below `candidate` it is dropped. Groups are the connected components of the
+kept edges. Output helpers write the imagededup-shaped JSON, the groups CSV, a keep plan and a
+contact sheet.
 """
 
 from __future__ import annotations
