@@ -12,6 +12,7 @@ from copyseek.graph.diffusion import (
     Components,
     Deflation,
     Diffusion,
+    LevelElimination,
     Solver,
     component_eigenpairs,
     component_labels,
@@ -19,6 +20,7 @@ from copyseek.graph.diffusion import (
     aggregates,
     conjugate_gradient,
     hop_neighbourhood,
+    independent_set,
     make_solver,
     register_solver,
     top_eigenpairs,
@@ -384,3 +386,72 @@ class TestAggregates:
         np.testing.assert_allclose(np.linalg.norm(basis, axis=0), 1.0)
         assert (np.count_nonzero(basis, axis=1) == [1, 1, 1, 0, 1, 1]).all()
         np.testing.assert_allclose(basis[:2, 0], np.array([1.0, 2.0]) / np.sqrt(5.0))  # D^1/2 shape
+
+
+def spd_of_graph(w: np.ndarray, alpha: float = 0.99) -> sp.csr_matrix:
+    """I - alpha D^-1/2 W D^-1/2 for a symmetric non-negative W (isolated nodes keep I)."""
+    degrees = w.sum(axis=1)
+    scale = np.divide(1.0, np.sqrt(degrees), out=np.zeros_like(degrees), where=degrees > 0)
+    return sp.csr_matrix(np.eye(len(w)) - alpha * scale[:, None] * w * scale[None, :])
+
+
+def clustered_spd(seed: int = 0) -> sp.csr_matrix:
+    """A sparse random graph (levels to eliminate), two cliques of 30 (dense tails of their own) and two
+    isolated nodes, shuffled so that no block is contiguous."""
+    rng = np.random.default_rng(seed)
+    n_sparse, clique = 120, 30
+    n = n_sparse + 2 * clique + 2
+    w = np.zeros((n, n))
+    for _ in range(3 * n_sparse):
+        i, j = rng.integers(0, n_sparse, 2)
+        if i != j:
+            w[i, j] = w[j, i] = rng.uniform(0.2, 1.0)
+    for start in (n_sparse, n_sparse + clique):
+        block = slice(start, start + clique)
+        w[block, block] = rng.uniform(0.5, 1.0, (clique, clique))
+        w[block, block] = (w[block, block] + w[block, block].T) / 2
+        np.fill_diagonal(w[block, block], 0.0)
+    shuffle = rng.permutation(n)
+    return spd_of_graph(w[shuffle][:, shuffle])
+
+
+class TestLevelElimination:
+    def test_solves_exactly_in_its_order(self):
+        e = clustered_spd()
+        elimination = LevelElimination(e)
+        b = np.random.default_rng(1).standard_normal((e.shape[0], 4))
+        x = np.empty_like(b)
+        x[elimination.order] = elimination.solve(b[elimination.order])
+        np.testing.assert_allclose(x, np.linalg.solve(e.toarray(), b), rtol=1e-9, atol=1e-9)
+        assert sorted(elimination.order) == list(range(e.shape[0]))
+        assert len(elimination.levels) >= 2  # the sparse part is eliminated level by level
+
+    def test_one_column_keeps_its_shape(self):
+        e = clustered_spd(2)
+        elimination = LevelElimination(e)
+        b = np.random.default_rng(3).standard_normal(e.shape[0])
+        x = elimination.solve(b[elimination.order])
+        assert x.shape == b.shape
+        np.testing.assert_allclose(x, np.linalg.solve(e.toarray(), b)[elimination.order], rtol=1e-9, atol=1e-9)
+
+    def test_the_tail_is_inverted_per_component(self):
+        e = clustered_spd()
+        sizes = sorted(last - first for first, last, _ in LevelElimination(e).tail)
+        assert sizes.count(30) == 2  # each clique alone, not one dense inverse over both
+        assert LevelElimination(e).nbytes() < 8 * (e.shape[0] ** 2) / 4
+
+    def test_a_dense_matrix_is_all_tail_and_a_single_row_all_levels(self):
+        dense = spd_of_graph(np.ones((20, 20)) - np.eye(20))
+        elimination = LevelElimination(dense)
+        assert not elimination.levels and [(first, last) for first, last, _ in elimination.tail] == [(0, 20)]
+        single = LevelElimination(sp.csr_matrix(np.array([[2.0]])))
+        np.testing.assert_allclose(single.solve(np.array([4.0])), [2.0])
+
+    def test_independent_set_takes_no_two_neighbours(self):
+        e = clustered_spd(4)
+        chosen = independent_set(e, max_degree=6)
+        pattern = e[chosen][:, chosen].toarray()
+        np.fill_diagonal(pattern, 0.0)
+        assert len(chosen) > 10 and not pattern.any()
+        degrees = np.diff(e.indptr) - 1
+        assert (degrees[chosen] <= 6).all()

@@ -165,35 +165,119 @@ def hop_neighbourhood(s: sp.csr_matrix, seeds: np.ndarray, size: int) -> np.ndar
     return np.flatnonzero(chosen)
 
 
+def independent_set(c: sp.csr_matrix, max_degree: int) -> np.ndarray:
+    """Sorted rows of a greedy independent set of the symmetric (m, m) `c`'s graph (no two chosen rows
+    share an off-diagonal entry), taken by increasing degree among rows of <= `max_degree` neighbours:
+    eliminating a row of degree d adds up to d^2 entries, so the cheap ones go first."""
+    degrees = np.diff(c.indptr) - (c.diagonal() != 0)
+    blocked = np.zeros(c.shape[0], bool)
+    chosen = []
+    for i in np.argsort(degrees, kind="stable"):
+        if degrees[i] > max_degree:
+            break
+        if not blocked[i]:
+            chosen.append(i)
+            blocked[c.indices[c.indptr[i] : c.indptr[i + 1]]] = True
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+class LevelElimination:
+    """Exact solver of a sparse symmetric positive definite (m, m) E for many right-hand sides at once:
+    block LDL^T by levels. Each level is an independent set of E's (current Schur complement's) graph,
+    so its pivot block is diagonal and eliminating it is two sparse products; what stays once the
+    sets get small or dense (the tail) is inverted densely, one block per connected component of the
+    tail. A solve is then sparse products and dense matrix products over all columns: on the 10k
+    benchmark graph's E (1391 rows, 8k nonzeros) 3.3x faster than SuperLU's triangular solves, which
+    go one column at a time (2.7 against 8.7 ms for 200 columns, one thread).
+
+    `order` (m,): the rows in elimination order; `solve` takes and returns vectors in that order, so a
+    caller permutes its basis once instead of every vector. `max_degree`: rows of more neighbours are
+    left to the tail; `min_share`: a level smaller than this share of the remaining rows ends them."""
+
+    def __init__(self, e: sp.csr_matrix, max_degree: int = 16, min_share: float = 0.02):
+        from scipy.sparse.csgraph import connected_components
+
+        c, m = sp.csr_matrix(e), e.shape[0]
+        ids = np.arange(m)  # the original row of each row of c
+        eliminated: list[np.ndarray] = []
+        levels: list[tuple[np.ndarray, sp.csr_matrix, np.ndarray]] = []
+        while c.shape[0]:
+            chosen = independent_set(c, max_degree)
+            if len(chosen) == 0 or len(chosen) < min_share * c.shape[0]:
+                break
+            rest = np.setdiff1d(np.arange(c.shape[0]), chosen)
+            pivots_inv = 1.0 / c.diagonal()[chosen]
+            low = sp.csr_matrix(c[rest][:, chosen])  # E_rest,level
+            levels.append((pivots_inv, low, ids[rest]))
+            eliminated.append(ids[chosen])
+            c = sp.csr_matrix(c[rest][:, rest] - low @ sp.diags(pivots_inv) @ low.T)
+            ids = ids[rest]
+        # the tail, grouped by connected component so that its inverse is block diagonal
+        tail_labels = connected_components(c, directed=False)[1] if c.shape[0] else np.zeros(0, np.int64)
+        grouped = np.argsort(tail_labels, kind="stable")
+        self.order = np.concatenate(eliminated + [ids[grouped]])
+        position = np.empty(m, np.int64)
+        position[self.order] = np.arange(m)
+        self.levels: list[tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]] = []
+        start = 0
+        for pivots_inv, low, rest_ids in levels:  # rows of each `low` in the final order
+            start += len(pivots_inv)
+            low = sp.csr_matrix(low[np.argsort(position[rest_ids] - start)])
+            self.levels.append((pivots_inv, low, sp.csr_matrix(low.T)))
+        bounds = np.searchsorted(tail_labels[grouped], np.arange(len(np.unique(tail_labels)) + 1))
+        dense = c[grouped][:, grouped]
+        self.tail = [
+            (start + first, start + last, np.linalg.inv(dense[first:last, first:last].toarray()))
+            for first, last in zip(bounds[:-1], bounds[1:])
+        ]
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """(m,) or (m, k) right-hand sides in `order` -> E^-1 b in `order`."""
+        x = np.array(b, dtype=np.float64).reshape(len(self.order), -1)
+        start = 0
+        for pivots_inv, low, _ in self.levels:  # forward: each level's rows out of the rest
+            stop = start + len(pivots_inv)
+            x[stop:] -= low @ (pivots_inv[:, None] * x[start:stop])
+            start = stop
+        for first, last, inverse in self.tail:
+            x[first:last] = inverse @ x[first:last]
+        for pivots_inv, _, up in reversed(self.levels):  # backward: each level from the rest's solution
+            stop, start = start, start - len(pivots_inv)
+            x[start:stop] = pivots_inv[:, None] * (x[start:stop] - up @ x[stop:])
+        return x.reshape(np.shape(b))
+
+    def nbytes(self) -> int:
+        arrays = [self.order] + [inverse for *_, inverse in self.tail]
+        for pivots_inv, low, up in self.levels:
+            arrays += [pivots_inv, low.data, low.indices, low.indptr, up.data, up.indices, up.indptr]
+        return int(sum(a.nbytes for a in arrays))
+
+
 class Deflation:
     """A coarse space for deflated CG on A = I - alpha S: a sparse basis Z (n, m), (A Z)^T and the
-    factorised m x m Galerkin matrix E = Z^T A Z (scipy's SuperLU, with the minimum-degree ordering of
-    E + E^T: on the 10k benchmark graph 94k nonzeros in the factors against 276k with the default
-    COLAMD, and a solve 3x faster).
+    m x m Galerkin matrix E = Z^T A Z, solved by `LevelElimination` (Z's columns are kept in its
+    elimination order, so no coarse vector is ever permuted).
 
     coarse(b) = Z E^-1 Z^T b is the best solution within span(Z) (in A's norm); correction(r) =
     Z E^-1 (A Z)^T r is what CG's search direction loses to stay A-orthogonal to Z."""
 
     def __init__(self, a: sp.csr_matrix, basis: sp.csr_matrix):
-        from scipy.sparse.linalg import splu
-
-        self.basis = sp.csr_matrix(basis)
-        a_basis = sp.csr_matrix(a @ self.basis)
-        self.a_basis_t = sp.csr_matrix(a_basis.T)
-        galerkin = sp.csc_matrix(self.basis.T @ a_basis)
-        self.lu = splu(galerkin, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+        a_basis = sp.csr_matrix(a @ basis)
+        self.elimination = LevelElimination(sp.csr_matrix(sp.csr_matrix(basis).T @ a_basis))
+        self.basis = sp.csr_matrix(sp.csr_matrix(basis)[:, self.elimination.order])
+        self.a_basis_t = sp.csr_matrix(a_basis[:, self.elimination.order].T)
 
     def coarse(self, b: np.ndarray) -> np.ndarray:
-        return self.basis @ self.lu.solve(np.asarray(self.basis.T @ b))
+        return self.basis @ self.elimination.solve(np.asarray(self.basis.T @ b))
 
     def correction(self, r: np.ndarray) -> np.ndarray:
-        return self.basis @ self.lu.solve(np.asarray(self.a_basis_t @ r))
+        return self.basis @ self.elimination.solve(np.asarray(self.a_basis_t @ r))
 
     def nbytes(self) -> int:
-        arrays = [self.lu.perm_r, self.lu.perm_c]
-        for m in (self.basis, self.a_basis_t, self.lu.L, self.lu.U):
+        arrays = []
+        for m in (self.basis, self.a_basis_t):
             arrays += [m.data, m.indices, m.indptr]
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(a.nbytes for a in arrays)) + self.elimination.nbytes()
 
 
 def aggregates(affinity: sp.csr_matrix, strength: float) -> np.ndarray:
