@@ -442,10 +442,20 @@ class TestLevelElimination:
 
     def test_a_dense_matrix_is_all_tail_and_a_single_row_all_levels(self):
         dense = spd_of_graph(np.ones((20, 20)) - np.eye(20))
-        elimination = LevelElimination(dense)
+        elimination = LevelElimination(dense, dense_up_to=0)
         assert not elimination.levels and [(first, last) for first, last, _ in elimination.tail] == [(0, 20)]
-        single = LevelElimination(sp.csr_matrix(np.array([[2.0]])))
+        single = LevelElimination(sp.csr_matrix(np.array([[2.0]])), dense_up_to=0)
+        assert len(single.levels) == 1 and not single.tail
         np.testing.assert_allclose(single.solve(np.array([4.0])), [2.0])
+
+    def test_a_small_matrix_is_inverted_whole(self):
+        from scipy.sparse.csgraph import connected_components
+
+        e = clustered_spd()
+        whole = LevelElimination(e, dense_up_to=e.shape[0])
+        assert not whole.levels and len(whole.tail) == connected_components(e, directed=False)[0]
+        b = np.random.default_rng(5).standard_normal((e.shape[0], 2))
+        np.testing.assert_allclose(whole.solve(b[whole.order]), np.linalg.solve(e.toarray(), b)[whole.order], rtol=1e-9)
 
     def test_independent_set_takes_no_two_neighbours(self):
         e = clustered_spd(4)

@@ -192,16 +192,18 @@ class LevelElimination:
 
     `order` (m,): the rows in elimination order; `solve` takes and returns vectors in that order, so a
     caller permutes its basis once instead of every vector. `max_degree`: rows of more neighbours are
-    left to the tail; `min_share`: a level smaller than this share of the remaining rows ends them."""
+    left to the tail; `min_share`: a level smaller than this share of the remaining rows ends them;
+    `dense_up_to`: a matrix of at most this many rows is inverted whole (one product per solve beats
+    a few levels of small ones: the per-component solvers' small components)."""
 
-    def __init__(self, e: sp.csr_matrix, max_degree: int = 16, min_share: float = 0.02):
+    def __init__(self, e: sp.csr_matrix, max_degree: int = 16, min_share: float = 0.02, dense_up_to: int = 64):
         from scipy.sparse.csgraph import connected_components
 
         c, m = sp.csr_matrix(e), e.shape[0]
         ids = np.arange(m)  # the original row of each row of c
         eliminated: list[np.ndarray] = []
         levels: list[tuple[np.ndarray, sp.csr_matrix, np.ndarray]] = []
-        while c.shape[0]:
+        while c.shape[0] > dense_up_to:
             chosen = independent_set(c, max_degree)
             if len(chosen) == 0 or len(chosen) < min_share * c.shape[0]:
                 break
