@@ -12,6 +12,7 @@ finds few keypoints), each saved as PNG and in four near-duplicate versions (JPE
 a small crop, a padded border):
 
     python benchmarks/bench_dedup.py graphics --make-graphics 200     # writes graphics/references, families.csv
+    python benchmarks/bench_dedup.py graphicsdev --make-graphics 200 --seed 1   # another draw: a dev folder
     python benchmarks/bench_dedup.py graphics
 
 Scores are pairwise precision, recall and F1 over groups (every method's duplicate pairs closed into
@@ -152,11 +153,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+",
                         default=["copyseek", "copyseek-nolimit", "copyseek-anycover", "copyseek-pdq", "copyseek-noverify", "pdq", "phash", "dhash", "ahash", "whash"])
     parser.add_argument("--make-graphics", type=int, metavar="N", help="write a folder of N flat graphics x 5 versions and stop")
+    parser.add_argument("--seed", type=int, default=0, help="--make-graphics' draw (another seed: another folder, e.g. a dev one)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.bench / "references"
     if args.make_graphics:
-        make_graphics(args.bench, args.make_graphics)
+        make_graphics(args.bench, args.make_graphics, args.seed)
         return
     if args.one:
         print(json.dumps(run_one(args.one, folder)))
