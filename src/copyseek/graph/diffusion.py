@@ -37,6 +37,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,6 +52,15 @@ LinearOperator = Callable[[np.ndarray], np.ndarray]
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped at max_iter before reaching its tolerance."""
+
+
+def shifted_product(s: sp.spmatrix, alpha: float, v: np.ndarray) -> np.ndarray:
+    """(I - alpha S) v with one temporary: on large graphs the (nodes, queries) arrays, each mapped and
+    zeroed anew by the kernel, are what a solve's time goes to."""
+    out = s @ v
+    out *= -alpha
+    out += v
+    return out
 
 
 def conjugate_gradient(
@@ -79,6 +89,7 @@ def conjugate_gradient(
     rr = np.einsum("ij,ij->j", r, r)
     norms2 = np.einsum("ij,ij->j", b, b) if scale is None else np.asarray(scale, np.float64) ** 2
     target = (tol**2) * np.maximum(norms2, 1e-300)
+    scaled = np.empty_like(b)  # the updates reuse it and p in place: no (n, m) array is allocated twice
     for iteration in range(1, max_iter + 1):
         active = rr > target
         if not active.any():
@@ -88,10 +99,11 @@ def conjugate_gradient(
         # a finished column's residual may be rounding noise (the coarse solution can be exact), whose
         # tiny p.Ap would make a huge step
         step = np.divide(rr, pap, out=np.zeros_like(rr), where=(pap > 0) & active)
-        x += step * p
-        r -= step * ap
+        x += np.multiply(p, step, out=scaled)
+        r -= np.multiply(ap, step, out=scaled)
         rr_new = np.einsum("ij,ij->j", r, r)
-        p = r + np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0) * p
+        p *= np.divide(rr_new, rr, out=np.zeros_like(rr), where=rr > 0)
+        p += r
         if deflation is not None:
             p -= deflation.correction(r)
         rr = rr_new
@@ -399,13 +411,13 @@ class TemporalSolver(Solver):
         if self.params.components:
             def solve(nodes: np.ndarray, _touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
                 sub = self.s_[nodes][:, nodes]
-                return conjugate_gradient(lambda x: x - self.alpha_ * (sub @ x), part, self.params.tol, self.params.max_iter)
+                return conjugate_gradient(partial(shifted_product, sub, self.alpha_), part, self.params.tol, self.params.max_iter)
 
             f, self.iterations_ = solve_by_components(self.components_, y, solve)
             return f
         if self.params.truncate is None or self.params.truncate >= self.s_.shape[0]:
             f, self.iterations_ = conjugate_gradient(
-                lambda x: x - self.alpha_ * (self.s_ @ x), y, self.params.tol, self.params.max_iter
+                partial(shifted_product, self.s_, self.alpha_), y, self.params.tol, self.params.max_iter
             )
             return f
         f = np.zeros_like(y)
@@ -414,7 +426,7 @@ class TemporalSolver(Solver):
             nodes = hop_neighbourhood(self.s_, np.flatnonzero(y[:, column]), self.params.truncate)
             sub = self.s_[nodes][:, nodes]
             part, its = conjugate_gradient(
-                lambda x: x - self.alpha_ * (sub @ x), y[nodes, column : column + 1], self.params.tol, self.params.max_iter
+                partial(shifted_product, sub, self.alpha_), y[nodes, column : column + 1], self.params.tol, self.params.max_iter
             )
             f[nodes, column] = part[:, 0]
             self.iterations_ = max(self.iterations_, its)
@@ -576,7 +588,7 @@ class HybridSolver(Solver):
         # CG stops at tol x |y|, temporal's residual on the whole system: the spectral part is exact
         # on U's span, so the whole residual is CG's; measured against |rest| it would be stricter.
         x, iterations = conjugate_gradient(
-            lambda v: v - alpha * (s @ v), rest, self.params.tol, self.params.max_iter, np.linalg.norm(y, axis=0)
+            partial(shifted_product, s, alpha), rest, self.params.tol, self.params.max_iter, np.linalg.norm(y, axis=0)
         )
         return x + (u @ (filter_[:, None] * coefficients)).astype(y.dtype), iterations
 
@@ -668,7 +680,7 @@ class AggregatedHybridSolver(Solver):
     def rank(self, y: np.ndarray) -> np.ndarray:
         if not self.params.components:
             f, self.iterations_ = conjugate_gradient(
-                lambda v: v - self.alpha_ * (self.s_ @ v), y, self.params.tol, self.params.max_iter, deflation=self.deflation_
+                partial(shifted_product, self.s_, self.alpha_), y, self.params.tol, self.params.max_iter, deflation=self.deflation_
             )
             return f
 
@@ -681,7 +693,7 @@ class AggregatedHybridSolver(Solver):
                 mine = np.flatnonzero(self.components_.labels[nodes] == label)
                 sub = self.s_[nodes[mine]][:, nodes[mine]]
                 f[mine], its = conjugate_gradient(
-                    lambda v: v - self.alpha_ * (sub @ v), part[mine], self.params.tol, self.params.max_iter, scale,
+                    partial(shifted_product, sub, self.alpha_), part[mine], self.params.tol, self.params.max_iter, scale,
                     self.deflations_.get(int(label)),
                 )
                 iterations = max(iterations, its)

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from copyseek.errors import CopyseekError
-from copyseek.graph.diffusion import Components, component_labels, conjugate_gradient
+from copyseek.graph.diffusion import Components, component_labels, conjugate_gradient, shifted_product
 from copyseek.graph.knn import KnnGraph
 from copyseek.progress import progress_bar
 
@@ -118,15 +118,6 @@ def margin_confidence(z: np.ndarray) -> np.ndarray:
 
 CONFIDENCES = {"entropy": lambda summary, c: summary.entropy(c), "margin": lambda summary, c: summary.margin()}
 """Confidence measure name -> its value from a ScoreSummary of c classes."""
-
-
-def shifted_product(s, alpha: float, v: np.ndarray) -> np.ndarray:
-    """(I - alpha S) v with one temporary: on a large component with hundreds of labels the (nodes,
-    labels) arrays are what a propagation's time goes to."""
-    out = s @ v
-    out *= -alpha
-    out += v
-    return out
 
 
 class LabelPropagation:
