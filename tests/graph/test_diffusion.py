@@ -23,6 +23,7 @@ from copyseek.graph.diffusion import (
     independent_set,
     make_solver,
     register_solver,
+    shifted_product,
     top_eigenpairs,
 )
 from copyseek.graph.knn import knn_graph
@@ -55,6 +56,23 @@ class TestConjugateGradient:
         x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, max_iter=100)
         np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
         assert 0 < iterations <= 20 + 1
+
+    def test_leaves_its_right_hand_side_and_the_operator_alone(self):
+        # the updates run in place: none of them may reach the caller's arrays
+        rng = np.random.default_rng(1)
+        s = sp.random(30, 30, density=0.2, random_state=2, format="csr")
+        s = (s + s.T) / (2 * max(abs(s).sum(axis=1).max(), 1.0))
+        b = rng.standard_normal((30, 2))
+        before_b, before_s = b.copy(), s.toarray()
+        x, _ = conjugate_gradient(lambda v: shifted_product(s, 0.9, v), b, tol=1e-10, max_iter=200)
+        np.testing.assert_array_equal(b, before_b)
+        np.testing.assert_array_equal(s.toarray(), before_s)
+        np.testing.assert_allclose(x, np.linalg.solve(np.eye(30) - 0.9 * before_s, b), atol=1e-8)
+
+    def test_shifted_product_is_i_minus_alpha_s(self):
+        s = sp.csr_matrix(np.array([[0.0, 0.5], [0.5, 0.0]]))
+        v = np.array([[1.0, 2.0], [3.0, -1.0]])
+        np.testing.assert_allclose(shifted_product(s, 0.9, v), v - 0.9 * (s.toarray() @ v))
 
     def test_scale_sets_the_residual_it_stops_at(self):
         a = np.diag(np.linspace(1, 100, 60))
