@@ -221,10 +221,11 @@ class LevelElimination:
                 break
             rest = np.setdiff1d(np.arange(c.shape[0]), chosen)
             pivots_inv = 1.0 / c.diagonal()[chosen]
-            low = sp.csr_matrix(c[rest][:, chosen])  # E_rest,level
+            rest_rows = c[rest]
+            low = sp.csr_matrix(rest_rows[:, chosen])  # E_rest,level
             levels.append((pivots_inv, low, ids[rest]))
             eliminated.append(ids[chosen])
-            c = sp.csr_matrix(c[rest][:, rest] - low @ sp.diags(pivots_inv) @ low.T)
+            c = sp.csr_matrix(rest_rows[:, rest] - low @ sp.diags(pivots_inv) @ low.T)
             ids = ids[rest]
         # the tail, grouped by connected component so that its inverse is block diagonal
         tail_labels = connected_components(c, directed=False)[1] if c.shape[0] else np.zeros(0, np.int64)
@@ -276,9 +277,10 @@ class Deflation:
     Z E^-1 (A Z)^T r is what CG's search direction loses to stay A-orthogonal to Z."""
 
     def __init__(self, a: sp.csr_matrix, basis: sp.csr_matrix):
+        basis = sp.csr_matrix(basis)
         a_basis = sp.csr_matrix(a @ basis)
-        self.elimination = LevelElimination(sp.csr_matrix(sp.csr_matrix(basis).T @ a_basis))
-        self.basis = sp.csr_matrix(sp.csr_matrix(basis)[:, self.elimination.order])
+        self.elimination = LevelElimination(sp.csr_matrix(basis.T @ a_basis))
+        self.basis = sp.csr_matrix(basis[:, self.elimination.order])
         self.a_basis_t = sp.csr_matrix(a_basis[:, self.elimination.order].T)
 
     def coarse(self, b: np.ndarray) -> np.ndarray:
