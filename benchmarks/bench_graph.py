@@ -152,7 +152,7 @@ def diffusion_sweep(
     y = exact_d.seeds(rows, sims)
     exact = exact_d.rank(y)
     # The CG solvers' repeats are interleaved (one pass of each, `repeats` times), so that the machine's
-    # drift over minutes moves them alike and their ratio, which the target reads, holds still.
+    # drift over minutes moves them alike (at 100k the ratio still moves with the heap's state: BENCHMARKS).
     contenders = {}
     for name, solver, options in [
         ("temporal", "temporal", {}),
