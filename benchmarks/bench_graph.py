@@ -2,6 +2,7 @@
 10k / 100k by benchmarks/graph_descriptors.py (its docstring says how). Prints markdown tables.
 
     python benchmarks/bench_graph.py diffusion --real real.npz --sizes 10000 100000 --ranks 16 64 256 1024 --repeats 3
+    python benchmarks/bench_graph.py cg-blocks --real real.npz --sizes 10143 100000   # CG's columns 4 ... all at a time
     python benchmarks/bench_graph.py labels --real real.npz --size 10000 --draws 10   # LP vs 1-NN over 10 label draws
     python benchmarks/bench_graph.py labels --real real.npz --size 10000 --draws 10 --self-train 0.1 0.3 --self-weight 0.5 1
         # and LP with self-training: the grid's best on the dev families over --self-draws draws, then reported
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from graph_descriptors import grow, load  # noqa: E402
 
+import copyseek.graph.diffusion as diffusion_module  # noqa: E402
 from copyseek.graph import Diffusion, LabelPropagation, knn_graph  # noqa: E402
 from copyseek.graph.knn import search  # noqa: E402
 from copyseek.graph.knn import GraphParams  # noqa: E402
@@ -189,6 +191,35 @@ def diffusion_sweep(
     rows_out.append({"graph s": graph_seconds, "n": len(db), "k": k, "edges": graph.affinity().nnz // 2,
                      "isolated": len(graph.isolated()), "components": len(sizes), "largest": int(sizes.max())})
     return rows_out
+
+
+def cg_block_sweep(data: dict, n_queries: int, k: int, seed: int, blocks: list[int], repeats: int) -> list[dict]:
+    """Temporal and hybrid-agg on the test families' queries with conjugate_gradient solving `blocks`
+    columns at a time (0: all queries in one block, as before session 29): CPU ms per query (the
+    median of `repeats` runs, every (block, solver) pass interleaved), CG iterations, mAP."""
+    graph, _, _, sims, rows, positives = query_setup(data, n_queries, k, seed, "test")
+    solvers = {name: Diffusion(0.99, name, tol=1e-4, max_iter=3000).fit(graph) for name in ("temporal", "hybrid-agg")}
+    y = solvers["temporal"].seeds(rows, sims)
+    default, times, results = diffusion_module.CG_BLOCK, {}, {}
+    try:
+        for _ in range(repeats):
+            for block in blocks:
+                diffusion_module.CG_BLOCK = block or y.shape[1]
+                for name, d in solvers.items():
+                    start = time.process_time()
+                    results[block, name] = (d.rank(y), d.iterations_)
+                    times.setdefault((block, name), []).append(time.process_time() - start)
+    finally:
+        diffusion_module.CG_BLOCK = default
+    out = []
+    for block in blocks:
+        ms = {name: 1000 * float(np.median(times[block, name])) / y.shape[1] for name in solvers}
+        out.append({"CG block": block or f"all ({y.shape[1]})", "temporal CPU ms/query": ms["temporal"],
+                    "hybrid-agg CPU ms/query": ms["hybrid-agg"], "ratio": ms["hybrid-agg"] / ms["temporal"],
+                    "CG iters temporal / hybrid-agg": f"{results[block, 'temporal'][1]} / {results[block, 'hybrid-agg'][1]}",
+                    "mAP temporal / hybrid-agg": f"{mean_ap(results[block, 'temporal'][0], positives):.4f} / "
+                                                 f"{mean_ap(results[block, 'hybrid-agg'][0], positives):.4f}"})
+    return out
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -497,6 +528,14 @@ def main() -> None:
     d.add_argument("--repeats", type=int, default=3, help="timed runs of each solver (the median is reported)")
     d.add_argument("--block", type=int, default=None,
                    help="queries solved together (default: all at once; 1: one by one, as an online service does)")
+    cg = sub.add_parser("cg-blocks", help="temporal and hybrid-agg with conjugate gradient's columns in blocks")
+    cg.add_argument("--real", type=Path, required=True)
+    cg.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    cg.add_argument("--blocks", type=int, nargs="+", default=[4, 8, 16, 32, 0], help="columns per block (0: all)")
+    cg.add_argument("--queries", type=int, default=200)
+    cg.add_argument("--k", type=int, default=10)
+    cg.add_argument("--seed", type=int, default=0)
+    cg.add_argument("--repeats", type=int, default=3)
     lab = sub.add_parser("labels")
     lab.add_argument("--real", type=Path, required=True)
     lab.add_argument("--size", type=int, default=10_000)
@@ -549,6 +588,12 @@ def main() -> None:
                                    args.block).pop()
             print(f"\nk={info['k']}, {info['n']} nodes, {info['edges']} edges, {info['isolated']} isolated, "
                   f"{info['components']} components (largest {info['largest']}), graph {info['graph s']:.1f} s")
+    elif args.cmd == "cg-blocks":
+        for size in args.sizes:
+            grown = grow(real, size, args.seed)
+            print(f"\n### {size} descriptors, {args.queries} queries: conjugate gradient's columns in blocks\n")
+            rows = cg_block_sweep(grown, args.queries, args.k, args.seed, args.blocks, args.repeats)
+            print("\n" + table(rows, list(rows[0])), flush=True)
     elif args.cmd == "labels":
         grown = grow(real, args.size, args.seed)
         grid = {"k": args.k, "alpha": args.alpha, "abstain": args.abstain, "symmetrize": args.symmetrize, "gamma": args.gamma}

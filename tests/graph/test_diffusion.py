@@ -6,6 +6,7 @@ import scipy.sparse as sp
 
 from copyseek.errors import CopyseekError
 from copyseek.graph.diffusion import (
+    CG_BLOCK,
     SOLVERS,
     AggregatedHybridSolver,
     ConvergenceWarning,
@@ -117,6 +118,46 @@ class TestConjugateGradient:
         a = np.diag(np.linspace(1, 1000, 50))
         with pytest.warns(ConvergenceWarning, match="max_iter=2"):
             conjugate_gradient(lambda v: a @ v, np.ones((50, 1)), tol=1e-12, max_iter=2)
+
+    def test_warns_when_any_block_stops_at_max_iter(self):
+        a = np.diag(np.linspace(1, 1000, 50))
+        b = np.column_stack([np.ones(50), np.eye(50)[0]])  # the second block converges in one step
+        with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+            conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=2, block=1)
+
+    @pytest.mark.parametrize("block, widest", [(2, 2), (3, 3), (None, CG_BLOCK)])
+    def test_columns_are_solved_a_block_at_a_time_with_the_same_result(self, block, widest):
+        rng = np.random.default_rng(3)
+        m = rng.standard_normal((40, 40))
+        a = m @ m.T + np.diag(np.linspace(0.1, 40, 40))
+        b = rng.standard_normal((40, CG_BLOCK + 5))
+        scale = np.linalg.norm(b, axis=0) * rng.uniform(0.5, 2.0, b.shape[1])  # a stopping point per column
+        seen = []
+
+        def matvec(v):
+            seen.append(v.shape[1])
+            return a @ v
+
+        x, iterations = conjugate_gradient(matvec, b, tol=1e-6, max_iter=500, scale=scale, block=block)
+        assert max(seen) == widest
+        whole, whole_iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-6, max_iter=500, scale=scale, block=b.shape[1])
+        # each column's own steps and stopping point: the same solution, and the most iterations of any block
+        np.testing.assert_allclose(x, whole, rtol=1e-9, atol=1e-12)
+        assert iterations == whole_iterations
+        for j in range(b.shape[1]):  # each column stops at tol x its own scale
+            assert np.linalg.norm(a @ x[:, j] - b[:, j]) <= 1e-6 * scale[j] * (1 + 1e-9)
+
+    def test_a_block_stops_when_its_own_columns_are_solved(self):
+        # an easy column and a hard one: in blocks of one, the easy one's block ends early
+        a = np.diag(np.linspace(1, 1000, 50))
+        b = np.column_stack([np.eye(50)[0], np.ones(50)])
+        calls = []
+        conjugate_gradient(lambda v: calls.append(1) or a @ v, b, tol=1e-8, max_iter=500, block=1)
+        apart = len(calls)
+        calls.clear()
+        _, iterations = conjugate_gradient(lambda v: calls.append(1) or a @ v, b, tol=1e-8, max_iter=500, block=2)
+        assert len(calls) == iterations  # together: one product a step for both, as long as the hard one
+        assert apart == 1 + iterations  # apart: the easy column's one step, then the hard one's
 
 
 class TestSolvers:
