@@ -65,9 +65,9 @@ def shifted_product(s: sp.spmatrix, alpha: float, v: np.ndarray) -> np.ndarray:
 
 CG_BLOCK = 32
 """Columns that conjugate_gradient solves together. All columns of a block run until its slowest
-converges, and the (n, block) working arrays stay small: on the benchmark graphs 32 columns at a time
-are faster than 100-200 at once for every solver (10k: temporal 1.8x, hybrid-agg 1.5x; 100k: 1.2x
-each) and than 4-16 (BENCHMARKS.md, issue 14, session 29)."""
+converges, and the (n, block) working arrays stay small: on the 10k benchmark graph 200 queries 32 at
+a time take temporal 1.5x and hybrid-agg 1.2x less time than all at once (at 100k the gain is within
+the run-to-run noise; BENCHMARKS.md, issue 14, session 29)."""
 
 
 def conjugate_gradient(
