@@ -15,8 +15,8 @@ under `abstain` reached no labelled family and is left unlabelled (-1).
 Scale: (I - alpha S)^-1 is block diagonal over the graph's connected components, so each component is
 solved alone and only for the classes seeded in it, CLASS_BLOCK classes at a time, and every block is
 folded into a per-node ScoreSummary; with keep_scores=False no (n, c) array is ever made (100k images
-and 2,381 labels: 1.47 GB of arrays at peak, 13.3 GB for one dense solve; BENCHMARKS.md, issue 14,
-session 26).
+and 2,381 labels: 1.47 GB of arrays at peak, 13.3 GB for one dense solve, BENCHMARKS.md, issue 14,
+session 26; 0.86 GB since conjugate_gradient solves 32 of a block's classes at a time, session 29).
 
 Self-training (`self_train=F`, ours): after the propagation, the most confident floor(F x unlabelled)
 of the unlabelled nodes (by their confidence, among those that would get a label) become extra
