@@ -147,6 +147,11 @@ class TestConjugateGradient:
         for j in range(b.shape[1]):  # each column stops at tol x its own scale
             assert np.linalg.norm(a @ x[:, j] - b[:, j]) <= 1e-6 * scale[j] * (1 + 1e-9)
 
+    @pytest.mark.parametrize("block", [0, -1, 2.5])
+    def test_a_block_of_no_columns_is_refused(self, block):
+        with pytest.raises(CopyseekError, match="CG block"):
+            conjugate_gradient(lambda v: v, np.ones((3, 2)), block=block)
+
     def test_a_block_stops_when_its_own_columns_are_solved(self):
         # an easy column and a hard one: in blocks of one, the easy one's block ends early
         a = np.diag(np.linspace(1, 1000, 50))

@@ -87,7 +87,9 @@ def conjugate_gradient(
     (a coarse space Z of the same A), CG starts from the coarse solution and searches A-orthogonally to
     Z (deflated CG, Saad et al. 2000), so the slow directions Z spans cost no iterations.
     Returns (x (n, m), the most iterations a block took); warns with ConvergenceWarning at max_iter."""
-    block = block or CG_BLOCK
+    block = CG_BLOCK if block is None else block
+    if int(block) != block or block < 1:
+        raise CopyseekError(f"CG block must be a whole number >= 1, got {block}")
     x, iterations, converged = np.empty_like(b), 0, True
     for start in range(0, b.shape[1], block):
         columns = slice(start, start + block)
