@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import copyseek.graph.diffusion as diffusion_module
 from copyseek.errors import CopyseekError
 from copyseek.graph.diffusion import (
     CG_BLOCK,
@@ -18,6 +19,7 @@ from copyseek.graph.diffusion import (
     component_eigenpairs,
     component_labels,
     aggregate_basis,
+    add_product,
     aggregates,
     conjugate_gradient,
     hop_neighbourhood,
@@ -69,6 +71,49 @@ class TestConjugateGradient:
         np.testing.assert_array_equal(b, before_b)
         np.testing.assert_array_equal(s.toarray(), before_s)
         np.testing.assert_allclose(x, np.linalg.solve(np.eye(30) - 0.9 * before_s, b), atol=1e-8)
+
+    def test_add_product_adds_in_place(self):
+        rng = np.random.default_rng(4)
+        a = sp.random(7, 5, density=0.4, format="csr", random_state=1)
+        x, out = rng.standard_normal((5, 3)), rng.standard_normal((7, 3))
+        want, same = out + a @ x, out
+        add_product(a, x, out)
+        assert out is same
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+
+    @pytest.mark.parametrize("layout", ["fortran", "column slice", "public product only"])
+    def test_add_product_is_right_whatever_the_layout(self, layout, monkeypatch):
+        rng = np.random.default_rng(5)
+        a = sp.random(9, 4, density=0.5, format="csr", random_state=2)
+        x = rng.standard_normal((4, 3))
+        if layout == "fortran":
+            out = np.asfortranarray(rng.standard_normal((9, 3)))
+        elif layout == "column slice":
+            out = rng.standard_normal((9, 6))[:, ::2]
+        else:
+            monkeypatch.setattr(diffusion_module, "_csr_matvecs", None)
+            out = rng.standard_normal((9, 3))
+        want = out + a @ x
+        add_product(a, x, out)
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+
+    def test_add_product_refuses_shapes_that_do_not_fit(self):
+        a = sp.random(9, 4, density=0.5, format="csr", random_state=2)
+        with pytest.raises(ValueError, match="does not fit"):
+            add_product(a, np.ones((4, 3)), np.zeros((8, 3)))
+        with pytest.raises(ValueError, match="does not fit"):
+            add_product(a, np.ones((5, 3)), np.zeros((9, 3)))
+
+    def test_subtract_correction_is_the_a_orthogonal_projection_step(self):
+        rng = np.random.default_rng(6)
+        m = rng.standard_normal((12, 12))
+        a = sp.csr_matrix(m @ m.T + 12 * np.eye(12))
+        z = sp.csr_matrix((rng.uniform(0.5, 1, 12), (np.arange(12), np.arange(12) // 4)), shape=(12, 3))
+        r, p = rng.standard_normal((12, 2)), rng.standard_normal((12, 2))
+        zd, ad = z.toarray(), a.toarray()
+        want = p - zd @ np.linalg.solve(zd.T @ ad @ zd, (ad @ zd).T @ r)
+        Deflation(a, z).subtract_correction(r, p)
+        np.testing.assert_allclose(p, want, rtol=1e-9, atol=1e-12)
 
     def test_shifted_product_is_i_minus_alpha_s(self):
         s = sp.csr_matrix(np.array([[0.0, 0.5], [0.5, 0.0]]))
