@@ -81,7 +81,7 @@ class TestConjugateGradient:
         assert out is same
         np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
 
-    @pytest.mark.parametrize("layout", ["fortran", "column slice", "public product only"])
+    @pytest.mark.parametrize("layout", ["fortran", "column slice", "public product only", "csc matrix", "float32 out"])
     def test_add_product_is_right_whatever_the_layout(self, layout, monkeypatch):
         rng = np.random.default_rng(5)
         a = sp.random(9, 4, density=0.5, format="csr", random_state=2)
@@ -90,12 +90,16 @@ class TestConjugateGradient:
             out = np.asfortranarray(rng.standard_normal((9, 3)))
         elif layout == "column slice":
             out = rng.standard_normal((9, 6))[:, ::2]
-        else:
+        elif layout == "public product only":
             monkeypatch.setattr(diffusion_module, "_csr_matvecs", None)
             out = rng.standard_normal((9, 3))
+        elif layout == "csc matrix":
+            a, out = a.tocsc(), rng.standard_normal((9, 3))
+        else:
+            out = rng.standard_normal((9, 3)).astype(np.float32)
         want = out + a @ x
         add_product(a, x, out)
-        np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out, want, rtol=0, atol=1e-12 if out.dtype == np.float64 else 1e-5)
 
     def test_add_product_refuses_shapes_that_do_not_fit(self):
         a = sp.random(9, 4, density=0.5, format="csr", random_state=2)

@@ -68,14 +68,15 @@ def shifted_product(s: sp.spmatrix, alpha: float, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def add_product(a: sp.csr_matrix, x: np.ndarray, out: np.ndarray) -> None:
-    """out += a @ x in place for a CSR (n, m) `a`, (m, k) `x` and (n, k) `out`, without the (n, k)
+def add_product(a: sp.spmatrix, x: np.ndarray, out: np.ndarray) -> None:
+    """out += a @ x in place for a sparse (n, m) `a`, (m, k) `x` and (n, k) `out`, without the (n, k)
     temporary of `a @ x` (deflated CG's correction, every step; BENCHMARKS.md, issue 14, session 29).
-    scipy's own CSR kernel does it when it is where scipy has kept it (a private module) and `out` is
-    C-ordered float64; otherwise the public product."""
+    scipy's own CSR kernel does it when it is where scipy has kept it (a private module), `a` is CSR
+    and `out` is C-ordered float64; otherwise the public product."""
     if x.shape != (a.shape[1], out.shape[1]) or out.shape[0] != a.shape[0]:
         raise ValueError(f"add_product: a {a.shape} @ x {x.shape} does not fit out {out.shape}")
-    if _csr_matvecs is None or not out.flags.c_contiguous or out.dtype != np.float64 or a.dtype != np.float64:
+    kernel_fits = a.format == "csr" and out.dtype == np.float64 and out.flags.c_contiguous
+    if _csr_matvecs is None or not kernel_fits:
         out += a @ x
         return
     x = np.ascontiguousarray(x, dtype=np.float64)
