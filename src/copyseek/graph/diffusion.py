@@ -110,13 +110,16 @@ def conjugate_gradient(
     block = CG_BLOCK if block is None else block
     if int(block) != block or block < 1:
         raise CopyseekError(f"CG block must be a whole number >= 1, got {block}")
-    x, iterations, converged = np.empty_like(b), 0, True
-    for start in range(0, b.shape[1], block):
-        columns = slice(start, start + block)
-        x[:, columns], its, done = _solve_columns(
-            matvec, np.ascontiguousarray(b[:, columns]), tol, max_iter, None if scale is None else scale[columns], deflation
-        )
-        iterations, converged = max(iterations, its), converged and done
+    if b.shape[1] <= block:  # one block: its solution is the answer, no copy into a new array
+        x, iterations, converged = _solve_columns(matvec, b, tol, max_iter, scale, deflation)
+    else:
+        x, iterations, converged = np.empty_like(b), 0, True
+        for start in range(0, b.shape[1], block):
+            columns = slice(start, start + block)
+            x[:, columns], its, done = _solve_columns(
+                matvec, np.ascontiguousarray(b[:, columns]), tol, max_iter, None if scale is None else scale[columns], deflation
+            )
+            iterations, converged = max(iterations, its), converged and done
     if not converged:
         warnings.warn(f"conjugate gradient stopped at max_iter={max_iter} before tol={tol:g}", ConvergenceWarning, stacklevel=3)
     return x, iterations
