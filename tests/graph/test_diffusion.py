@@ -119,6 +119,15 @@ class TestConjugateGradient:
         Deflation(a, z).subtract_correction(r, p)
         np.testing.assert_allclose(p, want, rtol=1e-9, atol=1e-12)
 
+    def test_the_correction_reads_r_in_row_order(self):
+        # (A Z)^T kept column-major: its product walks r's rows in order (a row-major copy gathers
+        # them from all over the graph, 2.3x slower at 100k nodes)
+        a = sp.csr_matrix(np.diag(np.arange(1.0, 7.0)))
+        z = sp.csr_matrix((np.ones(6), (np.arange(6), np.arange(6) // 3)), shape=(6, 2))
+        deflation = Deflation(a, z)
+        assert deflation.a_basis_t.format == "csc"
+        np.testing.assert_allclose(deflation.a_basis_t.toarray(), (a @ z)[:, deflation.elimination.order].T.toarray())
+
     def test_shifted_product_is_i_minus_alpha_s(self):
         s = sp.csr_matrix(np.array([[0.0, 0.5], [0.5, 0.0]]))
         v = np.array([[1.0, 2.0], [3.0, -1.0]])

@@ -330,7 +330,10 @@ class Deflation:
         a_basis = sp.csr_matrix(a @ basis)
         self.elimination = LevelElimination(sp.csr_matrix(basis.T @ a_basis))
         self.basis = sp.csr_matrix(basis[:, self.elimination.order])
-        self.a_basis_t = sp.csr_matrix(a_basis[:, self.elimination.order].T)
+        # (A Z)^T column-major (A Z's own rows): its product reads r's rows in order and scatters into
+        # the small (m, k) result, where a row-major copy gathers rows of r from all over the graph
+        # (2.3x faster at 100k nodes; BENCHMARKS.md, issue 14, session 30)
+        self.a_basis_t = sp.csc_matrix(a_basis[:, self.elimination.order].T)
 
     def coarse(self, b: np.ndarray) -> np.ndarray:
         return self.basis @ self.elimination.solve(np.asarray(self.basis.T @ b))
