@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -450,7 +451,7 @@ def labels_scale(data: dict, sizes: list[int], seed: int) -> list[dict]:
     agree: the share of images whose plain label (or abstention) equals the dense solve's."""
     import tracemalloc
 
-    from copyseek.graph.diffusion import conjugate_gradient
+    from copyseek.graph.diffusion import conjugate_gradient, shifted_product
 
     out = []
     for size in sizes:
@@ -468,7 +469,7 @@ def labels_scale(data: dict, sizes: list[int], seed: int) -> list[dict]:
         def dense() -> np.ndarray:
             y = np.zeros((len(family), len(classes)))
             y[np.flatnonzero(labels >= 0), seed_class] = 1.0
-            z, _ = conjugate_gradient(lambda v: v - 0.8 * (s @ v), y, 1e-4, 500)
+            z, _ = conjugate_gradient(partial(shifted_product, s, 0.8), y, 1e-4, 500)
             return np.where(0.2 * z.max(axis=1) > 0.01, classes[z.argmax(axis=1)], -1)  # abstain as the class does
 
         arms = [("dense (n, c) solve, before session 26", dense)]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -21,6 +23,7 @@ from copyseek.graph.diffusion import (
     aggregate_basis,
     add_product,
     aggregates,
+    as_operator,
     conjugate_gradient,
     hop_neighbourhood,
     independent_set,
@@ -56,7 +59,7 @@ class TestConjugateGradient:
         m = rng.standard_normal((20, 20))
         a = m @ m.T + 20 * np.eye(20)
         b = rng.standard_normal((20, 3))
-        x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, max_iter=100)
+        x, iterations = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-10, max_iter=100)
         np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
         assert 0 < iterations <= 20 + 1
 
@@ -67,7 +70,7 @@ class TestConjugateGradient:
         s = (s + s.T) / (2 * max(abs(s).sum(axis=1).max(), 1.0))
         b = rng.standard_normal((30, 2))
         before_b, before_s = b.copy(), s.toarray()
-        x, _ = conjugate_gradient(lambda v: shifted_product(s, 0.9, v), b, tol=1e-10, max_iter=200)
+        x, _ = conjugate_gradient(partial(shifted_product, s, 0.9), b, tol=1e-10, max_iter=200)
         np.testing.assert_array_equal(b, before_b)
         np.testing.assert_array_equal(s.toarray(), before_s)
         np.testing.assert_allclose(x, np.linalg.solve(np.eye(30) - 0.9 * before_s, b), atol=1e-8)
@@ -119,6 +122,20 @@ class TestConjugateGradient:
         Deflation(a, z).subtract_correction(r, p)
         np.testing.assert_allclose(p, want, rtol=1e-9, atol=1e-12)
 
+    def test_coarse_is_the_best_solution_within_the_basis_written_into_out(self):
+        rng = np.random.default_rng(7)
+        m = rng.standard_normal((10, 10))
+        a = sp.csr_matrix(m @ m.T + 10 * np.eye(10))
+        z = sp.csr_matrix((np.ones(10), (np.arange(10), np.arange(10) // 5)), shape=(10, 2))
+        b = rng.standard_normal((10, 3))
+        zd = z.toarray()
+        want = zd @ np.linalg.solve(zd.T @ a.toarray() @ zd, zd.T @ b)
+        deflation = Deflation(a, z)
+        np.testing.assert_allclose(deflation.coarse(b), want, atol=1e-12)
+        out = np.full_like(b, np.nan)
+        assert deflation.coarse(b, out) is out
+        np.testing.assert_allclose(out, want, atol=1e-12)
+
     def test_the_correction_reads_r_in_row_order(self):
         # (A Z)^T kept column-major: its product walks r's rows in order (a row-major copy gathers
         # them from all over the graph, 2.3x slower at 100k nodes)
@@ -128,16 +145,30 @@ class TestConjugateGradient:
         assert deflation.a_basis_t.format == "csc"
         np.testing.assert_allclose(deflation.a_basis_t.toarray(), (a @ z)[:, deflation.elimination.order].T.toarray())
 
-    def test_shifted_product_is_i_minus_alpha_s(self):
-        s = sp.csr_matrix(np.array([[0.0, 0.5], [0.5, 0.0]]))
-        v = np.array([[1.0, 2.0], [3.0, -1.0]])
-        np.testing.assert_allclose(shifted_product(s, 0.9, v), v - 0.9 * (s.toarray() @ v))
+    @pytest.mark.parametrize("alpha", [0.9, 0.0])
+    @pytest.mark.parametrize("layout", ["csr", "csc"])
+    def test_shifted_product_is_i_minus_alpha_s(self, alpha, layout, monkeypatch):
+        s = sp.random(6, 6, density=0.5, format=layout, random_state=5)
+        v = np.random.default_rng(5).standard_normal((6, 3))
+        want = v - alpha * (s.toarray() @ v)
+        np.testing.assert_allclose(shifted_product(s, alpha, v), want, atol=1e-12)
+        out = np.full_like(v, np.nan)  # whatever out holds is overwritten
+        assert shifted_product(s, alpha, v, out) is out
+        np.testing.assert_allclose(out, want, atol=1e-12)
+        monkeypatch.setattr(diffusion_module, "_csr_matvecs", None)  # the public product's path
+        np.testing.assert_allclose(shifted_product(s, alpha, v, out), want, atol=1e-12)
+
+    def test_as_operator_writes_a_function_s_product_into_out(self):
+        a = np.arange(9.0).reshape(3, 3)
+        out = np.zeros((3, 2))
+        assert as_operator(lambda v: a @ v)(np.ones((3, 2)), out) is out
+        np.testing.assert_allclose(out, a @ np.ones((3, 2)))
 
     def test_scale_sets_the_residual_it_stops_at(self):
         a = np.diag(np.linspace(1, 100, 60))
         b = np.ones((60, 1))
-        _, own = conjugate_gradient(lambda v: a @ v, b, tol=1e-6, max_iter=100)
-        x, larger = conjugate_gradient(lambda v: a @ v, b, tol=1e-6, max_iter=100, scale=np.array([1e3 * np.linalg.norm(b)]))
+        _, own = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-6, max_iter=100)
+        x, larger = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-6, max_iter=100, scale=np.array([1e3 * np.linalg.norm(b)]))
         assert larger < own
         assert np.linalg.norm(a @ x - b) <= 1e-6 * 1e3 * np.linalg.norm(b)
 
@@ -146,7 +177,7 @@ class TestConjugateGradient:
         m = rng.standard_normal((15, 15))
         a = sp.csr_matrix(m @ m.T + 15 * np.eye(15))
         b = rng.standard_normal((15, 2))
-        x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, deflation=Deflation(a, sp.identity(15, format="csr")))
+        x, iterations = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-10, deflation=Deflation(a, sp.identity(15, format="csr")))
         np.testing.assert_allclose(x, np.linalg.solve(a.toarray(), b), atol=1e-9)
         assert iterations == 0
 
@@ -156,7 +187,7 @@ class TestConjugateGradient:
         a = sp.csr_matrix(m @ m.T + np.diag(np.linspace(0.01, 30, 30)))
         basis = sp.csr_matrix((np.ones(30), (np.arange(30), np.arange(30) // 5)), shape=(30, 6))
         b = rng.standard_normal((30, 3))
-        x, _ = conjugate_gradient(lambda v: a @ v, b, tol=1e-10, max_iter=300, deflation=Deflation(a, basis))
+        x, _ = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-10, max_iter=300, deflation=Deflation(a, basis))
         np.testing.assert_allclose(x, np.linalg.solve(a.toarray(), b), rtol=1e-6, atol=1e-8)
 
     def test_a_finished_column_stops_moving(self):
@@ -167,7 +198,7 @@ class TestConjugateGradient:
         deflation = Deflation(a, basis)
         second = a @ np.array([0.0, 0.0, 0.6, 0.8])
         b = np.column_stack([[1.0, -1.0, 0.5, 0.0], second])
-        x, iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=50, deflation=deflation)
+        x, iterations = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-12, max_iter=50, deflation=deflation)
         assert iterations > 0
         np.testing.assert_allclose(x[:, 1], [0.0, 0.0, 0.6, 0.8], atol=1e-12)
         np.testing.assert_allclose(a @ x[:, 0], b[:, 0], atol=1e-10)
@@ -175,13 +206,13 @@ class TestConjugateGradient:
     def test_warns_when_it_stops_at_max_iter(self):
         a = np.diag(np.linspace(1, 1000, 50))
         with pytest.warns(ConvergenceWarning, match="max_iter=2"):
-            conjugate_gradient(lambda v: a @ v, np.ones((50, 1)), tol=1e-12, max_iter=2)
+            conjugate_gradient(as_operator(lambda v: a @ v), np.ones((50, 1)), tol=1e-12, max_iter=2)
 
     def test_warns_when_any_block_stops_at_max_iter(self):
         a = np.diag(np.linspace(1, 1000, 50))
         b = np.column_stack([np.ones(50), np.eye(50)[0]])  # the second block converges in one step
         with pytest.warns(ConvergenceWarning, match="max_iter=2"):
-            conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=2, block=1)
+            conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-12, max_iter=2, block=1)
 
     @pytest.mark.parametrize("block, widest", [(2, 2), (3, 3), (None, CG_BLOCK)])
     def test_columns_are_solved_a_block_at_a_time_with_the_same_result(self, block, widest):
@@ -192,33 +223,50 @@ class TestConjugateGradient:
         scale = np.linalg.norm(b, axis=0) * rng.uniform(0.5, 2.0, b.shape[1])  # a stopping point per column
         seen = []
 
-        def matvec(v):
+        def matvec(v, out):
             seen.append(v.shape[1])
-            return a @ v
+            return np.matmul(a, v, out=out)
 
         x, iterations = conjugate_gradient(matvec, b, tol=1e-6, max_iter=500, scale=scale, block=block)
         assert max(seen) == widest
-        whole, whole_iterations = conjugate_gradient(lambda v: a @ v, b, tol=1e-6, max_iter=500, scale=scale, block=b.shape[1])
+        whole, whole_iterations = conjugate_gradient(as_operator(lambda v: a @ v), b, tol=1e-6, max_iter=500, scale=scale, block=b.shape[1])
         # each column's own steps and stopping point: the same solution, and the most iterations of any block
         np.testing.assert_allclose(x, whole, rtol=1e-9, atol=1e-12)
         assert iterations == whole_iterations
         for j in range(b.shape[1]):  # each column stops at tol x its own scale
             assert np.linalg.norm(a @ x[:, j] - b[:, j]) <= 1e-6 * scale[j] * (1 + 1e-9)
 
+    def test_every_block_and_step_writes_into_the_same_arrays(self):
+        # fresh (n, block) arrays per block or per step cost 10-20% of a solve at 100k nodes in page
+        # faults: every product of one call lands in one array (the narrower last block in its prefix)
+        rng = np.random.default_rng(4)
+        m = rng.standard_normal((30, 30))
+        a = m @ m.T + 30 * np.eye(30)
+        b = rng.standard_normal((30, 7))
+        outs = []
+
+        def matvec(v, out):
+            outs.append(out)  # kept alive, so a new array could not reuse a freed one's memory
+            return np.matmul(a, v, out=out)
+
+        x, _ = conjugate_gradient(matvec, b, tol=1e-10, max_iter=100, block=3)
+        assert len(outs) > 3 and all(np.shares_memory(out, outs[0]) for out in outs)
+        np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
+
     @pytest.mark.parametrize("block", [0, -1, 2.5])
     def test_a_block_of_no_columns_is_refused(self, block):
         with pytest.raises(CopyseekError, match="CG block"):
-            conjugate_gradient(lambda v: v, np.ones((3, 2)), block=block)
+            conjugate_gradient(as_operator(lambda v: v), np.ones((3, 2)), block=block)
 
     def test_a_block_stops_when_its_own_columns_are_solved(self):
         # an easy column and a hard one: in blocks of one, the easy one's block ends early
         a = np.diag(np.linspace(1, 1000, 50))
         b = np.column_stack([np.eye(50)[0], np.ones(50)])
         calls = []
-        conjugate_gradient(lambda v: calls.append(1) or a @ v, b, tol=1e-8, max_iter=500, block=1)
+        conjugate_gradient(as_operator(lambda v: calls.append(1) or a @ v), b, tol=1e-8, max_iter=500, block=1)
         apart = len(calls)
         calls.clear()
-        _, iterations = conjugate_gradient(lambda v: calls.append(1) or a @ v, b, tol=1e-8, max_iter=500, block=2)
+        _, iterations = conjugate_gradient(as_operator(lambda v: calls.append(1) or a @ v), b, tol=1e-8, max_iter=500, block=2)
         assert len(calls) == iterations  # together: one product a step for both, as long as the hard one
         assert apart == 1 + iterations  # apart: the easy column's one step, then the hard one's
 

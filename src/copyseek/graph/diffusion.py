@@ -52,19 +52,37 @@ try:  # scipy's CSR kernel Y += A X into a given Y: private, but where scipy has
 except ImportError:  # pragma: no cover - a scipy that moved it: add_product uses the public product
     _csr_matvecs = None
 
-LinearOperator = Callable[[np.ndarray], np.ndarray]
+LinearOperator = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""operator(v, out) writes A v into `out` (shaped like v, never v itself) and returns it: CG hands
+the same array every step, so a solve maps no new (n, k) memory per step."""
 
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped at max_iter before reaching its tolerance."""
 
 
-def shifted_product(s: sp.spmatrix, alpha: float, v: np.ndarray) -> np.ndarray:
-    """(I - alpha S) v with one temporary: on large graphs the (nodes, queries) arrays, each mapped and
-    zeroed anew by the kernel, are what a solve's time goes to."""
-    out = s @ v
+def as_operator(product: Callable[[np.ndarray], np.ndarray]) -> LinearOperator:
+    """A LinearOperator from a function v -> A v that makes its own result (copied into `out`)."""
+
+    def operator(v: np.ndarray, out: np.ndarray) -> np.ndarray:
+        np.copyto(out, product(v))
+        return out
+
+    return operator
+
+
+def shifted_product(s: sp.spmatrix, alpha: float, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(I - alpha S) v for (n, n) `s` and (n, k) `v`, written into `out` (a new array if None) as
+    -alpha (S v - v / alpha): one scaled copy, S v accumulated into it, one scaling. Given an `out`
+    that CG reuses, no (n, k) memory is mapped anew, whose page faults cost 10-20% of a solve at
+    100k nodes and vary with the heap's history (BENCHMARKS.md, issue 14, session 30)."""
+    out = np.empty_like(v) if out is None else out
+    if alpha == 0:
+        np.copyto(out, v)
+        return out
+    np.multiply(v, -1.0 / alpha, out=out)
+    add_product(s, v, out)
     out *= -alpha
-    out += v
     return out
 
 
@@ -106,18 +124,32 @@ def conjugate_gradient(
     is only the part of them that CG still has to solve (hybrid's deflated seeds). With a `deflation`
     (a coarse space Z of the same A), CG starts from the coarse solution and searches A-orthogonally to
     Z (deflated CG, Saad et al. 2000), so the slow directions Z spans cost no iterations.
-    Returns (x (n, m), the most iterations a block took); warns with ConvergenceWarning at max_iter."""
+    The work arrays are made once per call and every block reuses them (fresh (n, block) arrays per
+    block or per step cost 10-20% of a solve at 100k nodes in page faults; BENCHMARKS.md, issue 14,
+    session 30). Returns (x (n, m), the most iterations a block took); warns with
+    ConvergenceWarning at max_iter."""
     block = CG_BLOCK if block is None else block
     if int(block) != block or block < 1:
         raise CopyseekError(f"CG block must be a whole number >= 1, got {block}")
-    if b.shape[1] <= block:  # one block: its solution is the answer, no copy into a new array
-        x, iterations, converged = _solve_columns(matvec, b, tol, max_iter, scale, deflation)
+    n, m = b.shape
+    several = m > block
+    # flat buffers (a block's right-hand sides too, when there are several blocks), so that a
+    # narrower last block works in a C-ordered prefix of each
+    buffers = [np.empty(n * min(block, m), dtype=b.dtype) for _ in range(_WORK_ARRAYS + several)]
+
+    def work(width: int) -> list[np.ndarray]:
+        return [buffer[: n * width].reshape(n, width) for buffer in buffers]
+
+    if not several:  # one block: its solution (a work array of this call) is the answer
+        x, iterations, converged = _solve_columns(matvec, b, tol, max_iter, scale, deflation, work(m))
     else:
         x, iterations, converged = np.empty_like(b), 0, True
-        for start in range(0, b.shape[1], block):
-            columns = slice(start, start + block)
-            x[:, columns], its, done = _solve_columns(
-                matvec, np.ascontiguousarray(b[:, columns]), tol, max_iter, None if scale is None else scale[columns], deflation
+        for start in range(0, m, block):
+            stop = min(start + block, m)
+            rhs, *arrays = work(stop - start)
+            np.copyto(rhs, b[:, start:stop])
+            x[:, start:stop], its, done = _solve_columns(
+                matvec, rhs, tol, max_iter, None if scale is None else scale[start:stop], deflation, arrays
             )
             iterations, converged = max(iterations, its), converged and done
     if not converged:
@@ -125,27 +157,39 @@ def conjugate_gradient(
     return x, iterations
 
 
+_WORK_ARRAYS = 5
+"""x, r, p, A p and the scaled update: the (n, k) arrays one CG solve works in."""
+
+
 def _solve_columns(
-    matvec: LinearOperator, b: np.ndarray, tol: float, max_iter: int, scale: np.ndarray | None, deflation: "Deflation | None"
+    matvec: LinearOperator,
+    b: np.ndarray,
+    tol: float,
+    max_iter: int,
+    scale: np.ndarray | None,
+    deflation: "Deflation | None",
+    work: list[np.ndarray],
 ) -> tuple[np.ndarray, int, bool]:
-    """conjugate_gradient on all columns of `b` at once: (x, iterations, converged)."""
+    """conjugate_gradient on all columns of `b` at once, in the `work` arrays (_WORK_ARRAYS of them,
+    shaped like b, their contents overwritten): (x, one of `work`; iterations; converged)."""
+    x, r, p, ap, scaled = work
     if deflation is None:
-        x, r = np.zeros_like(b), b.copy()
-        p = r.copy()
+        x.fill(0)
+        np.copyto(r, b)
     else:
-        x = deflation.coarse(b)
-        r = b - matvec(x)
-        p = r.copy()
+        deflation.coarse(b, out=x)
+        np.subtract(b, matvec(x, r), out=r)
+    np.copyto(p, r)
+    if deflation is not None:
         deflation.subtract_correction(r, p)
     rr = np.einsum("ij,ij->j", r, r)
     norms2 = np.einsum("ij,ij->j", b, b) if scale is None else np.asarray(scale, np.float64) ** 2
     target = (tol**2) * np.maximum(norms2, 1e-300)
-    scaled = np.empty_like(b)  # the updates reuse it and p in place: no (n, m) array is allocated twice
     for iteration in range(1, max_iter + 1):
         active = rr > target
         if not active.any():
             return x, iteration - 1, True
-        ap = matvec(p)
+        matvec(p, ap)
         pap = np.einsum("ij,ij->j", p, ap)
         # a finished column's residual may be rounding noise (the coarse solution can be exact), whose
         # tiny p.Ap would make a huge step
@@ -335,8 +379,12 @@ class Deflation:
         # (2.3x faster at 100k nodes; BENCHMARKS.md, issue 14, session 30)
         self.a_basis_t = sp.csc_matrix(a_basis[:, self.elimination.order].T)
 
-    def coarse(self, b: np.ndarray) -> np.ndarray:
-        return self.basis @ self.elimination.solve(np.asarray(self.basis.T @ b))
+    def coarse(self, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Z E^-1 Z^T b for (n, k) `b`, written into `out` when given."""
+        out = np.empty_like(b) if out is None else out
+        out.fill(0)
+        add_product(self.basis, self.elimination.solve(np.asarray(self.basis.T @ b)), out)
+        return out
 
     def subtract_correction(self, r: np.ndarray, p: np.ndarray) -> None:
         """p -= Z E^-1 (A Z)^T r, in place: (n, k) r and p."""
