@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="model threads (0 = all cores)")
     args = parser.parse_args()
 
-    import httpx
+    import httpx2
     import psutil
 
     from copyseek.io.images import find_images
@@ -184,9 +184,9 @@ def main() -> int:
     headers = {"Authorization": f"Bearer {token}"}
     for _ in range(600):
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx2.get(f"{url}/readyz", timeout=2).status_code == 200:
                 break
-        except httpx.TransportError:
+        except httpx2.TransportError:
             time.sleep(0.2)
     local = threading.local()
     answered = [0]
@@ -197,7 +197,7 @@ def main() -> int:
         return bool(service.add([Upload(request[2], f"{request[1]}.jpg")], [request[1]])["added"])
 
     def over_http(request) -> bool:
-        client = getattr(local, "client", None) or httpx.Client(base_url=url, headers=headers, timeout=120)
+        client = getattr(local, "client", None) or httpx2.Client(base_url=url, headers=headers, timeout=120)
         local.client = client
         if request[0] == "match":
             response = client.post("/v1/match?k=10", content=request[1], headers={"Content-Type": "image/jpeg"})

@@ -72,7 +72,7 @@ def free_port() -> int:
 
 def start_server(index: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """`copyseek serve` in a child process; returns it and its base URL once /readyz says ready."""
-    import httpx
+    import httpx2
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -89,9 +89,9 @@ def start_server(index: Path, *args: str) -> tuple[subprocess.Popen, str]:
         if process.poll() is not None:
             raise AssertionError(f"the service exited: {process.stdout.read()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx2.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return process, url
-        except httpx.TransportError:
+        except httpx2.TransportError:
             pass
         time.sleep(0.2)
     process.kill()

@@ -6,21 +6,21 @@ from copyseek.cli import main
 from copyseek.service.keys import KeyStore
 from tests.service.conftest import start_server, stop_server
 
-httpx = pytest.importorskip("httpx")
+httpx2 = pytest.importorskip("httpx2")
 
 def test_a_real_server_matches_adds_and_stops_cleanly(served, keys):
     process, url = start_server(served / "index")
     try:
         read, write = ({"Authorization": f"Bearer {keys[s]}"} for s in ("read", "write"))
-        assert httpx.post(f"{url}/v1/match", files={"image": ("q.jpg", (served / "query.jpg").read_bytes())}).status_code == 401
-        answer = httpx.post(f"{url}/v1/match?k=2", files={"image": ("q.jpg", (served / "query.jpg").read_bytes())}, headers=read).json()
+        assert httpx2.post(f"{url}/v1/match", files={"image": ("q.jpg", (served / "query.jpg").read_bytes())}).status_code == 401
+        answer = httpx2.post(f"{url}/v1/match?k=2", files={"image": ("q.jpg", (served / "query.jpg").read_bytes())}, headers=read).json()
         assert answer["matches"][0]["id"] == "img0003"
         photo = (served / "extra" / "new0000.jpg").read_bytes()
-        added = httpx.post(f"{url}/v1/references", files={"images": ("new0000.jpg", photo)}, headers=write, timeout=60)
+        added = httpx2.post(f"{url}/v1/references", files={"images": ("new0000.jpg", photo)}, headers=write, timeout=60)
         assert added.json()["added"] == ["new0000"]
-        again = httpx.post(f"{url}/v1/match?k=1", content=photo, headers=read).json()
+        again = httpx2.post(f"{url}/v1/match?k=1", content=photo, headers=read).json()
         assert again["matches"][0]["id"] == "new0000"
-        assert 'copyseek_requests_total{method="POST",route="/v1/references",status="200"} 1.0' in httpx.get(f"{url}/metrics", headers=read).text
+        assert 'copyseek_requests_total{method="POST",route="/v1/references",status="200"} 1.0' in httpx2.get(f"{url}/metrics", headers=read).text
     finally:
         output = stop_server(process)
     assert "Traceback" not in output and "copyseek serve:" in output

@@ -59,7 +59,7 @@ def value_for(schema: dict) -> st.SearchStrategy:
 
 
 def request_strategy(path: str, method: str, operation: dict, files: list[bytes], tokens: list[str | None]):
-    """(method, url, kwargs) for httpx / TestClient."""
+    """(method, url, kwargs) for httpx2 / TestClient."""
     params = operation.get("parameters", [])
     body = operation.get("requestBody", {}).get("content", {})
 
