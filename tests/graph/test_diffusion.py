@@ -297,10 +297,11 @@ class TestSolvers:
         hybrid.rank(y)
         assert hybrid.iterations_ < temporal.iterations_
 
-    def test_hybrid_stops_at_temporals_residual_on_the_whole_system(self, graph):
+    @pytest.mark.parametrize("components", [False, True])
+    def test_hybrid_stops_at_temporals_residual_on_the_whole_system(self, graph, components):
         # seeds mostly on the top eigenvectors: the deflated part is small, and CG must not solve it
         # to tol relative to its own (small) norm, only to tol x |y| as temporal does
-        hybrid = Diffusion(0.99, "hybrid", rank=30, tol=1e-3).fit(graph)
+        hybrid = Diffusion(0.99, "hybrid", rank=30, tol=1e-3, components=components).fit(graph)
         s = graph.normalized().toarray()
         u = hybrid.solver_.vectors_.astype(np.float64)
         y = u[:, :1] + 1e-2 * seeds(graph, 1)
