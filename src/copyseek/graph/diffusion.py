@@ -476,15 +476,12 @@ class Components:
         return len(self._members)
 
 
-ComponentSolve = Callable[[np.ndarray, np.ndarray, np.ndarray, list[int]], tuple[np.ndarray, int]]
-"""solve(nodes, touched labels, y[nodes] of the columns that touch exactly those, the columns) -> (f
-on those nodes and columns, CG iterations)."""
-
-
-def solve_by_components(components: Components, y: np.ndarray, solve: ComponentSolve) -> tuple[np.ndarray, int]:
-    """f for (n, m) seeds, each column solved on the components its seeds touch, by `solve`; the
-    columns with the same touched components are solved as one block. Elsewhere f is 0 (no path
-    leads there)."""
+def solve_by_components(
+    components: Components, y: np.ndarray, solve: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, int]]
+) -> tuple[np.ndarray, int]:
+    """f for (n, m) seeds, each column solved on the components its seeds touch, by
+    `solve(nodes, touched labels, y[nodes] of the columns that touch exactly those)`; the columns with
+    the same touched components are solved as one block. Elsewhere f is 0 (no path leads there)."""
     f = np.zeros_like(y)
     groups: dict[tuple[int, ...], list[int]] = {}
     for column in range(y.shape[1]):
@@ -495,7 +492,7 @@ def solve_by_components(components: Components, y: np.ndarray, solve: ComponentS
     for touched, columns in groups.items():
         labels = np.asarray(touched)
         nodes = components.nodes(labels)
-        part, its = solve(nodes, labels, y[np.ix_(nodes, columns)], columns)
+        part, its = solve(nodes, labels, y[np.ix_(nodes, columns)])
         f[np.ix_(nodes, columns)] = part
         iterations = max(iterations, its)
     return f, iterations
@@ -517,7 +514,7 @@ class TemporalSolver(Solver):
 
     def rank(self, y: np.ndarray) -> np.ndarray:
         if self.params.components:
-            def solve(nodes: np.ndarray, _touched: np.ndarray, part: np.ndarray, _columns: list[int]) -> tuple[np.ndarray, int]:
+            def solve(nodes: np.ndarray, _touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
                 sub = self.s_[nodes][:, nodes]
                 return conjugate_gradient(partial(shifted_product, sub, self.alpha_), part, self.params.tol, self.params.max_iter)
 
@@ -680,7 +677,7 @@ class HybridSolver(Solver):
         self.s_, self.alpha_ = sp.csr_matrix(s), alpha
         if self.params.components:
             self.components_ = Components(component_labels(self.s_))
-            self.values_, self.vectors_, _ = component_eigenpairs(
+            self.values_, self.vectors_, self.owners_ = component_eigenpairs(
                 self.s_, self.params.rank, self.params.eig_tol, self.components_
             )
         else:
@@ -688,29 +685,29 @@ class HybridSolver(Solver):
         self.filter_ = (1.0 / (1.0 - alpha * self.values_)).astype(np.float32)
         return self
 
-    def rank(self, y: np.ndarray) -> np.ndarray:
-        """Spectral part on U plus CG on the deflated right-hand side (I - U U^T) y. Per component,
-        each eigenvector lies within one component and each column of y within the components it
-        touches, so U U^T y over the whole graph, all columns at once, is each group's own projection
-        (two dense products instead of copying U's rows for every group of queries: 13x faster at
-        r = 2048 on 10k nodes, BENCHMARKS.md, issue 14, session 30); CG then runs per group."""
-        coefficients = self.vectors_.T @ y.astype(np.float32)
-        rest = y - (self.vectors_ @ coefficients).astype(y.dtype)
+    def _solve(self, s: sp.csr_matrix, u: np.ndarray, filter_: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+        """Spectral part on u plus CG on the deflated right-hand side (I - u u^T) y."""
+        coefficients = u.T @ y.astype(np.float32)
+        rest = y - (u @ coefficients).astype(y.dtype)
+        alpha = self.alpha_
         # CG stops at tol x |y|, temporal's residual on the whole system: the spectral part is exact
         # on U's span, so the whole residual is CG's; measured against |rest| it would be stricter.
-        norms = np.linalg.norm(y, axis=0)
-        if self.params.components:
+        x, iterations = conjugate_gradient(
+            partial(shifted_product, s, alpha), rest, self.params.tol, self.params.max_iter, np.linalg.norm(y, axis=0)
+        )
+        return x + (u @ (filter_[:, None] * coefficients)).astype(y.dtype), iterations
 
-            def solve(nodes: np.ndarray, _touched: np.ndarray, part: np.ndarray, columns: list[int]) -> tuple[np.ndarray, int]:
-                operator = partial(shifted_product, self.s_[nodes][:, nodes], self.alpha_)
-                return conjugate_gradient(operator, part, self.params.tol, self.params.max_iter, norms[columns])
+    def rank(self, y: np.ndarray) -> np.ndarray:
+        if not self.params.components:
+            f, self.iterations_ = self._solve(self.s_, self.vectors_, self.filter_, y)
+            return f
 
-            x, self.iterations_ = solve_by_components(self.components_, rest, solve)
-        else:
-            x, self.iterations_ = conjugate_gradient(
-                partial(shifted_product, self.s_, self.alpha_), rest, self.params.tol, self.params.max_iter, norms
-            )
-        return x + (self.vectors_ @ (self.filter_[:, None] * coefficients)).astype(y.dtype)
+        def solve(nodes: np.ndarray, touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
+            mine = np.flatnonzero(np.isin(self.owners_, touched))
+            return self._solve(self.s_[nodes][:, nodes], self.vectors_[nodes][:, mine], self.filter_[mine], part)
+
+        f, self.iterations_ = solve_by_components(self.components_, y, solve)
+        return f
 
     def nbytes(self) -> int:
         return int(self.vectors_.nbytes + self.values_.nbytes)
@@ -792,7 +789,7 @@ class AggregatedHybridSolver(Solver):
             )
             return f
 
-        def solve(nodes: np.ndarray, touched: np.ndarray, part: np.ndarray, _columns: list[int]) -> tuple[np.ndarray, int]:
+        def solve(nodes: np.ndarray, touched: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, int]:
             # each touched component on its own, with its own coarse space; every piece stops at
             # tol x |y| / sqrt(pieces), so the whole residual meets temporal's tol x |y|
             scale = np.linalg.norm(part, axis=0) / np.sqrt(len(touched))
@@ -826,6 +823,8 @@ def keep_rank(solver: Solver, rank: int) -> Any:
     kept.params = dataclasses.replace(solver.params, rank=rank)
     kept.values_, kept.filter_ = solver.values_[:rank], solver.filter_[:rank]
     kept.vectors_ = np.ascontiguousarray(solver.vectors_[:, :rank])
+    if hasattr(solver, "owners_"):
+        kept.owners_ = solver.owners_[:rank]
     return kept
 
 
