@@ -253,6 +253,12 @@ class TestConjugateGradient:
         assert len(outs) > 3 and all(np.shares_memory(out, outs[0]) for out in outs)
         np.testing.assert_allclose(x, np.linalg.solve(a, b), atol=1e-8)
 
+    def test_an_operator_of_v_alone_is_refused_with_what_to_do(self):
+        with pytest.raises(CopyseekError, match="as_operator"):
+            conjugate_gradient(lambda v: v, np.ones((3, 2)))
+        with pytest.raises(TypeError, match="has no len"):  # a TypeError of its own goes through
+            conjugate_gradient(lambda v, out: len(3), np.ones((3, 2)))
+
     @pytest.mark.parametrize("block", [0, -1, 2.5])
     def test_a_block_of_no_columns_is_refused(self, block):
         with pytest.raises(CopyseekError, match="CG block"):

@@ -33,6 +33,7 @@ CG is slow, to the large components (hybrid-agg factorises one coarse system per
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -69,6 +70,21 @@ def as_operator(product: Callable[[np.ndarray], np.ndarray]) -> LinearOperator:
         return out
 
     return operator
+
+
+def _refuse_old_operator(matvec: Callable[..., np.ndarray]) -> None:
+    """Raise CopyseekError, saying what to do, if `matvec` cannot be called as operator(v, out)
+    (before session 30 CG's operators took v alone); called only once a TypeError has happened, so a
+    solve pays nothing for it."""
+    try:
+        inspect.signature(matvec).bind(None, None)
+    except ValueError:  # a callable without a readable signature (a C function): trusted
+        return
+    except TypeError:
+        raise CopyseekError(
+            "conjugate_gradient's operator is called as operator(v, out) and writes A v into out; "
+            "wrap a function v -> A v in as_operator(...)"
+        ) from None
 
 
 def shifted_product(s: sp.spmatrix, alpha: float, v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -140,18 +156,22 @@ def conjugate_gradient(
     def work(width: int) -> list[np.ndarray]:
         return [buffer[: n * width].reshape(n, width) for buffer in buffers]
 
-    if not several:  # one block: its solution (a work array of this call) is the answer
-        x, iterations, converged = _solve_columns(matvec, b, tol, max_iter, scale, deflation, work(m))
-    else:
-        x, iterations, converged = np.empty_like(b), 0, True
-        for start in range(0, m, block):
-            stop = min(start + block, m)
-            rhs, *arrays = work(stop - start)
-            np.copyto(rhs, b[:, start:stop])
-            x[:, start:stop], its, done = _solve_columns(
-                matvec, rhs, tol, max_iter, None if scale is None else scale[start:stop], deflation, arrays
-            )
-            iterations, converged = max(iterations, its), converged and done
+    try:
+        if not several:  # one block: its solution (a work array of this call) is the answer
+            x, iterations, converged = _solve_columns(matvec, b, tol, max_iter, scale, deflation, work(m))
+        else:
+            x, iterations, converged = np.empty_like(b), 0, True
+            for start in range(0, m, block):
+                stop = min(start + block, m)
+                rhs, *arrays = work(stop - start)
+                np.copyto(rhs, b[:, start:stop])
+                x[:, start:stop], its, done = _solve_columns(
+                    matvec, rhs, tol, max_iter, None if scale is None else scale[start:stop], deflation, arrays
+                )
+                iterations, converged = max(iterations, its), converged and done
+    except TypeError:
+        _refuse_old_operator(matvec)
+        raise
     if not converged:
         warnings.warn(f"conjugate gradient stopped at max_iter={max_iter} before tol={tol:g}", ConvergenceWarning, stacklevel=3)
     return x, iterations
