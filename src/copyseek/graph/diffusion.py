@@ -124,6 +124,10 @@ a time take temporal 1.5x and hybrid-agg 1.2x less time than all at once (at 100
 the run-to-run noise; BENCHMARKS.md, issue 14, session 29)."""
 
 
+_WORK_ARRAYS = 5
+"""x, r, p, A p and the scaled update: the (n, k) arrays one CG solve works in."""
+
+
 def conjugate_gradient(
     matvec: LinearOperator,
     b: np.ndarray,
@@ -151,7 +155,8 @@ def conjugate_gradient(
     several = m > block
     # flat buffers (a block's right-hand sides too, when there are several blocks), so that a
     # narrower last block works in a C-ordered prefix of each
-    buffers = [np.empty(n * min(block, m), dtype=b.dtype) for _ in range(_WORK_ARRAYS + several)]
+    count = _WORK_ARRAYS + 1 if several else _WORK_ARRAYS
+    buffers = [np.empty(n * min(block, m), dtype=b.dtype) for _ in range(count)]
 
     def work(width: int) -> list[np.ndarray]:
         return [buffer[: n * width].reshape(n, width) for buffer in buffers]
@@ -177,10 +182,6 @@ def conjugate_gradient(
     return x, iterations
 
 
-_WORK_ARRAYS = 5
-"""x, r, p, A p and the scaled update: the (n, k) arrays one CG solve works in."""
-
-
 def _solve_columns(
     matvec: LinearOperator,
     b: np.ndarray,
@@ -196,11 +197,11 @@ def _solve_columns(
     if deflation is None:
         x.fill(0)
         np.copyto(r, b)
+        np.copyto(p, r)
     else:
         deflation.coarse(b, out=x)
         np.subtract(b, matvec(x, r), out=r)
-    np.copyto(p, r)
-    if deflation is not None:
+        np.copyto(p, r)
         deflation.subtract_correction(r, p)
     rr = np.einsum("ij,ij->j", r, r)
     norms2 = np.einsum("ij,ij->j", b, b) if scale is None else np.asarray(scale, np.float64) ** 2
