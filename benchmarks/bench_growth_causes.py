@@ -16,6 +16,8 @@
         --distractor-photos bench/std/holdout.txt
     # 6. what the drop is made of: true pairs scored lower, or new false matches (saved predictions)
     .venv/bin/python benchmarks/bench_growth_causes.py decompose bench/seed1 --small pred-200.csv --large pred-10k.csv
+    # 7. the fused pipeline (+sn, within the pair) listing every version of a photo, or its best only
+    .venv/bin/python benchmarks/bench_growth_causes.py versions bench/seed1 --index idx200 idx1k idx10k
 
 `evidence` re-matches the `--queries` copy queries whose true pair's score fell most between the
 two prediction files and prints the mean change of each evidence's contribution (fused weight x
@@ -32,6 +34,11 @@ distractors: the difference is what that reuse costs), and the top false matches
 collection's muAP with its true pairs scored as in the smaller one (what the new false matches
 cost), with its false matches as in the smaller one (what the true pairs' lower scores and lost
 pairs cost), and with its false matches to distractor references left out.
+
+`versions` matches the queries with local matching within the pair, once as `match` does by default
+and once with `MatchOptions.collapse_versions` (each query's best reference of every group of
+versions only: the spare photos come back many times among the distractors, light edits of each
+other, and a look-alike of a query's scene then fills its top 10).
 
 `fused` matches the queries once per local matching (`MatchOptions.pair_matching`, each with its
 shipped weights), describing each query and crop once for both (the global branch's embeddings
@@ -133,6 +140,17 @@ def fused(args: argparse.Namespace) -> None:
                 predictions = args.predictions_dir / f"pred-{path.name}-{'pair' if within_pair else 'neighbours'}.csv" if args.predictions_dir else None
                 report(MATCHINGS[within_pair], index, args.bench, MatchOptions(background=background, pair_matching=within_pair),
                        extra=lambda: f" | {1000 * timed.seconds / queries:.0f}", predictions=predictions)
+
+
+def versions(args: argparse.Namespace) -> None:
+    print("| versions | references | muAP | recall@P90 | threshold at P90 |\n|---|---:|---:|---:|---:|")
+    background = benchmark_paths(args.bench)["background"]
+    for path in args.index:
+        with Index.open(path) as index:
+            SharedEmbeddings(index.branches["global"])
+            for collapse in (False, True):
+                options = MatchOptions(background=background, pair_matching=True, collapse_versions=collapse)
+                report("best of each group" if collapse else "every version", index, args.bench, options)
 
 
 def sources(args: argparse.Namespace) -> None:
@@ -255,7 +273,7 @@ def evidence(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("offsets", "local", "fused"):
+    for name in ("offsets", "local", "fused", "versions"):
         p = commands.add_parser(name)
         p.add_argument("bench", type=Path)
         p.add_argument("--index", type=Path, nargs="+", required=True)
@@ -279,7 +297,9 @@ def main() -> None:
     p.add_argument("--large-predictions", type=Path, required=True)
     p.add_argument("--queries", type=int, default=30)
     args = parser.parse_args()
-    {"offsets": offsets, "local": local, "fused": fused, "sources": sources, "decompose": decompose, "evidence": evidence}[args.command](args)
+    commands = {"offsets": offsets, "local": local, "fused": fused, "versions": versions, "sources": sources,
+                "decompose": decompose, "evidence": evidence}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

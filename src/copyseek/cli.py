@@ -191,6 +191,10 @@ def add_match_parser(sub) -> None:
                    help="local branch: take each verified reference's tentative matches within the pair, so a pair's "
                    "evidence falls less as the collection grows, at ~140-250 ms more per query (default: the index's setting, "
                    "off unless it was built with it; BENCHMARKS.md issue 13)")
+    p.add_argument("--collapse-versions", action="store_true",
+                   help="list each query's best reference of every group of versions only (references whose global "
+                   "vectors are nearer than 0.5 raw cosine to a better-scored one are left out; --variants lists them): "
+                   "a bank holding many versions of one photo then reports the photo once per query (BENCHMARKS.md issue 13)")
     add_speed_options(p)
     add_shard_options(p)
     p.set_defaults(run=run_match)
@@ -214,6 +218,7 @@ def run_match(args: argparse.Namespace) -> int:
         ef_search=args.ef_search,
         search_threads=args.search_threads,
         pair_matching=args.pair_matching,
+        collapse_versions=args.collapse_versions,
     )
     to_stdout = args.output == "-"
     output = None if to_stdout else check_output_path(args.output)

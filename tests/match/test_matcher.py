@@ -27,6 +27,7 @@ from tests.making import write_photos
         ({"normalize_with": "references"}, "normalize_with must be one of background, collection"),
         ({"skip_nearest": -1}, "skip_nearest must be an integer >= 0"),
         ({"pair_matching": "yes"}, "pair_matching must be true or false"),
+        ({"collapse_versions": 1}, "collapse_versions must be true or false"),
     ],
 )
 def test_bad_options_are_refused_naming_the_value(kwargs, named):
@@ -84,3 +85,43 @@ def test_the_command_line_sets_nprobe(ivf_index, tmp_path, capsys):
     # IVF4,Flat scans no fast-scan lists: one query's scan cannot be split over threads
     assert main(["match", str(root / "refs"), "--index", str(index.path), "--output", str(out), "--search-threads", "2", "-q"]) == 2
     assert "threads=2 applies to none" in capsys.readouterr().err
+
+
+def quadrants(path, pattern) -> None:
+    """A PNG whose four quadrants (top-left, top-right, bottom-left, bottom-right) are black (0) or
+    white (1): the test model's vector is their means, so the patterns set the cosines exactly."""
+    import numpy as np
+    from PIL import Image
+
+    tl, tr, bl, br = (np.full((40, 40, 3), 255 * v, np.uint8) for v in pattern)
+    rows = [np.concatenate([tl, tr], axis=1), np.concatenate([bl, br], axis=1)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def test_collapse_versions_reports_one_reference_per_group_of_versions_before_keeping_k(tmp_path, tiny_onnx):
+    from copyseek.cli import main
+
+    refs, queries = tmp_path / "refs", tmp_path / "queries"
+    refs.mkdir(), queries.mkdir()
+    quadrants(refs / "a.png", (1, 0, 0, 1))
+    quadrants(refs / "a_version.png", (1, 0, 0, 1))  # the same photo held twice
+    quadrants(refs / "b.png", (1, 1, 0, 0))  # cosine 0 with a
+    quadrants(queries / "a.png", (1, 0, 0, 1))
+    with Index.create(tmp_path / "idx", "global", {"global": {"model": f"onnx:{tiny_onnx}"}}) as index:
+        index.add(refs, progress=False)
+        plain = match(index, queries, MatchOptions(k=2), progress=False).predictions
+        collapsed = match(index, queries, MatchOptions(k=2, collapse_versions=True), progress=False).predictions
+    assert sorted(p.reference_id for p in plain) == ["a", "a_version"]
+    assert collapsed[0].reference_id in {"a", "a_version"} and [p.reference_id for p in collapsed][1:] == ["b"]
+    out = tmp_path / "p.csv"
+    assert main(["match", str(queries), "--index", str(tmp_path / "idx"), "--output", str(out), "--k", "2",
+                 "--collapse-versions", "-q"]) == 0
+    assert [line.split(",")[1] for line in out.read_text().splitlines()[1:]][1:] == ["b"]
+
+
+def test_collapse_versions_needs_the_global_branch(tmp_path):
+    write_photos(tmp_path / "refs", 2, seed=3, size=(96, 96))
+    with Index.create(tmp_path / "idx", "pdq") as index:
+        index.add(tmp_path / "refs", progress=False)
+        with pytest.raises(CopyseekError, match="no global branch"):
+            match(index, tmp_path / "refs", MatchOptions(collapse_versions=True), progress=False)

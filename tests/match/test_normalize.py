@@ -72,3 +72,18 @@ def test_removed_references_count_for_nothing():
 def test_collection_offset_rejects_a_negative_skip():
     with pytest.raises(CopyseekError, match="nearest references"):
         CollectionNormalizer(unit([[1, 0]]), collection_of([[1, 0]]), skip=-1)
+
+
+def test_best_of_versions_keeps_the_best_of_each_group_of_versions_in_order():
+    from copyseek.match.normalize import best_of_versions
+
+    photo, version, other, version_of_other = unit([[1, 0, 0, 0], [0.9, 0.2, 0, 0], [0, 0, 1, 0], [0, 0.1, 0.95, 0]])
+    # best scored first: the version of a kept candidate goes, an unrelated one stays where it was
+    assert best_of_versions(np.stack([photo, version, other, version_of_other])).tolist() == [0, 2]
+    assert best_of_versions(np.stack([version, other, photo])).tolist() == [0, 1]
+    # a candidate is compared with the kept ones only, not with those left out
+    bridge = unit([[0.7, 0, 0.7, 0]])[0]  # a version of both photo and other (cosine 0.71 > 0.5 with each)
+    assert best_of_versions(np.stack([photo, bridge, other])).tolist() == [0, 2]
+    assert best_of_versions(np.zeros((0, 4), np.float32)).tolist() == []
+    with pytest.raises(CopyseekError, match=r"\(m, dim\) vectors"):
+        best_of_versions(photo)

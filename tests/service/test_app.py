@@ -270,3 +270,19 @@ def test_a_removed_reference_is_never_matched_again(served, keys):
         assert listing["total"] == 7 and "img0003" not in [r["id"] for r in listing["references"]]
     with Index.open(served / "index") as index:  # committed
         assert len(index) == 7
+
+
+def test_collapse_versions_answers_one_reference_per_group_of_versions(served):
+    import shutil
+
+    (served / "versions").mkdir()
+    shutil.copy(served / "refs" / "img0003.jpg", served / "versions" / "img0003_version.jpg")
+    with Index.open(served / "index") as index:
+        index.add(served / "versions", progress=False)
+    query = (served / "query.jpg").read_bytes()
+    answers = {}
+    for collapse in (False, True):
+        with make_client(served / "index", public_read=True, collapse_versions=collapse) as client:
+            answers[collapse] = [m["id"] for m in client.post("/v1/match?k=3", content=query).json()["matches"]]
+    assert {"img0003", "img0003_version"} <= set(answers[False])
+    assert len({"img0003", "img0003_version"} & set(answers[True])) == 1 and len(answers[True]) == 3

@@ -46,3 +46,15 @@ def test_keys_are_added_listed_and_removed_from_the_command_line(served, capsys)
     assert main(["serve", "keys", "remove", "--index", index, "ci"]) == 0
     assert KeyStore(index).find(token) is None
     assert main(["serve", "keys", "add", "--index", str(served / "refs"), "--scope", "read"]) == 2
+
+
+def test_serve_hands_collapse_versions_to_the_service(served, monkeypatch):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **settings: seen.setdefault("service", app.state.service))
+    for flags, expected in (([], False), (["--collapse-versions"], True)):
+        seen.clear()
+        assert main(["serve", "--index", str(served / "index"), *flags]) == 0
+        assert seen["service"].options.collapse_versions is expected
+        seen["service"].close()

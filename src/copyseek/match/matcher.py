@@ -16,7 +16,7 @@ from copyseek.describe.base import Searcher
 from copyseek.errors import CopyseekError
 from copyseek.io.csvfiles import Prediction
 from copyseek.io.images import DecodedImage, ImageFile, find_images, iter_decoded
-from copyseek.match.normalize import BackgroundNormalizer, CollectionNormalizer, background_vectors
+from copyseek.match.normalize import BackgroundNormalizer, CollectionNormalizer, background_vectors, best_of_versions
 from copyseek.match.scoring import QueryBatch, Scorer
 from copyseek.progress import progress_bar
 from copyseek.registry import scorer_factory
@@ -43,6 +43,10 @@ class MatchOptions:
     machine whose cores are otherwise idle. pair_matching: the local branch's tentative matches
     within each verified pair (True) or from the collection-wide neighbours (False); None keeps
     the index's setting (`copyseek.local.search`; the fused scorer uses the weights fitted for it).
+    collapse_versions: report each query's best reference of every group of versions only (references
+    whose global vectors are nearer than DUPLICATE_SIMILARITY to a better-scored one are left out
+    before keeping k; needs the global branch): a bank holding many versions of one photo then
+    lists the photo once per query.
     """
 
     k: int = 10
@@ -58,6 +62,7 @@ class MatchOptions:
     ef_search: int | None = None
     search_threads: int | None = None
     pair_matching: bool | None = None
+    collapse_versions: bool = False
 
     def __post_init__(self) -> None:
         for name in ("k", "candidates", "n_background", "batch_size"):
@@ -68,6 +73,7 @@ class MatchOptions:
                 check_int(name, getattr(self, name), minimum=1)
         if self.pair_matching is not None:
             check_bool("pair_matching", self.pair_matching)
+        check_bool("collapse_versions", self.collapse_versions)
         check_number("beta", self.beta, minimum=0.0)
         check_int("skip_nearest", self.skip_nearest, minimum=0)
         if self.normalize_with not in NORMALIZE_WITH:
@@ -113,6 +119,10 @@ def match(
         raise CopyseekError(f"the index {index.path} holds no references yet")
     searchers = index.searchers()
     set_search_parameters(searchers, options.search_parameters())
+    if options.collapse_versions and "global" not in searchers:
+        raise CopyseekError(
+            f"collapse_versions compares references by their global vectors, and the index {index.path} has no "
+            f"global branch (it has: {', '.join(searchers)})")
     scorer = scorer or make_scorer(index, options, progress)
     ids = index.ids
     result = MatchResult([])
@@ -134,7 +144,10 @@ def match(
             candidates = {name: searchers[name].search(features[name], max(options.k, options.candidates)) for name in index.branches}
             queries = QueryBatch([i.file.id for i in kept], [i.pixels for i in kept], features, candidates)
             for image, scored in zip(kept, scorer(queries)):
-                order = np.argsort(-scored.scores, kind="stable")[: options.k]
+                order = np.argsort(-scored.scores, kind="stable")
+                if options.collapse_versions:
+                    order = order[best_of_versions(searchers["global"].reconstruct(scored.rows[order]))]
+                order = order[: options.k]
                 per_candidate = {key: v for key, v in scored.extra.items() if np.ndim(v) == 1}
                 result.predictions += [
                     Prediction(

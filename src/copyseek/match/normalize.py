@@ -56,6 +56,27 @@ DUPLICATE_SIMILARITY = 0.5
 of one photo (unrelated photos score about 0-0.3 with SSCD)."""
 
 
+def best_of_versions(vectors: np.ndarray, threshold: float = DUPLICATE_SIMILARITY) -> np.ndarray:
+    """(m, dim) global vectors of one query's candidates, best scored first -> (k,) indices of the
+    candidates kept, in order: each one that is not a version (raw cosine > `threshold`) of a
+    candidate kept before it. A bank holding many versions of one photo then reports the photo once
+    per query, not once per version (`match --collapse-versions`).
+
+    >>> v = np.array([[1.0, 0.0], [0.9, 0.436], [0.0, 1.0]], np.float32)
+    >>> best_of_versions(v).tolist()
+    [0, 2]
+    """
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.ndim != 2:
+        raise CopyseekError(f"best_of_versions needs (m, dim) vectors, got shape {vectors.shape}")
+    similar = vectors @ vectors.T > threshold
+    kept: list[int] = []
+    for i in range(len(vectors)):
+        if not similar[i, kept].any():
+            kept.append(i)
+    return np.array(kept, np.int64)
+
+
 class CollectionNormalizer(BackgroundNormalizer):
     """BackgroundNormalizer over the background set and the collection's references together.
 

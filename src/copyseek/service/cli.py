@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--public-read", action="store_true", help="matching and reading need no key (writes still do)")
     p.add_argument("--threshold", type=float, default=None, help="score at which a match is called a copy (default: per pipeline)")
     p.add_argument("--background", default=None, metavar="DIR", help="normalise scores against this background folder (as match --background)")
+    p.add_argument("--collapse-versions", action="store_true",
+                   help="answer with each query's best reference of every group of versions only (as match --collapse-versions)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default 20 MB)")
     p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image accepted (default 40 MP)")
     p.add_argument("--max-batch", type=int, default=64, help="images per batch request at most (default 64)")
@@ -99,6 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1e6),
         max_batch=args.max_batch,
         timeout=args.timeout,
+        collapse_versions=args.collapse_versions,
     )
     service = IndexService(args.index, options, runtime={"threads": args.threads})
     app = create_app(service, keys, public_read=args.public_read)

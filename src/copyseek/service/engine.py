@@ -34,6 +34,7 @@ from copyseek.match.matcher import MatchOptions, QueryBatch, Scorer, match
 from copyseek.registry import scorer_factory
 from copyseek.store.files import atomic_write
 from copyseek.store.index import Index
+from copyseek.validation import check_bool
 
 UPLOADS = "uploads"
 """Folder of the index that keeps references added through the service (the index records paths)."""
@@ -173,7 +174,9 @@ class _Recorder:
 
 @dataclass(frozen=True)
 class ServiceOptions:
-    """How the service treats requests. Sizes in bytes / pixels, times in seconds."""
+    """How the service treats requests. Sizes in bytes / pixels, times in seconds. collapse_versions:
+    answer each query with its best reference of every group of versions only (as `match
+    --collapse-versions`)."""
 
     threshold: float | None = None
     candidates: int = 30
@@ -183,11 +186,13 @@ class ServiceOptions:
     max_request_bytes: int = 100_000_000
     timeout: float = 60.0
     background: str | None = None
+    collapse_versions: bool = False
 
     def __post_init__(self) -> None:
         for name in ("candidates", "max_upload_bytes", "max_request_bytes", "max_pixels", "max_batch", "timeout"):
             if not getattr(self, name) > 0:
                 raise CopyseekError(f"service option {name} must be > 0, got {getattr(self, name)}")
+        check_bool("collapse_versions", self.collapse_versions)
 
 
 class IndexService:
@@ -325,7 +330,8 @@ class IndexService:
             result = match(
                 view,  # type: ignore[arg-type]  # IndexView reads like an Index
                 files,
-                MatchOptions(k=k, candidates=max(k, self.options.candidates), workers=0),
+                MatchOptions(k=k, candidates=max(k, self.options.candidates), workers=0,
+                             collapse_versions=self.options.collapse_versions),
                 progress=False,
                 on_skip=lambda file, reason: skipped.__setitem__(file.id, reason),
                 scorer=recorder,
