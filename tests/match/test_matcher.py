@@ -1,7 +1,9 @@
-"""match(): its options are checked where they enter, and search-time parameters reach the searchers
-for one run only."""
+"""match(): its options are checked where they enter, search-time parameters reach the searchers
+for one run only, and versions of one photo can be reported once."""
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from copyseek.errors import CopyseekError
 from copyseek.match.matcher import MatchOptions, match
@@ -89,10 +91,7 @@ def test_the_command_line_sets_nprobe(ivf_index, tmp_path, capsys):
 
 def quadrants(path, pattern) -> None:
     """A PNG whose four quadrants (top-left, top-right, bottom-left, bottom-right) are black (0) or
-    white (1): the test model's vector is their means, so the patterns set the cosines exactly."""
-    import numpy as np
-    from PIL import Image
-
+    white (1): the test model's vector is their means (less 0.5), so the patterns set the cosines."""
     tl, tr, bl, br = (np.full((40, 40, 3), 255 * v, np.uint8) for v in pattern)
     rows = [np.concatenate([tl, tr], axis=1), np.concatenate([bl, br], axis=1)]
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)

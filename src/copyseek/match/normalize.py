@@ -57,7 +57,7 @@ of one photo (unrelated photos score about 0-0.3 with SSCD)."""
 
 
 def best_of_versions(vectors: np.ndarray, threshold: float = DUPLICATE_SIMILARITY) -> np.ndarray:
-    """(m, dim) global vectors of one query's candidates, best scored first -> (k,) indices of the
+    """(m, dim) global vectors of one query's candidates, best scored first -> (j,) indices of the
     candidates kept, in order: each one that is not a version (raw cosine > `threshold`) of a
     candidate kept before it. A bank holding many versions of one photo then reports the photo once
     per query, not once per version (`match --collapse-versions`).
