@@ -16,8 +16,8 @@
         --distractor-photos bench/std/holdout.txt
     # 6. what the drop is made of: true pairs scored lower, or new false matches (saved predictions)
     .venv/bin/python benchmarks/bench_growth_causes.py decompose bench/seed1 --small pred-200.csv --large pred-10k.csv
-    # 7. the fused pipeline (+sn, within the pair) listing every version of a photo, or its best only
-    .venv/bin/python benchmarks/bench_growth_causes.py versions bench/seed1 --index idx200 idx1k idx10k
+    # 7. the fused pipeline (+sn) listing every version of a photo, or its best only
+    .venv/bin/python benchmarks/bench_growth_causes.py versions bench/seed1 --index idx200 idx1k idx10k [--neighbours]
 
 `evidence` re-matches the `--queries` copy queries whose true pair's score fell most between the
 two prediction files and prints the mean change of each evidence's contribution (fused weight x
@@ -35,8 +35,9 @@ collection's muAP with its true pairs scored as in the smaller one (what the new
 cost), with its false matches as in the smaller one (what the true pairs' lower scores and lost
 pairs cost), and with its false matches to distractor references left out.
 
-`versions` matches the queries with local matching within the pair, once as `match` does by default
-and once with `MatchOptions.collapse_versions` (each query's best reference of every group of
+`versions` matches the queries with local matching within the pair (with `--neighbours`: from the
+collection-wide neighbours, `match`'s default), once listing every version and once with
+`MatchOptions.collapse_versions` (each query's best reference of every group of
 versions only: the spare photos come back many times among the distractors, light edits of each
 other, and a look-alike of a query's scene then fills its top 10).
 
@@ -149,7 +150,7 @@ def versions(args: argparse.Namespace) -> None:
         with Index.open(path) as index:
             SharedEmbeddings(index.branches["global"])
             for collapse in (False, True):
-                options = MatchOptions(background=background, pair_matching=True, collapse_versions=collapse)
+                options = MatchOptions(background=background, pair_matching=not args.neighbours, collapse_versions=collapse)
                 report("best of each group" if collapse else "every version", index, args.bench, options)
 
 
@@ -279,6 +280,8 @@ def main() -> None:
         p.add_argument("--index", type=Path, nargs="+", required=True)
         if name == "fused":
             p.add_argument("--predictions-dir", type=Path, help="write each run's predictions here")
+        if name == "versions":
+            p.add_argument("--neighbours", action="store_true", help="local matching from the collection-wide neighbours")
     p = commands.add_parser("sources")
     p.add_argument("bench", type=Path)
     p.add_argument("--predictions", type=Path, nargs="+", required=True, help="prediction CSVs of growth runs on BENCH")
